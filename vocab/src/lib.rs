@@ -149,7 +149,6 @@ vocabulary! {
         Audio = "audio" / "audio",
         VisionLanguage = "vision-language" / "vision_language",
         TimeSeries = "time-series" / "time_series",
-        Decision = "decision" / "decision",
     }
 }
 
@@ -248,7 +247,10 @@ impl Task {
             | SeqToSeqCausalLm
             | TableQuestionAnswering
             | TextEncoding
-            | TokenClassification => TaskCategory::Text,
+            | TokenClassification
+            // In transformers 5.23 MODEL_FOR_DECISION is `JevForDecision`: a head on a language
+            // model that scores label tokens from text, not a trajectory model.
+            | Decision => TaskCategory::Text,
             Image
             | ImageClassification
             | CausalImageModeling
@@ -288,7 +290,6 @@ impl Task {
             TimeSeriesClassification | TimeSeriesPrediction | TimeSeriesRegression => {
                 TaskCategory::TimeSeries
             }
-            Decision => TaskCategory::Decision,
         }
     }
 
@@ -323,8 +324,7 @@ impl Family {
             Family::Video => &[C::Generic, C::Image, C::Video, C::VisionLanguage],
             Family::TimeSeries => &[C::Generic, C::TimeSeries],
             Family::Diffusion => &[C::Generic, C::Image],
-            Family::ReinforcementLearning => &[C::Generic, C::Decision],
-            Family::Graph => &[C::Generic],
+            Family::ReinforcementLearning | Family::Graph => &[C::Generic],
         }
     }
 
