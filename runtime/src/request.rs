@@ -1,0 +1,612 @@
+//! Typed requests and responses, one pair per capability.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use skillgen_vocab::Capability;
+
+use crate::dispatch::Dispatch;
+
+/// A capability's output together with the dispatch decision that produced it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Response<T> {
+    /// The output.
+    pub output: T,
+    /// Where it ran and what was skipped.
+    pub dispatch: Dispatch,
+}
+
+/// Text inputs: strings to tokenize, or token ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextBatch {
+    /// Raw texts.
+    Texts(Vec<String>),
+    /// Pre-tokenized inputs.
+    TokenIds(Vec<Vec<u32>>),
+}
+
+impl TextBatch {
+    /// Number of inputs.
+    pub fn len(&self) -> usize {
+        match self {
+            TextBatch::Texts(t) => t.len(),
+            TextBatch::TokenIds(t) => t.len(),
+        }
+    }
+
+    /// Whether there are no inputs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            _ if self.is_empty() => Err("no inputs".to_owned()),
+            TextBatch::TokenIds(ids) => match ids.iter().position(Vec::is_empty) {
+                Some(i) => Err(format!("input {i} has no token ids")),
+                None => Ok(()),
+            },
+            TextBatch::Texts(_) => Ok(()),
+        }
+    }
+}
+
+impl From<&str> for TextBatch {
+    fn from(s: &str) -> Self {
+        TextBatch::Texts(vec![s.to_owned()])
+    }
+}
+impl From<String> for TextBatch {
+    fn from(s: String) -> Self {
+        TextBatch::Texts(vec![s])
+    }
+}
+impl From<&[&str]> for TextBatch {
+    fn from(s: &[&str]) -> Self {
+        TextBatch::Texts(s.iter().map(|s| (*s).to_owned()).collect())
+    }
+}
+impl<const N: usize> From<&[&str; N]> for TextBatch {
+    fn from(s: &[&str; N]) -> Self {
+        Self::from(&s[..])
+    }
+}
+impl From<Vec<String>> for TextBatch {
+    fn from(s: Vec<String>) -> Self {
+        TextBatch::Texts(s)
+    }
+}
+impl From<Vec<Vec<u32>>> for TextBatch {
+    fn from(ids: Vec<Vec<u32>>) -> Self {
+        TextBatch::TokenIds(ids)
+    }
+}
+
+macro_rules! text_request_from {
+    ($req:ident { $($field:ident : $default:expr),* }) => {
+        impl<T: Into<TextBatch>> From<T> for $req {
+            fn from(t: T) -> Self {
+                $req { input: t.into(), $($field: $default),* }
+            }
+        }
+    };
+}
+
+/// `embed`: one vector per input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmbedRequest {
+    /// The inputs.
+    pub input: TextBatch,
+    /// L2-normalize the vectors: `None` follows the model (a sentence-transformers `Normalize`
+    /// module in `modules.json`), `Some(_)` overrides it.
+    pub normalize: Option<bool>,
+}
+text_request_from!(EmbedRequest { normalize: None });
+
+impl EmbedRequest {
+    /// Force L2 normalisation on or off.
+    pub fn normalize(mut self, on: bool) -> Self {
+        self.normalize = Some(on);
+        self
+    }
+}
+
+/// How token vectors were pooled into one vector per input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pooling {
+    /// The mean over the positions whose attention mask is 1.
+    Mean,
+    /// The first token (`[CLS]`).
+    Cls,
+}
+
+impl std::fmt::Display for Pooling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        })
+    }
+}
+
+/// `embed` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Embeddings {
+    /// One vector per input.
+    pub vectors: Vec<Vec<f32>>,
+    /// The vector dimension.
+    pub dim: usize,
+    /// The pooling used.
+    pub pooling: Pooling,
+    /// Whether the vectors were L2-normalised.
+    pub normalized: bool,
+    /// The token ids the model saw, per input (after tokenisation and truncation).
+    pub token_ids: Vec<Vec<u32>>,
+}
+
+/// `fill_mask`: predictions for each mask token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FillMaskRequest {
+    /// Text containing the model's mask token(s), or token ids.
+    pub input: TextBatch,
+    /// Predictions per mask.
+    pub top_k: usize,
+}
+text_request_from!(FillMaskRequest { top_k: 5 });
+
+/// One candidate for a masked position.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskPrediction {
+    /// The token text.
+    pub token: String,
+    /// The token id.
+    pub token_id: u32,
+    /// Probability.
+    pub score: f32,
+}
+
+/// `fill_mask` output: per input, per mask position, the top candidates.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FillMaskOutput {
+    /// `predictions[input][mask][k]`.
+    pub predictions: Vec<Vec<Vec<MaskPrediction>>>,
+}
+
+/// `classify`: sequence classification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassifyRequest {
+    /// The inputs.
+    pub input: TextBatch,
+    /// Labels per input (0 = all).
+    pub top_k: usize,
+}
+text_request_from!(ClassifyRequest { top_k: 0 });
+
+/// A label with its score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Label {
+    /// The label (from `id2label`).
+    pub label: String,
+    /// Probability.
+    pub score: f32,
+}
+
+/// `classify` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Classifications {
+    /// Labels per input, best first.
+    pub labels: Vec<Vec<Label>>,
+}
+
+/// The prompt of a generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Text to tokenize.
+    Text(String),
+    /// Token ids.
+    TokenIds(Vec<u32>),
+}
+
+/// `generate`: text generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GenerateRequest {
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Maximum new tokens.
+    pub max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Top-k sampling.
+    pub top_k: Option<usize>,
+    /// Nucleus sampling, in (0, 1].
+    pub top_p: Option<f32>,
+    /// RNG seed.
+    pub seed: Option<u64>,
+    /// Stop sequences.
+    pub stop: Vec<String>,
+}
+
+impl GenerateRequest {
+    /// Greedy, 128 new tokens.
+    pub fn new(prompt: Prompt) -> Self {
+        Self {
+            prompt,
+            max_tokens: 128,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: None,
+            stop: Vec::new(),
+        }
+    }
+    /// Set `max_tokens`.
+    pub fn max_tokens(mut self, n: usize) -> Self {
+        self.max_tokens = n;
+        self
+    }
+    /// Set `temperature`.
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = t;
+        self
+    }
+    /// Set `top_k`.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+    /// Set `top_p`.
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = Some(p);
+        self
+    }
+    /// Set `seed`.
+    pub fn seed(mut self, s: u64) -> Self {
+        self.seed = Some(s);
+        self
+    }
+    /// Add a stop sequence.
+    pub fn stop(mut self, s: impl Into<String>) -> Self {
+        self.stop.push(s.into());
+        self
+    }
+}
+
+impl From<&str> for GenerateRequest {
+    fn from(s: &str) -> Self {
+        Self::new(Prompt::Text(s.to_owned()))
+    }
+}
+impl From<String> for GenerateRequest {
+    fn from(s: String) -> Self {
+        Self::new(Prompt::Text(s))
+    }
+}
+impl From<Vec<u32>> for GenerateRequest {
+    fn from(ids: Vec<u32>) -> Self {
+        Self::new(Prompt::TokenIds(ids))
+    }
+}
+
+/// Why generation stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// `max_tokens` reached.
+    Length,
+    /// End-of-sequence token.
+    Eos,
+    /// A stop sequence.
+    Stop,
+}
+
+/// `generate` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Generation {
+    /// The generated text (without the prompt).
+    pub text: String,
+    /// The generated token ids.
+    pub token_ids: Vec<u32>,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+}
+
+/// `transcribe`: speech to text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TranscribeRequest {
+    /// Mono PCM at 16 kHz, samples in [-1, 1].
+    pub pcm_16khz: Vec<f32>,
+    /// Language hint (e.g. `en`).
+    pub language: Option<String>,
+}
+
+impl From<&[f32]> for TranscribeRequest {
+    fn from(pcm: &[f32]) -> Self {
+        Self {
+            pcm_16khz: pcm.to_vec(),
+            language: None,
+        }
+    }
+}
+impl From<Vec<f32>> for TranscribeRequest {
+    fn from(pcm: Vec<f32>) -> Self {
+        Self {
+            pcm_16khz: pcm,
+            language: None,
+        }
+    }
+}
+
+/// `transcribe` output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transcription {
+    /// The text.
+    pub text: String,
+}
+
+/// An image input.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageInput {
+    /// An image file.
+    Path(PathBuf),
+    /// Encoded image bytes (PNG, JPEG, ...).
+    Encoded(Vec<u8>),
+}
+
+impl From<PathBuf> for ImageInput {
+    fn from(p: PathBuf) -> Self {
+        ImageInput::Path(p)
+    }
+}
+impl From<&std::path::Path> for ImageInput {
+    fn from(p: &std::path::Path) -> Self {
+        ImageInput::Path(p.to_path_buf())
+    }
+}
+impl From<Vec<u8>> for ImageInput {
+    fn from(b: Vec<u8>) -> Self {
+        ImageInput::Encoded(b)
+    }
+}
+
+impl ImageInput {
+    fn validate(&self) -> Result<(), String> {
+        match self {
+            ImageInput::Encoded(b) if b.is_empty() => Err("empty image bytes".to_owned()),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// `classify_image`: image classification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassifyImageRequest {
+    /// The image.
+    pub image: ImageInput,
+    /// Labels to return (0 = all).
+    pub top_k: usize,
+}
+
+impl<T: Into<ImageInput>> From<T> for ClassifyImageRequest {
+    fn from(i: T) -> Self {
+        Self {
+            image: i.into(),
+            top_k: 5,
+        }
+    }
+}
+
+/// `classify_image` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageClassification {
+    /// Labels, best first.
+    pub labels: Vec<Label>,
+}
+
+/// `image_text_similarity`: CLIP-style matching of images against texts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageTextRequest {
+    /// The images.
+    pub images: Vec<ImageInput>,
+    /// The texts.
+    pub texts: Vec<String>,
+}
+
+impl ImageTextRequest {
+    /// Images × texts.
+    pub fn new(images: Vec<ImageInput>, texts: Vec<String>) -> Self {
+        Self { images, texts }
+    }
+}
+
+impl<I: Into<ImageInput>> From<(I, &[&str])> for ImageTextRequest {
+    fn from((image, texts): (I, &[&str])) -> Self {
+        Self {
+            images: vec![image.into()],
+            texts: texts.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// `image_text_similarity` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Similarity {
+    /// `scores[image][text]`, softmax over texts.
+    pub scores: Vec<Vec<f32>>,
+}
+
+/// A request of any capability, as handed to a backend.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Call {
+    /// `embed`.
+    Embed(EmbedRequest),
+    /// `fill_mask`.
+    FillMask(FillMaskRequest),
+    /// `classify`.
+    Classify(ClassifyRequest),
+    /// `generate`.
+    Generate(GenerateRequest),
+    /// `transcribe`.
+    Transcribe(TranscribeRequest),
+    /// `classify_image`.
+    ClassifyImage(ClassifyImageRequest),
+    /// `image_text_similarity`.
+    ImageTextSimilarity(ImageTextRequest),
+}
+
+/// A backend's output, matching the [`Call`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Output {
+    /// `embed`.
+    Embed(Embeddings),
+    /// `fill_mask`.
+    FillMask(FillMaskOutput),
+    /// `classify`.
+    Classify(Classifications),
+    /// `generate`.
+    Generate(Generation),
+    /// `transcribe`.
+    Transcribe(Transcription),
+    /// `classify_image`.
+    ClassifyImage(ImageClassification),
+    /// `image_text_similarity`.
+    ImageTextSimilarity(Similarity),
+}
+
+impl Call {
+    /// The capability this call exercises.
+    pub fn capability(&self) -> Capability {
+        match self {
+            Call::Embed(_) => Capability::Embed,
+            Call::FillMask(_) => Capability::FillMask,
+            Call::Classify(_) => Capability::Classify,
+            Call::Generate(_) => Capability::Generate,
+            Call::Transcribe(_) => Capability::Transcribe,
+            Call::ClassifyImage(_) => Capability::ClassifyImage,
+            Call::ImageTextSimilarity(_) => Capability::ImageTextSimilarity,
+        }
+    }
+
+    /// Reject malformed requests before dispatch.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Call::Embed(r) => r.input.validate(),
+            Call::FillMask(r) => {
+                r.input.validate()?;
+                if r.top_k == 0 {
+                    return Err("top_k must be at least 1".to_owned());
+                }
+                Ok(())
+            }
+            Call::Classify(r) => r.input.validate(),
+            Call::Generate(r) => {
+                match &r.prompt {
+                    Prompt::TokenIds(ids) if ids.is_empty() => {
+                        return Err("empty prompt token ids".to_owned());
+                    }
+                    _ => {}
+                }
+                if !(r.temperature.is_finite() && r.temperature >= 0.0) {
+                    return Err(format!(
+                        "temperature must be finite and ≥ 0, got {}",
+                        r.temperature
+                    ));
+                }
+                if let Some(p) = r.top_p
+                    && !(p > 0.0 && p <= 1.0)
+                {
+                    return Err(format!("top_p must be in (0, 1], got {p}"));
+                }
+                if r.top_k == Some(0) {
+                    return Err("top_k must be at least 1".to_owned());
+                }
+                if r.max_tokens == 0 {
+                    return Err("max_tokens must be at least 1".to_owned());
+                }
+                Ok(())
+            }
+            Call::Transcribe(r) => {
+                if r.pcm_16khz.is_empty() {
+                    return Err("no audio samples".to_owned());
+                }
+                match r.pcm_16khz.iter().position(|s| !s.is_finite()) {
+                    Some(i) => Err(format!("sample {i} is not finite")),
+                    None => Ok(()),
+                }
+            }
+            Call::ClassifyImage(r) => r.image.validate(),
+            Call::ImageTextSimilarity(r) => {
+                if r.images.is_empty() {
+                    return Err("no images".to_owned());
+                }
+                if r.texts.is_empty() {
+                    return Err("no texts".to_owned());
+                }
+                r.images.iter().try_for_each(ImageInput::validate)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversions() {
+        let r: EmbedRequest = (&["a", "b"]).into();
+        assert_eq!(r.input, TextBatch::Texts(vec!["a".into(), "b".into()]));
+        let r: EmbedRequest = vec![vec![1u32, 2]].into();
+        assert_eq!(r.input.len(), 1);
+        let g: GenerateRequest = GenerateRequest::from("hi").max_tokens(3).seed(7).stop("\n");
+        assert_eq!((g.max_tokens, g.seed, g.stop.len()), (3, Some(7), 1));
+        let t: TranscribeRequest = (&[0.0f32, 0.1][..]).into();
+        assert_eq!(t.pcm_16khz.len(), 2);
+    }
+
+    #[test]
+    fn validation_rejects_bad_input() {
+        let empty: &[&str] = &[];
+        assert_eq!(
+            Call::Embed(empty.into()).validate().unwrap_err(),
+            "no inputs"
+        );
+        assert!(Call::Embed("x".into()).validate().is_ok());
+        assert!(
+            Call::Generate(GenerateRequest::from("x").top_p(1.5))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Call::Generate(GenerateRequest::from("x").temperature(f32::NAN))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Call::Generate(GenerateRequest::from(Vec::<u32>::new()))
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            Call::Transcribe(vec![0.0, f32::INFINITY].into())
+                .validate()
+                .unwrap_err(),
+            "sample 1 is not finite"
+        );
+        assert!(
+            Call::ClassifyImage(Vec::<u8>::new().into())
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Call::ImageTextSimilarity(ImageTextRequest::new(vec![], vec!["a".into()]))
+                .validate()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,367 @@
+//! The `Skill` trait, its state, the `MojoMaxTarget` mixin, and run-time typed `DynSkill`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use skillgen_vocab::{Capability, Task};
+
+use crate::caps::Capabilities;
+use crate::dispatch::{self, Dispatch, Resolved, Work};
+use crate::env::{EnvSource, ProcessEnv};
+use crate::info::SkillInfo;
+use crate::{SkillError, TargetSpec};
+
+/// A typed binding of one Hugging Face model type. Implement it with `#[derive(Skill)]`.
+pub trait Skill {
+    /// The static description of the model type.
+    const INFO: &'static SkillInfo;
+    /// The loaded state.
+    fn state(&self) -> &SkillState;
+    /// Wrap a loaded state.
+    fn from_state(state: SkillState) -> Self
+    where
+        Self: Sized;
+}
+
+/// The fields of `config.json` the runtime reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelConfig {
+    /// The config path.
+    pub path: PathBuf,
+    /// `model_type`.
+    pub model_type: String,
+    /// `_name_or_path`, if present.
+    pub name_or_path: Option<String>,
+    /// `architectures`, if present.
+    pub architectures: Vec<String>,
+}
+
+/// Read `dir/config.json`, with typed errors naming the file.
+pub fn read_config(dir: &Path) -> Result<ModelConfig, SkillError> {
+    match std::fs::metadata(dir) {
+        Err(_) => {
+            return Err(SkillError::ModelDirMissing {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(m) if !m.is_dir() => {
+            return Err(SkillError::NotADirectory {
+                path: dir.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+    }
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(SkillError::ConfigMissing {
+            dir: dir.to_path_buf(),
+            path,
+        });
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| SkillError::ConfigRead {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| SkillError::ConfigInvalid {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+    let Some(obj) = value.as_object() else {
+        return Err(SkillError::ConfigInvalid {
+            path,
+            detail: "the top level is not an object".to_owned(),
+        });
+    };
+    let model_type = match obj.get("model_type") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        other => {
+            return Err(SkillError::ConfigNoModelType {
+                path,
+                found: other.map(ToString::to_string),
+            });
+        }
+    };
+    Ok(ModelConfig {
+        model_type,
+        name_or_path: obj
+            .get("_name_or_path")
+            .and_then(|v| v.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        architectures: obj
+            .get("architectures")
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        path,
+    })
+}
+
+/// Models loaded by the backends, shared by the clones of one [`SkillState`].
+#[derive(Default)]
+pub(crate) struct ModelCache {
+    bert_cpu: Mutex<Option<Arc<crate::candle_bert::BertEmbedder>>>,
+}
+
+impl std::fmt::Debug for ModelCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let loaded = self.bert_cpu.lock().map(|g| g.is_some()).unwrap_or(false);
+        f.debug_struct("ModelCache")
+            .field("bert_cpu_loaded", &loaded)
+            .finish()
+    }
+}
+
+/// A loaded skill: its info, model directory, config, requested target and strictness.
+///
+/// `load` only reads `config.json`. The weights are loaded lazily by the backend that first
+/// runs a request (e.g. candle's BERT on the first `embed` on the CPU) and cached here; clones
+/// of a state share that cache, and concurrent first calls load once (the load is behind a
+/// mutex). A failed load is not cached: the next call tries again and reports the error again.
+#[derive(Debug, Clone)]
+pub struct SkillState {
+    info: &'static SkillInfo,
+    dir: PathBuf,
+    config: ModelConfig,
+    spec: TargetSpec,
+    strict: bool,
+    cache: Arc<ModelCache>,
+}
+
+impl SkillState {
+    /// Check that `dir` exists and has a `config.json` whose `model_type` is `info.model_type`.
+    pub fn load(
+        info: &'static SkillInfo,
+        dir: impl AsRef<Path>,
+        spec: impl Into<TargetSpec>,
+    ) -> Result<Self, SkillError> {
+        let dir = dir.as_ref();
+        let config = read_config(dir)?;
+        Self::from_config(info, dir, config, spec.into())
+    }
+
+    pub(crate) fn from_config(
+        info: &'static SkillInfo,
+        dir: &Path,
+        config: ModelConfig,
+        spec: TargetSpec,
+    ) -> Result<Self, SkillError> {
+        if config.model_type != info.model_type {
+            return Err(SkillError::ModelTypeMismatch {
+                path: config.path,
+                skill: info.struct_name,
+                expected: info.model_type,
+                found: config.model_type,
+            });
+        }
+        Ok(Self {
+            info,
+            dir: dir.to_path_buf(),
+            config,
+            spec,
+            strict: false,
+            cache: Arc::default(),
+        })
+    }
+
+    /// Builder: forbid falling back from an exact target (like `SKILLGEN_STRICT=1`).
+    pub fn strict(mut self, on: bool) -> Self {
+        self.strict = on;
+        self
+    }
+
+    /// Builder: change the requested target.
+    pub fn with_target(mut self, spec: impl Into<TargetSpec>) -> Self {
+        self.spec = spec.into();
+        self
+    }
+
+    /// The skill's static description.
+    pub fn info(&self) -> &'static SkillInfo {
+        self.info
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// What `config.json` said.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The requested target.
+    pub fn spec(&self) -> TargetSpec {
+        self.spec
+    }
+
+    /// Whether the builder option asked for strict mode (`SKILLGEN_STRICT` may also).
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+
+    /// The candle BERT embedder on the CPU, loaded on first use and cached.
+    pub(crate) fn bert_cpu(&self) -> Result<Arc<crate::candle_bert::BertEmbedder>, SkillError> {
+        let mut slot = self
+            .cache
+            .bert_cpu
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(m) = slot.as_ref() {
+            return Ok(Arc::clone(m));
+        }
+        let m = Arc::new(crate::candle_bert::BertEmbedder::load(
+            &self.dir,
+            &candle_core::Device::Cpu,
+        )?);
+        *slot = Some(Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Names a MAX server's model id may match for this model.
+    pub fn model_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .config
+            .architectures
+            .iter()
+            .map(String::as_str)
+            .collect();
+        names.extend(self.config.name_or_path.as_deref());
+        names.extend(self.dir.file_name().and_then(|n| n.to_str()));
+        names
+    }
+
+    /// The dispatch decision for `work` under `env` and `caps`.
+    pub fn plan_with(
+        &self,
+        work: impl Into<Work>,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<Dispatch, SkillError> {
+        dispatch::plan_for_model(
+            self.info,
+            work.into(),
+            &self.spec,
+            env,
+            caps,
+            self.strict,
+            &self.model_names(),
+        )
+    }
+
+    /// The dispatch decision for `work` with the process environment and the cached detection.
+    pub fn plan(&self, work: impl Into<Work>) -> Result<Dispatch, SkillError> {
+        self.plan_with(work, &ProcessEnv, Capabilities::detected())
+    }
+}
+
+/// The Mojo/MAX target mixin, implemented for every skill by `#[derive(Skill)]`.
+pub trait MojoMaxTarget: Skill {
+    /// The target this skill was loaded with.
+    fn target_spec(&self) -> TargetSpec {
+        self.state().spec()
+    }
+
+    /// The target after consulting `SKILLGEN_TARGET` / `USE_MOJO_MAX_TARGET` (process env).
+    fn resolve_target(&self) -> Result<Resolved, SkillError> {
+        dispatch::resolve(&self.state().spec(), &ProcessEnv)
+    }
+
+    /// Where `capability` would run now (process env, cached capability detection).
+    fn plan(&self, capability: Capability) -> Result<Dispatch, SkillError> {
+        self.state().plan(capability)
+    }
+
+    /// The cached capability report of this machine.
+    fn capabilities(&self) -> &'static Capabilities {
+        Capabilities::detected()
+    }
+}
+
+/// A skill chosen at run time (from `Registry::load_dir`); capabilities are checked per call.
+#[derive(Debug, Clone)]
+pub struct DynSkill {
+    state: SkillState,
+}
+
+macro_rules! dyn_methods {
+    ($($(#[$m:meta])* $name:ident($req:ident) -> $out:ident;)*) => {$(
+        $(#[$m])*
+        pub fn $name(
+            &self,
+            request: impl Into<crate::request::$req>,
+        ) -> Result<crate::request::Response<crate::request::$out>, SkillError> {
+            crate::private::$name(&self.state, request.into())
+        }
+    )*};
+}
+
+impl DynSkill {
+    /// Wrap a loaded state.
+    pub fn new(state: SkillState) -> Self {
+        Self { state }
+    }
+
+    /// The skill's static description.
+    pub fn info(&self) -> &'static SkillInfo {
+        self.state.info()
+    }
+
+    /// The loaded state.
+    pub fn state(&self) -> &SkillState {
+        &self.state
+    }
+
+    /// Consume into the state (e.g. to build the typed skill with `Skill::from_state`).
+    pub fn into_state(self) -> SkillState {
+        self.state
+    }
+
+    /// The typed skill, if this is a `S`; otherwise `self` back.
+    pub fn downcast<S: Skill>(self) -> Result<S, Box<DynSkill>> {
+        if self.state.info().model_type == S::INFO.model_type {
+            Ok(S::from_state(self.state))
+        } else {
+            Err(Box::new(self))
+        }
+    }
+
+    /// Whether this skill has `capability`.
+    pub fn has(&self, capability: Capability) -> bool {
+        self.info().task_for(capability).is_some()
+    }
+
+    /// Whether this skill lists `task`.
+    pub fn has_task(&self, task: Task) -> bool {
+        self.info().has_task(task)
+    }
+
+    /// Where `capability` would run now.
+    pub fn plan(&self, capability: Capability) -> Result<Dispatch, SkillError> {
+        self.state.plan(capability)
+    }
+
+    dyn_methods! {
+        /// `embed` (typed error if this model type has no such capability).
+        embed(EmbedRequest) -> Embeddings;
+        /// `fill_mask` (typed error if this model type has no such capability).
+        fill_mask(FillMaskRequest) -> FillMaskOutput;
+        /// `classify` (typed error if this model type has no such capability).
+        classify(ClassifyRequest) -> Classifications;
+        /// `generate` (typed error if this model type has no such capability).
+        generate(GenerateRequest) -> Generation;
+        /// `transcribe` (typed error if this model type has no such capability).
+        transcribe(TranscribeRequest) -> Transcription;
+        /// `classify_image` (typed error if this model type has no such capability).
+        classify_image(ClassifyImageRequest) -> ImageClassification;
+        /// `image_text_similarity` (typed error if this model type has no such capability).
+        image_text_similarity(ImageTextRequest) -> Similarity;
+    }
+}
