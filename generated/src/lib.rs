@@ -23,9 +23,13 @@
 //! - candle_transformers 0.11.1
 //! - max 26.7.0
 //! - transformers 5.23.0
+pub use ::skillgen_runtime::Capability;
+pub use ::skillgen_runtime::Dispatch;
+pub use ::skillgen_runtime::DynSkill;
 pub use ::skillgen_runtime::Family;
 pub use ::skillgen_runtime::Modality;
 pub use ::skillgen_runtime::MojoMaxTarget;
+pub use ::skillgen_runtime::Response;
 pub use ::skillgen_runtime::Skill;
 pub use ::skillgen_runtime::SkillError;
 pub use ::skillgen_runtime::SkillInfo;

@@ -20,6 +20,7 @@ pub mod dispatch;
 pub mod env;
 mod error;
 mod info;
+pub mod max;
 mod private;
 mod registry;
 pub mod request;

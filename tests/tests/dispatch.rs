@@ -23,7 +23,11 @@ fn snapshot_settings() -> insta::Settings {
 fn dispatch_table_of_every_skill() {
     let no_max = Capabilities::fixed_cpu_only();
     let skills = skills::registry::all();
-    assert_eq!(skills.len(), 804, "one skill per transformers 5.23 model type");
+    assert_eq!(
+        skills.len(),
+        804,
+        "one skill per transformers 5.23 model type"
+    );
     snapshot_settings().bind(|| {
         for info in skills {
             let serving = Capabilities::fixed_with_max(&[info.model_type]);

@@ -9,10 +9,22 @@ use skillgen_runtime::{Family, Task};
 fn hostile_names_map_to_safe_identifiers() {
     assert_eq!(fixture_skills::type_::Type::INFO.model_type, "type");
     assert_eq!(fixture_skills::self_::SelfModel::INFO.model_type, "self");
-    assert_eq!(fixture_skills::encoder_::Encoder::INFO.model_type, "encoder");
-    assert_eq!(fixture_skills::llama_v2::LlamaV2::INFO.model_type, "llama.v2");
-    assert_eq!(fixture_skills::m_2d_vision::M2dVision::INFO.model_type, "2d-vision");
-    assert_eq!(fixture_skills::xlm_roberta::XlmRoberta::INFO.model_type, "xlm-roberta");
+    assert_eq!(
+        fixture_skills::encoder_::Encoder::INFO.model_type,
+        "encoder"
+    );
+    assert_eq!(
+        fixture_skills::llama_v2::LlamaV2::INFO.model_type,
+        "llama.v2"
+    );
+    assert_eq!(
+        fixture_skills::m_2d_vision::M2dVision::INFO.model_type,
+        "2d-vision"
+    );
+    assert_eq!(
+        fixture_skills::xlm_roberta::XlmRoberta::INFO.model_type,
+        "xlm-roberta"
+    );
     // Family modules still resolve beside a model type named like one.
     assert_eq!(
         fixture_skills::encoder::encoder_::Encoder::INFO.family,

@@ -473,7 +473,10 @@ mod tests {
             Task::SeqToSeqCausalLm.hf_mapping(),
             "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM"
         );
-        assert_eq!(Task::SpeechSeq2Seq.hf_mapping(), "MODEL_FOR_SPEECH_SEQ_2_SEQ");
+        assert_eq!(
+            Task::SpeechSeq2Seq.hf_mapping(),
+            "MODEL_FOR_SPEECH_SEQ_2_SEQ"
+        );
     }
 
     #[test]
@@ -513,7 +516,11 @@ mod tests {
     fn capabilities_follow_family_and_tasks() {
         let caps = Capability::all_for(
             Family::Encoder,
-            &[Task::BaseModel, Task::MaskedLm, Task::SequenceClassification],
+            &[
+                Task::BaseModel,
+                Task::MaskedLm,
+                Task::SequenceClassification,
+            ],
         );
         assert_eq!(
             caps,

@@ -14,9 +14,13 @@
 //! Generated from:
 //!
 //! - purpose fixture: hostile-but-valid names
+pub use ::skillgen_runtime::Capability;
+pub use ::skillgen_runtime::Dispatch;
+pub use ::skillgen_runtime::DynSkill;
 pub use ::skillgen_runtime::Family;
 pub use ::skillgen_runtime::Modality;
 pub use ::skillgen_runtime::MojoMaxTarget;
+pub use ::skillgen_runtime::Response;
 pub use ::skillgen_runtime::Skill;
 pub use ::skillgen_runtime::SkillError;
 pub use ::skillgen_runtime::SkillInfo;
