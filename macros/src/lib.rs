@@ -1,6 +1,6 @@
 //! `#[derive(Skill)]`: binds a struct to the skillgen runtime and its MojoMax target mixin.
 //!
-//! ```ignore
+//! ```
 //! #[derive(Debug, skillgen_runtime::Skill)]
 //! #[skill(
 //!     model_type = "bert",
@@ -10,13 +10,16 @@
 //!     hf_module = "bert",               // optional
 //!     tasks(base_model("BertModel"), masked_lm("BertForMaskedLM"), sequence_classification),
 //!     candle = "bert",                  // optional
-//!     max("BertModel"),                 // optional MAX architecture names
-//!     sub_config_of("clip"),            // optional (also `sub_config_of = "clip"`)
+//!     max("bert"),                      // optional MAX architecture names
+//!     sub_config_of("clip"),            // optional parent model types
 //!     deprecated,                       // optional flag
 //! )]
 //! pub struct Bert {
 //!     state: skillgen_runtime::SkillState,   // the only field, or the one marked #[skill(state)]
 //! }
+//!
+//! assert_eq!(Bert::INFO.model_type, "bert");
+//! assert_eq!(Bert::INFO.max, &["bert"]);
 //! ```
 //!
 //! Like serde and thiserror: parse the attributes, validate them against the shared vocabulary,
