@@ -5,32 +5,25 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use skillgen_runtime::dispatch::{plan, resolve};
 use skillgen_runtime::{
-    Capabilities, Capability, Family, MapEnv, Modality, ProcessEnv, SkillInfo, Target, TargetSpec,
-    Task, TaskInfo,
+    Capabilities, Capability, MapEnv, ProcessEnv, SkillInfo, Target, TargetSpec, Task,
 };
 
-static LLAMA: SkillInfo = SkillInfo {
-    model_type: "llama",
-    struct_name: "Llama",
-    family: Family::Decoder,
-    modalities: &[Modality::Text],
-    config_class: Some("LlamaConfig"),
-    hf_module: Some("llama"),
-    tasks: &[
-        TaskInfo {
-            task: Task::BaseModel,
-            hf_classes: &["LlamaModel"],
-        },
-        TaskInfo {
-            task: Task::CausalLm,
-            hf_classes: &["LlamaForCausalLM"],
-        },
-    ],
-    candle: Some("llama"),
-    max: &["LlamaForCausalLM"],
-    sub_config_of: &[],
-    deprecated: false,
-};
+/// The skill under test, declared the way users and the generator declare one.
+#[derive(Debug, skillgen_runtime::Skill)]
+#[skill(
+    model_type = "llama",
+    family = decoder,
+    config_class = "LlamaConfig",
+    hf_module = "llama",
+    tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")),
+    candle = "llama",
+    max("LlamaForCausalLM"),
+)]
+struct Llama {
+    state: skillgen_runtime::SkillState,
+}
+
+const LLAMA: &SkillInfo = Llama::INFO;
 
 fn bench(c: &mut Criterion) {
     // The cached detection (probed once, outside the measured loop).
@@ -41,7 +34,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan/process_env+detected/auto", |b| {
         b.iter(|| {
             plan(
-                black_box(&LLAMA),
+                black_box(LLAMA),
                 Capability::Generate,
                 &TargetSpec::Auto,
                 &ProcessEnv,
@@ -55,7 +48,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan/map_env+fixed_max/default", |b| {
         b.iter(|| {
             plan(
-                black_box(&LLAMA),
+                black_box(LLAMA),
                 Capability::Generate,
                 &TargetSpec::Default,
                 &env,
@@ -67,7 +60,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("plan/map_env+fixed_max/exact_cpu", |b| {
         b.iter(|| {
             plan(
-                black_box(&LLAMA),
+                black_box(LLAMA),
                 Task::CausalLm,
                 &TargetSpec::Exact(Target::Cpu),
                 &env,
