@@ -21,6 +21,7 @@ pub mod env;
 mod error;
 mod info;
 pub mod max;
+pub mod native;
 mod private;
 mod registry;
 pub mod request;

@@ -1,5 +1,7 @@
 //! The `Skill` trait, its state, the `MojoMaxTarget` mixin, and run-time typed `DynSkill`.
 
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -103,18 +105,23 @@ pub fn read_config(dir: &Path) -> Result<ModelConfig, SkillError> {
     })
 }
 
-/// Models loaded by the backends, shared by the clones of one [`SkillState`].
+type Loaded = Arc<dyn Any + Send + Sync>;
+
+/// Models loaded by the backends, shared by the clones of one [`SkillState`], keyed by what the
+/// backend loaded (e.g. `candle/bert/cpu`).
 #[derive(Default)]
 pub(crate) struct ModelCache {
-    bert_cpu: Mutex<Option<Arc<crate::candle_bert::BertEmbedder>>>,
+    slots: Mutex<BTreeMap<String, Arc<Mutex<Option<Loaded>>>>>,
 }
 
 impl std::fmt::Debug for ModelCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let loaded = self.bert_cpu.lock().map(|g| g.is_some()).unwrap_or(false);
-        f.debug_struct("ModelCache")
-            .field("bert_cpu_loaded", &loaded)
-            .finish()
+        let keys: Vec<String> = self
+            .slots
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("ModelCache").field("loaded", &keys).finish()
     }
 }
 
@@ -207,22 +214,39 @@ impl SkillState {
         self.strict
     }
 
-    /// The candle BERT embedder on the CPU, loaded on first use and cached.
-    pub(crate) fn bert_cpu(&self) -> Result<Arc<crate::candle_bert::BertEmbedder>, SkillError> {
-        let mut slot = self
-            .cache
-            .bert_cpu
+    /// The value cached under `key`, loading it with `load` on first use.
+    ///
+    /// Clones of this state share the cache. Concurrent first calls for one key load once (each
+    /// key has its own lock, so loading one model does not block another); a failed load is not
+    /// cached. A key must always map to the same type `T`: a mismatch is a typed error.
+    pub(crate) fn cached<T: Any + Send + Sync>(
+        &self,
+        key: &str,
+        load: impl FnOnce() -> Result<T, SkillError>,
+    ) -> Result<Arc<T>, SkillError> {
+        let slot = {
+            let mut slots = self
+                .cache
+                .slots
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(slots.entry(key.to_owned()).or_default())
+        };
+        let mut slot = slot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(m) = slot.as_ref() {
-            return Ok(Arc::clone(m));
-        }
-        let m = Arc::new(crate::candle_bert::BertEmbedder::load(
-            &self.dir,
-            &candle_core::Device::Cpu,
-        )?);
-        *slot = Some(Arc::clone(&m));
-        Ok(m)
+        let loaded = match slot.as_ref() {
+            Some(loaded) => Arc::clone(loaded),
+            None => {
+                let loaded: Loaded = Arc::new(load()?);
+                *slot = Some(Arc::clone(&loaded));
+                loaded
+            }
+        };
+        loaded.downcast::<T>().map_err(|_| SkillError::Backend {
+            backend: crate::backend::BackendKind::Candle,
+            detail: format!("internal: cache key `{key}` holds another type"),
+        })
     }
 
     /// Names a MAX server's model id may match for this model.
