@@ -127,7 +127,7 @@ pub fn rust_str(s: &str) -> String {
 
 /// The module identifier for a model type: lowercase, `-`/`.` → `_`, runs of `_` collapsed
 /// (so the name stays `snake_case`), leading digit → `m_` prefix, keywords and reserved names
-/// get a trailing `_`.
+/// (and Windows device names such as `con`, which cannot be file stems there) get a trailing `_`.
 ///
 /// `xlm-roberta` → `xlm_roberta`, `2d-model` → `m_2d_model`, `type` → `type_`,
 /// `encoder` → `encoder_`.
@@ -152,9 +152,16 @@ pub fn module_ident(model_type: &str) -> String {
     out
 }
 
+/// File stems Windows refuses whatever the extension (`con.rs` cannot be checked out there).
+pub const WINDOWS_DEVICE_NAMES: &[&str] = &[
+    "con", "prn", "aux", "nul", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8",
+    "com9", "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+];
+
 fn is_reserved_module(s: &str) -> bool {
     RUST_KEYWORDS.contains(&s)
         || RESERVED_MODULES.contains(&s)
+        || WINDOWS_DEVICE_NAMES.contains(&s)
         || Family::ALL.iter().any(|f| f.module() == s)
         || s == "_"
 }
@@ -214,6 +221,9 @@ mod tests {
         assert_eq!(module_ident("std"), "std_");
         assert_eq!(module_ident("a--b..c"), "a_b_c");
         assert_eq!(module_ident("Qwen2.5"), "qwen2_5");
+        assert_eq!(module_ident("con"), "con_");
+        assert_eq!(module_ident("COM1"), "com1_");
+        assert_eq!(module_ident("nul.txt"), "nul_txt");
     }
 
     #[test]

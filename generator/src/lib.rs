@@ -166,9 +166,33 @@ fn display_name(path: &Path) -> String {
 
 /// Loads and validates the registry.
 pub fn load(config: &Config) -> Result<Registry, Error> {
-    let text =
-        std::fs::read_to_string(&config.registry).map_err(|e| Error::io(&config.registry, e))?;
-    Registry::parse_str(&text, &display_name(&config.registry))
+    let bytes = std::fs::read(&config.registry).map_err(|e| Error::io(&config.registry, e))?;
+    let file = display_name(&config.registry);
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..])
+            .chars()
+            .count()
+            + 1;
+        Error::Registry {
+            diagnostics: vec![Diagnostic {
+                file: file.clone(),
+                line,
+                column,
+                index: None,
+                model_type: None,
+                field: None,
+                message: format!(
+                    "the registry is not valid UTF-8 (invalid byte 0x{:02x})",
+                    e.as_bytes()[valid.len()]
+                ),
+            }],
+            file: file.clone(),
+        }
+    })?;
+    Registry::parse_str(&text, &file)
 }
 
 /// Renders the whole `src/` tree (paths relative to `config.out`) without touching the disk.

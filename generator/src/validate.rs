@@ -12,7 +12,7 @@
 //! - no control or bidi-override characters in any string (`notes` may contain `\n`).
 //! - no duplicates in lists.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use skillgen_vocab::{Family, did_you_mean};
 
@@ -219,6 +219,40 @@ pub(crate) fn validate(doc: Document, sink: &mut Sink) -> Option<Registry> {
             sink.push(&p.ctx, r.pos(), Some(&format!("sub_config_of[{i}]")), msg);
         }
     }
+    // Pass 3: `sub_config_of` must not loop (a → b → a); self-references are reported per entry.
+    let parents: HashMap<&str, Vec<&str>> = doc
+        .models
+        .iter()
+        .filter_map(|p| {
+            let mt = p.model_type.as_ref()?;
+            Some((
+                mt.value.as_str(),
+                p.sub_config_of.iter().map(|r| r.value.as_str()).collect(),
+            ))
+        })
+        .collect();
+    for p in &doc.models {
+        let Some(mt) = p.model_type.as_ref() else {
+            continue;
+        };
+        for (i, r) in p.sub_config_of.iter().enumerate() {
+            if r.value == mt.value {
+                continue;
+            }
+            if let Some(path) = sub_config_path(&parents, &r.value, &mt.value) {
+                sink.push(
+                    &p.ctx,
+                    r.pos(),
+                    Some(&format!("sub_config_of[{i}]")),
+                    format!(
+                        "`sub_config_of` forms a cycle: {} → {}",
+                        mt.value,
+                        path.join(" → ")
+                    ),
+                );
+            }
+        }
+    }
 
     if !sink.diagnostics.is_empty() {
         return None;
@@ -349,6 +383,36 @@ fn check_entry(p: &Partial, sink: &mut Sink) {
         }
         check_duplicates(sink, ctx, &field, &t.classes, "class");
     }
+}
+
+/// The chain of `sub_config_of` links from `from` to `to` (both included), if there is one.
+fn sub_config_path<'a>(
+    parents: &HashMap<&'a str, Vec<&'a str>>,
+    from: &'a str,
+    to: &str,
+) -> Option<Vec<&'a str>> {
+    let mut came_from: HashMap<&str, &str> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([from]);
+    let mut seen: std::collections::HashSet<&str> = [from].into();
+    while let Some(node) = queue.pop_front() {
+        if node == to {
+            let mut path = vec![node];
+            let mut cur = node;
+            while let Some(prev) = came_from.get(cur) {
+                path.push(prev);
+                cur = prev;
+            }
+            path.reverse();
+            return Some(path);
+        }
+        for &next in parents.get(node).into_iter().flatten() {
+            if seen.insert(next) {
+                came_from.insert(next, node);
+                queue.push_back(next);
+            }
+        }
+    }
+    None
 }
 
 fn family_task_message(family: Family, task: skillgen_vocab::Task) -> String {

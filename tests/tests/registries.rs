@@ -128,3 +128,142 @@ fn invalid_registries_are_rejected_with_locations_and_leave_output_untouched() {
         );
     });
 }
+
+/// The token structure of a Rust file with every literal (strings, doc comments) replaced by
+/// the same placeholder, and the literals themselves in order.
+fn masked_tokens(path: &Path, source: &str) -> (String, Vec<String>) {
+    fn walk(stream: proc_macro2::TokenStream, shape: &mut String, lits: &mut Vec<String>) {
+        use proc_macro2::TokenTree;
+        for tree in stream {
+            match tree {
+                TokenTree::Group(g) => {
+                    shape.push_str(&format!("{:?}(", g.delimiter()));
+                    walk(g.stream(), shape, lits);
+                    shape.push(')');
+                }
+                TokenTree::Literal(l) => {
+                    shape.push_str("LIT ");
+                    lits.push(l.to_string());
+                }
+                TokenTree::Ident(i) => {
+                    shape.push_str(&i.to_string());
+                    shape.push(' ');
+                }
+                TokenTree::Punct(p) => shape.push(p.as_char()),
+            }
+        }
+    }
+    let file = syn::parse_file(source)
+        .unwrap_or_else(|e| panic!("{} does not parse as Rust: {e}", path.display()));
+    let mut shape = String::new();
+    let mut lits = Vec::new();
+    walk(
+        quote::ToTokens::to_token_stream(&file),
+        &mut shape,
+        &mut lits,
+    );
+    // A multi-line note becomes one doc attribute per line: count a run of them as one.
+    for doc in ["#!Bracket(doc =LIT )", "#Bracket(doc =LIT )"] {
+        let twice = doc.repeat(2);
+        while shape.contains(&twice) {
+            shape = shape.replace(&twice, doc);
+        }
+    }
+    (shape, lits)
+}
+
+/// Replace every `notes: "…"` value of a registry with a plain word.
+fn plain_notes(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| match line.find("notes: \"") {
+            Some(i) => format!("{}notes: \"plain\"", &line[..i]),
+            None => line.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn hostile_free_text_stays_inside_literals() {
+    let mut hostile = fs::read_to_string(fixtures().join("valid/hostile-values.yaml")).unwrap();
+    // An enormous value (200 kB of notes) too: generated, not committed.
+    hostile.push_str(&format!(
+        "  - model_type: enormous_notes\n    config_class: EnormousConfig\n    hf_module: enormous\n    \
+         family: encoder\n    family_source: curated\n    modalities: [text]\n    notes: \"{}\"\n",
+        "x".repeat(200_000)
+    ));
+    let tame = plain_notes(&hostile);
+    assert_ne!(hostile, tame, "the twin differs from the hostile registry");
+    let dir = tempfile::tempdir().unwrap();
+    let render = |name: &str, yaml: &str| {
+        let registry = dir.path().join(name);
+        fs::write(&registry, yaml).unwrap();
+        skillgen::render(&Config {
+            registry,
+            ..hostile_config(dir.path())
+        })
+        .unwrap_or_else(|e| panic!("{name} must be valid:\n{e}"))
+    };
+    let hostile_files = render("hostile.yaml", &hostile);
+    let tame_files = render("tame.yaml", &tame);
+    assert_eq!(
+        hostile_files.keys().collect::<Vec<_>>(),
+        tame_files.keys().collect::<Vec<_>>(),
+        "hostile text changed which files are generated"
+    );
+    let mut differing_literals = 0;
+    for (path, hostile_src) in &hostile_files {
+        let (hostile_shape, hostile_lits) = masked_tokens(path, hostile_src);
+        let (tame_shape, tame_lits) = masked_tokens(path, &tame_files[path]);
+        assert_eq!(
+            hostile_shape,
+            tame_shape,
+            "{}: hostile notes changed the code outside literals",
+            path.display()
+        );
+        differing_literals += hostile_lits
+            .iter()
+            .zip(&tame_lits)
+            .filter(|(a, b)| a != b)
+            .count();
+    }
+    // Each hostile note reaches the output (doc comment and/or `notes` string), so the check
+    // above compared files that really contain the hostile text.
+    assert!(
+        differing_literals >= 11,
+        "only {differing_literals} literals carry the hostile notes"
+    );
+    // And the text survives verbatim, as documentation.
+    let file = &hostile_files[&PathBuf::from("src/encoder/hostile2.rs")];
+    assert!(
+        file.contains(r#"//! "); std::process::exit(1); (""#),
+        "the note is documented verbatim in src/encoder/hostile2.rs"
+    );
+}
+
+#[test]
+fn a_ten_thousand_entry_registry_generates_parseable_code() {
+    let mut yaml = String::from("version: 1\nsources: {}\nmodels:\n");
+    for i in 0..10_000 {
+        yaml.push_str(&format!(
+            "  - model_type: synth-{i}\n    config_class: Synth{i}Config\n    hf_module: synth_{i}\n    \
+             family: decoder\n    family_source: curated\n    modalities: [text]\n    tasks:\n      \
+             causal-lm: [Synth{i}ForCausalLM]\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("big.yaml");
+    fs::write(&registry, yaml).unwrap();
+    let files = skillgen::render(&Config {
+        registry,
+        ..hostile_config(dir.path())
+    })
+    .expect("a 10k-entry registry renders");
+    // 10,000 skill files plus lib.rs, registry.rs and the decoder family module; every file
+    // was parsed with syn by the generator before it was returned.
+    assert_eq!(files.len(), 10_003);
+    assert!(
+        files[&PathBuf::from("src/registry.rs")]
+            .contains("crate::decoder::synth_9999::Synth9999::INFO")
+    );
+}
