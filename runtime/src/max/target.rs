@@ -19,7 +19,7 @@ use skillgen_vocab::{Capability, Task};
 
 use super::{
     CompletionRequest, MaxClient, MaxClientConfig, MaxServer, MaxServerConfig, SentenceHead,
-    sentence_transformers_head,
+    correct_bert_embeddings, sentence_transformers_head,
 };
 use crate::SkillError;
 use crate::backend::{BackendKind, served_matches};
@@ -410,6 +410,8 @@ fn embed(s: &MaxSession, req: EmbedRequest) -> Result<Embeddings, SkillError> {
         pooling: s.prep.head.pooling,
         normalize,
     };
+    // Fail before sending when MAX's token sums cannot give this head.
+    correct_bert_embeddings(&[], head.pooling, head.normalize)?;
     let mut vectors = Vec::with_capacity(ids.len());
     let mut dim = 0;
     for chunk in ids.chunks(EMBED_BATCH) {
