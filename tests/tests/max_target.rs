@@ -474,3 +474,61 @@ fn without_max_the_plan_says_why() {
     };
     assert_eq!(tried[0].reason.kind(), "max_task_unsupported", "{r:?}");
 }
+
+#[test]
+fn a_max_that_cannot_start_falls_back_with_the_reason() {
+    // Needs no MAX: a fake `max` that exits at once stands in for a broken install.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("max");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"fake max: $*\"; echo boom >&2; exit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = MapEnv::from_pairs(&[
+        ("USE_MOJO_MAX_TARGET", "1"),
+        ("SKILLGEN_MAX_BIN", fake.to_str().unwrap()),
+        (
+            "SKILLGEN_MAX_CACHE",
+            tmp.path().join("cache").to_str().unwrap(),
+        ),
+    ]);
+    let caps = Capabilities::probe(&env);
+    let dir = repo().join("fixtures/native/bert");
+    let skill = Bert::load(&dir, TargetSpec::Default).unwrap();
+    let ids = vec![vec![2u32, 7, 9, 3]];
+    let t = Instant::now();
+    let (out, d) = embed(skill.state(), ids.clone(), &env, &caps).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    assert_eq!(out.token_ids, ids);
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "max_failed")
+    );
+    let msg = skip.to_string();
+    assert!(
+        msg.contains("did not start") && msg.contains("boom"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--devices cpu") && msg.contains("--quantization-encoding float32"),
+        "{msg}"
+    );
+    // The start is not retried for this state: the next call falls back at once.
+    let t = Instant::now();
+    let (_, d) = embed(skill.state(), ids.clone(), &env, &caps).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(d.fallbacks[0].reason.kind(), "max_failed");
+    // Strict: the failure is the error.
+    let strict = env.clone().with("SKILLGEN_STRICT", "1");
+    let e = embed(skill.state(), ids, &strict, &caps).unwrap_err();
+    assert!(
+        matches!(&e, SkillError::Strict { skip, why, .. }
+            if skip.reason.kind() == "max_failed" && *why == "SKILLGEN_STRICT is set"),
+        "{e}"
+    );
+}

@@ -38,7 +38,8 @@ pub use pooling::{
 };
 pub use server::{MaxServer, MaxServerConfig, default_cache_dir, find_max_executable};
 pub use target::{
-    EMBED_BATCH, EMBEDDING_ARCHITECTURES, MaxJob, SKILLGEN_MAX_CACHE, max_job, started_server,
+    EMBED_BATCH, EMBEDDING_ARCHITECTURES, MaxJob, SKILLGEN_MAX_CACHE, START_TIMEOUT, max_job,
+    started_server,
 };
 pub(crate) use target::{run as run_call, served_model};
 

@@ -40,6 +40,8 @@ pub const EMBEDDING_ARCHITECTURES: &[&str] = &["bert", "mpnet"];
 const OTHER_EMBEDDING_ARCHITECTURES: &[&str] = &["qwen3_embedding"];
 /// `--max-batch-size` of a server started for embeddings; larger batches are split.
 pub const EMBED_BATCH: usize = 32;
+/// The longest wait for a server started here to answer (it is stopped after that).
+pub const START_TIMEOUT: Duration = Duration::from_secs(600);
 /// Environment variable overriding the compile cache directory of servers started here.
 pub const SKILLGEN_MAX_CACHE: &str = "SKILLGEN_MAX_CACHE";
 
@@ -299,6 +301,9 @@ fn server_config(
 ) -> MaxServerConfig {
     let mut cfg = MaxServerConfig::new(dir);
     cfg.exe = Some(exe.to_path_buf());
+    // A cold CPU compile took 150 s (MiniLM) to 250 s (a tiny llama: graph + sampler) on 2
+    // busy cores; later starts take ~15 s.
+    cfg.start_timeout = START_TIMEOUT;
     cfg.cache_dir = env
         .var(SKILLGEN_MAX_CACHE)
         .filter(|v| !v.trim().is_empty())
