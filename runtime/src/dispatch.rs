@@ -66,8 +66,22 @@ pub enum SkipReason {
         /// The backend.
         backend: BackendKind,
     },
-    /// The MAX server serves the model, but this build has no MAX client.
-    ClientNotImplemented,
+    /// The model type has a MAX architecture, but MAX does not serve this task for it (MAX
+    /// serves embeddings for `bert`/`mpnet` encoders and text generation for decoders).
+    MaxTaskUnsupported {
+        /// The registry's MAX architectures for the model type.
+        architectures: &'static [&'static str],
+        /// The task asked for.
+        task: Task,
+        /// What MAX serves for these architectures, in words.
+        serves: &'static str,
+    },
+    /// MAX was chosen but failed at run time (server start, crash, timeout, HTTP error,
+    /// unrecoverable pooling); recorded when the dispatcher fell back to the next target.
+    MaxFailed {
+        /// The error.
+        detail: String,
+    },
 }
 
 impl SkipReason {
@@ -80,7 +94,8 @@ impl SkipReason {
             SkipReason::MaxNoArchitecture { .. } => "max_no_architecture",
             SkipReason::MaxNotServed { .. } => "max_not_served",
             SkipReason::TaskNotImplemented { .. } => "task_not_implemented",
-            SkipReason::ClientNotImplemented => "client_not_implemented",
+            SkipReason::MaxTaskUnsupported { .. } => "max_task_unsupported",
+            SkipReason::MaxFailed { .. } => "max_failed",
         }
     }
 }
@@ -121,9 +136,20 @@ impl fmt::Display for SkipReason {
             SkipReason::TaskNotImplemented { backend } => {
                 write!(f, "task not implemented by the {backend} backend")
             }
-            SkipReason::ClientNotImplemented => {
-                f.write_str("the MAX client is not implemented in this build")
-            }
+            SkipReason::MaxTaskUnsupported {
+                architectures,
+                task,
+                serves,
+            } => write!(
+                f,
+                "MAX architecture {} serves {serves}, not task `{task}`",
+                architectures
+                    .iter()
+                    .map(|a| format!("`{a}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            SkipReason::MaxFailed { detail } => write!(f, "MAX failed at run time: {detail}"),
         }
     }
 }
@@ -783,24 +809,43 @@ mod tests {
                 first_skip: "mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves no models",
             },
             Case {
-                name: "MAX serves the architecture: no client in this build",
+                name: "MAX serves the architecture",
                 info: &LLAMA,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: Capabilities::fixed_with_max(&["LlamaForCausalLM"]),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the MAX client is not implemented in this build",
+                used: Some(Target::MojoMax),
+                first_skip: "",
             },
             Case {
-                name: "MAX URL down, executable found",
+                name: "MAX URL down, executable found: the backend starts its own server",
                 info: &LLAMA,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: cpu()
                     .with_max_unreachable("http://127.0.0.1:9", "connection refused")
                     .with_max_executable("/opt/max/bin/max"),
+                used: Some(Target::MojoMax),
+                first_skip: "",
+            },
+            Case {
+                name: "MAX serving something else, executable found",
+                info: &LLAMA,
+                spec: Target::MojoMax.into(),
+                env: &[],
+                caps: Capabilities::fixed_with_max(&["google/gemma-3-1b-it"])
+                    .with_max_executable("/opt/max/bin/max"),
+                used: Some(Target::MojoMax),
+                first_skip: "",
+            },
+            Case {
+                name: "MAX URL down, no executable",
+                info: &LLAMA,
+                spec: Target::MojoMax.into(),
+                env: &[],
+                caps: cpu().with_max_unreachable("http://127.0.0.1:9", "connection refused"),
                 used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: MAX unreachable (MAX_SERVE_URL=http://127.0.0.1:9 did not answer: connection refused; `max` found at /opt/max/bin/max but this build does not start it)",
+                first_skip: "mojo_max skipped: MAX unreachable (MAX_SERVE_URL=http://127.0.0.1:9 did not answer: connection refused and no `max` executable found)",
             },
             Case {
                 name: "auto picks CUDA when compiled in with a device",
@@ -1026,13 +1071,15 @@ mod tests {
         let caps = Capabilities::fixed_cpu_only();
         let t = table(&LLAMA, &caps);
         assert_eq!(t, table(&LLAMA, &caps));
-        // All three tasks behave the same under this build: one row.
-        assert_eq!(t.rows.len(), 1);
-        assert_eq!(
-            t.rows[0].tasks,
-            ["base-model", "causal-lm", "sequence-classification"]
+        // MAX serves causal-lm only: two rows.
+        assert_eq!(t.rows.len(), 2);
+        assert_eq!(t.rows[0].tasks, ["base-model", "sequence-classification"]);
+        assert_eq!(t.rows[1].tasks, ["causal-lm"]);
+        assert!(
+            t.rows[0].outcomes[2].starts_with("no backend: mojo_max=max_task_unsupported"),
+            "{t}"
         );
-        let [auto, cpu, max, use_max, strict] = &t.rows[0].outcomes;
+        let [auto, cpu, max, use_max, strict] = &t.rows[1].outcomes;
         assert_eq!(
             auto,
             "no backend: mojo_max=max_unreachable, cuda:0=not_compiled_in, metal:0=not_compiled_in, cpu=task_not_implemented"
@@ -1042,8 +1089,22 @@ mod tests {
         assert_eq!(max, use_max);
         assert_eq!(strict, "strict: mojo_max=max_unreachable");
         let served = table(&LLAMA, &Capabilities::fixed_with_max(&["LlamaForCausalLM"]));
+        // MAX serves generation (causal-lm) only; the other tasks say why.
+        assert_eq!(served.rows.len(), 2, "{served}");
+        let causal = served
+            .rows
+            .iter()
+            .find(|r| r.tasks == ["causal-lm"])
+            .unwrap();
+        assert_eq!(causal.outcomes[2], "used mojo_max");
+        let other = served
+            .rows
+            .iter()
+            .find(|r| r.tasks != ["causal-lm"])
+            .unwrap();
         assert!(
-            served.rows[0].outcomes[2].starts_with("no backend: mojo_max=client_not_implemented")
+            other.outcomes[2].starts_with("no backend: mojo_max=max_task_unsupported"),
+            "{served}"
         );
         // The full-text form names the reason for a human.
         let env = MapEnv::from_pairs(&[
@@ -1066,7 +1127,7 @@ mod tests {
             "SKILLGEN_TARGET=mojo_max SKILLGEN_STRICT=1"
         );
         assert!(t.to_string().starts_with(
-            "llama\n  [base-model, causal-lm, sequence-classification]\n    auto: no backend: mojo_max="
+            "llama\n  [base-model, sequence-classification]\n    auto: no backend: mojo_max=max_task_unsupported"
         ));
     }
 }

@@ -32,6 +32,10 @@ pub fn run_with(
     call.validate()
         .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
     let dispatch = state.plan_with(capability, env, caps)?;
+    if dispatch.used == crate::Target::MojoMax {
+        // MAX falls back to the next target on a run-time failure, recording why.
+        return crate::backend::MaxBackend.run_dispatched(state, dispatch, call, env, caps);
+    }
     let output = backend_for(dispatch.used).run(state, dispatch.used, dispatch.task, call)?;
     Ok((output, dispatch))
 }

@@ -127,16 +127,24 @@ fn custom_skill_with_generics_and_extra_fields() {
         s.state().config().name_or_path.as_deref(),
         Some("me/llama-tiny")
     );
-    // MAX serving the HF repo id of this checkpoint: the model is served, but no client yet.
+    // MAX serving the HF repo id of this checkpoint: the model is served, MAX is used.
     let caps = Capabilities::fixed_with_max(&["me/llama-tiny"]);
     let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
+    let d = s
+        .state()
+        .plan_with(Capability::Generate, &env, &caps)
+        .unwrap();
+    assert_eq!(d.used, Target::MojoMax);
+    assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
+    // Serving another model and no `max` executable: skipped, saying what was served.
+    let caps = Capabilities::fixed_with_max(&["me/other"]);
     let e = s
         .state()
         .plan_with(Capability::Generate, &env, &caps)
         .unwrap_err();
     let msg = e.to_string();
     assert!(
-        msg.contains("mojo_max skipped: the MAX client is not implemented in this build"),
+        msg.contains("mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves me/other"),
         "{msg}"
     );
     assert!(

@@ -2,16 +2,16 @@
 
 use skillgen_vocab::Task;
 
-use super::{Backend, BackendKind, CheckInput};
-use crate::caps::MaxServer;
-use crate::dispatch::SkipReason;
-use crate::env::vars;
+use super::{Backend, BackendKind, CheckInput, backend_for};
+use crate::caps::{Capabilities, MaxServer};
+use crate::dispatch::{Dispatch, Skip, SkipReason};
+use crate::env::{EnvSource, ProcessEnv, vars};
 use crate::info::SkillInfo;
 use crate::request::{Call, Output};
 use crate::skill::SkillState;
 use crate::{SkillError, Target};
 
-/// The MAX backend. Capability detection is real; the client is not wired into dispatch yet.
+/// The MAX backend: `max serve`'s OpenAI-compatible API (see [`crate::max`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaxBackend;
 
@@ -32,6 +32,10 @@ impl Backend for MaxBackend {
         BackendKind::Max
     }
 
+    /// MAX can run a call when, in this order: the registry names a MAX architecture for the
+    /// model type; MAX serves the task for it ([`crate::max::max_job`]); and either
+    /// `MAX_SERVE_URL` serves this model, or a `max` executable is available to start
+    /// `max serve` for the model directory on first use.
     fn check(&self, input: &CheckInput<'_>) -> Result<(), SkipReason> {
         let info = input.info;
         if info.max.is_empty() {
@@ -39,22 +43,25 @@ impl Backend for MaxBackend {
                 model_type: info.model_type,
             });
         }
+        crate::max::max_job(info, input.task)?;
         let max = &input.caps.max;
+        if crate::max::served_model(input.caps, info, input.model_names).is_some()
+            || max.executable.path.is_some()
+        {
+            return Ok(());
+        }
+        let exe = &max.executable;
+        let no_exe = if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) {
+            format!("no `max` executable found ({})", exe.detail)
+        } else {
+            "no `max` executable found".to_owned()
+        };
         match &max.server {
-            MaxServer::Serving { models } => {
-                if models
-                    .iter()
-                    .any(|m| served_matches(m, info, input.model_names))
-                {
-                    Err(SkipReason::ClientNotImplemented)
-                } else {
-                    Err(SkipReason::MaxNotServed {
-                        url: max.serve_url.clone().unwrap_or_default(),
-                        served: models.clone(),
-                        model_type: info.model_type,
-                    })
-                }
-            }
+            MaxServer::Serving { models } => Err(SkipReason::MaxNotServed {
+                url: max.serve_url.clone().unwrap_or_default(),
+                served: models.clone(),
+                model_type: info.model_type,
+            }),
             server => {
                 let url_part = match (server, &max.serve_url) {
                     (MaxServer::Unreachable { error }, Some(url)) => {
@@ -63,32 +70,99 @@ impl Backend for MaxBackend {
                     (MaxServer::Unreachable { error }, None) => error.clone(),
                     _ => format!("{} not set", vars::MAX_SERVE_URL),
                 };
-                let exe = &max.executable;
-                let detail = match &exe.path {
-                    Some(p) => format!(
-                        "{url_part}; `max` found at {} but this build does not start it",
-                        p.display()
-                    ),
-                    None if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) => {
-                        format!("{url_part} and no `max` executable found ({})", exe.detail)
-                    }
-                    None => format!("{url_part} and no `max` executable found"),
-                };
-                Err(SkipReason::MaxUnreachable { detail })
+                Err(SkipReason::MaxUnreachable {
+                    detail: format!("{url_part} and {no_exe}"),
+                })
             }
         }
     }
 
+    /// Runs with the process environment and the detected capabilities; the dispatcher uses
+    /// [`MaxBackend::run_dispatched`], which also falls back on failure.
     fn run(
         &self,
-        _state: &SkillState,
+        state: &SkillState,
         _target: Target,
-        _task: Task,
-        _call: Call,
+        task: Task,
+        call: Call,
     ) -> Result<Output, SkillError> {
-        Err(SkillError::Backend {
-            backend: BackendKind::Max,
-            detail: SkipReason::ClientNotImplemented.to_string(),
+        crate::max::run_call(state, task, call, &ProcessEnv, Capabilities::detected())
+    }
+}
+
+impl MaxBackend {
+    /// Run `call` for a `dispatch` that chose `mojo_max`, under `env` and `caps`.
+    ///
+    /// When MAX fails at run time (server start, crash, timeout, HTTP error, unrecoverable
+    /// pooling), the failure is recorded as a [`SkipReason::MaxFailed`] fallback and the next
+    /// target of the chain that passes its check runs the call (the returned [`Dispatch`] says
+    /// so). In strict mode with an exact target the failure is a [`SkillError::Strict`]
+    /// instead. Invalid requests ([`SkillError::InvalidRequest`]) are returned as they are.
+    pub fn run_dispatched(
+        &self,
+        state: &SkillState,
+        dispatch: Dispatch,
+        call: Call,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<(Output, Dispatch), SkillError> {
+        let err = match crate::max::run_call(state, dispatch.task, call.clone(), env, caps) {
+            Ok(out) => return Ok((out, dispatch)),
+            Err(e @ SkillError::InvalidRequest { .. }) => return Err(e),
+            Err(e) => e,
+        };
+        let detail = match err {
+            SkillError::Backend { detail, .. } => detail,
+            other => other.to_string(),
+        };
+        let skip = Skip {
+            target: Target::MojoMax,
+            reason: SkipReason::MaxFailed { detail },
+        };
+        if dispatch.strict && dispatch.resolved.target.is_some() {
+            return Err(SkillError::Strict {
+                model_type: dispatch.model_type,
+                task: dispatch.task,
+                skip,
+                why: if crate::dispatch::env_strict(env)? {
+                    "SKILLGEN_STRICT is set"
+                } else {
+                    "strict mode was requested"
+                },
+            });
+        }
+        let mut fallbacks = dispatch.fallbacks.clone();
+        fallbacks.push(skip);
+        let names = state.model_names();
+        for target in Target::MojoMax.fallbacks_from().skip(1) {
+            let input = CheckInput {
+                info: state.info(),
+                task: dispatch.task,
+                target,
+                caps,
+                model_names: &names,
+            };
+            let backend = backend_for(target);
+            match backend.check(&input) {
+                Ok(()) => {
+                    let out = backend.run(state, target, dispatch.task, call)?;
+                    return Ok((
+                        out,
+                        Dispatch {
+                            used: target,
+                            fallbacks,
+                            ..dispatch
+                        },
+                    ));
+                }
+                Err(reason) => fallbacks.push(Skip { target, reason }),
+            }
+        }
+        Err(SkillError::NoBackend {
+            model_type: dispatch.model_type,
+            task: dispatch.task,
+            requested: dispatch.resolved.to_string(),
+            tried: fallbacks,
         })
     }
 }

@@ -98,6 +98,15 @@ pub struct CompletionRequest {
     /// Sampling seed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
+    /// Nucleus sampling.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Top-k sampling (a MAX extension of the OpenAI API).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// Ask MAX to return the generated token ids (`return_token_ids`, a MAX extension).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub return_token_ids: bool,
 }
 
 impl CompletionRequest {
@@ -110,6 +119,9 @@ impl CompletionRequest {
             temperature: None,
             stop: Vec::new(),
             seed: None,
+            top_p: None,
+            top_k: None,
+            return_token_ids: false,
         }
     }
 
@@ -155,6 +167,9 @@ pub struct Completion {
     pub finish_reason: Option<String>,
     /// The stop string the client cut (MAX leaves stop strings in the text).
     pub stop_cut: Option<String>,
+    /// The generated token ids, when [`CompletionRequest::return_token_ids`] was set (all of
+    /// them, including those of a cut stop string and special tokens dropped from the text).
+    pub token_ids: Option<Vec<u32>>,
 }
 
 /// One piece of a streamed completion.
@@ -198,6 +213,8 @@ struct Choice {
     text: String,
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    token_ids: Option<Vec<u32>>,
 }
 
 const BODY_LIMIT: u64 = 256 * 1024 * 1024;
@@ -584,6 +601,7 @@ impl MaxClient {
             raw_text: choice.text,
             finish_reason: choice.finish_reason,
             stop_cut,
+            token_ids: choice.token_ids,
         })
     }
 

