@@ -69,7 +69,8 @@ pub struct MaxInfo {
     pub serve_url: Option<String>,
     /// What the server at `serve_url` answered.
     pub server: MaxServer,
-    /// The `max` executable (`SKILLGEN_MAX_BIN`, then `PATH`): found, not started by this build.
+    /// The `max` executable (`SKILLGEN_MAX_BIN`, then `PATH`): the MAX backend starts `max serve`
+    /// with it on first use when `mojo_max` is asked for.
     pub executable: ToolProbe,
 }
 

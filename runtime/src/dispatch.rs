@@ -406,6 +406,7 @@ pub(crate) fn plan_with_check(
             target,
             caps,
             model_names,
+            max_requested: resolved.target == Some(Target::MojoMax),
         };
         match check(&input) {
             Ok(()) => {

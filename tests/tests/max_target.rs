@@ -27,8 +27,8 @@ use skillgen_runtime::request::{
     EmbedRequest, Embeddings, FinishReason, GenerateRequest, Generation, Prompt,
 };
 use skillgen_runtime::{
-    Capabilities, Dispatch, EnvSource, MapEnv, ProcessEnv, Skill, SkillError, SkillState, Target,
-    TargetSpec,
+    Capabilities, Capability, Dispatch, EnvSource, MapEnv, ProcessEnv, Skill, SkillError,
+    SkillState, Target, TargetSpec,
 };
 use skills::decoder::llama::Llama;
 use skills::encoder::bert::Bert;
@@ -531,4 +531,44 @@ fn a_max_that_cannot_start_falls_back_with_the_reason() {
             if skip.reason.kind() == "max_failed" && *why == "SKILLGEN_STRICT is set"),
         "{e}"
     );
+}
+
+#[test]
+fn auto_never_starts_a_server_but_an_explicit_request_does() {
+    // Needs no MAX: a `max` executable that must never run (it would fail the test by exiting 3
+    // and being recorded as `max_failed`).
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let fake = tmp.path().join("max");
+    std::fs::write(&fake, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.to_str().unwrap();
+    let auto_env = MapEnv::from_pairs(&[("SKILLGEN_MAX_BIN", fake)]);
+    let caps = Capabilities::probe(&auto_env);
+    let skill = Bert::load(repo().join("fixtures/native/bert"), TargetSpec::Default).unwrap();
+
+    // Auto: MAX is skipped at planning time with the reason, nothing is spawned.
+    let d = skill
+        .state()
+        .plan_with(Capability::Embed, &auto_env, &caps)
+        .unwrap();
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "max_unreachable")
+    );
+    assert!(
+        skip.to_string()
+            .contains("only started when mojo_max is asked for"),
+        "{skip}"
+    );
+
+    // USE_MOJO_MAX_TARGET=1: the plan chooses mojo_max (the server would be started on use).
+    let env = MapEnv::from_pairs(&[("SKILLGEN_MAX_BIN", fake), ("USE_MOJO_MAX_TARGET", "1")]);
+    let d = skill
+        .state()
+        .plan_with(Capability::Embed, &env, &caps)
+        .unwrap();
+    assert_eq!(d.used, Target::MojoMax, "{d:?}");
 }

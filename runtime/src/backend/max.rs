@@ -34,8 +34,8 @@ impl Backend for MaxBackend {
 
     /// MAX can run a call when, in this order: the registry names a MAX architecture for the
     /// model type; MAX serves the task for it ([`crate::max::max_job`]); and either
-    /// `MAX_SERVE_URL` serves this model, or a `max` executable is available to start
-    /// `max serve` for the model directory on first use.
+    /// `MAX_SERVE_URL` serves this model, or — only when `mojo_max` was asked for — a `max`
+    /// executable is available to start `max serve` for the model directory on first use.
     fn check(&self, input: &CheckInput<'_>) -> Result<(), SkipReason> {
         let info = input.info;
         if info.max.is_empty() {
@@ -46,12 +46,17 @@ impl Backend for MaxBackend {
         crate::max::max_job(info, input.task)?;
         let max = &input.caps.max;
         if crate::max::served_model(input.caps, info, input.model_names).is_some()
-            || max.executable.path.is_some()
+            || (input.max_requested && max.executable.path.is_some())
         {
             return Ok(());
         }
         let exe = &max.executable;
-        let no_exe = if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) {
+        let no_exe = if let Some(path) = exe.path.as_ref() {
+            format!(
+                "`max` at {} is only started when mojo_max is asked for (auto never starts a server)",
+                path.display()
+            )
+        } else if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) {
             format!("no `max` executable found ({})", exe.detail)
         } else {
             "no `max` executable found".to_owned()
@@ -141,6 +146,7 @@ impl MaxBackend {
                 target,
                 caps,
                 model_names: &names,
+                max_requested: false,
             };
             let backend = backend_for(target);
             match backend.check(&input) {

@@ -54,6 +54,11 @@ pub struct CheckInput<'a> {
     /// Extra names of the loaded model (`_name_or_path`, directory name, `architectures`) that
     /// a MAX server's model id may match, besides the model type and MAX architecture names.
     pub model_names: &'a [&'a str],
+    /// Whether `mojo_max` was asked for (explicitly, `SKILLGEN_TARGET` or
+    /// `USE_MOJO_MAX_TARGET`). Only then may the MAX backend start a `max serve` process
+    /// itself; auto uses MAX only when `MAX_SERVE_URL` already serves the model, so a plain
+    /// call never spawns a ~1 GB server as a side effect.
+    pub max_requested: bool,
 }
 
 /// A backend.
