@@ -313,6 +313,22 @@ pub struct Generation {
     pub finish_reason: FinishReason,
 }
 
+/// One token of a streaming generation (see [`TokenStream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GeneratedToken {
+    /// The token id.
+    pub token_id: u32,
+    /// The text this token adds. May be empty: without a tokenizer, for an end-of-sequence
+    /// token, for part of a multi-byte character, or while it may be the start of a stop string
+    /// (held-back text comes with a later token). The texts of a stream concatenate to
+    /// [`Generation::text`].
+    pub text: String,
+    /// Set on the last token: why generation stopped.
+    pub finish_reason: Option<FinishReason>,
+}
+
+pub use crate::native::decoders::TokenStream;
+
 /// `transcribe`: speech to text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TranscribeRequest {

@@ -1,0 +1,567 @@
+//! `config.json` / `generation_config.json` → candle configs, field by field (never a candle
+//! default: transformers v5 moved `rope_theta` into `rope_parameters`, and candle's llama would
+//! silently use 10000 without it).
+
+use std::path::{Path, PathBuf};
+
+use candle_nn::Activation;
+use candle_transformers::models::{bigcode, gemma, llama, mistral, phi3, qwen2};
+use serde_json::{Map, Value};
+
+use crate::SkillError;
+
+/// Read a JSON object file with typed errors.
+pub(super) fn read_json(path: &Path) -> Result<Map<String, Value>, SkillError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SkillError::ConfigRead {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(SkillError::ConfigInvalid {
+            path: path.to_path_buf(),
+            detail: "the top level is not an object".to_owned(),
+        }),
+        Err(e) => Err(SkillError::ConfigInvalid {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+/// Typed access to the fields of one JSON config file, with errors naming file and field.
+pub(super) struct Fields<'a> {
+    pub(super) path: &'a Path,
+    pub(super) map: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    pub(super) fn err(&self, field: &str, detail: impl Into<String>) -> SkillError {
+        SkillError::ConfigField {
+            path: self.path.to_path_buf(),
+            field: field.to_owned(),
+            detail: detail.into(),
+        }
+    }
+
+    /// A present, non-null value.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(field, format!("expected a non-negative integer, found {v}"))
+                }),
+        }
+    }
+
+    fn positive_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
+        match self.usize_opt(field)? {
+            Some(0) => Err(self.err(field, "must be at least 1")),
+            n => Ok(n),
+        }
+    }
+
+    fn positive(&self, field: &str) -> Result<usize, SkillError> {
+        self.positive_opt(field)?
+            .ok_or_else(|| self.err(field, "missing (required)"))
+    }
+
+    fn f64_opt(&self, field: &str) -> Result<Option<f64>, SkillError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(self.err(field, format!("expected a finite number, found {v}"))),
+            },
+        }
+    }
+
+    fn f64(&self, field: &str) -> Result<f64, SkillError> {
+        self.f64_opt(field)?
+            .ok_or_else(|| self.err(field, "missing (required)"))
+    }
+
+    fn str_opt(&self, field: &str) -> Result<Option<&str>, SkillError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(self.err(field, format!("expected a string, found {v}"))),
+        }
+    }
+
+    fn bool_or(&self, field: &str, default: bool) -> Result<bool, SkillError> {
+        match self.get(field) {
+            None => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(v) => Err(self.err(field, format!("expected a boolean, found {v}"))),
+        }
+    }
+
+    /// Token ids: an integer, a list of integers, or null/absent (empty).
+    pub(super) fn token_ids(&self, field: &str) -> Result<Vec<u32>, SkillError> {
+        let one = |v: &Value| {
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.err(
+                        field,
+                        format!("expected a token id or a list of token ids, found {v}"),
+                    )
+                })
+        };
+        match self.get(field) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => a.iter().map(one).collect(),
+            Some(v) => Ok(vec![one(v)?]),
+        }
+    }
+
+    /// The activation named by `field` (transformers spelling).
+    fn activation(&self, field: &str) -> Result<Option<Activation>, SkillError> {
+        let Some(name) = self.str_opt(field)? else {
+            return Ok(None);
+        };
+        serde_json::from_value::<Activation>(Value::String(name.to_owned()))
+            .map(Some)
+            .map_err(|_| {
+                self.err(
+                    field,
+                    format!("activation `{name}` is not supported by candle"),
+                )
+            })
+    }
+
+    /// `rope_parameters.<key>` (transformers v5) or the top-level `<key>` (v4).
+    fn rope(&self, key: &str) -> Result<Option<&Value>, SkillError> {
+        if let Some(p) = self.get("rope_parameters") {
+            let Some(obj) = p.as_object() else {
+                return Err(self.err("rope_parameters", format!("expected an object, found {p}")));
+            };
+            if let Some(v) = obj.get(key).filter(|v| !v.is_null()) {
+                return Ok(Some(v));
+            }
+        }
+        Ok(self.get(key))
+    }
+
+    /// The rope base frequency, required: `rope_parameters.rope_theta` or `rope_theta`.
+    fn rope_theta(&self) -> Result<f64, SkillError> {
+        let field = if self.get("rope_parameters").is_some() {
+            "rope_parameters.rope_theta"
+        } else {
+            "rope_theta"
+        };
+        match self.rope("rope_theta")? {
+            None => Err(self.err(field, "missing (required; candle's default is not used)")),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() && x > 0.0 => Ok(x),
+                _ => Err(self.err(field, format!("expected a positive number, found {v}"))),
+            },
+        }
+    }
+
+    /// The rope type (`default` when absent); `rope_scaling` (v4) is consulted too.
+    fn rope_type(&self) -> Result<String, SkillError> {
+        let from = |v: &Value, field: &str| match v.as_str() {
+            Some(s) => Ok(s.to_owned()),
+            None => Err(self.err(field, format!("expected a string, found {v}"))),
+        };
+        if let Some(v) = self.rope("rope_type")? {
+            return from(v, "rope_parameters.rope_type");
+        }
+        if let Some(s) = self.get("rope_scaling") {
+            let Some(obj) = s.as_object() else {
+                return Err(self.err("rope_scaling", format!("expected an object, found {s}")));
+            };
+            if let Some(v) = obj.get("rope_type").or_else(|| obj.get("type")) {
+                return from(v, "rope_scaling.rope_type");
+            }
+        }
+        Ok("default".to_owned())
+    }
+
+    /// Only plain rope is supported (no scaling): anything else is a typed error.
+    fn require_default_rope(&self, model: &str) -> Result<(), SkillError> {
+        match self.rope_type()?.as_str() {
+            "default" => Ok(()),
+            other => Err(self.err(
+                "rope_parameters.rope_type",
+                format!("rope type `{other}` is not supported for {model} (only `default`)"),
+            )),
+        }
+    }
+
+    fn rope_f32(&self, key: &str) -> Result<f32, SkillError> {
+        let field = format!("rope_parameters.{key}");
+        match self.rope(key)? {
+            None => Err(self.err(&field, "missing (required for llama3 rope)")),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite())
+                .map(|x| x as f32)
+                .ok_or_else(|| self.err(&field, format!("expected a number, found {v}"))),
+        }
+    }
+
+    /// `num_attention_heads`, `num_key_value_heads` (default: heads) and `head_dim` (default:
+    /// hidden / heads), checked for consistency.
+    fn heads(&self, hidden: usize) -> Result<(usize, usize, usize), SkillError> {
+        let heads = self.positive("num_attention_heads")?;
+        let kv = self.positive_opt("num_key_value_heads")?.unwrap_or(heads);
+        if heads % kv != 0 {
+            return Err(self.err(
+                "num_key_value_heads",
+                format!("{kv} does not divide num_attention_heads {heads}"),
+            ));
+        }
+        let head_dim = match self.positive_opt("head_dim")? {
+            Some(d) => d,
+            None if hidden.is_multiple_of(heads) => hidden / heads,
+            None => {
+                return Err(self.err(
+                    "num_attention_heads",
+                    format!("{heads} does not divide hidden_size {hidden}"),
+                ));
+            }
+        };
+        Ok((heads, kv, head_dim))
+    }
+
+    /// candle's model computes `head_dim = hidden / heads`: a different `head_dim` is refused.
+    fn require_plain_head_dim(
+        &self,
+        hidden: usize,
+        heads: usize,
+        head_dim: usize,
+    ) -> Result<(), SkillError> {
+        if !hidden.is_multiple_of(heads) || hidden / heads != head_dim {
+            return Err(self.err(
+                "head_dim",
+                format!(
+                    "{head_dim} ≠ hidden_size / num_attention_heads ({hidden} / {heads}); candle's implementation of this model type requires equality"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn require_false(&self, field: &str, why: &str) -> Result<(), SkillError> {
+        if self.bool_or(field, false)? {
+            return Err(self.err(field, format!("`true` is not supported: {why}")));
+        }
+        Ok(())
+    }
+}
+
+/// The size of the model's position table / rope cache.
+pub(super) fn max_positions(f: &Fields<'_>, field: &str) -> Result<usize, SkillError> {
+    f.positive(field)
+}
+
+/// Translate for candle's llama.
+pub(super) fn llama(f: &Fields<'_>) -> Result<llama::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_false("attention_bias", "candle's llama has no attention biases")?;
+    f.require_false("mlp_bias", "candle's llama has no MLP biases")?;
+    match f.str_opt("hidden_act")? {
+        None | Some("silu") => {}
+        Some(other) => {
+            return Err(f.err(
+                "hidden_act",
+                format!("`{other}` is not supported: candle's llama uses silu"),
+            ));
+        }
+    }
+    let rope_scaling = match f.rope_type()?.as_str() {
+        "default" => None,
+        "llama3" => Some(llama::Llama3RopeConfig {
+            factor: f.rope_f32("factor")?,
+            low_freq_factor: f.rope_f32("low_freq_factor")?,
+            high_freq_factor: f.rope_f32("high_freq_factor")?,
+            original_max_position_embeddings: f
+                .rope("original_max_position_embeddings")?
+                .and_then(Value::as_u64)
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| {
+                    f.err(
+                        "rope_parameters.original_max_position_embeddings",
+                        "missing or not an integer (required for llama3 rope)",
+                    )
+                })?,
+            rope_type: llama::Llama3RopeType::Llama3,
+        }),
+        other => {
+            return Err(f.err(
+                "rope_parameters.rope_type",
+                format!("rope type `{other}` is not supported for llama (default, llama3)"),
+            ));
+        }
+    };
+    Ok(llama::Config {
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        vocab_size: f.positive("vocab_size")?,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        use_flash_attn: false,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        rope_theta: f.rope_theta()? as f32,
+        bos_token_id: None,
+        eos_token_id: None,
+        rope_scaling,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+    })
+}
+
+/// Translate for candle's qwen2.
+pub(super) fn qwen2(f: &Fields<'_>) -> Result<qwen2::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("qwen2")?;
+    let max_position_embeddings = max_positions(f, "max_position_embeddings")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    // candle applies the window to every layer; transformers only when use_sliding_window.
+    let sliding_window = if f.bool_or("use_sliding_window", false)? {
+        let w = f.positive("sliding_window")?;
+        let from = f
+            .usize_opt("max_window_layers")?
+            .unwrap_or(num_hidden_layers);
+        if w < max_position_embeddings && from < num_hidden_layers {
+            return Err(f.err(
+                "use_sliding_window",
+                "a sliding window on only some layers is not supported by candle's qwen2",
+            ));
+        }
+        w
+    } else {
+        max_position_embeddings
+    };
+    Ok(qwen2::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        max_position_embeddings,
+        sliding_window,
+        max_window_layers: f
+            .usize_opt("max_window_layers")?
+            .unwrap_or(num_hidden_layers),
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        rope_theta: f.rope_theta()?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        use_sliding_window: false,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+    })
+}
+
+/// Translate for candle's mistral.
+pub(super) fn mistral(f: &Fields<'_>) -> Result<mistral::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("mistral")?;
+    f.require_false("attention_bias", "candle's mistral has no attention biases")?;
+    Ok(mistral::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_attention_heads: heads,
+        head_dim: Some(head_dim),
+        num_key_value_heads: kv,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        rope_theta: f.rope_theta()?,
+        sliding_window: f.positive_opt("sliding_window")?,
+        use_flash_attn: false,
+    })
+}
+
+/// Translate for candle's phi3.
+pub(super) fn phi3(f: &Fields<'_>) -> Result<phi3::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("phi3")?;
+    let partial_rotary_factor = match f.rope("partial_rotary_factor")? {
+        None => None,
+        Some(v) => match v.as_f64() {
+            Some(x) if x > 0.0 && x <= 1.0 => Some(x),
+            _ => {
+                return Err(f.err(
+                    "rope_parameters.partial_rotary_factor",
+                    format!("expected a number in (0, 1], found {v}"),
+                ));
+            }
+        },
+    };
+    Ok(phi3::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        rope_theta: f.rope_theta()?,
+        bos_token_id: None,
+        eos_token_id: None,
+        rope_scaling: None,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        original_max_position_embeddings: f.usize_opt("original_max_position_embeddings")?,
+        partial_rotary_factor,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+    })
+}
+
+/// Translate for candle's gemma (which always ties `lm_head` to the embeddings).
+pub(super) fn gemma(f: &Fields<'_>) -> Result<gemma::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("gemma")?;
+    if !f.bool_or("tie_word_embeddings", true)? {
+        return Err(f.err(
+            "tie_word_embeddings",
+            "`false` is not supported: candle's gemma always ties lm_head to embed_tokens",
+        ));
+    }
+    // transformers' GemmaMLP uses `hidden_activation`; `hidden_act` is the legacy name.
+    let act = match f.activation("hidden_activation")? {
+        Some(a) => a,
+        None => f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_activation", "missing (required)"))?,
+    };
+    Ok(gemma::Config {
+        attention_bias: f.bool_or("attention_bias", false)?,
+        head_dim,
+        hidden_act: None,
+        hidden_activation: Some(act),
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_attention_heads: heads,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_key_value_heads: kv,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        rope_theta: f.rope_theta()?,
+        vocab_size: f.positive("vocab_size")?,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+    })
+}
+
+/// The fields of candle's (non-`Clone`, non-serde) bigcode config.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BigCode {
+    vocab_size: usize,
+    n_positions: usize,
+    n_layer: usize,
+    n_embd: usize,
+    eps: f64,
+    n_inner: usize,
+    n_head: usize,
+    multi_query: bool,
+}
+
+impl BigCode {
+    pub(super) fn to_candle(self) -> bigcode::Config {
+        bigcode::Config {
+            vocab_size: self.vocab_size,
+            max_position_embeddings: self.n_positions,
+            num_hidden_layers: self.n_layer,
+            hidden_size: self.n_embd,
+            layer_norm_epsilon: self.eps,
+            n_inner: Some(self.n_inner),
+            num_attention_heads: self.n_head,
+            multi_query: self.multi_query,
+            use_cache: true,
+        }
+    }
+
+    pub(super) fn max_positions(self) -> usize {
+        self.n_positions
+    }
+}
+
+/// Build candle's gpt_bigcode config from the HF names (`n_embd`, `n_layer`, ...).
+pub(super) fn gpt_bigcode(f: &Fields<'_>) -> Result<BigCode, SkillError> {
+    let n_embd = f.positive("n_embd")?;
+    let n_head = f.positive("n_head")?;
+    if n_embd % n_head != 0 {
+        return Err(f.err(
+            "n_head",
+            format!("{n_head} does not divide n_embd {n_embd}"),
+        ));
+    }
+    match f.str_opt("activation_function")? {
+        None | Some("gelu_pytorch_tanh" | "gelu_new" | "gelu_fast") => {}
+        Some(other) => {
+            return Err(f.err(
+                "activation_function",
+                format!(
+                    "`{other}` is not supported: candle's gpt_bigcode uses tanh-approximated gelu"
+                ),
+            ));
+        }
+    }
+    if !f.bool_or("tie_word_embeddings", true)? {
+        return Err(f.err(
+            "tie_word_embeddings",
+            "`false` is not supported: candle's gpt_bigcode always ties lm_head to wte",
+        ));
+    }
+    if !f.bool_or("scale_attn_weights", true)? {
+        return Err(f.err("scale_attn_weights", "`false` is not supported by candle"));
+    }
+    f.require_false(
+        "add_cross_attention",
+        "candle's gpt_bigcode has no cross-attention",
+    )?;
+    Ok(BigCode {
+        vocab_size: f.positive("vocab_size")?,
+        n_positions: max_positions(f, "n_positions")?,
+        n_layer: f.positive("n_layer")?,
+        n_embd,
+        eps: f.f64("layer_norm_epsilon")?,
+        n_inner: f.positive_opt("n_inner")?.unwrap_or(4 * n_embd),
+        n_head,
+        multi_query: f.bool_or("multi_query", true)?,
+    })
+}
+
+/// End-of-sequence ids: `generation_config.json` when it names them, else `config.json`.
+pub(super) fn eos_ids(dir: &Path, config: &Fields<'_>) -> Result<Vec<u32>, SkillError> {
+    let path: PathBuf = dir.join("generation_config.json");
+    if path.is_file() {
+        let map = read_json(&path)?;
+        let g = Fields {
+            path: &path,
+            map: &map,
+        };
+        if map.contains_key("eos_token_id") {
+            return g.token_ids("eos_token_id");
+        }
+    }
+    config.token_ids("eos_token_id")
+}
