@@ -24,12 +24,12 @@ macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                    model_type = $ty,
-                    family = decoder,
-                    modalities(text),
-                    tasks(causal_lm($class)),
-                    candle = $candle
-                )]
+                            model_type = $ty,
+                            family = decoder,
+                            modalities(text),
+                            tasks(causal_lm($class)),
+                            candle = $candle
+                        )]
         pub struct $name {
             state: SkillState,
         }
@@ -208,8 +208,6 @@ fn greedy_tokens_match_pytorch_and_stream_agrees() {
             let g = generate(&st, ids(prompt).max_tokens(want.len())).unwrap();
             assert_eq!(&g.token_ids, want, "{t} prompt {b}");
             assert_eq!(g.finish_reason, FinishReason::Length, "{t}");
-            // No tokenizer in the fixture: no text.
-            assert_eq!(g.text, "");
 
             let stream = generate_stream_with(
                 &st,
@@ -604,16 +602,124 @@ fn bad_configs_are_typed_and_rope_theta_is_never_defaulted() {
 
 #[test]
 fn text_prompts_and_stop_strings_need_a_tokenizer() {
-    let st = state("llama", &fixture_dir("llama"));
-    if fixture_dir("llama").join("tokenizer.json").is_file() {
-        return;
-    }
+    let tmp = copy_fixture("llama");
+    std::fs::remove_file(tmp.path().join("tokenizer.json")).unwrap();
+    let st = state("llama", tmp.path());
     for req in [GenerateRequest::from("hello"), ids(&[1, 2]).stop("x")] {
         match generate(&st, req).unwrap_err() {
             SkillError::ModelFileMissing { path, .. } => {
-                assert_eq!(path, fixture_dir("llama").join("tokenizer.json"))
+                assert_eq!(path, tmp.path().join("tokenizer.json"))
             }
             e => panic!("{e}"),
         }
     }
+    // Token ids work without it (and give no text).
+    let g = generate(&st, ids(&[1, 2]).max_tokens(2)).unwrap();
+    assert_eq!((g.token_ids.len(), g.text.as_str()), (2, ""));
+}
+
+struct TextRef {
+    prompt_text: String,
+    prompt_ids: Vec<u32>,
+    greedy_text: Vec<String>,
+}
+
+fn text_ref(model_type: &str) -> TextRef {
+    let r = read_json(&fixture_dir(model_type).join("reference.json"));
+    let t = &r["text"];
+    TextRef {
+        prompt_text: t["prompt_text"].as_str().unwrap().to_owned(),
+        prompt_ids: serde_json::from_value(t["prompt_ids"].clone()).unwrap(),
+        greedy_text: serde_json::from_value(t["greedy_text"].clone()).unwrap(),
+    }
+}
+
+/// Generate `req` by streaming: (concatenated text, token ids, finish reason of the last item).
+fn streamed(st: &SkillState, req: GenerateRequest) -> (String, Vec<u32>, Option<FinishReason>) {
+    let items: Vec<_> = generate_stream_with(st, req, &MapEnv::empty(), &caps())
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    (
+        items.iter().map(|i| i.text.as_str()).collect(),
+        items.iter().map(|i| i.token_id).collect(),
+        items.last().and_then(|i| i.finish_reason),
+    )
+}
+
+#[test]
+fn text_matches_python_tokenizers() {
+    for &t in TYPES {
+        let fx = fixture(t);
+        let tr = text_ref(t);
+        let st = state(t, &fixture_dir(t));
+        // Encoding: a text prompt behaves as the ids Python's tokenizer gave for it.
+        let from_text = generate(
+            &st,
+            GenerateRequest::from(tr.prompt_text.as_str()).max_tokens(8),
+        )
+        .unwrap();
+        let from_ids = generate(&st, ids(&tr.prompt_ids).max_tokens(8)).unwrap();
+        assert_eq!(from_text, from_ids, "{t}");
+        // Decoding: greedy text equals Python's decode of the greedy tokens, streamed or not.
+        for (b, prompt) in fx.prompts.iter().enumerate() {
+            let g = generate(&st, ids(prompt).max_tokens(8)).unwrap();
+            assert_eq!(g.text, tr.greedy_text[b], "{t} prompt {b}");
+            let (text, toks, finish) = streamed(&st, ids(prompt).max_tokens(8));
+            assert_eq!(
+                (text, toks, finish),
+                (g.text, g.token_ids, Some(g.finish_reason))
+            );
+        }
+    }
+}
+
+#[test]
+fn stop_strings_cut_the_text() {
+    let mut checked = 0;
+    for &t in TYPES {
+        let fx = fixture(t);
+        let tr = text_ref(t);
+        let st = state(t, &fixture_dir(t));
+        for (b, prompt) in fx.prompts.iter().enumerate() {
+            let full = &tr.greedy_text[b];
+            let chars: Vec<(usize, char)> = full.char_indices().collect();
+            // Stops of one and two characters (possibly spanning tokens), never U+FFFD.
+            let mut stops: Vec<String> = Vec::new();
+            for w in chars.windows(2) {
+                let (i, c) = w[0];
+                if c != '\u{FFFD}' {
+                    stops.push(c.to_string());
+                    if w[1].1 != '\u{FFFD}' {
+                        stops.push(full[i..w[1].0 + w[1].1.len_utf8()].to_owned());
+                    }
+                }
+            }
+            for stop in stops {
+                let at = full.find(&stop).unwrap();
+                let req = ids(prompt).max_tokens(8).stop(stop.clone());
+                let g = generate(&st, req.clone()).unwrap();
+                assert_eq!(g.text, full[..at], "{t} prompt {b} stop {stop:?}");
+                assert_eq!(g.finish_reason, FinishReason::Stop, "{t} stop {stop:?}");
+                assert!(g.token_ids.len() <= 8);
+                assert_eq!(g.token_ids[..], fx.greedy[b][..g.token_ids.len()]);
+                let (text, toks, finish) = streamed(&st, req);
+                assert_eq!(
+                    (text, toks, finish),
+                    (g.text, g.token_ids, Some(FinishReason::Stop))
+                );
+                checked += 1;
+            }
+            // A stop string that starts to match but never completes: nothing is lost.
+            if let Some(&(_, c)) = chars.iter().rev().nth(1) {
+                let never = format!("{c}\u{0}never");
+                let (text, toks, finish) = streamed(&st, ids(prompt).max_tokens(8).stop(never));
+                assert_eq!(
+                    (text.as_str(), toks.len(), finish),
+                    (full.as_str(), 8, Some(FinishReason::Length))
+                );
+            }
+        }
+    }
+    assert!(checked >= 12, "only {checked} stop strings checked");
 }
