@@ -24,12 +24,12 @@ macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                            model_type = $ty,
-                            family = decoder,
-                            modalities(text),
-                            tasks(causal_lm($class)),
-                            candle = $candle
-                        )]
+                                                    model_type = $ty,
+                                                    family = decoder,
+                                                    modalities(text),
+                                                    tasks(causal_lm($class)),
+                                                    candle = $candle
+                                                )]
         pub struct $name {
             state: SkillState,
         }
@@ -41,6 +41,15 @@ decoder_skill!(Qwen2, "qwen2", "Qwen2ForCausalLM", "qwen2");
 decoder_skill!(Mistral, "mistral", "MistralForCausalLM", "mistral");
 decoder_skill!(Phi3, "phi3", "Phi3ForCausalLM", "phi3");
 decoder_skill!(Gemma, "gemma", "GemmaForCausalLM", "gemma");
+decoder_skill!(Qwen3, "qwen3", "Qwen3ForCausalLM", "qwen3");
+decoder_skill!(Olmo2, "olmo2", "Olmo2ForCausalLM", "olmo2");
+decoder_skill!(
+    Starcoder2,
+    "starcoder2",
+    "Starcoder2ForCausalLM",
+    "starcoder2"
+);
+decoder_skill!(Gemma2, "gemma2", "Gemma2ForCausalLM", "gemma2");
 decoder_skill!(
     GptBigcode,
     "gpt_bigcode",
@@ -48,7 +57,18 @@ decoder_skill!(
     "bigcode"
 );
 
-const TYPES: &[&str] = &["llama", "qwen2", "mistral", "phi3", "gemma", "gpt_bigcode"];
+const TYPES: &[&str] = &[
+    "llama",
+    "qwen2",
+    "mistral",
+    "phi3",
+    "gemma",
+    "gpt_bigcode",
+    "qwen3",
+    "olmo2",
+    "starcoder2",
+    "gemma2",
+];
 
 fn info(model_type: &str) -> &'static SkillInfo {
     match model_type {
@@ -58,6 +78,10 @@ fn info(model_type: &str) -> &'static SkillInfo {
         "phi3" => Phi3::INFO,
         "gemma" => Gemma::INFO,
         "gpt_bigcode" => GptBigcode::INFO,
+        "qwen3" => Qwen3::INFO,
+        "olmo2" => Olmo2::INFO,
+        "starcoder2" => Starcoder2::INFO,
+        "gemma2" => Gemma2::INFO,
         other => panic!("no test skill for {other}"),
     }
 }
@@ -572,6 +596,14 @@ fn bad_configs_are_typed_and_rope_theta_is_never_defaulted() {
         ("gpt_bigcode", "n_embd", serde_json::Value::Null),
         ("phi3", "num_key_value_heads", serde_json::json!(3)),
         ("llama", "attention_bias", serde_json::json!(true)),
+        // candle's gemma2 ignores query_pre_attn_scalar (uses head_dim): refused when they differ.
+        ("gemma2", "query_pre_attn_scalar", serde_json::json!(16)),
+        ("qwen3", "use_sliding_window", serde_json::json!(true)),
+        (
+            "starcoder2",
+            "tie_word_embeddings",
+            serde_json::json!(false),
+        ),
     ] {
         let tmp = copy_fixture(t);
         edit_json(&tmp.path().join("config.json"), |m| {

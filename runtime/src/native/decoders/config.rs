@@ -69,6 +69,11 @@ impl Fields<'_> {
         }
     }
 
+    /// A required positive integer (for fields read outside this module).
+    pub(super) fn positive_field(&self, field: &str) -> Result<usize, SkillError> {
+        self.positive(field)
+    }
+
     fn positive(&self, field: &str) -> Result<usize, SkillError> {
         self.positive_opt(field)?
             .ok_or_else(|| self.err(field, "missing (required)"))
@@ -564,4 +569,178 @@ pub(super) fn eos_ids(dir: &Path, config: &Fields<'_>) -> Result<Vec<u32>, Skill
         }
     }
     config.token_ids("eos_token_id")
+}
+
+/// Refuse sliding-window layers that candle cannot reproduce (qwen3: not supported at all).
+fn require_no_sliding(f: &Fields<'_>, model: &str) -> Result<(), SkillError> {
+    if f.bool_or("use_sliding_window", false)? {
+        return Err(f.err(
+            "use_sliding_window",
+            format!("`true` is not supported by candle's {model}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Translate for candle's qwen3 (explicit `head_dim`, per-head q/k norms).
+pub(super) fn qwen3(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::qwen3::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("qwen3")?;
+    require_no_sliding(f, "qwen3")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    Ok(candle_transformers::models::qwen3::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers,
+        num_attention_heads: heads,
+        head_dim,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        num_key_value_heads: kv,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        sliding_window: None,
+        max_window_layers: f
+            .usize_opt("max_window_layers")?
+            .unwrap_or(num_hidden_layers),
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        rope_theta: f.rope_theta()?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        use_sliding_window: false,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+    })
+}
+
+/// Translate for candle's olmo2.
+pub(super) fn olmo2(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::olmo2::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("olmo2")?;
+    Ok(candle_transformers::models::olmo2::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        rope_theta: f.rope_theta()?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        clip_qkv: f.f64_opt("clip_qkv")?,
+    })
+}
+
+/// Translate for candle's starcoder2, whose config fields are private: the translated values
+/// are written out explicitly and deserialised (no serde default is relied on).
+pub(super) fn starcoder2(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::starcoder2::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("starcoder2")?;
+    if !f.bool_or("tie_word_embeddings", true)? {
+        return Err(f.err(
+            "tie_word_embeddings",
+            "`false` is not supported: candle's starcoder2 always ties lm_head to embed_tokens",
+        ));
+    }
+    let act = f
+        .activation("hidden_act")?
+        .ok_or_else(|| f.err("hidden_act", "missing (required)"))?;
+    let v = serde_json::json!({
+        "vocab_size": f.positive("vocab_size")?,
+        "hidden_size": hidden_size,
+        "intermediate_size": f.positive("intermediate_size")?,
+        "num_hidden_layers": f.positive("num_hidden_layers")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "hidden_act": act,
+        "max_position_embeddings": max_positions(f, "max_position_embeddings")?,
+        "norm_epsilon": f.f64("norm_epsilon")?,
+        "rope_theta": f.rope_theta()?,
+        "use_bias": f.bool_or("use_bias", true)?,
+        "sliding_window": f.positive_opt("sliding_window")?,
+    });
+    serde_json::from_value(v).map_err(|e| SkillError::ConfigInvalid {
+        path: f.path.to_path_buf(),
+        detail: format!("building candle's starcoder2 config: {e}"),
+    })
+}
+
+/// Translate for candle's gemma2, and the context it can serve: candle applies
+/// `sliding_window` to every layer where transformers alternates sliding and full layers, so
+/// the two agree only while the sequence fits the window; the context is capped there.
+pub(super) fn gemma2(
+    f: &Fields<'_>,
+) -> Result<(candle_transformers::models::gemma2::Config, usize), SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("gemma2")?;
+    if !f.bool_or("tie_word_embeddings", true)? {
+        return Err(f.err(
+            "tie_word_embeddings",
+            "`false` is not supported: candle's gemma2 always ties lm_head to embed_tokens",
+        ));
+    }
+    f.require_false(
+        "use_bidirectional_attention",
+        "candle's gemma2 is causal only",
+    )?;
+    let act = match f.activation("hidden_activation")? {
+        Some(a) => a,
+        None => f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_activation", "missing (required)"))?,
+    };
+    // candle scales attention scores by 1/sqrt(head_dim); transformers by
+    // 1/sqrt(query_pre_attn_scalar).
+    let query_pre_attn_scalar = f
+        .positive_opt("query_pre_attn_scalar")?
+        .ok_or_else(|| f.err("query_pre_attn_scalar", "missing (required)"))?;
+    if query_pre_attn_scalar != head_dim {
+        return Err(f.err(
+            "query_pre_attn_scalar",
+            format!(
+                "{query_pre_attn_scalar} ≠ head_dim {head_dim}: candle's gemma2 scales attention by 1/sqrt(head_dim), so it would compute different logits"
+            ),
+        ));
+    }
+    let max_position_embeddings = max_positions(f, "max_position_embeddings")?;
+    let sliding_window = f.positive_opt("sliding_window")?;
+    let context =
+        sliding_window.map_or(max_position_embeddings, |w| w.min(max_position_embeddings));
+    Ok((
+        candle_transformers::models::gemma2::Config {
+            attention_bias: f.bool_or("attention_bias", false)?,
+            head_dim,
+            hidden_activation: act,
+            hidden_size,
+            intermediate_size: f.positive("intermediate_size")?,
+            num_attention_heads: heads,
+            num_hidden_layers: f.positive("num_hidden_layers")?,
+            num_key_value_heads: kv,
+            rms_norm_eps: f.f64("rms_norm_eps")?,
+            rope_theta: f.rope_theta()?,
+            vocab_size: f.positive("vocab_size")?,
+            final_logit_softcapping: f.f64_opt("final_logit_softcapping")?,
+            attn_logit_softcapping: f.f64_opt("attn_logit_softcapping")?,
+            query_pre_attn_scalar,
+            sliding_window,
+            max_position_embeddings,
+        },
+        context,
+    ))
 }

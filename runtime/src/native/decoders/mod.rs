@@ -25,7 +25,9 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{bigcode, gemma, llama, mistral, phi3, qwen2};
+use candle_transformers::models::{
+    bigcode, gemma, gemma2, llama, mistral, olmo2, phi3, qwen2, qwen3, starcoder2,
+};
 use skillgen_vocab::{Capability, Task};
 
 use crate::backend::BackendKind;
@@ -43,7 +45,18 @@ use config::Fields;
 use weights::Weights;
 
 /// The model types this area runs (task `causal-lm`).
-pub(crate) const TYPES: &[&str] = &["llama", "qwen2", "mistral", "phi3", "gemma", "gpt_bigcode"];
+pub(crate) const TYPES: &[&str] = &[
+    "llama",
+    "qwen2",
+    "mistral",
+    "phi3",
+    "gemma",
+    "gpt_bigcode",
+    "qwen3",
+    "olmo2",
+    "starcoder2",
+    "gemma2",
+];
 
 /// Whether this area runs `task` of `model_type`.
 pub(crate) fn implements(model_type: &str, task: Task) -> bool {
@@ -106,6 +119,10 @@ enum Proto {
     Mistral(mistral::Model),
     Phi3(phi3::Model),
     Gemma(gemma::Model),
+    Qwen3(qwen3::ModelForCausalLM),
+    Olmo2(olmo2::Model),
+    Starcoder2(starcoder2::Model),
+    Gemma2(gemma2::Model),
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
     BigCode(config::BigCode),
 }
@@ -213,6 +230,30 @@ impl Decoder {
                 let m = weights.build(dtype, device, |vb| gemma::Model::new(false, &c, vb))?;
                 (Proto::Gemma(m), c.vocab_size, c.max_position_embeddings)
             }
+            "qwen3" => {
+                let c = config::qwen3(&f)?;
+                let m = weights.build(dtype, device, |vb| qwen3::ModelForCausalLM::new(&c, vb))?;
+                (Proto::Qwen3(m), c.vocab_size, c.max_position_embeddings)
+            }
+            "olmo2" => {
+                let c = config::olmo2(&f)?;
+                let m = weights.build(dtype, device, |vb| olmo2::Model::new(&c, vb))?;
+                (Proto::Olmo2(m), c.vocab_size, c.max_position_embeddings)
+            }
+            "starcoder2" => {
+                let c = config::starcoder2(&f)?;
+                let m = weights.build(dtype, device, |vb| starcoder2::Model::new(&c, vb))?;
+                let fields = (
+                    f.positive_field("vocab_size")?,
+                    f.positive_field("max_position_embeddings")?,
+                );
+                (Proto::Starcoder2(m), fields.0, fields.1)
+            }
+            "gemma2" => {
+                let (c, context) = config::gemma2(&f)?;
+                let m = weights.build(dtype, device, |vb| gemma2::Model::new(false, &c, vb))?;
+                (Proto::Gemma2(m), c.vocab_size, context)
+            }
             "gpt_bigcode" => {
                 let c = config::gpt_bigcode(&f)?;
                 weights.build(dtype, device, |vb| {
@@ -269,6 +310,10 @@ impl Decoder {
             Proto::Mistral(m) => Session::Mistral(m.clone()),
             Proto::Phi3(m) => Session::Phi3(m.clone()),
             Proto::Gemma(m) => Session::Gemma(m.clone()),
+            Proto::Qwen3(m) => Session::Qwen3(m.clone()),
+            Proto::Olmo2(m) => Session::Olmo2(m.clone()),
+            Proto::Starcoder2(m) => Session::Starcoder2(m.clone()),
+            Proto::Gemma2(m) => Session::Gemma2(m.clone()),
             Proto::BigCode(c) => Session::BigCode(Box::new(
                 bigcode::GPTBigCode::load(
                     self.weights.var_builder(self.dtype, &self.device),
@@ -349,6 +394,10 @@ impl Decoder {
             Session::Mistral(m) => m.forward(&input, pos),
             Session::Phi3(m) => m.forward(&input, pos),
             Session::Gemma(m) => m.forward(&input, pos),
+            Session::Qwen3(m) => m.forward(&input, pos),
+            Session::Olmo2(m) => m.forward(&input, pos),
+            Session::Starcoder2(m) => m.forward(&input, pos),
+            Session::Gemma2(m) => m.forward(&input, pos),
             Session::BigCode(m) => m.forward(&input, pos),
         }
         .map_err(|e| SkillError::Backend {
@@ -426,6 +475,10 @@ enum Session {
     Mistral(mistral::Model),
     Phi3(phi3::Model),
     Gemma(gemma::Model),
+    Qwen3(qwen3::ModelForCausalLM),
+    Olmo2(olmo2::Model),
+    Starcoder2(starcoder2::Model),
+    Gemma2(gemma2::Model),
     BigCode(Box<bigcode::GPTBigCode>),
 }
 
