@@ -24,12 +24,12 @@ macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                                                    model_type = $ty,
-                                                    family = decoder,
-                                                    modalities(text),
-                                                    tasks(causal_lm($class)),
-                                                    candle = $candle
-                                                )]
+                                                            model_type = $ty,
+                                                            family = decoder,
+                                                            modalities(text),
+                                                            tasks(causal_lm($class)),
+                                                            candle = $candle
+                                                        )]
         pub struct $name {
             state: SkillState,
         }
@@ -50,6 +50,9 @@ decoder_skill!(
     "starcoder2"
 );
 decoder_skill!(Gemma2, "gemma2", "Gemma2ForCausalLM", "gemma2");
+decoder_skill!(Olmo, "olmo", "OlmoForCausalLM", "olmo");
+decoder_skill!(Phi, "phi", "PhiForCausalLM", "phi");
+decoder_skill!(StableLm, "stablelm", "StableLmForCausalLM", "stable_lm");
 decoder_skill!(
     GptBigcode,
     "gpt_bigcode",
@@ -68,6 +71,9 @@ const TYPES: &[&str] = &[
     "olmo2",
     "starcoder2",
     "gemma2",
+    "olmo",
+    "phi",
+    "stablelm",
 ];
 
 fn info(model_type: &str) -> &'static SkillInfo {
@@ -82,6 +88,9 @@ fn info(model_type: &str) -> &'static SkillInfo {
         "olmo2" => Olmo2::INFO,
         "starcoder2" => Starcoder2::INFO,
         "gemma2" => Gemma2::INFO,
+        "olmo" => Olmo::INFO,
+        "phi" => Phi::INFO,
+        "stablelm" => StableLm::INFO,
         other => panic!("no test skill for {other}"),
     }
 }

@@ -744,3 +744,129 @@ pub(super) fn gemma2(
         context,
     ))
 }
+
+/// Translate for candle's olmo (v1: non-parametric LayerNorm, optional `clip_qkv`).
+pub(super) fn olmo(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::olmo::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("olmo")?;
+    Ok(candle_transformers::models::olmo::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        rope_theta: f.rope_theta()?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        clip_qkv: f.f64_opt("clip_qkv")?,
+    })
+}
+
+/// `partial_rotary_factor` from `rope_parameters` (v5) or the top level, in (0, 1].
+fn partial_rotary_factor(f: &Fields<'_>) -> Result<Option<f64>, SkillError> {
+    match f.rope("partial_rotary_factor")? {
+        None => Ok(None),
+        Some(v) => match v.as_f64() {
+            Some(x) if x > 0.0 && x <= 1.0 => Ok(Some(x)),
+            _ => Err(f.err(
+                "rope_parameters.partial_rotary_factor",
+                format!("expected a number in (0, 1], found {v}"),
+            )),
+        },
+    }
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(
+    f: &Fields<'_>,
+    model: &str,
+    v: Value,
+) -> Result<T, SkillError> {
+    serde_json::from_value(v).map_err(|e| SkillError::ConfigInvalid {
+        path: f.path.to_path_buf(),
+        detail: format!("building candle's {model} config: {e}"),
+    })
+}
+
+/// Translate for candle's phi (phi-1/1.5/2; private config fields: built through serde).
+pub(super) fn phi(f: &Fields<'_>) -> Result<candle_transformers::models::phi::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("phi")?;
+    f.require_false(
+        "tie_word_embeddings",
+        "candle's phi has a separate, biased lm_head",
+    )?;
+    let v = serde_json::json!({
+        "vocab_size": f.positive("vocab_size")?,
+        "hidden_size": hidden_size,
+        "intermediate_size": f.positive("intermediate_size")?,
+        "num_hidden_layers": f.positive("num_hidden_layers")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "hidden_act": f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        "max_position_embeddings": max_positions(f, "max_position_embeddings")?,
+        "layer_norm_eps": f.f64("layer_norm_eps")?,
+        "tie_word_embeddings": false,
+        "rope_theta": f.rope_theta()?,
+        "partial_rotary_factor": partial_rotary_factor(f)?.unwrap_or(1.0),
+        "qk_layernorm": f.bool_or("qk_layernorm", false)?,
+    });
+    deserialize(f, "phi", v)
+}
+
+/// Translate for candle's stable_lm (private config fields: built through serde).
+pub(super) fn stablelm(
+    f: &Fields<'_>,
+) -> Result<(candle_transformers::models::stable_lm::Config, usize, usize), SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("stablelm")?;
+    f.require_false("qk_layernorm", "candle's stable_lm has no q/k layer norms")?;
+    f.require_false(
+        "use_parallel_residual",
+        "candle's stable_lm uses sequential residuals",
+    )?;
+    f.require_false(
+        "tie_word_embeddings",
+        "candle's stable_lm always loads a separate lm_head",
+    )?;
+    let vocab_size = f.positive("vocab_size")?;
+    let max_position_embeddings = max_positions(f, "max_position_embeddings")?;
+    let v = serde_json::json!({
+        "vocab_size": vocab_size,
+        "intermediate_size": f.positive("intermediate_size")?,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": f.positive("num_hidden_layers")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "hidden_act": f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        "partial_rotary_factor": partial_rotary_factor(f)?
+            .ok_or_else(|| f.err("rope_parameters.partial_rotary_factor", "missing (required)"))?,
+        "rope_theta": f.rope_theta()?,
+        "max_position_embeddings": max_position_embeddings,
+        "layer_norm_eps": f.f64("layer_norm_eps")?,
+        "use_cache": true,
+        "use_qkv_bias": f.bool_or("use_qkv_bias", false)?,
+        "use_flash_attn": false,
+    });
+    Ok((
+        deserialize(f, "stable_lm", v)?,
+        vocab_size,
+        max_position_embeddings,
+    ))
+}

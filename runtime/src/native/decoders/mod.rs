@@ -26,7 +26,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{
-    bigcode, gemma, gemma2, llama, mistral, olmo2, phi3, qwen2, qwen3, starcoder2,
+    bigcode, gemma, gemma2, llama, mistral, olmo, olmo2, phi, phi3, qwen2, qwen3, stable_lm,
+    starcoder2,
 };
 use skillgen_vocab::{Capability, Task};
 
@@ -56,6 +57,9 @@ pub(crate) const TYPES: &[&str] = &[
     "olmo2",
     "starcoder2",
     "gemma2",
+    "olmo",
+    "phi",
+    "stablelm",
 ];
 
 /// Whether this area runs `task` of `model_type`.
@@ -123,6 +127,10 @@ enum Proto {
     Olmo2(olmo2::Model),
     Starcoder2(starcoder2::Model),
     Gemma2(gemma2::Model),
+    Olmo(olmo::Model),
+    Phi(phi::Model),
+    /// candle's stable_lm `Model` is not `Clone`: rebuilt per request from the shared tensors.
+    StableLm(Box<stable_lm::Config>),
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
     BigCode(config::BigCode),
 }
@@ -254,6 +262,25 @@ impl Decoder {
                 let m = weights.build(dtype, device, |vb| gemma2::Model::new(false, &c, vb))?;
                 (Proto::Gemma2(m), c.vocab_size, context)
             }
+            "olmo" => {
+                let c = config::olmo(&f)?;
+                let m = weights.build(dtype, device, |vb| olmo::Model::new(&c, vb))?;
+                (Proto::Olmo(m), c.vocab_size, c.max_position_embeddings)
+            }
+            "phi" => {
+                let c = config::phi(&f)?;
+                let m = weights.build(dtype, device, |vb| phi::Model::new(&c, vb))?;
+                let fields = (
+                    f.positive_field("vocab_size")?,
+                    f.positive_field("max_position_embeddings")?,
+                );
+                (Proto::Phi(m), fields.0, fields.1)
+            }
+            "stablelm" => {
+                let (c, v, p) = config::stablelm(&f)?;
+                weights.build(dtype, device, |vb| stable_lm::Model::new(&c, vb).map(drop))?;
+                (Proto::StableLm(Box::new(c)), v, p)
+            }
             "gpt_bigcode" => {
                 let c = config::gpt_bigcode(&f)?;
                 weights.build(dtype, device, |vb| {
@@ -314,6 +341,12 @@ impl Decoder {
             Proto::Olmo2(m) => Session::Olmo2(m.clone()),
             Proto::Starcoder2(m) => Session::Starcoder2(m.clone()),
             Proto::Gemma2(m) => Session::Gemma2(m.clone()),
+            Proto::Olmo(m) => Session::Olmo(m.clone()),
+            Proto::Phi(m) => Session::Phi(m.clone()),
+            Proto::StableLm(c) => Session::StableLm(Box::new(
+                stable_lm::Model::new(c, self.weights.var_builder(self.dtype, &self.device))
+                    .map_err(candle_err("building stable_lm"))?,
+            )),
             Proto::BigCode(c) => Session::BigCode(Box::new(
                 bigcode::GPTBigCode::load(
                     self.weights.var_builder(self.dtype, &self.device),
@@ -398,6 +431,10 @@ impl Decoder {
             Session::Olmo2(m) => m.forward(&input, pos),
             Session::Starcoder2(m) => m.forward(&input, pos),
             Session::Gemma2(m) => m.forward(&input, pos),
+            Session::Olmo(m) => m.forward(&input, pos),
+            // candle's phi tracks the position in its KV cache.
+            Session::Phi(m) => m.forward(&input),
+            Session::StableLm(m) => m.forward(&input, pos),
             Session::BigCode(m) => m.forward(&input, pos),
         }
         .map_err(|e| SkillError::Backend {
@@ -479,6 +516,9 @@ enum Session {
     Olmo2(olmo2::Model),
     Starcoder2(starcoder2::Model),
     Gemma2(gemma2::Model),
+    Olmo(olmo::Model),
+    Phi(phi::Model),
+    StableLm(Box<stable_lm::Model>),
     BigCode(Box<bigcode::GPTBigCode>),
 }
 
