@@ -24,12 +24,12 @@ macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                                                            model_type = $ty,
-                                                            family = decoder,
-                                                            modalities(text),
-                                                            tasks(causal_lm($class)),
-                                                            candle = $candle
-                                                        )]
+                                                                    model_type = $ty,
+                                                                    family = decoder,
+                                                                    modalities(text),
+                                                                    tasks(causal_lm($class)),
+                                                                    candle = $candle
+                                                                )]
         pub struct $name {
             state: SkillState,
         }
@@ -53,6 +53,7 @@ decoder_skill!(Gemma2, "gemma2", "Gemma2ForCausalLM", "gemma2");
 decoder_skill!(Olmo, "olmo", "OlmoForCausalLM", "olmo");
 decoder_skill!(Phi, "phi", "PhiForCausalLM", "phi");
 decoder_skill!(StableLm, "stablelm", "StableLmForCausalLM", "stable_lm");
+decoder_skill!(Mixtral, "mixtral", "MixtralForCausalLM", "mixtral");
 decoder_skill!(
     GptBigcode,
     "gpt_bigcode",
@@ -74,6 +75,7 @@ const TYPES: &[&str] = &[
     "olmo",
     "phi",
     "stablelm",
+    "mixtral",
 ];
 
 fn info(model_type: &str) -> &'static SkillInfo {
@@ -91,6 +93,7 @@ fn info(model_type: &str) -> &'static SkillInfo {
         "olmo" => Olmo::INFO,
         "phi" => Phi::INFO,
         "stablelm" => StableLm::INFO,
+        "mixtral" => Mixtral::INFO,
         other => panic!("no test skill for {other}"),
     }
 }

@@ -870,3 +870,51 @@ pub(super) fn stablelm(
         max_position_embeddings,
     ))
 }
+
+/// Translate for candle's mixtral (private config fields: built through serde).
+pub(super) fn mixtral(
+    f: &Fields<'_>,
+) -> Result<(candle_transformers::models::mixtral::Config, usize, usize), SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("mixtral")?;
+    f.require_false(
+        "tie_word_embeddings",
+        "candle's mixtral always loads a separate lm_head",
+    )?;
+    let vocab_size = f.positive("vocab_size")?;
+    let max_position_embeddings = max_positions(f, "max_position_embeddings")?;
+    let experts = f.positive("num_local_experts")?;
+    let per_tok = f.positive("num_experts_per_tok")?;
+    if per_tok > experts {
+        return Err(f.err(
+            "num_experts_per_tok",
+            format!("{per_tok} > num_local_experts {experts}"),
+        ));
+    }
+    let v = serde_json::json!({
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": f.positive("intermediate_size")?,
+        "num_hidden_layers": f.positive("num_hidden_layers")?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "hidden_act": f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        "max_position_embeddings": max_position_embeddings,
+        "rms_norm_eps": f.f64("rms_norm_eps")?,
+        "rope_theta": f.rope_theta()?,
+        // null: no window; candle wants a number.
+        "sliding_window": f.positive_opt("sliding_window")?.unwrap_or(max_position_embeddings),
+        "num_experts_per_tok": per_tok,
+        "num_local_experts": experts,
+        "use_flash_attn": false,
+    });
+    Ok((
+        deserialize(f, "mixtral", v)?,
+        vocab_size,
+        max_position_embeddings,
+    ))
+}

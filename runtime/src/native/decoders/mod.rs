@@ -26,8 +26,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{
-    bigcode, gemma, gemma2, llama, mistral, olmo, olmo2, phi, phi3, qwen2, qwen3, stable_lm,
-    starcoder2,
+    bigcode, gemma, gemma2, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2, qwen3,
+    stable_lm, starcoder2,
 };
 use skillgen_vocab::{Capability, Task};
 
@@ -60,6 +60,7 @@ pub(crate) const TYPES: &[&str] = &[
     "olmo",
     "phi",
     "stablelm",
+    "mixtral",
 ];
 
 /// Whether this area runs `task` of `model_type`.
@@ -129,6 +130,7 @@ enum Proto {
     Gemma2(gemma2::Model),
     Olmo(olmo::Model),
     Phi(phi::Model),
+    Mixtral(mixtral::Model),
     /// candle's stable_lm `Model` is not `Clone`: rebuilt per request from the shared tensors.
     StableLm(Box<stable_lm::Config>),
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
@@ -276,6 +278,11 @@ impl Decoder {
                 );
                 (Proto::Phi(m), fields.0, fields.1)
             }
+            "mixtral" => {
+                let (c, v, p) = config::mixtral(&f)?;
+                let m = weights.build(dtype, device, |vb| mixtral::Model::new(&c, vb))?;
+                (Proto::Mixtral(m), v, p)
+            }
             "stablelm" => {
                 let (c, v, p) = config::stablelm(&f)?;
                 weights.build(dtype, device, |vb| stable_lm::Model::new(&c, vb).map(drop))?;
@@ -343,6 +350,7 @@ impl Decoder {
             Proto::Gemma2(m) => Session::Gemma2(m.clone()),
             Proto::Olmo(m) => Session::Olmo(m.clone()),
             Proto::Phi(m) => Session::Phi(m.clone()),
+            Proto::Mixtral(m) => Session::Mixtral(m.clone()),
             Proto::StableLm(c) => Session::StableLm(Box::new(
                 stable_lm::Model::new(c, self.weights.var_builder(self.dtype, &self.device))
                     .map_err(candle_err("building stable_lm"))?,
@@ -435,6 +443,7 @@ impl Decoder {
             // candle's phi tracks the position in its KV cache.
             Session::Phi(m) => m.forward(&input),
             Session::StableLm(m) => m.forward(&input, pos),
+            Session::Mixtral(m) => m.forward(&input, pos),
             Session::BigCode(m) => m.forward(&input, pos),
         }
         .map_err(|e| SkillError::Backend {
@@ -518,6 +527,7 @@ enum Session {
     Gemma2(gemma2::Model),
     Olmo(olmo::Model),
     Phi(phi::Model),
+    Mixtral(mixtral::Model),
     StableLm(Box<stable_lm::Model>),
     BigCode(Box<bigcode::GPTBigCode>),
 }
