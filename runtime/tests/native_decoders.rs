@@ -54,6 +54,8 @@ decoder_skill!(Olmo, "olmo", "OlmoForCausalLM", "olmo");
 decoder_skill!(Phi, "phi", "PhiForCausalLM", "phi");
 decoder_skill!(StableLm, "stablelm", "StableLmForCausalLM", "stable_lm");
 decoder_skill!(Mixtral, "mixtral", "MixtralForCausalLM", "mixtral");
+decoder_skill!(Qwen2Moe, "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe");
+decoder_skill!(Qwen3Moe, "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe");
 decoder_skill!(
     GptBigcode,
     "gpt_bigcode",
@@ -76,6 +78,8 @@ const TYPES: &[&str] = &[
     "phi",
     "stablelm",
     "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
 ];
 
 fn info(model_type: &str) -> &'static SkillInfo {
@@ -94,6 +98,8 @@ fn info(model_type: &str) -> &'static SkillInfo {
         "phi" => Phi::INFO,
         "stablelm" => StableLm::INFO,
         "mixtral" => Mixtral::INFO,
+        "qwen2_moe" => Qwen2Moe::INFO,
+        "qwen3_moe" => Qwen3Moe::INFO,
         other => panic!("no test skill for {other}"),
     }
 }

@@ -918,3 +918,123 @@ pub(super) fn mixtral(
         max_position_embeddings,
     ))
 }
+
+/// The MoE fields shared by qwen2_moe and qwen3_moe: (experts, per token, moe size, sparse step).
+fn qwen_moe(f: &Fields<'_>) -> Result<(usize, usize, usize, usize), SkillError> {
+    // transformers v5 writes `num_local_experts` for qwen3_moe, `num_experts` for qwen2_moe.
+    let experts = match f.positive_opt("num_experts")? {
+        Some(n) => n,
+        None => f.positive("num_local_experts")?,
+    };
+    let per_tok = f.positive("num_experts_per_tok")?;
+    if per_tok > experts {
+        return Err(f.err(
+            "num_experts_per_tok",
+            format!("{per_tok} > the number of experts {experts}"),
+        ));
+    }
+    match f.get("mlp_only_layers") {
+        None => {}
+        Some(Value::Array(a)) if a.is_empty() => {}
+        Some(v) => {
+            return Err(f.err(
+                "mlp_only_layers",
+                format!("{v} is not supported by candle (only decoder_sparse_step)"),
+            ));
+        }
+    }
+    Ok((
+        experts,
+        per_tok,
+        f.positive("moe_intermediate_size")?,
+        f.positive_opt("decoder_sparse_step")?.unwrap_or(1),
+    ))
+}
+
+/// Translate for candle's qwen2_moe.
+pub(super) fn qwen2_moe(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::qwen2_moe::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("qwen2_moe")?;
+    require_no_sliding(f, "qwen2_moe")?;
+    f.require_false(
+        "tie_word_embeddings",
+        "candle's qwen2_moe always loads a separate lm_head",
+    )?;
+    if !f.bool_or("qkv_bias", true)? {
+        return Err(f.err(
+            "qkv_bias",
+            "`false` is not supported: candle's qwen2_moe always has q/k/v biases",
+        ));
+    }
+    let (num_experts, num_experts_per_tok, moe_intermediate_size, decoder_sparse_step) =
+        qwen_moe(f)?;
+    let max_position_embeddings = max_positions(f, "max_position_embeddings")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    Ok(candle_transformers::models::qwen2_moe::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        max_position_embeddings,
+        // use_sliding_window is false: no window (v5 may write 0 or null here).
+        sliding_window: max_position_embeddings,
+        max_window_layers: num_hidden_layers,
+        tie_word_embeddings: false,
+        rope_theta: f.rope_theta()?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        use_sliding_window: false,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        decoder_sparse_step,
+        moe_intermediate_size,
+        shared_expert_intermediate_size: f.positive("shared_expert_intermediate_size")?,
+        num_experts_per_tok,
+        num_experts,
+        norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
+    })
+}
+
+/// Translate for candle's qwen3_moe.
+pub(super) fn qwen3_moe(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::qwen3_moe::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("qwen3_moe")?;
+    require_no_sliding(f, "qwen3_moe")?;
+    let (num_experts, num_experts_per_tok, moe_intermediate_size, decoder_sparse_step) =
+        qwen_moe(f)?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    Ok(candle_transformers::models::qwen3_moe::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers,
+        num_attention_heads: heads,
+        head_dim,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        num_key_value_heads: kv,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        sliding_window: None,
+        max_window_layers: num_hidden_layers,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        rope_theta: f.rope_theta()?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        use_sliding_window: false,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        decoder_sparse_step,
+        moe_intermediate_size,
+        num_experts_per_tok,
+        num_experts,
+        norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
+    })
+}

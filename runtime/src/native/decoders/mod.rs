@@ -26,8 +26,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{
-    bigcode, gemma, gemma2, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2, qwen3,
-    stable_lm, starcoder2,
+    bigcode, gemma, gemma2, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2, qwen2_moe,
+    qwen3, qwen3_moe, stable_lm, starcoder2,
 };
 use skillgen_vocab::{Capability, Task};
 
@@ -61,6 +61,8 @@ pub(crate) const TYPES: &[&str] = &[
     "phi",
     "stablelm",
     "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
 ];
 
 /// Whether this area runs `task` of `model_type`.
@@ -131,6 +133,8 @@ enum Proto {
     Olmo(olmo::Model),
     Phi(phi::Model),
     Mixtral(mixtral::Model),
+    Qwen2Moe(qwen2_moe::Model),
+    Qwen3Moe(qwen3_moe::ModelForCausalLM),
     /// candle's stable_lm `Model` is not `Clone`: rebuilt per request from the shared tensors.
     StableLm(Box<stable_lm::Config>),
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
@@ -283,6 +287,17 @@ impl Decoder {
                 let m = weights.build(dtype, device, |vb| mixtral::Model::new(&c, vb))?;
                 (Proto::Mixtral(m), v, p)
             }
+            "qwen2_moe" => {
+                let c = config::qwen2_moe(&f)?;
+                let m = weights.build(dtype, device, |vb| qwen2_moe::Model::new(&c, vb))?;
+                (Proto::Qwen2Moe(m), c.vocab_size, c.max_position_embeddings)
+            }
+            "qwen3_moe" => {
+                let c = config::qwen3_moe(&f)?;
+                let m =
+                    weights.build(dtype, device, |vb| qwen3_moe::ModelForCausalLM::new(&c, vb))?;
+                (Proto::Qwen3Moe(m), c.vocab_size, c.max_position_embeddings)
+            }
             "stablelm" => {
                 let (c, v, p) = config::stablelm(&f)?;
                 weights.build(dtype, device, |vb| stable_lm::Model::new(&c, vb).map(drop))?;
@@ -351,6 +366,8 @@ impl Decoder {
             Proto::Olmo(m) => Session::Olmo(m.clone()),
             Proto::Phi(m) => Session::Phi(m.clone()),
             Proto::Mixtral(m) => Session::Mixtral(m.clone()),
+            Proto::Qwen2Moe(m) => Session::Qwen2Moe(m.clone()),
+            Proto::Qwen3Moe(m) => Session::Qwen3Moe(m.clone()),
             Proto::StableLm(c) => Session::StableLm(Box::new(
                 stable_lm::Model::new(c, self.weights.var_builder(self.dtype, &self.device))
                     .map_err(candle_err("building stable_lm"))?,
@@ -444,6 +461,8 @@ impl Decoder {
             Session::Phi(m) => m.forward(&input),
             Session::StableLm(m) => m.forward(&input, pos),
             Session::Mixtral(m) => m.forward(&input, pos),
+            Session::Qwen2Moe(m) => m.forward(&input, pos),
+            Session::Qwen3Moe(m) => m.forward(&input, pos),
             Session::BigCode(m) => m.forward(&input, pos),
         }
         .map_err(|e| SkillError::Backend {
@@ -528,6 +547,8 @@ enum Session {
     Olmo(olmo::Model),
     Phi(phi::Model),
     Mixtral(mixtral::Model),
+    Qwen2Moe(qwen2_moe::Model),
+    Qwen3Moe(qwen3_moe::ModelForCausalLM),
     StableLm(Box<stable_lm::Model>),
     BigCode(Box<bigcode::GPTBigCode>),
 }
