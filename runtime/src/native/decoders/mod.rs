@@ -121,7 +121,8 @@ fn invalid_request(detail: impl Into<String>) -> SkillError {
 /// A loaded model, ready to be cloned into a per-request session.
 #[derive(Clone)]
 enum Proto {
-    Llama(llama::Llama, Box<llama::Config>),
+    /// The model and an empty KV cache to clone.
+    Llama(llama::Llama, Box<llama::Cache>),
     Qwen2(qwen2::ModelForCausalLM),
     Mistral(mistral::Model),
     Phi3(phi3::Model),
@@ -140,6 +141,12 @@ enum Proto {
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
     BigCode(config::BigCode),
 }
+
+// A stream may move to another thread.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<TokenStream>();
+};
 
 /// A decoder model loaded from a model directory on one candle device.
 pub struct Decoder {
@@ -210,8 +217,11 @@ impl Decoder {
                 // candle's llama ties lm_head itself when the config says so.
                 let c = config::llama(&f)?;
                 let m = weights.build(dtype, device, |vb| llama::Llama::load(vb, &c))?;
+                // An empty cache (rope tables computed once; each request clones it).
+                let cache = llama::Cache::new(true, dtype, &c, device)
+                    .map_err(candle_err("creating the llama KV cache"))?;
                 let (v, p) = (c.vocab_size, c.max_position_embeddings);
-                (Proto::Llama(m, Box::new(c)), v, p)
+                (Proto::Llama(m, Box::new(cache)), v, p)
             }
             "qwen2" => {
                 let c = config::qwen2(&f)?;
@@ -348,13 +358,7 @@ impl Decoder {
     /// A fresh model state with an empty KV cache.
     fn session(&self) -> Result<Session, SkillError> {
         Ok(match &self.proto {
-            Proto::Llama(m, c) => Session::Llama(
-                m.clone(),
-                Box::new(
-                    llama::Cache::new(true, self.dtype, c, &self.device)
-                        .map_err(candle_err("creating the llama KV cache"))?,
-                ),
-            ),
+            Proto::Llama(m, cache) => Session::Llama(m.clone(), cache.clone()),
             Proto::Qwen2(m) => Session::Qwen2(m.clone()),
             Proto::Mistral(m) => Session::Mistral(m.clone()),
             Proto::Phi3(m) => Session::Phi3(m.clone()),
@@ -726,5 +730,24 @@ impl Iterator for TokenStream {
             self.session = None;
         }
         Some(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_back;
+
+    #[test]
+    fn held_back_is_the_longest_stop_prefix_at_the_end() {
+        let stop = vec!["</s>".to_owned(), "\n\n".to_owned(), "é!".to_owned()];
+        assert_eq!(held_back("abc", &stop), 0);
+        assert_eq!(held_back("abc<", &stop), 1);
+        assert_eq!(held_back("abc</", &stop), 2);
+        assert_eq!(held_back("abc\n", &stop), 1);
+        assert_eq!(held_back("abé", &stop), 2);
+        // A complete stop string is not "held back" (the caller cuts at it).
+        assert_eq!(held_back("abc</s>", &stop), 0);
+        assert_eq!(held_back("", &stop), 0);
+        assert_eq!(held_back("abc<", &[]), 0);
     }
 }
