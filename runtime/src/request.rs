@@ -544,6 +544,9 @@ impl Call {
                 if r.max_tokens == 0 {
                     return Err("max_tokens must be at least 1".to_owned());
                 }
+                if let Some(i) = r.stop.iter().position(String::is_empty) {
+                    return Err(format!("stop string {i} is empty"));
+                }
                 Ok(())
             }
             Call::Transcribe(r) => {
@@ -607,6 +610,12 @@ mod tests {
             Call::Generate(GenerateRequest::from(Vec::<u32>::new()))
                 .validate()
                 .is_err()
+        );
+        assert_eq!(
+            Call::Generate(GenerateRequest::from("x").stop("a").stop(""))
+                .validate()
+                .unwrap_err(),
+            "stop string 1 is empty"
         );
         assert_eq!(
             Call::Transcribe(vec![0.0, f32::INFINITY].into())
