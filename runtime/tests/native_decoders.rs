@@ -773,3 +773,52 @@ fn stop_strings_cut_the_text() {
     }
     assert!(checked >= 12, "only {checked} stop strings checked");
 }
+
+/// Remove `name` from the fixture copy's safetensors.
+fn drop_tensor(dir: &Path, name: &str) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != name)
+        .collect();
+    assert_eq!(kept.len() + 1, st.len(), "{name}");
+    std::fs::write(&path, safetensors::serialize(kept, None).unwrap()).unwrap();
+}
+
+#[test]
+fn tied_lm_head_absent_from_the_file_uses_the_embeddings() {
+    for t in ["llama", "mistral", "qwen2", "phi3", "qwen3", "olmo2"] {
+        let tmp = copy_fixture(t);
+        drop_tensor(tmp.path(), "lm_head.weight");
+        // Untied and absent: the missing tensor is named.
+        match load_err(t, tmp.path()) {
+            SkillError::TensorMissing { tensor, .. } => assert_eq!(tensor, "lm_head.weight"),
+            e => panic!("{t}: {e}"),
+        }
+        edit_json(&tmp.path().join("config.json"), |m| {
+            m.insert("tie_word_embeddings".into(), true.into());
+        });
+        let s = state(t, tmp.path());
+        // Logits = final hidden state · embeddingsᵀ: finite, full vocabulary, and different
+        // from the untied reference.
+        let fx = fixture(t);
+        let last = decoder_prefill_logits(&s, Target::Cpu, &fx.prompts[0]).unwrap();
+        assert_eq!(last.len(), 256, "{t}");
+        assert!(last.iter().all(|x| x.is_finite()), "{t}");
+        assert!(!compare(&last, &fx.logits_last[0]).1, "{t}");
+        let g = generate(&s, ids(&fx.prompts[0]).max_tokens(3)).unwrap();
+        assert_eq!(g.token_ids.len(), 3, "{t}");
+    }
+    // Tied in the config but a separate lm_head in the file: candle's qwen2 would use the file's.
+    let tmp = copy_fixture("qwen2");
+    edit_json(&tmp.path().join("config.json"), |m| {
+        m.insert("tie_word_embeddings".into(), true.into());
+    });
+    match load_err("qwen2", tmp.path()) {
+        SkillError::ConfigField { field, .. } => assert_eq!(field, "tie_word_embeddings"),
+        e => panic!("{e}"),
+    }
+}

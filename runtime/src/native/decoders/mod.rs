@@ -233,6 +233,13 @@ impl Decoder {
                         "`true`, but the weights hold a separate lm_head.weight; candle's qwen2 would use it",
                     ));
                 }
+                // ... and silently ties when it is absent: untied needs the tensor.
+                if !c.tie_word_embeddings && !weights.has("lm_head.weight") {
+                    return Err(SkillError::TensorMissing {
+                        path: weights.path.clone(),
+                        tensor: "lm_head.weight".to_owned(),
+                    });
+                }
                 let m = weights.build(dtype, device, |vb| qwen2::ModelForCausalLM::new(&c, vb))?;
                 (Proto::Qwen2(m), c.vocab_size, c.max_position_embeddings)
             }
