@@ -56,6 +56,8 @@ decoder_skill!(StableLm, "stablelm", "StableLmForCausalLM", "stable_lm");
 decoder_skill!(Mixtral, "mixtral", "MixtralForCausalLM", "mixtral");
 decoder_skill!(Qwen2Moe, "qwen2_moe", "Qwen2MoeForCausalLM", "qwen2_moe");
 decoder_skill!(Qwen3Moe, "qwen3_moe", "Qwen3MoeForCausalLM", "qwen3_moe");
+decoder_skill!(Helium, "helium", "HeliumForCausalLM", "helium");
+decoder_skill!(SmolLm3, "smollm3", "SmolLM3ForCausalLM", "smol");
 decoder_skill!(
     GptBigcode,
     "gpt_bigcode",
@@ -80,6 +82,8 @@ const TYPES: &[&str] = &[
     "mixtral",
     "qwen2_moe",
     "qwen3_moe",
+    "helium",
+    "smollm3",
 ];
 
 fn info(model_type: &str) -> &'static SkillInfo {
@@ -100,6 +104,8 @@ fn info(model_type: &str) -> &'static SkillInfo {
         "mixtral" => Mixtral::INFO,
         "qwen2_moe" => Qwen2Moe::INFO,
         "qwen3_moe" => Qwen3Moe::INFO,
+        "helium" => Helium::INFO,
+        "smollm3" => SmolLm3::INFO,
         other => panic!("no test skill for {other}"),
     }
 }

@@ -1038,3 +1038,93 @@ pub(super) fn qwen3_moe(
         norm_topk_prob: f.bool_or("norm_topk_prob", false)?,
     })
 }
+
+/// Translate for candle's helium.
+pub(super) fn helium(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::helium::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_default_rope("helium")?;
+    let eos = f.token_ids("eos_token_id")?;
+    Ok(candle_transformers::models::helium::Config {
+        attention_bias: f.bool_or("attention_bias", false)?,
+        // Only informative in candle (generation reads EOS ids separately).
+        bos_token_id: f.token_ids("bos_token_id")?.first().copied().unwrap_or(0),
+        eos_token_id: eos.first().copied().unwrap_or(0),
+        head_dim,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        mlp_bias: f.bool_or("mlp_bias", false)?,
+        num_attention_heads: heads,
+        num_hidden_layers: f.positive("num_hidden_layers")?,
+        num_key_value_heads: kv,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        rope_theta: f.rope_theta()?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        vocab_size: f.positive("vocab_size")?,
+        use_flash_attn: false,
+    })
+}
+
+/// Translate for candle's smollm3 (NoPE layers from `no_rope_layers`, 1 = rope, 0 = none).
+pub(super) fn smollm3(
+    f: &Fields<'_>,
+) -> Result<candle_transformers::models::smol::smollm3::Config, SkillError> {
+    let hidden_size = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden_size)?;
+    f.require_plain_head_dim(hidden_size, heads, head_dim)?;
+    f.require_default_rope("smollm3")?;
+    require_no_sliding(f, "smollm3")?;
+    let num_hidden_layers = f.positive("num_hidden_layers")?;
+    let (no_rope_layers, no_rope_layer_interval) = match f.get("no_rope_layers") {
+        Some(Value::Array(a)) => {
+            let list: Option<Vec<usize>> = a
+                .iter()
+                .map(|v| v.as_u64().filter(|&n| n <= 1).map(|n| n as usize))
+                .collect();
+            match list {
+                Some(l) if l.len() == num_hidden_layers => (Some(l), None),
+                _ => {
+                    return Err(f.err(
+                        "no_rope_layers",
+                        format!("expected {num_hidden_layers} entries of 0 or 1"),
+                    ));
+                }
+            }
+        }
+        Some(v) => return Err(f.err("no_rope_layers", format!("expected a list, found {v}"))),
+        None => (None, f.positive_opt("no_rope_layer_interval")?),
+    };
+    Ok(candle_transformers::models::smol::smollm3::Config {
+        vocab_size: f.positive("vocab_size")?,
+        hidden_size,
+        intermediate_size: f.positive("intermediate_size")?,
+        num_hidden_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        max_position_embeddings: max_positions(f, "max_position_embeddings")?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        rope_theta: f.rope_theta()?,
+        rms_norm_eps: f.f64("rms_norm_eps")?,
+        hidden_act: f
+            .activation("hidden_act")?
+            .ok_or_else(|| f.err("hidden_act", "missing (required)"))?,
+        attention_bias: Some(f.bool_or("attention_bias", false)?),
+        attention_dropout: None,
+        mlp_bias: Some(f.bool_or("mlp_bias", false)?),
+        sliding_window: None,
+        use_sliding_window: Some(false),
+        rope_scaling: None,
+        bos_token_id: None,
+        eos_token_id: None,
+        pad_token_id: None,
+        max_window_layers: None,
+        no_rope_layers,
+        no_rope_layer_interval,
+    })
+}

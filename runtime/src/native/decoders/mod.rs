@@ -26,8 +26,8 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::{
-    bigcode, gemma, gemma2, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2, qwen2_moe,
-    qwen3, qwen3_moe, stable_lm, starcoder2,
+    bigcode, gemma, gemma2, helium, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2,
+    qwen2_moe, qwen3, qwen3_moe, stable_lm, starcoder2,
 };
 use skillgen_vocab::{Capability, Task};
 
@@ -63,6 +63,8 @@ pub(crate) const TYPES: &[&str] = &[
     "mixtral",
     "qwen2_moe",
     "qwen3_moe",
+    "helium",
+    "smollm3",
 ];
 
 /// Whether this area runs `task` of `model_type`.
@@ -136,6 +138,8 @@ enum Proto {
     Mixtral(mixtral::Model),
     Qwen2Moe(qwen2_moe::Model),
     Qwen3Moe(qwen3_moe::ModelForCausalLM),
+    Helium(helium::Model),
+    SmolLm3(candle_transformers::models::smol::smollm3::ModelForCausalLM),
     /// candle's stable_lm `Model` is not `Clone`: rebuilt per request from the shared tensors.
     StableLm(Box<stable_lm::Config>),
     /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
@@ -315,6 +319,18 @@ impl Decoder {
                     weights.build(dtype, device, |vb| qwen3_moe::ModelForCausalLM::new(&c, vb))?;
                 (Proto::Qwen3Moe(m), c.vocab_size, c.max_position_embeddings)
             }
+            "helium" => {
+                let c = config::helium(&f)?;
+                let m = weights.build(dtype, device, |vb| helium::Model::new(&c, vb))?;
+                (Proto::Helium(m), c.vocab_size, c.max_position_embeddings)
+            }
+            "smollm3" => {
+                let c = config::smollm3(&f)?;
+                let m = weights.build(dtype, device, |vb| {
+                    candle_transformers::models::smol::smollm3::ModelForCausalLM::new(&c, vb)
+                })?;
+                (Proto::SmolLm3(m), c.vocab_size, c.max_position_embeddings)
+            }
             "stablelm" => {
                 let (c, v, p) = config::stablelm(&f)?;
                 weights.build(dtype, device, |vb| stable_lm::Model::new(&c, vb).map(drop))?;
@@ -379,6 +395,8 @@ impl Decoder {
             Proto::Mixtral(m) => Session::Mixtral(m.clone()),
             Proto::Qwen2Moe(m) => Session::Qwen2Moe(m.clone()),
             Proto::Qwen3Moe(m) => Session::Qwen3Moe(m.clone()),
+            Proto::Helium(m) => Session::Helium(m.clone()),
+            Proto::SmolLm3(m) => Session::SmolLm3(m.clone()),
             Proto::StableLm(c) => Session::StableLm(Box::new(
                 stable_lm::Model::new(c, self.weights.var_builder(self.dtype, &self.device))
                     .map_err(candle_err("building stable_lm"))?,
@@ -474,6 +492,8 @@ impl Decoder {
             Session::Mixtral(m) => m.forward(&input, pos),
             Session::Qwen2Moe(m) => m.forward(&input, pos),
             Session::Qwen3Moe(m) => m.forward(&input, pos),
+            Session::Helium(m) => m.forward(&input, pos),
+            Session::SmolLm3(m) => m.forward(&input, pos),
             Session::BigCode(m) => m.forward(&input, pos),
         }
         .map_err(|e| SkillError::Backend {
@@ -560,6 +580,8 @@ enum Session {
     Mixtral(mixtral::Model),
     Qwen2Moe(qwen2_moe::Model),
     Qwen3Moe(qwen3_moe::ModelForCausalLM),
+    Helium(helium::Model),
+    SmolLm3(candle_transformers::models::smol::smollm3::ModelForCausalLM),
     StableLm(Box<stable_lm::Model>),
     BigCode(Box<bigcode::GPTBigCode>),
 }
