@@ -580,29 +580,30 @@ mod tests {
     use crate::info::TaskInfo;
     use skillgen_vocab::{Family, Modality};
 
-    static LLAMA: SkillInfo = SkillInfo {
-        model_type: "llama",
-        struct_name: "Llama",
+    /// A decoder whose generation candle does not run (candle ignores Granite's multipliers).
+    static GRANITE: SkillInfo = SkillInfo {
+        model_type: "granite",
+        struct_name: "Granite",
         family: Family::Decoder,
         modalities: &[Modality::Text],
-        config_class: Some("LlamaConfig"),
-        hf_module: Some("llama"),
+        config_class: Some("GraniteConfig"),
+        hf_module: Some("granite"),
         tasks: &[
             TaskInfo {
                 task: Task::BaseModel,
-                hf_classes: &["LlamaModel"],
+                hf_classes: &["GraniteModel"],
             },
             TaskInfo {
                 task: Task::CausalLm,
-                hf_classes: &["LlamaForCausalLM"],
+                hf_classes: &["GraniteForCausalLM"],
             },
             TaskInfo {
                 task: Task::SequenceClassification,
-                hf_classes: &["LlamaForSequenceClassification"],
+                hf_classes: &["GraniteForSequenceClassification"],
             },
         ],
-        candle: Some("llama"),
-        max: &["LlamaForCausalLM"],
+        candle: Some("granite"),
+        max: &["GraniteForCausalLM"],
         sub_config_of: &[],
         deprecated: false,
     };
@@ -686,7 +687,7 @@ mod tests {
     fn use_mojo_max_without_max_falls_back_to_cpu() {
         let caps = Capabilities::fixed_cpu_only();
         let r = hyp(
-            &LLAMA,
+            &GRANITE,
             TargetSpec::Default,
             &[("USE_MOJO_MAX_TARGET", "1")],
             &caps,
@@ -735,7 +736,7 @@ mod tests {
                 "SKILLGEN_STRICT is set",
             ),
         ] {
-            let e = hyp(&LLAMA, TargetSpec::Default, env, &caps, strict).unwrap_err();
+            let e = hyp(&GRANITE, TargetSpec::Default, env, &caps, strict).unwrap_err();
             match &e {
                 SkillError::Strict { skip, why: w, .. } => {
                     assert_eq!(skip.to_string(), NO_MAX);
@@ -747,7 +748,7 @@ mod tests {
         }
         // Strict does not change auto: auto asks for the best available.
         let d = hyp(
-            &LLAMA,
+            &GRANITE,
             TargetSpec::Auto,
             &[("SKILLGEN_STRICT", "1")],
             &caps,
@@ -756,7 +757,7 @@ mod tests {
         .unwrap();
         assert_eq!((d.used, d.strict), (Target::Cpu, true));
         // Strict with an exact target that works is fine.
-        let d = hyp(&LLAMA, Target::Cpu.into(), &[], &caps, true).unwrap();
+        let d = hyp(&GRANITE, Target::Cpu.into(), &[], &caps, true).unwrap();
         assert_eq!((d.used, d.fallbacks.len()), (Target::Cpu, 0));
     }
 
@@ -793,16 +794,16 @@ mod tests {
             },
             Case {
                 name: "MAX up, serving something else",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: Capabilities::fixed_with_max(&["google/gemma-3-1b-it"]),
                 used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves google/gemma-3-1b-it, not model type `llama`",
+                first_skip: "mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves google/gemma-3-1b-it, not model type `granite`",
             },
             Case {
                 name: "MAX up, serving nothing",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: Capabilities::fixed_with_max(&[]),
@@ -811,16 +812,16 @@ mod tests {
             },
             Case {
                 name: "MAX serves the architecture",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
-                caps: Capabilities::fixed_with_max(&["LlamaForCausalLM"]),
+                caps: Capabilities::fixed_with_max(&["GraniteForCausalLM"]),
                 used: Some(Target::MojoMax),
                 first_skip: "",
             },
             Case {
                 name: "MAX URL down, executable found: the backend starts its own server",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: cpu()
@@ -831,7 +832,7 @@ mod tests {
             },
             Case {
                 name: "MAX serving something else, executable found",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: Capabilities::fixed_with_max(&["google/gemma-3-1b-it"])
@@ -841,7 +842,7 @@ mod tests {
             },
             Case {
                 name: "MAX URL down, no executable",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::MojoMax.into(),
                 env: &[],
                 caps: cpu().with_max_unreachable("http://127.0.0.1:9", "connection refused"),
@@ -850,7 +851,7 @@ mod tests {
             },
             Case {
                 name: "auto picks CUDA when compiled in with a device",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: TargetSpec::Auto,
                 env: &[],
                 caps: cpu().with_cuda(true, 1),
@@ -859,7 +860,7 @@ mod tests {
             },
             Case {
                 name: "missing CUDA ordinal",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::Cuda(1).into(),
                 env: &[],
                 caps: cpu().with_cuda(true, 1),
@@ -868,7 +869,7 @@ mod tests {
             },
             Case {
                 name: "metal compiled in, no device",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::Metal(0).into(),
                 env: &[],
                 caps: cpu().with_metal(true, 0),
@@ -877,7 +878,7 @@ mod tests {
             },
             Case {
                 name: "explicit beats SKILLGEN_TARGET",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: Target::Cpu.into(),
                 env: &[("SKILLGEN_TARGET", "mojo_max"), ("SKILLGEN_STRICT", "1")],
                 caps: cpu(),
@@ -886,7 +887,7 @@ mod tests {
             },
             Case {
                 name: "SKILLGEN_TARGET beats USE_MOJO_MAX_TARGET",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: TargetSpec::Default,
                 env: &[("SKILLGEN_TARGET", "metal:0"), ("USE_MOJO_MAX_TARGET", "1")],
                 caps: cpu(),
@@ -895,7 +896,7 @@ mod tests {
             },
             Case {
                 name: "USE_MOJO_MAX_TARGET=0 is ignored",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: TargetSpec::Default,
                 env: &[("USE_MOJO_MAX_TARGET", "0")],
                 caps: cpu().with_cuda(true, 2),
@@ -904,7 +905,7 @@ mod tests {
             },
             Case {
                 name: "empty USE_MOJO_MAX_TARGET is ignored",
-                info: &LLAMA,
+                info: &GRANITE,
                 spec: TargetSpec::Default,
                 env: &[("USE_MOJO_MAX_TARGET", ""), ("SKILLGEN_TARGET", "")],
                 caps: cpu(),
@@ -942,7 +943,7 @@ mod tests {
             ("USE_MOJO_MAX_TARGET", "maybe", crate::env::BOOL_ALLOWED),
             ("SKILLGEN_STRICT", "2", crate::env::BOOL_ALLOWED),
         ] {
-            let e = hyp(&LLAMA, TargetSpec::Default, &[(var, value)], &caps, false).unwrap_err();
+            let e = hyp(&GRANITE, TargetSpec::Default, &[(var, value)], &caps, false).unwrap_err();
             assert_eq!(
                 e.to_string(),
                 format!("invalid {var}=`{value}`: expected one of {allowed}")
@@ -951,7 +952,7 @@ mod tests {
         // An explicit target does not read SKILLGEN_TARGET, so a bad value there is not consulted…
         assert!(
             hyp(
-                &LLAMA,
+                &GRANITE,
                 Target::Cpu.into(),
                 &[("SKILLGEN_TARGET", "gpu")],
                 &caps,
@@ -962,7 +963,7 @@ mod tests {
         // …but SKILLGEN_STRICT is always read.
         assert!(
             hyp(
-                &LLAMA,
+                &GRANITE,
                 Target::Cpu.into(),
                 &[("SKILLGEN_STRICT", "sure")],
                 &caps,
@@ -1005,7 +1006,7 @@ mod tests {
         let caps = Capabilities::fixed_cpu_only();
         let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
         let e = plan(
-            &LLAMA,
+            &GRANITE,
             Capability::Generate,
             &TargetSpec::Default,
             &env,
@@ -1039,7 +1040,7 @@ mod tests {
             "cpu skipped: task not implemented by the candle backend"
         );
         assert!(e.to_string().starts_with(
-            "no backend can run model type `llama` task `causal-lm` (target mojo_max (USE_MOJO_MAX_TARGET)): mojo_max skipped: MAX unreachable"
+            "no backend can run model type `granite` task `causal-lm` (target mojo_max (USE_MOJO_MAX_TARGET)): mojo_max skipped: MAX unreachable"
         ), "{e}");
     }
 
@@ -1070,8 +1071,8 @@ mod tests {
     #[test]
     fn table_is_deterministic_and_grouped() {
         let caps = Capabilities::fixed_cpu_only();
-        let t = table(&LLAMA, &caps);
-        assert_eq!(t, table(&LLAMA, &caps));
+        let t = table(&GRANITE, &caps);
+        assert_eq!(t, table(&GRANITE, &caps));
         // MAX serves causal-lm only: two rows.
         assert_eq!(t.rows.len(), 2);
         assert_eq!(t.rows[0].tasks, ["base-model", "sequence-classification"]);
@@ -1089,7 +1090,10 @@ mod tests {
         assert_eq!(max, auto);
         assert_eq!(max, use_max);
         assert_eq!(strict, "strict: mojo_max=max_unreachable");
-        let served = table(&LLAMA, &Capabilities::fixed_with_max(&["LlamaForCausalLM"]));
+        let served = table(
+            &GRANITE,
+            &Capabilities::fixed_with_max(&["GraniteForCausalLM"]),
+        );
         // MAX serves generation (causal-lm) only; the other tasks say why.
         assert_eq!(served.rows.len(), 2, "{served}");
         let causal = served
@@ -1113,7 +1117,7 @@ mod tests {
             (vars::SKILLGEN_STRICT, "1"),
         ]);
         let r = plan(
-            &LLAMA,
+            &GRANITE,
             Task::CausalLm,
             &TargetSpec::Default,
             &env,
@@ -1128,7 +1132,7 @@ mod tests {
             "SKILLGEN_TARGET=mojo_max SKILLGEN_STRICT=1"
         );
         assert!(t.to_string().starts_with(
-            "llama\n  [base-model, sequence-classification]\n    auto: no backend: mojo_max=max_task_unsupported"
+            "granite\n  [base-model, sequence-classification]\n    auto: no backend: mojo_max=max_task_unsupported"
         ));
     }
 }

@@ -40,6 +40,74 @@ pub fn run_with(
     Ok((output, dispatch))
 }
 
+/// Streaming `generate`: validate, plan, and start a [`TokenStream`] on the chosen target.
+///
+/// Streaming runs on the candle backend; a plan that picks another backend is a typed error.
+pub fn generate_stream_with(
+    state: &SkillState,
+    request: GenerateRequest,
+    env: &dyn EnvSource,
+    caps: &Capabilities,
+) -> Result<TokenStream, SkillError> {
+    let call = Call::Generate(request);
+    let capability = call.capability();
+    call.validate()
+        .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
+    let Call::Generate(request) = call else {
+        return Err(SkillError::InvalidRequest {
+            capability,
+            detail: "internal: not a generate call".to_owned(),
+        });
+    };
+    let dispatch = state.plan_with(capability, env, caps)?;
+    let backend = dispatch.used.backend();
+    if backend != crate::backend::BackendKind::Candle
+        || !crate::native::decoders::implements(state.info().model_type, dispatch.task)
+    {
+        return Err(SkillError::Backend {
+            backend,
+            detail: format!(
+                "streaming generation of model type `{}` on {} is not implemented (streaming runs on the candle backend for: {})",
+                state.info().model_type,
+                dispatch.used,
+                crate::native::decoders::TYPES.join(", ")
+            ),
+        });
+    }
+    let used = dispatch.used;
+    Ok(crate::native::decoders::stream(state, used, request)?.with_dispatch(dispatch))
+}
+
+/// Streaming `generate` with the process environment and the detected capabilities.
+pub fn generate_stream(
+    state: &SkillState,
+    request: GenerateRequest,
+) -> Result<TokenStream, SkillError> {
+    generate_stream_with(state, request, &ProcessEnv, Capabilities::detected())
+}
+
+/// Test support: the last-position logits of one forward pass over `ids` with the candle
+/// decoder of `state` on `target` (loads and caches it).
+#[doc(hidden)]
+pub fn decoder_prefill_logits(
+    state: &SkillState,
+    target: crate::Target,
+    ids: &[u32],
+) -> Result<Vec<f32>, SkillError> {
+    crate::native::decoders::decoder(state, target)?.prefill_logits(ids)
+}
+
+/// Test support: the logits at every position of `ids`, fed one token at a time through the
+/// KV cache of the candle decoder of `state` on `target`.
+#[doc(hidden)]
+pub fn decoder_incremental_logits(
+    state: &SkillState,
+    target: crate::Target,
+    ids: &[u32],
+) -> Result<Vec<Vec<f32>>, SkillError> {
+    crate::native::decoders::decoder(state, target)?.incremental_logits(ids)
+}
+
 macro_rules! capability_fns {
     ($($name:ident($req:ident) -> $out:ident = $variant:ident;)*) => {$(
         #[doc = concat!("The `", stringify!($name), "` capability.")]

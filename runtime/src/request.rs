@@ -313,6 +313,22 @@ pub struct Generation {
     pub finish_reason: FinishReason,
 }
 
+/// One token of a streaming generation (see [`TokenStream`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GeneratedToken {
+    /// The token id.
+    pub token_id: u32,
+    /// The text this token adds. May be empty: without a tokenizer, for an end-of-sequence
+    /// token, for part of a multi-byte character, or while it may be the start of a stop string
+    /// (held-back text comes with a later token). The texts of a stream concatenate to
+    /// [`Generation::text`].
+    pub text: String,
+    /// Set on the last token: why generation stopped.
+    pub finish_reason: Option<FinishReason>,
+}
+
+pub use crate::native::decoders::TokenStream;
+
 /// `transcribe`: speech to text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TranscribeRequest {
@@ -528,6 +544,9 @@ impl Call {
                 if r.max_tokens == 0 {
                     return Err("max_tokens must be at least 1".to_owned());
                 }
+                if let Some(i) = r.stop.iter().position(String::is_empty) {
+                    return Err(format!("stop string {i} is empty"));
+                }
                 Ok(())
             }
             Call::Transcribe(r) => {
@@ -591,6 +610,12 @@ mod tests {
             Call::Generate(GenerateRequest::from(Vec::<u32>::new()))
                 .validate()
                 .is_err()
+        );
+        assert_eq!(
+            Call::Generate(GenerateRequest::from("x").stop("a").stop(""))
+                .validate()
+                .unwrap_err(),
+            "stop string 1 is empty"
         );
         assert_eq!(
             Call::Transcribe(vec![0.0, f32::INFINITY].into())

@@ -249,6 +249,16 @@ impl SkillState {
         })
     }
 
+    /// Streaming `generate`: the tokens one by one, as an iterator (see
+    /// [`crate::request::TokenStream`]); runs on the candle backend. The stream owns its KV
+    /// cache, so several streams of one skill may run concurrently (also on other threads).
+    pub fn generate_stream(
+        &self,
+        request: impl Into<crate::request::GenerateRequest>,
+    ) -> Result<crate::request::TokenStream, SkillError> {
+        crate::private::generate_stream(self, request.into())
+    }
+
     /// Names a MAX server's model id may match for this model.
     pub fn model_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = self
@@ -370,6 +380,15 @@ impl DynSkill {
     /// Where `capability` would run now.
     pub fn plan(&self, capability: Capability) -> Result<Dispatch, SkillError> {
         self.state.plan(capability)
+    }
+
+    /// Streaming `generate` (typed error if this model type has no such capability or the
+    /// chosen target cannot stream); see [`SkillState::generate_stream`].
+    pub fn generate_stream(
+        &self,
+        request: impl Into<crate::request::GenerateRequest>,
+    ) -> Result<crate::request::TokenStream, SkillError> {
+        self.state.generate_stream(request)
     }
 
     dyn_methods! {
