@@ -795,4 +795,5 @@ pub(crate) fn load_tokenizer(
 pub mod native_api {
     pub use crate::native::encoders::text::encoder_outputs;
     pub use crate::native::encoders::{EncoderKind, TextEncoder};
+    pub use crate::native::vision::{VitClassifier, vit_logits};
 }
