@@ -793,6 +793,8 @@ pub(crate) fn load_tokenizer(
 /// The lower-level native entry points (parity tests and tooling): the encoders, ViT, Whisper
 /// and T5 loaders re-exported from the crate-private `native` area modules.
 pub mod native_api {
+    pub use crate::native::audio::mel as whisper_mel;
+    pub use crate::native::audio::{WhisperModel, whisper_outputs};
     pub use crate::native::encoders::text::encoder_outputs;
     pub use crate::native::encoders::{EncoderKind, TextEncoder};
     pub use crate::native::vision::{VitClassifier, vit_logits};
