@@ -1,14 +1,39 @@
-//! Native seq2seq (see [`crate::native`]). Nothing implemented yet.
+//! Native seq2seq (see [`crate::native`]): the T5 encoder on candle
+//! (`candle_transformers::models::t5::T5EncoderModel`) for `embed` (the text-encoding task).
+//!
+//! - `config.json` is translated field by field (typed errors name the field);
+//!   `feed_forward_proj` must be `relu`, `gelu`, `gated-gelu` or `gated-silu`.
+//! - Every encoder tensor is checked by name, dtype and shape; the token embedding is
+//!   `shared.weight` (transformers v5 does not save the tied `encoder.embed_tokens.weight`).
+//! - candle's T5 encoder takes no attention mask, so each input runs on its own, unpadded
+//!   (T5's relative position bias does not depend on padding, so this equals transformers'
+//!   masked batch at the real positions). Pooling: the sentence-transformers config if present,
+//!   else mean.
+//! - `generate` is not implemented: candle 0.11.1's T5 decoder does not match transformers v5
+//!   (it scales tied decoder output by √d_model where transformers v5 with
+//!   `scale_decoder_outputs` uses 1/√d_model, and its relative-position buckets only handle
+//!   the bidirectional encoder case), so the fixture's `decoder_logits` would fail; a fix needs
+//!   an own T5 decoder.
 
-use skillgen_vocab::Task;
+use std::path::Path;
+use std::sync::Mutex;
 
-use crate::request::{Call, Output};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::t5;
+use serde_json::{Map, Value};
+use skillgen_vocab::{Capability, Task};
+
+use crate::candle_bert::{
+    Fields, TensorCheck, config_json, e, load_tokenizer, sentence_transformers_head, weights_bytes,
+};
+use crate::request::{Call, Embeddings, Output, Pooling, TextBatch};
 use crate::skill::SkillState;
 use crate::{SkillError, Target};
 
 /// Whether this area runs `task` of `model_type`.
-pub(crate) fn implements(_model_type: &str, _task: Task) -> bool {
-    false
+pub(crate) fn implements(model_type: &str, task: Task) -> bool {
+    model_type == "t5" && task == Task::TextEncoding
 }
 
 /// Run `call`.
@@ -16,7 +41,223 @@ pub(crate) fn run(
     state: &SkillState,
     target: Target,
     task: Task,
-    _call: Call,
+    call: Call,
 ) -> Result<Output, SkillError> {
-    Err(super::not_implemented(state, target, task))
+    match call {
+        Call::Embed(req) if implements(state.info().model_type, task) => {
+            let model = state.cached(&format!("candle/t5/encoder/{target}"), || {
+                T5Encoder::load(state.dir(), &super::device(target)?)
+            })?;
+            model.embed(&req.input, req.normalize).map(Output::Embed)
+        }
+        _ => Err(super::not_implemented(state, target, task)),
+    }
+}
+
+fn t5_config(path: &Path, map: &Map<String, Value>) -> Result<t5::Config, SkillError> {
+    let f = Fields { path, map };
+    let ff = f.str_opt("feed_forward_proj")?.unwrap_or("relu");
+    if !matches!(ff, "relu" | "gelu" | "gated-gelu" | "gated-silu") {
+        return Err(f.err(
+            "feed_forward_proj",
+            format!("`{ff}` is not supported (relu, gelu, gated-gelu, gated-silu)"),
+        ));
+    }
+    let buckets = f.positive("relative_attention_num_buckets")?;
+    let c = serde_json::json!({
+        "vocab_size": f.positive("vocab_size")?,
+        "d_model": f.positive("d_model")?,
+        "d_kv": f.positive("d_kv")?,
+        "d_ff": f.positive("d_ff")?,
+        "num_layers": f.positive("num_layers")?,
+        "num_decoder_layers": f.usize_opt("num_decoder_layers")?,
+        "num_heads": f.positive("num_heads")?,
+        "relative_attention_num_buckets": buckets,
+        "relative_attention_max_distance":
+            f.usize_opt("relative_attention_max_distance")?.unwrap_or(128),
+        "dropout_rate": 0.0,
+        "layer_norm_epsilon": f.f64("layer_norm_epsilon")?,
+        "initializer_factor": 1.0,
+        "feed_forward_proj": ff,
+        "tie_word_embeddings": true,
+        "is_decoder": false,
+        "is_encoder_decoder": true,
+        "use_cache": false,
+        "pad_token_id": f.usize_opt("pad_token_id")?.unwrap_or(0),
+        "eos_token_id": f.usize_opt("eos_token_id")?.unwrap_or(1),
+        "decoder_start_token_id": f.usize_opt("decoder_start_token_id")?,
+    });
+    serde_json::from_value(c).map_err(|err| f.err("(translated)", err.to_string()))
+}
+
+fn encoder_tensors(c: &t5::Config) -> Vec<(String, Vec<usize>)> {
+    let (d, inner) = (c.d_model, c.num_heads * c.d_kv);
+    let mut t = vec![
+        ("shared.weight".to_owned(), vec![c.vocab_size, d]),
+        ("encoder.final_layer_norm.weight".to_owned(), vec![d]),
+        (
+            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight".to_owned(),
+            vec![c.relative_attention_num_buckets, c.num_heads],
+        ),
+    ];
+    for l in 0..c.num_layers {
+        let p = format!("encoder.block.{l}.layer");
+        for n in ["q", "k", "v"] {
+            t.push((format!("{p}.0.SelfAttention.{n}.weight"), vec![inner, d]));
+        }
+        t.push((format!("{p}.0.SelfAttention.o.weight"), vec![d, inner]));
+        t.push((format!("{p}.0.layer_norm.weight"), vec![d]));
+        t.push((format!("{p}.1.layer_norm.weight"), vec![d]));
+        if c.feed_forward_proj.gated {
+            t.push((format!("{p}.1.DenseReluDense.wi_0.weight"), vec![c.d_ff, d]));
+            t.push((format!("{p}.1.DenseReluDense.wi_1.weight"), vec![c.d_ff, d]));
+        } else {
+            t.push((format!("{p}.1.DenseReluDense.wi.weight"), vec![c.d_ff, d]));
+        }
+        t.push((format!("{p}.1.DenseReluDense.wo.weight"), vec![d, c.d_ff]));
+    }
+    t
+}
+
+/// A loaded T5 encoder on one candle device (candle's model is `&mut` to run, hence the lock).
+pub struct T5Encoder {
+    model: Mutex<t5::T5EncoderModel>,
+    config: t5::Config,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer_path: std::path::PathBuf,
+    pooling: Pooling,
+    normalize: bool,
+    device: Device,
+}
+
+impl std::fmt::Debug for T5Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("T5Encoder")
+            .field("d_model", &self.config.d_model)
+            .field("layers", &self.config.num_layers)
+            .field("device", &self.device)
+            .finish()
+    }
+}
+
+impl T5Encoder {
+    /// Load the T5 encoder of the checkpoint in `dir` on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, SkillError> {
+        let (config_path, map) = config_json(dir)?;
+        let config = t5_config(&config_path, &map)?;
+        let (weights_path, bytes) = weights_bytes(dir)?;
+        TensorCheck::new(&weights_path, &bytes)?.require_all(&encoder_tensors(&config))?;
+        let load_err = |err: candle_core::Error| SkillError::WeightsInvalid {
+            path: weights_path.clone(),
+            detail: err.to_string(),
+        };
+        let vb =
+            VarBuilder::from_slice_safetensors(&bytes, DType::F32, device).map_err(load_err)?;
+        let model = t5::T5EncoderModel::load(vb, &config).map_err(load_err)?;
+        let (pooling, normalize) = sentence_transformers_head(dir)?;
+        // T5 has relative positions: no hard length limit; truncate text at 512 like T5's
+        // tokenizer default.
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, 512)?;
+        Ok(Self {
+            model: Mutex::new(model),
+            config,
+            tokenizer,
+            tokenizer_path,
+            pooling,
+            normalize,
+            device: device.clone(),
+        })
+    }
+
+    /// The encoder output `[1, len, d_model]` for one unpadded input.
+    pub fn encode(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: Capability::Embed,
+            detail,
+        };
+        if ids.is_empty() {
+            return Err(invalid("an input has no token ids".to_owned()));
+        }
+        if let Some(&id) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
+            return Err(invalid(format!(
+                "token id {id} is outside the vocabulary (vocab_size {})",
+                self.config.vocab_size
+            )));
+        }
+        let t = Tensor::new(ids, &self.device)
+            .and_then(|t| t.unsqueeze(0))
+            .map_err(e("input ids"))?;
+        let mut m = self.model.lock().map_err(|_| SkillError::Backend {
+            backend: crate::backend::BackendKind::Candle,
+            detail: "the T5 model lock is poisoned (an earlier call panicked)".to_owned(),
+        })?;
+        m.forward(&t).map_err(e("T5 encoder"))
+    }
+
+    /// `embed`: tokenise (text input), encode each input, pool, optionally normalise.
+    pub fn embed(
+        &self,
+        input: &TextBatch,
+        normalize: Option<bool>,
+    ) -> Result<Embeddings, SkillError> {
+        let ids = match input {
+            TextBatch::Texts(texts) => {
+                let tok = self
+                    .tokenizer
+                    .as_ref()
+                    .ok_or_else(|| SkillError::ModelFileMissing {
+                        path: self.tokenizer_path.clone(),
+                        what: "the tokenizer, needed for text input",
+                    })?;
+                tok.encode_batch(texts.clone(), true)
+                    .map_err(|err| SkillError::Tokenizer {
+                        path: self.tokenizer_path.clone(),
+                        detail: err.to_string(),
+                    })?
+                    .iter()
+                    .map(|e| e.get_ids().to_vec())
+                    .collect()
+            }
+            TextBatch::TokenIds(ids) => ids.clone(),
+        };
+        let normalized = normalize.unwrap_or(self.normalize);
+        let mut vectors = Vec::with_capacity(ids.len());
+        for row in &ids {
+            let h = self.encode(row)?;
+            let v = match self.pooling {
+                Pooling::Mean => h.mean(1),
+                Pooling::Cls => h.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
+            }
+            .and_then(|v| v.squeeze(0))
+            .map_err(e("pooling"))?;
+            let v = if normalized {
+                (|| {
+                    let n = v.sqr()?.sum_all()?.sqrt()?.maximum(1e-12)?;
+                    v.broadcast_div(&n)
+                })()
+                .map_err(e("normalisation"))?
+            } else {
+                v
+            };
+            vectors.push(v.to_vec1::<f32>().map_err(e("output"))?);
+        }
+        Ok(Embeddings {
+            dim: self.config.d_model,
+            vectors,
+            pooling: self.pooling,
+            normalized,
+            token_ids: ids,
+        })
+    }
+}
+
+/// Parity entry point: the T5 encoder output (flat, shape `[1, len, d_model]`) for one unpadded
+/// input on the CPU.
+#[doc(hidden)]
+pub fn t5_encoder_output(dir: &Path, ids: &[u32]) -> Result<(Vec<f32>, Vec<usize>), SkillError> {
+    let model = T5Encoder::load(dir, &Device::Cpu)?;
+    super::encoders::text::flat(&model.encode(ids)?)
 }
