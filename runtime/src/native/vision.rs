@@ -225,7 +225,7 @@ fn vit_config(
     };
     let hidden_size = f.positive("hidden_size")?;
     let heads = f.positive("num_attention_heads")?;
-    if hidden_size % heads != 0 {
+    if !hidden_size.is_multiple_of(heads) {
         return Err(f.err(
             "num_attention_heads",
             format!("{heads} does not divide hidden_size {hidden_size}"),
@@ -233,7 +233,7 @@ fn vit_config(
     }
     let image_size = f.positive("image_size")?;
     let patch_size = f.positive("patch_size")?;
-    if image_size % patch_size != 0 {
+    if !image_size.is_multiple_of(patch_size) {
         return Err(f.err(
             "patch_size",
             format!("{patch_size} does not divide image_size {image_size}"),

@@ -100,7 +100,7 @@ fn whisper_config(path: &Path, map: &Map<String, Value>) -> Result<(wh::Config, 
     let d_model = f.positive("d_model")?;
     for heads in ["encoder_attention_heads", "decoder_attention_heads"] {
         let h = f.positive(heads)?;
-        if d_model % h != 0 {
+        if !d_model.is_multiple_of(h) {
             return Err(f.err(heads, format!("{h} does not divide d_model {d_model}")));
         }
     }

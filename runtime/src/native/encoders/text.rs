@@ -109,7 +109,7 @@ fn activation(f: &Fields<'_>, field: &str) -> Result<Activation, SkillError> {
 
 fn heads_divide(f: &Fields<'_>, hidden: usize, heads_field: &str) -> Result<usize, SkillError> {
     let heads = f.positive(heads_field)?;
-    if hidden % heads != 0 {
+    if !hidden.is_multiple_of(heads) {
         return Err(f.err(
             heads_field,
             format!("{heads} does not divide the hidden size {hidden}"),
