@@ -213,3 +213,51 @@ fn broken_whisper_checkpoints_are_typed() {
         e => panic!("{e}"),
     }
 }
+
+#[test]
+fn transcribe_decodes_the_greedy_tokens_of_the_features() {
+    // A word-level tokenizer (`t{id}`) without Whisper's special tokens: the prompt is then
+    // decoder_start_token_id alone.
+    let src = native().join("whisper");
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["config.json", "generation_config.json", "model.safetensors"] {
+        std::fs::copy(src.join(name), tmp.path().join(name)).unwrap();
+    }
+    let vocab: serde_json::Map<String, Value> = (0..128u32)
+        .map(|i| (format!("t{i}"), Value::from(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
+    });
+    std::fs::write(tmp.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    let pcm: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    let state =
+        SkillState::load(Whisper::INFO, tmp.path(), TargetSpec::Exact(Target::Cpu)).unwrap();
+    let (out, d) = run_with(
+        &state,
+        Call::Transcribe(TranscribeRequest::from(pcm.clone())),
+        &MapEnv::empty(),
+        &Capabilities::fixed_cpu_only(),
+    )
+    .unwrap();
+    assert_eq!(d.used, Target::Cpu);
+    let skillgen_runtime::__private::Output::Transcribe(t) = out else {
+        panic!("wrong output")
+    };
+    let model = WhisperModel::load(tmp.path(), &candle_core::Device::Cpu).unwrap();
+    assert_eq!(model.frames(), 32);
+    let ids = model.greedy(&model.features(&pcm), &[1], 32, true).unwrap();
+    let want: Vec<String> = ids[1..]
+        .iter()
+        .filter(|&&i| i != 2)
+        .map(|i| format!("t{i}"))
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(t.text, want.join(" "));
+    // A language hint needs Whisper's special tokens.
+    let e = model.transcribe(&pcm, Some("en")).unwrap_err();
+    assert!(matches!(e, SkillError::InvalidRequest { .. }), "{e}");
+}
