@@ -261,3 +261,127 @@ pub fn t5_encoder_output(dir: &Path, ids: &[u32]) -> Result<(Vec<f32>, Vec<usize
     let model = T5Encoder::load(dir, &Device::Cpu)?;
     super::encoders::text::flat(&model.encode(ids)?)
 }
+
+mod decoder;
+
+/// The decoder settings of a T5 `config.json` (v5: `scale_decoder_outputs`; older configs scale
+/// when `tie_word_embeddings`, the default).
+fn decoder_config(
+    path: &Path,
+    map: &Map<String, Value>,
+    c: &t5::Config,
+) -> Result<decoder::Config, SkillError> {
+    let f = Fields { path, map };
+    let flag = |field: &str, default: bool| match f.get(field) {
+        None => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(f.err(field, format!("expected a boolean, found {v}"))),
+    };
+    let tied = flag("tie_word_embeddings", true)?;
+    let scale_outputs = flag("scale_decoder_outputs", tied)?;
+    if !tied {
+        return Err(f.err(
+            "tie_word_embeddings",
+            "false (a separate lm_head) is not supported yet",
+        ));
+    }
+    let ff = f.str_opt("feed_forward_proj")?.unwrap_or("relu");
+    let gated = ff.starts_with("gated-");
+    let act_name = match f.str_opt("dense_act_fn")? {
+        Some(a) => a,
+        None => ff.trim_start_matches("gated-"),
+    };
+    let act = match act_name {
+        "relu" => candle_nn::Activation::Relu,
+        "gelu" => candle_nn::Activation::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" => candle_nn::Activation::NewGelu,
+        "silu" | "swish" => candle_nn::Activation::Silu,
+        other => {
+            return Err(f.err(
+                "dense_act_fn",
+                format!("`{other}` is not supported (relu, gelu, gelu_new, silu)"),
+            ));
+        }
+    };
+    Ok(decoder::Config {
+        vocab: c.vocab_size,
+        d_model: c.d_model,
+        d_kv: c.d_kv,
+        d_ff: c.d_ff,
+        heads: c.num_heads,
+        layers: c.num_decoder_layers.unwrap_or(c.num_layers),
+        buckets: c.relative_attention_num_buckets,
+        max_distance: c.relative_attention_max_distance,
+        eps: c.layer_norm_epsilon,
+        gated,
+        act,
+        scale_outputs,
+    })
+}
+
+fn decoder_tensors(c: &decoder::Config) -> Vec<(String, Vec<usize>)> {
+    let (d, inner) = (c.d_model, c.heads * c.d_kv);
+    let mut t = vec![
+        ("decoder.final_layer_norm.weight".to_owned(), vec![d]),
+        (
+            "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight".to_owned(),
+            vec![c.buckets, c.heads],
+        ),
+    ];
+    for l in 0..c.layers {
+        let p = format!("decoder.block.{l}.layer");
+        for a in ["0.SelfAttention", "1.EncDecAttention"] {
+            for n in ["q", "k", "v"] {
+                t.push((format!("{p}.{a}.{n}.weight"), vec![inner, d]));
+            }
+            t.push((format!("{p}.{a}.o.weight"), vec![d, inner]));
+        }
+        for n in 0..3 {
+            t.push((format!("{p}.{n}.layer_norm.weight"), vec![d]));
+        }
+        let wis: &[&str] = if c.gated { &["wi_0", "wi_1"] } else { &["wi"] };
+        for wi in wis {
+            t.push((format!("{p}.2.DenseReluDense.{wi}.weight"), vec![c.d_ff, d]));
+        }
+        t.push((format!("{p}.2.DenseReluDense.wo.weight"), vec![d, c.d_ff]));
+    }
+    t
+}
+
+/// Parity entry point: T5 decoder logits (flat, shape `[1, len, vocab]`) on the CPU for one
+/// unpadded input and teacher-forced `decoder_ids`, with our own decoder (candle's encoder).
+#[doc(hidden)]
+pub fn t5_decoder_logits(
+    dir: &Path,
+    ids: &[u32],
+    decoder_ids: &[u32],
+) -> Result<(Vec<f32>, Vec<usize>), SkillError> {
+    let encoder = T5Encoder::load(dir, &Device::Cpu)?;
+    let (config_path, map) = config_json(dir)?;
+    let dc = decoder_config(&config_path, &map, &encoder.config)?;
+    if decoder_ids.is_empty()
+        || decoder_ids
+            .iter()
+            .any(|&i| i as usize >= encoder.config.vocab_size)
+    {
+        return Err(SkillError::InvalidRequest {
+            capability: Capability::Generate,
+            detail: "decoder ids must be non-empty and inside the vocabulary".to_owned(),
+        });
+    }
+    let (weights_path, bytes) = weights_bytes(dir)?;
+    TensorCheck::new(&weights_path, &bytes)?.require_all(&decoder_tensors(&dc))?;
+    let load_err = |err: candle_core::Error| SkillError::WeightsInvalid {
+        path: weights_path.clone(),
+        detail: err.to_string(),
+    };
+    let vb =
+        VarBuilder::from_slice_safetensors(&bytes, DType::F32, &Device::Cpu).map_err(load_err)?;
+    let dec = decoder::T5Decoder::load(&vb, dc).map_err(load_err)?;
+    let enc = encoder.encode(ids)?;
+    let t = Tensor::new(decoder_ids, &Device::Cpu)
+        .and_then(|t| t.unsqueeze(0))
+        .map_err(e("decoder ids"))?;
+    let logits = dec.logits(&t, &enc).map_err(e("T5 decoder"))?;
+    super::encoders::text::flat(&logits)
+}
