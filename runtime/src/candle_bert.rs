@@ -797,6 +797,8 @@ pub mod native_api {
     pub use crate::native::audio::{WhisperModel, whisper_outputs};
     pub use crate::native::encoders::text::encoder_outputs;
     pub use crate::native::encoders::{EncoderKind, TextEncoder};
-    pub use crate::native::seq2seq::{T5Encoder, t5_decoder_logits, t5_encoder_output};
+    pub use crate::native::seq2seq::{
+        T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output,
+    };
     pub use crate::native::vision::{VitClassifier, vit_logits};
 }

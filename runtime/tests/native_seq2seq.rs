@@ -196,3 +196,56 @@ fn t5_decoder_logits_match_pytorch_with_our_decoder() {
     }
     eprintln!("t5 decoder logits: max |ours - torch| = {max_err:e}");
 }
+
+#[test]
+fn t5_greedy_tokens_match_pytorch_and_generate_runs_through_dispatch() {
+    use skillgen_runtime::candle_bert::native_api::T5Generator;
+    use skillgen_runtime::request::{FinishReason, GenerateRequest};
+    let g = read_json(&dir().join("../t5_greedy/reference.json"));
+    let ids: Vec<u32> = serde_json::from_value(g["inputs"]["input_ids"]["data"].clone()).unwrap();
+    let want: Vec<u32> =
+        serde_json::from_value(g["outputs"]["greedy_token_ids"]["data"].clone()).unwrap();
+    let model = T5Generator::load(&dir(), &candle_core::Device::Cpu).unwrap();
+    let got = model.greedy_ids(&ids, want.len() - 1).unwrap();
+    assert_eq!(got, want[1..]);
+    // Through dispatch: without a tokenizer a typed error; with a word-level one, text.
+    let state = SkillState::load(T5::INFO, dir(), TargetSpec::Exact(Target::Cpu)).unwrap();
+    let call = || Call::Generate(GenerateRequest::from(ids.clone()).max_tokens(4));
+    let caps = Capabilities::fixed_cpu_only();
+    match run_with(&state, call(), &MapEnv::empty(), &caps).unwrap_err() {
+        SkillError::ModelFileMissing { path, .. } => assert!(path.ends_with("tokenizer.json")),
+        e => panic!("{e}"),
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(dir().join(name), tmp.path().join(name)).unwrap();
+    }
+    let vocab: serde_json::Map<String, Value> = (0..128u32)
+        .map(|i| (format!("t{i}"), Value::from(i)))
+        .collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
+    });
+    std::fs::write(tmp.path().join("tokenizer.json"), tok.to_string()).unwrap();
+    let state = SkillState::load(T5::INFO, tmp.path(), TargetSpec::Exact(Target::Cpu)).unwrap();
+    let (out, d) = run_with(&state, call(), &MapEnv::empty(), &caps).unwrap();
+    assert_eq!(d.used, Target::Cpu);
+    let Output::Generate(out) = out else {
+        panic!("wrong output")
+    };
+    assert_eq!(out.token_ids, want[1..5]);
+    assert_eq!(out.finish_reason, FinishReason::Length);
+    let words: Vec<String> = want[1..5].iter().map(|i| format!("t{i}")).collect();
+    assert_eq!(out.text, words.join(" "));
+    let e = run_with(
+        &state,
+        Call::Generate(GenerateRequest::from(ids.clone()).temperature(0.7)),
+        &MapEnv::empty(),
+        &caps,
+    )
+    .unwrap_err();
+    assert!(matches!(e, SkillError::InvalidRequest { .. }), "{e}");
+}

@@ -9,11 +9,11 @@
 //!   (T5's relative position bias does not depend on padding, so this equals transformers'
 //!   masked batch at the real positions). Pooling: the sentence-transformers config if present,
 //!   else mean.
-//! - `generate` is not implemented: candle 0.11.1's T5 decoder does not match transformers v5
-//!   (it scales tied decoder output by √d_model where transformers v5 with
-//!   `scale_decoder_outputs` uses 1/√d_model, and its relative-position buckets only handle
-//!   the bidirectional encoder case), so the fixture's `decoder_logits` would fail; a fix needs
-//!   an own T5 decoder.
+//! - `generate` (seq-to-seq-causal-lm): greedy decoding only (temperature 0; sampling is a
+//!   typed error) with our own decoder ([`decoder`]): candle 0.11.1's T5 decoder does not match
+//!   transformers v5 (it scales tied decoder output by √d_model where v5's
+//!   `scale_decoder_outputs` uses 1/√d_model, and its relative-position buckets only handle the
+//!   bidirectional encoder case). Full forward per step (no KV cache). Needs `tokenizer.json`.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -27,13 +27,15 @@ use skillgen_vocab::{Capability, Task};
 use crate::candle_bert::{
     Fields, TensorCheck, config_json, e, load_tokenizer, sentence_transformers_head, weights_bytes,
 };
-use crate::request::{Call, Embeddings, Output, Pooling, TextBatch};
+use crate::request::{
+    Call, Embeddings, FinishReason, GenerateRequest, Generation, Output, Pooling, Prompt, TextBatch,
+};
 use crate::skill::SkillState;
 use crate::{SkillError, Target};
 
 /// Whether this area runs `task` of `model_type`.
 pub(crate) fn implements(model_type: &str, task: Task) -> bool {
-    model_type == "t5" && task == Task::TextEncoding
+    model_type == "t5" && matches!(task, Task::TextEncoding | Task::SeqToSeqCausalLm)
 }
 
 /// Run `call`.
@@ -49,6 +51,12 @@ pub(crate) fn run(
                 T5Encoder::load(state.dir(), &super::device(target)?)
             })?;
             model.embed(&req.input, req.normalize).map(Output::Embed)
+        }
+        Call::Generate(req) if implements(state.info().model_type, task) => {
+            let model = state.cached(&format!("candle/t5/seq2seq/{target}"), || {
+                T5Generator::load(state.dir(), &super::device(target)?)
+            })?;
+            model.generate(&req).map(Output::Generate)
         }
         _ => Err(super::not_implemented(state, target, task)),
     }
@@ -384,4 +392,128 @@ pub fn t5_decoder_logits(
         .map_err(e("decoder ids"))?;
     let logits = dec.logits(&t, &enc).map_err(e("T5 decoder"))?;
     super::encoders::text::flat(&logits)
+}
+
+/// T5 greedy generation: candle's encoder and our decoder.
+pub struct T5Generator {
+    encoder: T5Encoder,
+    decoder: decoder::T5Decoder,
+    start: u32,
+    eos: u32,
+}
+
+impl std::fmt::Debug for T5Generator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("T5Generator")
+            .field("encoder", &self.encoder)
+            .finish()
+    }
+}
+
+impl T5Generator {
+    /// Load the `T5ForConditionalGeneration` checkpoint in `dir` on `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, SkillError> {
+        let encoder = T5Encoder::load(dir, device)?;
+        let (config_path, map) = config_json(dir)?;
+        let dc = decoder_config(&config_path, &map, &encoder.config)?;
+        let (weights_path, bytes) = weights_bytes(dir)?;
+        TensorCheck::new(&weights_path, &bytes)?.require_all(&decoder_tensors(&dc))?;
+        let load_err = |err: candle_core::Error| SkillError::WeightsInvalid {
+            path: weights_path.clone(),
+            detail: err.to_string(),
+        };
+        let vb =
+            VarBuilder::from_slice_safetensors(&bytes, DType::F32, device).map_err(load_err)?;
+        let decoder = decoder::T5Decoder::load(&vb, dc).map_err(load_err)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        let id = |field: &str, default: usize| -> Result<u32, SkillError> {
+            let v = f.usize_opt(field)?.unwrap_or(default);
+            u32::try_from(v).map_err(|_| f.err(field, "does not fit in u32"))
+        };
+        Ok(Self {
+            start: id("decoder_start_token_id", 0)?,
+            eos: id("eos_token_id", 1)?,
+            encoder,
+            decoder,
+        })
+    }
+
+    /// Greedy decoding: `decoder_start_token_id` then up to `max_new` argmax tokens, stopping
+    /// after `eos_token_id`. Returns the generated ids (without the start token).
+    pub fn greedy_ids(&self, ids: &[u32], max_new: usize) -> Result<Vec<u32>, SkillError> {
+        let enc = self.encoder.encode(ids)?;
+        let dev = &self.encoder.device;
+        let mut out = vec![self.start];
+        for _ in 0..max_new {
+            let t = Tensor::new(out.as_slice(), dev)
+                .and_then(|t| t.unsqueeze(0))
+                .map_err(e("decoder ids"))?;
+            let last = self
+                .decoder
+                .logits(&t, &enc)
+                .and_then(|l| l.narrow(1, out.len() - 1, 1))
+                .and_then(|l| l.flatten_all())
+                .and_then(|l| l.argmax(0))
+                .and_then(|l| l.to_scalar::<u32>())
+                .map_err(e("T5 decoder"))?;
+            out.push(last);
+            if last == self.eos {
+                break;
+            }
+        }
+        Ok(out.split_off(1))
+    }
+
+    /// `generate` (greedy only).
+    pub fn generate(&self, req: &GenerateRequest) -> Result<Generation, SkillError> {
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: Capability::Generate,
+            detail,
+        };
+        if req.temperature != 0.0 {
+            return Err(invalid(format!(
+                "temperature {}: only greedy decoding (temperature 0) is implemented for T5 on candle",
+                req.temperature
+            )));
+        }
+        let tok = self
+            .encoder
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| SkillError::ModelFileMissing {
+                path: self.encoder.tokenizer_path.clone(),
+                what: "the tokenizer, needed to turn generated tokens into text",
+            })?;
+        let tok_err = |err: tokenizers::Error| SkillError::Tokenizer {
+            path: self.encoder.tokenizer_path.clone(),
+            detail: err.to_string(),
+        };
+        let ids = match &req.prompt {
+            Prompt::TokenIds(ids) => ids.clone(),
+            Prompt::Text(t) => tok
+                .encode(t.as_str(), true)
+                .map_err(tok_err)?
+                .get_ids()
+                .to_vec(),
+        };
+        let mut token_ids = self.greedy_ids(&ids, req.max_tokens)?;
+        let mut finish = FinishReason::Length;
+        if token_ids.last() == Some(&self.eos) {
+            token_ids.pop();
+            finish = FinishReason::Eos;
+        }
+        let mut text = tok.decode(&token_ids, true).map_err(tok_err)?;
+        if let Some(at) = req.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(at);
+            finish = FinishReason::Stop;
+        }
+        Ok(Generation {
+            text,
+            token_ids,
+            finish_reason: finish,
+        })
+    }
 }
