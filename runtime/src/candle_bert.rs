@@ -31,14 +31,14 @@ use crate::backend::BackendKind;
 use crate::request::{Embeddings, Pooling, TextBatch};
 
 /// Map a candle error while doing `context` to a typed backend error.
-fn e(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+pub(crate) fn e(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
     move |err| SkillError::Backend {
         backend: BackendKind::Candle,
         detail: format!("{context}: {err}"),
     }
 }
 
-fn read_json(path: &Path) -> Result<Map<String, Value>, SkillError> {
+pub(crate) fn read_json(path: &Path) -> Result<Map<String, Value>, SkillError> {
     let text = std::fs::read_to_string(path).map_err(|e| SkillError::ConfigRead {
         path: path.to_path_buf(),
         detail: e.to_string(),
@@ -57,13 +57,13 @@ fn read_json(path: &Path) -> Result<Map<String, Value>, SkillError> {
 }
 
 /// Typed access to the fields of one JSON config file, with errors naming file and field.
-struct Fields<'a> {
-    path: &'a Path,
-    map: &'a Map<String, Value>,
+pub(crate) struct Fields<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) map: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
-    fn err(&self, field: &str, detail: impl Into<String>) -> SkillError {
+    pub(crate) fn err(&self, field: &str, detail: impl Into<String>) -> SkillError {
         SkillError::ConfigField {
             path: self.path.to_path_buf(),
             field: field.to_owned(),
@@ -72,11 +72,11 @@ impl Fields<'_> {
     }
 
     /// A present, non-null value.
-    fn get(&self, field: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, field: &str) -> Option<&Value> {
         self.map.get(field).filter(|v| !v.is_null())
     }
 
-    fn usize_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
+    pub(crate) fn usize_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
         match self.get(field) {
             None => Ok(None),
             Some(v) => v
@@ -89,19 +89,19 @@ impl Fields<'_> {
         }
     }
 
-    fn usize(&self, field: &str) -> Result<usize, SkillError> {
+    pub(crate) fn usize(&self, field: &str) -> Result<usize, SkillError> {
         self.usize_opt(field)?
             .ok_or_else(|| self.err(field, "missing (required)"))
     }
 
-    fn positive(&self, field: &str) -> Result<usize, SkillError> {
+    pub(crate) fn positive(&self, field: &str) -> Result<usize, SkillError> {
         match self.usize(field)? {
             0 => Err(self.err(field, "must be at least 1")),
             n => Ok(n),
         }
     }
 
-    fn f64(&self, field: &str) -> Result<f64, SkillError> {
+    pub(crate) fn f64(&self, field: &str) -> Result<f64, SkillError> {
         let v = self
             .get(field)
             .ok_or_else(|| self.err(field, "missing (required)"))?;
@@ -109,7 +109,7 @@ impl Fields<'_> {
             .ok_or_else(|| self.err(field, format!("expected a number, found {v}")))
     }
 
-    fn str_opt(&self, field: &str) -> Result<Option<&str>, SkillError> {
+    pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&str>, SkillError> {
         match self.get(field) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
@@ -117,7 +117,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool_or_false(&self, field: &str) -> Result<bool, SkillError> {
+    pub(crate) fn bool_or_false(&self, field: &str) -> Result<bool, SkillError> {
         match self.get(field) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
@@ -127,7 +127,10 @@ impl Fields<'_> {
 }
 
 /// Translate `config.json` into candle's [`bert::Config`], field by field.
-fn bert_config(path: &Path, map: &Map<String, Value>) -> Result<bert::Config, SkillError> {
+pub(crate) fn bert_config(
+    path: &Path,
+    map: &Map<String, Value>,
+) -> Result<bert::Config, SkillError> {
     let f = Fields { path, map };
     let hidden_act = match f.str_opt("hidden_act")? {
         Some("gelu") => bert::HiddenAct::Gelu,
@@ -222,7 +225,11 @@ fn expected_tensors(c: &bert::Config) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Check the safetensors file and pick the tensor prefix (`bert.` or none).
-fn check_weights(path: &Path, bytes: &[u8], c: &bert::Config) -> Result<&'static str, SkillError> {
+pub(crate) fn check_weights(
+    path: &Path,
+    bytes: &[u8],
+    c: &bert::Config,
+) -> Result<&'static str, SkillError> {
     let st =
         safetensors::SafeTensors::deserialize(bytes).map_err(|e| SkillError::WeightsInvalid {
             path: path.to_path_buf(),
@@ -271,7 +278,7 @@ fn check_weights(path: &Path, bytes: &[u8], c: &bert::Config) -> Result<&'static
 }
 
 /// Pooling and normalisation from sentence-transformers' files (defaults: mean, none).
-fn sentence_transformers_head(dir: &Path) -> Result<(Pooling, bool), SkillError> {
+pub(crate) fn sentence_transformers_head(dir: &Path) -> Result<(Pooling, bool), SkillError> {
     let modules_path = dir.join("modules.json");
     let mut pooling_dir = PathBuf::from("1_Pooling");
     let mut normalize = false;
@@ -341,7 +348,7 @@ fn sentence_transformers_head(dir: &Path) -> Result<(Pooling, bool), SkillError>
 }
 
 /// `max_seq_length` from `sentence_bert_config.json`, if present.
-fn sentence_max_len(dir: &Path) -> Result<Option<usize>, SkillError> {
+pub(crate) fn sentence_max_len(dir: &Path) -> Result<Option<usize>, SkillError> {
     let path = dir.join("sentence_bert_config.json");
     if !path.is_file() {
         return Ok(None);
@@ -656,4 +663,142 @@ pub fn last_hidden_state(
         .and_then(|t| t.to_vec1::<f32>())
         .map_err(e("output"))?;
     Ok((data, shape))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by the native model loaders (`crate::native::*`).
+
+/// `dir/config.json`, parsed (a missing file is [`SkillError::ConfigMissing`]).
+pub(crate) fn config_json(dir: &Path) -> Result<(PathBuf, Map<String, Value>), SkillError> {
+    let path = dir.join("config.json");
+    if !path.is_file() {
+        return Err(SkillError::ConfigMissing {
+            dir: dir.to_path_buf(),
+            path,
+        });
+    }
+    let map = read_json(&path)?;
+    Ok((path, map))
+}
+
+/// The bytes of `dir/model.safetensors`, parsed once to check that they are a safetensors file.
+pub(crate) fn weights_bytes(dir: &Path) -> Result<(PathBuf, Vec<u8>), SkillError> {
+    let path = dir.join("model.safetensors");
+    if !path.is_file() {
+        return Err(SkillError::ModelFileMissing {
+            path,
+            what: "the model weights (safetensors)",
+        });
+    }
+    let bytes = std::fs::read(&path).map_err(|e| SkillError::WeightsInvalid {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    safetensors::SafeTensors::deserialize(&bytes).map_err(|e| SkillError::WeightsInvalid {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
+    Ok((path, bytes))
+}
+
+/// Checks tensors of one safetensors file by name, dtype (float) and shape before candle sees
+/// them.
+pub(crate) struct TensorCheck<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) st: safetensors::SafeTensors<'a>,
+}
+
+impl<'a> TensorCheck<'a> {
+    /// Parse `bytes` (the file at `path`).
+    pub(crate) fn new(path: &'a Path, bytes: &'a [u8]) -> Result<Self, SkillError> {
+        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| {
+            SkillError::WeightsInvalid {
+                path: path.to_path_buf(),
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Self { path, st })
+    }
+
+    /// Whether `name` is present.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.st.tensor(name).is_ok()
+    }
+
+    /// `name` must be present, a float tensor of `shape`.
+    pub(crate) fn require(&self, name: &str, shape: &[usize]) -> Result<(), SkillError> {
+        let view = self
+            .st
+            .tensor(name)
+            .map_err(|_| SkillError::TensorMissing {
+                path: self.path.to_path_buf(),
+                tensor: name.to_owned(),
+            })?;
+        use safetensors::Dtype;
+        if !matches!(
+            view.dtype(),
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return Err(SkillError::TensorInvalid {
+                path: self.path.to_path_buf(),
+                tensor: name.to_owned(),
+                detail: format!("has dtype {:?}, expected a float dtype", view.dtype()),
+            });
+        }
+        if view.shape() != shape {
+            return Err(SkillError::TensorInvalid {
+                path: self.path.to_path_buf(),
+                tensor: name.to_owned(),
+                detail: format!(
+                    "has shape {:?}, config.json implies {shape:?}",
+                    view.shape()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Check every `(name, shape)`.
+    pub(crate) fn require_all(&self, tensors: &[(String, Vec<usize>)]) -> Result<(), SkillError> {
+        tensors
+            .iter()
+            .try_for_each(|(name, shape)| self.require(name, shape))
+    }
+}
+
+/// `dir/tokenizer.json` if present, with truncation at `max_len` and no padding.
+pub(crate) fn load_tokenizer(
+    dir: &Path,
+    max_len: usize,
+) -> Result<(Option<tokenizers::Tokenizer>, PathBuf), SkillError> {
+    let tokenizer_path = dir.join("tokenizer.json");
+    if !tokenizer_path.is_file() {
+        return Ok((None, tokenizer_path));
+    }
+    let tok_err = |detail: String| SkillError::Tokenizer {
+        path: tokenizer_path.clone(),
+        detail,
+    };
+    let mut tok =
+        tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| tok_err(e.to_string()))?;
+    tok.with_padding(None);
+    tok.with_truncation(Some(tokenizers::TruncationParams {
+        max_length: max_len,
+        ..Default::default()
+    }))
+    .map_err(|e| tok_err(e.to_string()))?;
+    Ok((Some(tok), tokenizer_path))
+}
+
+/// The lower-level native entry points (parity tests and tooling): the encoders, ViT, Whisper
+/// and T5 loaders re-exported from the crate-private `native` area modules.
+pub mod native_api {
+    pub use crate::native::audio::mel as whisper_mel;
+    pub use crate::native::audio::{WhisperModel, whisper_outputs};
+    pub use crate::native::encoders::text::encoder_outputs;
+    pub use crate::native::encoders::{EncoderKind, TextEncoder};
+    pub use crate::native::seq2seq::{
+        T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output,
+    };
+    pub use crate::native::vision::{VitClassifier, vit_logits};
 }

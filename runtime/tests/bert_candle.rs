@@ -16,7 +16,11 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
     model_type = "bert",
     family = encoder,
     modalities(text),
-    tasks(base_model("BertModel"), masked_lm("BertForMaskedLM")),
+    tasks(
+        base_model("BertModel"),
+        masked_lm("BertForMaskedLM"),
+        sequence_classification("BertForSequenceClassification")
+    ),
     candle = "bert",
     max("BertModel")
 )]
@@ -202,10 +206,22 @@ fn dispatch_records_the_max_fallback_and_strict_refuses() {
     let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1"), ("SKILLGEN_STRICT", "1")]);
     let e = run_with(&state, call(), &env, &caps).unwrap_err();
     assert!(matches!(e, SkillError::Strict { .. }), "{e}");
-    // Other tasks stay typed skips on the CPU.
+    // fill-mask runs on the CPU now; the fixture has no tokenizer (mask token), a typed error.
     let e = run_with(
         &state,
         Call::FillMask(vec![vec![2u32, 3]].into()),
+        &MapEnv::empty(),
+        &caps,
+    )
+    .unwrap_err();
+    match &e {
+        SkillError::ModelFileMissing { path, .. } => assert!(path.ends_with("tokenizer.json")),
+        e => panic!("{e}"),
+    }
+    // Other tasks stay typed skips on the CPU.
+    let e = run_with(
+        &state,
+        Call::Classify(vec![vec![2u32, 3]].into()),
         &MapEnv::empty(),
         &caps,
     )
