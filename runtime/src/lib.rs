@@ -7,11 +7,11 @@
 //! crate.
 //!
 //! # Honesty
-//! One native path runs real inference: `embed` for model type `bert` on the CPU, with
-//! candle-transformers ([`candle_bert`]). Every other request ends in a typed error carrying the
-//! dispatch trace: candle reports "task not implemented by the candle backend", and a MAX
-//! server serving the model yields "the MAX client is not implemented in this build". MAX
-//! capability detection (`MAX_SERVE_URL` answering `GET /v1/models`, a `max` executable) is real.
+//! Inference is real or it is a typed error. The candle backend ([`native`]) runs the
+//! (model type, task) pairs listed by [`backend::candle_implements`], each checked against
+//! PyTorch/transformers references in the repository's `fixtures/`; the MAX backend ([`max`])
+//! talks to a real `max serve`. Everything else ends in [`SkillError::NoBackend`] (or a
+//! recorded fallback) naming every target tried and why it could not run the request.
 
 pub mod backend;
 pub mod candle_bert;

@@ -27,6 +27,12 @@
 //!
 //! - candle: `candle_transformers::models::falcon`
 //! - MAX: not implemented
+//!
+//! # Notes
+//!
+//! ```text
+//! candle module exists but is NOT native-verified: candle 0.11.1 hard-codes rope_theta 10000, refuses num_kv_heads and the new decoder architecture, and its FFN/GELU differ from transformers; skillgen does not run it on candle
+//! ```
 /// Skill for the `falcon` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(

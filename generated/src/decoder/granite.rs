@@ -23,6 +23,12 @@
 //!
 //! - candle: `candle_transformers::models::granite`
 //! - MAX: `granite`
+//!
+//! # Notes
+//!
+//! ```text
+//! candle module exists but is NOT native-verified: candle 0.11.1 ignores Granite's embedding/residual/attention/logits multipliers, so its logits would be wrong; skillgen does not run it on candle
+//! ```
 /// Skill for the `granite` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(

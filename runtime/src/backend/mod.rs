@@ -5,9 +5,9 @@
 //! typed [`Call`], producing the matching [`Output`]. The dispatcher only calls `run` after
 //! `check` passed.
 //!
-//! - [`CandleBackend`] ([`candle`]): what [`crate::native`] implements, on the CPU (CUDA/Metal
+//! - [`CandleBackend`]: what [`crate::native`] implements, on the CPU (CUDA/Metal
 //!   with the cargo features).
-//! - [`MaxBackend`] ([`max`]): Modular MAX over `max serve`'s OpenAI-compatible HTTP API.
+//! - [`MaxBackend`]: Modular MAX over `max serve`'s OpenAI-compatible HTTP API.
 
 use std::fmt;
 

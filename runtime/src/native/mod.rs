@@ -1,11 +1,11 @@
 //! Native inference with candle-transformers: which (model type, task) pairs run, and running
 //! them. Each area module owns its model types:
 //!
-//! - [`encoders`]: BERT-like encoders (embeddings, fill-mask, classification);
-//! - [`decoders`]: causal language models (generation);
-//! - [`seq2seq`]: encoder–decoder text models (T5, Marian);
-//! - [`vision`]: image models (ViT, CLIP, SigLIP);
-//! - [`audio`]: speech models (Whisper).
+//! - `encoders`: BERT-like encoders (embeddings, fill-mask, classification);
+//! - `decoders`: causal language models (generation);
+//! - `seq2seq`: encoder–decoder text models (T5, Marian);
+//! - `vision`: image models (ViT, CLIP, SigLIP);
+//! - `audio`: speech models (Whisper).
 //!
 //! Every area answers `implements(model_type, task)` (a pure table lookup, used by dispatch
 //! planning, so it must be cheap) and `run(state, device, task, call)`.
