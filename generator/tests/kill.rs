@@ -5,7 +5,7 @@
 //! The two registries are the real `models.yaml` (804 skills, 818 files) and the hostile-names
 //! fixture (16 skills), so a swap replaces almost every file in either direction. Kill delays are
 //! spread over the measured duration of one run. Iterations: `SKILLGEN_KILL_ITERATIONS`
-//! (default 40); the seed is printed, and `SKILLGEN_KILL_SEED` replays a run.
+//! (default 25); the seed is printed, and `SKILLGEN_KILL_SEED` replays a run.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -83,7 +83,7 @@ fn killed_regeneration_leaves_the_old_or_the_new_tree() {
     let iterations: usize = std::env::var("SKILLGEN_KILL_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(25);
     let seed: u64 = std::env::var("SKILLGEN_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -22,7 +22,7 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         sequence_classification("BertForSequenceClassification")
     ),
     candle = "bert",
-    max("BertModel")
+    max("bert")
 )]
 pub struct Bert {
     state: SkillState,
