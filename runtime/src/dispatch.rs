@@ -270,7 +270,7 @@ pub fn resolve(spec: &TargetSpec, env: &dyn EnvSource) -> Result<Resolved, Skill
         TargetSpec::Default => {}
     }
     if let Some(raw) = env
-        .var(vars::SKILLGEN_TARGET)
+        .var_ref(vars::SKILLGEN_TARGET)
         .filter(|v| !v.trim().is_empty())
     {
         let spec: TargetSpec =
@@ -279,7 +279,7 @@ pub fn resolve(spec: &TargetSpec, env: &dyn EnvSource) -> Result<Resolved, Skill
                 .parse()
                 .map_err(|_| SkillError::InvalidEnv {
                     var: vars::SKILLGEN_TARGET,
-                    value: raw.clone(),
+                    value: raw.clone().into_owned(),
                     allowed: SPEC_ALLOWED,
                 })?;
         return Ok(Resolved {

@@ -1,6 +1,8 @@
 //! Environment access behind a trait, so that tests never touch the process environment.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 /// A source of environment variables.
 ///
@@ -9,15 +11,54 @@ use std::collections::BTreeMap;
 pub trait EnvSource: Send + Sync {
     /// The value of `name`, or `None` when it is unset or not valid UTF-8.
     fn var(&self, name: &str) -> Option<String>;
+
+    /// [`EnvSource::var`], borrowed where the source can lend the value (the dispatcher reads
+    /// variables on every call and needs no copy). The default copies through `var`.
+    fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.var(name).map(Cow::Owned)
+    }
 }
 
 /// The process environment (`std::env::var`).
+///
+/// The dispatch variables ([`vars::SKILLGEN_TARGET`], [`vars::USE_MOJO_MAX_TARGET`],
+/// [`vars::SKILLGEN_STRICT`]) are read once per process, on first use, like the capability
+/// probe ([`crate::Capabilities::detected`]): every call reads them, and `std::env::var` takes
+/// a global lock and scans the environment each time. Changing them later with
+/// `std::env::set_var` (an `unsafe` function since Rust 2024) has no effect on dispatch; pass
+/// a [`crate::TargetSpec`] or the builder's strict option instead, or a [`MapEnv`] to the
+/// `*_with` functions. Every other variable is read live.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessEnv;
 
+/// The variables [`ProcessEnv`] snapshots.
+const SNAPSHOT_VARS: [&str; 3] = [
+    vars::SKILLGEN_TARGET,
+    vars::USE_MOJO_MAX_TARGET,
+    vars::SKILLGEN_STRICT,
+];
+
+/// `Some(value)` when `name` is a snapshotted variable (the value itself may be unset).
+fn snapshot(name: &str) -> Option<Option<&'static str>> {
+    static SNAPSHOT: OnceLock<[Option<String>; 3]> = OnceLock::new();
+    let i = SNAPSHOT_VARS.iter().position(|v| *v == name)?;
+    let values = SNAPSHOT.get_or_init(|| SNAPSHOT_VARS.map(|v| std::env::var(v).ok()));
+    values.get(i).map(Option::as_deref)
+}
+
 impl EnvSource for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
+        match snapshot(name) {
+            Some(value) => value.map(str::to_owned),
+            None => std::env::var(name).ok(),
+        }
+    }
+
+    fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
+        match snapshot(name) {
+            Some(value) => value.map(Cow::Borrowed),
+            None => std::env::var(name).ok().map(Cow::Owned),
+        }
     }
 }
 
@@ -54,6 +95,10 @@ impl EnvSource for MapEnv {
     fn var(&self, name: &str) -> Option<String> {
         self.vars.get(name).cloned()
     }
+
+    fn var_ref(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.vars.get(name).map(|v| Cow::Borrowed(v.as_str()))
+    }
 }
 
 /// Names of the environment variables the runtime reads.
@@ -82,16 +127,20 @@ pub(crate) fn flag(
     env: &dyn EnvSource,
     name: &'static str,
 ) -> Result<Option<bool>, crate::SkillError> {
-    let Some(raw) = env.var(name) else {
+    let Some(raw) = env.var_ref(name) else {
         return Ok(None);
     };
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" => Ok(Some(true)),
-        "0" | "false" | "no" | "" => Ok(Some(false)),
-        _ => Err(crate::SkillError::InvalidEnv {
+    let value = raw.trim();
+    let is = |s: &str| value.eq_ignore_ascii_case(s);
+    if is("1") || is("true") || is("yes") {
+        Ok(Some(true))
+    } else if is("0") || is("false") || is("no") || value.is_empty() {
+        Ok(Some(false))
+    } else {
+        Err(crate::SkillError::InvalidEnv {
             var: name,
-            value: raw,
+            value: raw.into_owned(),
             allowed: BOOL_ALLOWED,
-        }),
+        })
     }
 }

@@ -1,0 +1,397 @@
+#!/usr/bin/env bash
+# Reproduces every number of README's "Performance" section on this machine, in one run:
+#
+#   scripts/bench.sh                 # everything (~15-25 min on 2 cores, warm target dir)
+#   scripts/bench.sh --only generator,dispatch
+#   SKILLGEN_BENCH_THREADS=1 SKILLGEN_BENCH_REPEATS=5 scripts/bench.sh --only inference
+#
+# Sections: generator, compile, dispatch, inference, max (`--only report` only re-renders the
+# report from bench-results/raw/).
+#   generator  release `skillgen generate` on models.yaml and synthetic 100/1k/10k-entry
+#              registries: full (empty out dir) and no-op (second run); plus the criterion bench
+#              `cargo bench -p skillgen --bench regenerate`.
+#   compile    debug `cargo build -p skills` after `cargo clean -p skills` (runtime already
+#              built), and the rebuild after editing one registry entry, in a detached git
+#              worktree of HEAD (your working tree is never touched); generated lines per skill.
+#   dispatch   `cargo bench -p skillgen-runtime --bench resolve` (criterion medians, ns).
+#   inference  candle (`cargo bench -p skillgen-runtime --bench inference`) vs PyTorch
+#              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
+#   max        `cargo bench -p skillgen-runtime --bench max` (prints SKIPPED without MAX).
+#
+# Environment: CARGO_TARGET_DIR (default ~/.cache/skillgen/target), SKILLGEN_MINILM_DIR,
+# SKILLGEN_BENCH_THREADS (default: nproc), SKILLGEN_BENCH_REPEATS (default 3),
+# SKILLGEN_BENCH_ITERS (default 50), SKILLGEN_TORCH_PYTHON (default
+# ~/.cache/skillgen/venv-torch/bin/python), SKILLGEN_BENCH_WORKTREE (default
+# ~/.cache/skillgen/bench-worktree).
+# Output: bench-results/latest.json, bench-results/latest.md (the table is also printed), and
+# the raw per-section files in bench-results/raw/.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/skillgen/target}
+THREADS=${SKILLGEN_BENCH_THREADS:-$(nproc)}
+REPEATS=${SKILLGEN_BENCH_REPEATS:-3}
+ITERS=${SKILLGEN_BENCH_ITERS:-50}
+TORCH_PY=${SKILLGEN_TORCH_PYTHON:-$HOME/.cache/skillgen/venv-torch/bin/python}
+WT=${SKILLGEN_BENCH_WORKTREE:-$HOME/.cache/skillgen/bench-worktree}
+OUT=$ROOT/bench-results
+RAW=$OUT/raw
+ONLY=generator,compile,dispatch,inference,max
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --only) ONLY=$2; shift 2 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+log() { printf '\n== %s  (load average: %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
+mkdir -p "$RAW"
+export ROOT RAW THREADS REPEATS ITERS WT
+
+# `--only report` rebuilds latest.{json,md} from bench-results/raw/ without measuring.
+[[ $ONLY == report ]] || python3 - <<'EOF'
+import json, os, platform, subprocess
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception as e:
+        return f"unavailable: {e}"
+lscpu = sh("lscpu")
+model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines() if l.startswith("Model name")), "?")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+info = {
+    "cpu": model,
+    "cores": os.cpu_count(),
+    "memory_gib": round(int(mem) / 1024 / 1024, 1),
+    "kernel": platform.release(),
+    "rustc": sh("rustc --version"),
+    "commit": sh(f"git -C {os.environ['ROOT']} rev-parse --short HEAD"),
+    "dirty": bool(sh(f"git -C {os.environ['ROOT']} status --porcelain --untracked-files=no")),
+    "date_utc": sh("date -u +%Y-%m-%dT%H:%M:%SZ"),
+    "loadavg_start": open("/proc/loadavg").read().split()[:3],
+    "threads": int(os.environ["THREADS"]),
+    "repeats": int(os.environ["REPEATS"]),
+}
+json.dump(info, open(f"{os.environ['RAW']}/machine.json", "w"), indent=2)
+EOF
+
+# ----------------------------------------------------------------------------- generator
+if want generator; then
+    log "generator: building release skillgen"
+    cargo build --release -q -p skillgen --bin skillgen
+    export SKILLGEN_BIN=$CARGO_TARGET_DIR/release/skillgen
+    log "generator: real registry + synthetic 100/1k/10k, $REPEATS runs each"
+    python3 - <<'EOF'
+import json, os, re, statistics, subprocess, tempfile, time
+from pathlib import Path
+root, raw, reps = Path(os.environ["ROOT"]), Path(os.environ["RAW"]), int(os.environ["REPEATS"])
+exe = os.environ["SKILLGEN_BIN"]
+real = (root / "models.yaml").read_text()
+head, _, body = real.partition("\nmodels:\n")
+entries = re.split(r"(?m)^(?=  - model_type: )", body)
+entries = [e for e in entries if e.startswith("  - model_type: ")]
+
+def synthetic(n):
+    """n entries: the real ones cycled, copies renamed `<type>_s<k>` (config class too)."""
+    out = []
+    for i in range(n):
+        e, k = entries[i % len(entries)], i // len(entries)
+        if k:
+            e = re.sub(r"(?m)^(  - model_type: )(\S+)", rf"\g<1>\g<2>_s{k}", e, count=1)
+            e = re.sub(r"(?m)^(    config_class: )(\w+)", rf"\g<1>\g<2>S{k}", e, count=1)
+        out.append(e)
+    return head + "\nmodels:\n" + "".join(out)
+
+def run(registry, out):
+    t = time.perf_counter()
+    p = subprocess.run([exe, "--registry", str(registry), "--templates", str(root / "templates"),
+                        "--out", str(out), "generate"], capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"skillgen failed on {registry}:\n{p.stderr[-2000:]}")
+    return dt
+
+results = {}
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    cases = [("models.yaml", len(entries), root / "models.yaml")]
+    for n in (100, 1000, 10000):
+        path = tmp / f"synthetic-{n}.yaml"
+        path.write_text(synthetic(n))
+        cases.append((f"synthetic {n}", n, path))
+    for name, n, registry in cases:
+        full, noop = [], []
+        for r in range(reps):
+            out = tmp / f"out-{n}-{r}"
+            (out).mkdir()
+            full.append(run(registry, out))
+            noop.append(run(registry, out))
+        files = sum(1 for _ in (tmp / f"out-{n}-0" / "src").rglob("*.rs"))
+        lines = sum(f.read_text().count("\n") for f in (tmp / f"out-{n}-0" / "src").rglob("*.rs"))
+        r = {
+            "entries": n,
+            "files": files,
+            "lines": lines,
+            "full_s": statistics.median(full),
+            "full_s_all": full,
+            "noop_s": statistics.median(noop),
+            "noop_s_all": noop,
+            "skills_per_s": n / statistics.median(full),
+        }
+        results[name] = r
+        print(f"  {name:>16}: full {r['full_s']:.3f} s ({r['skills_per_s']:.0f} skills/s), "
+              f"no-op {r['noop_s']:.3f} s, {files} files, {lines} lines")
+json.dump(results, open(raw / "generator.json", "w"), indent=2)
+EOF
+    log "generator: criterion bench (cargo bench -p skillgen --bench regenerate)"
+    cargo bench -q -p skillgen --bench regenerate 2>&1 | tee "$RAW/regenerate.txt" | grep -E "time:|^models" >&2 || true
+fi
+
+# ----------------------------------------------------------------------------- compile
+if want compile; then
+    log "compile: worktree of HEAD at $WT"
+    if [[ ! -e $WT/.git ]]; then
+        git worktree add --detach "$WT" HEAD >/dev/null
+    fi
+    # The bench worktree belongs to this script: reset it to HEAD and drop edits of a past run.
+    git -C "$WT" checkout -q --detach --force "$(git rev-parse HEAD)"
+    git -C "$WT" checkout -q -- .
+    cargo build --release -q -p skillgen --bin skillgen
+    (
+        cd "$WT"
+        log "compile: cargo build -p skillgen-runtime (debug, not timed)"
+        cargo build -q -p skillgen-runtime
+        times_clean=(); times_edit=()
+        for r in $(seq "$REPEATS"); do
+            cargo clean -q -p skills
+            t0=$(date +%s.%N); cargo build -q -p skills; t1=$(date +%s.%N)
+            times_clean+=("$(echo "$t1 - $t0" | bc)")
+            # Edit one entry's notes (bert), regenerate, rebuild.
+            python3 - <<'EOF'
+import re
+from pathlib import Path
+p = Path("models.yaml")
+s = p.read_text()
+m = re.search(r"(?m)^  - model_type: bert\n((?:    .*\n|      .*\n)*)", s)
+assert m, "bert entry not found"
+entry = m.group(0)
+if re.search(r"(?m)^    notes: ", entry):
+    edited = re.sub(r"(?m)^    notes: .*$", '    notes: "bench edit"', entry, count=1)
+else:
+    edited = entry + '    notes: "bench edit"\n'
+s = s.replace(entry, edited, 1)
+p.write_text(s)
+EOF
+            "$CARGO_TARGET_DIR/release/skillgen" --registry models.yaml --templates templates --out generated generate >/dev/null
+            t0=$(date +%s.%N); cargo build -q -p skills; t1=$(date +%s.%N)
+            times_edit+=("$(echo "$t1 - $t0" | bc)")
+            git checkout -q -- models.yaml generated
+            echo "  run $r: clean build of skills ${times_clean[-1]} s, after one edit ${times_edit[-1]} s" >&2
+        done
+        # Leave the restored tree built (so the next bench run starts from the same state).
+        cargo build -q -p skills
+        python3 - "${times_clean[*]}" "${times_edit[*]}" <<'EOF'
+import json, os, statistics, subprocess, sys
+from pathlib import Path
+clean = [float(x) for x in sys.argv[1].split()]
+edit = [float(x) for x in sys.argv[2].split()]
+src = Path("generated/src")
+lines = sum(f.read_text().count("\n") for f in src.rglob("*.rs"))
+skills = subprocess.run(["grep", "-c", "^  - model_type: ", "models.yaml"], capture_output=True,
+                        text=True).stdout.strip()
+r = {
+    "skills": int(skills),
+    "generated_lines": lines,
+    "lines_per_skill": lines / int(skills),
+    "clean_build_s": statistics.median(clean),
+    "clean_build_s_all": clean,
+    "edit_rebuild_s": statistics.median(edit),
+    "edit_rebuild_s_all": edit,
+    "profile": "dev (debug)",
+}
+json.dump(r, open(Path(os.environ["RAW"]) / "compile.json", "w"), indent=2)
+print(f"  skills crate: clean build {r['clean_build_s']:.1f} s, one-entry edit {r['edit_rebuild_s']:.1f} s, "
+      f"{lines} lines = {r['lines_per_skill']:.1f} per skill", file=sys.stderr)
+EOF
+    )
+fi
+
+# ----------------------------------------------------------------------------- dispatch
+if want dispatch; then
+    log "dispatch: cargo bench -p skillgen-runtime --bench resolve"
+    cargo bench -q -p skillgen-runtime --bench resolve 2>&1 | tee "$RAW/resolve.txt" | grep -E "time:" >&2 || true
+fi
+
+# ----------------------------------------------------------------------------- inference
+if want inference; then
+    log "inference: building the candle bench"
+    cargo bench -q -p skillgen-runtime --bench inference --no-run
+    for r in $(seq "$REPEATS"); do
+        log "inference: run $r/$REPEATS candle (RAYON_NUM_THREADS=$THREADS)"
+        RAYON_NUM_THREADS=$THREADS SKILLGEN_BENCH_ITERS=$ITERS SKILLGEN_BENCH_JSON=$RAW/candle-$r.json \
+            cargo bench -q -p skillgen-runtime --bench inference >&2
+        log "inference: run $r/$REPEATS pytorch (torch.set_num_threads($THREADS))"
+        OMP_NUM_THREADS=$THREADS "$TORCH_PY" scripts/bench_pytorch.py --threads "$THREADS" --iters "$ITERS" \
+            --json "$RAW/pytorch-$r.json" 2>&1 | grep -v "Loading weights" >&2
+    done
+fi
+
+# ----------------------------------------------------------------------------- max
+if want max; then
+    log "max: cargo bench -p skillgen-runtime --bench max"
+    XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache/skillgen/max-cache} HF_HUB_OFFLINE=1 \
+        MAX_SERVE_DISABLE_TELEMETRY=1 RAYON_NUM_THREADS=$THREADS \
+        cargo bench -q -p skillgen-runtime --bench max 2>&1 | tee "$RAW/max.txt" >&2 || true
+fi
+
+# ----------------------------------------------------------------------------- report
+log "report"
+export CRITERION_DIR=$CARGO_TARGET_DIR/criterion
+python3 - <<'EOF'
+import glob, json, os, re, statistics
+from pathlib import Path
+raw, out = Path(os.environ["RAW"]), Path(os.environ["RAW"]).parent
+crit = Path(os.environ["CRITERION_DIR"])
+def load(name):
+    p = raw / name
+    return json.loads(p.read_text()) if p.exists() else None
+
+machine = load("machine.json") or {}
+machine["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+
+def criterion(prefixes):
+    """Median (ns) of each criterion benchmark whose full id starts with one of `prefixes`."""
+    res = {}
+    for b in glob.glob(str(crit / "**/new/benchmark.json"), recursive=True):
+        meta = json.loads(Path(b).read_text())
+        fid = meta.get("full_id", "")
+        if any(fid.startswith(p) for p in prefixes):
+            est = json.loads((Path(b).parent / "estimates.json").read_text())
+            res[fid] = {
+                "median_ns": est["median"]["point_estimate"],
+                "ci95_ns": [est["median"]["confidence_interval"]["lower_bound"],
+                            est["median"]["confidence_interval"]["upper_bound"]],
+            }
+    return dict(sorted(res.items()))
+
+result = {"machine": machine}
+gen = load("generator.json")
+if gen is not None:
+    result["generator"] = {"cli": gen, "criterion": criterion(["models.yaml/"])}
+result["compile"] = load("compile.json")
+if (raw / "resolve.txt").exists():
+    result["dispatch"] = criterion(["resolve/", "plan/"])
+
+def med(runs, path):
+    vals = []
+    for r in runs:
+        v = r
+        for k in path:
+            v = v.get(k) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return statistics.median(vals) if vals else None
+
+candle = [json.loads(p.read_text()) for p in sorted(raw.glob("candle-*.json"))]
+torch = [json.loads(p.read_text()) for p in sorted(raw.glob("pytorch-*.json"))]
+if candle and torch:
+    inf = {"runs": len(candle), "threads": machine.get("threads"), "minilm": {}, "llama_fixture": {}}
+    for b in ("1", "32"):
+        row = {}
+        for k in ("p50_ms", "p95_ms", "p99_ms", "texts_per_s"):
+            row[f"candle_{k}"] = med(candle, ["minilm", "batches", b, k])
+            for path in ("sentence_transformers", "transformers"):
+                row[f"{path}_{k}"] = med(torch, ["minilm", path, "batches", b, k])
+        best = max(filter(None, [row["sentence_transformers_texts_per_s"], row["transformers_texts_per_s"]]), default=None)
+        row["speedup_vs_best_pytorch"] = row["candle_texts_per_s"] / best if best and row["candle_texts_per_s"] else None
+        inf["minilm"][f"batch_{b}"] = row
+    inf["minilm"]["load_ms"] = {
+        "candle": med(candle, ["minilm", "load_ms"]),
+        "sentence_transformers": med(torch, ["minilm", "sentence_transformers", "load_ms"]),
+        "transformers": med(torch, ["minilm", "transformers", "load_ms"]),
+        "pytorch_imports": med(torch, ["import_ms"]),
+    }
+    inf["peak_rss_mib"] = {
+        "candle": med(candle, ["peak_rss_mib"]),
+        "pytorch_one_minilm": med(torch, ["peak_rss_mib_minilm"]),
+        "pytorch": med(torch, ["peak_rss_mib"]),
+    }
+    for k in ("tokens_per_s", "p50_ms", "new_tokens_per_call", "load_ms"):
+        inf["llama_fixture"][k] = {"candle": med(candle, ["llama_fixture", k]),
+                                   "pytorch": med(torch, ["llama_fixture", k])}
+    result["inference"] = inf
+if (raw / "max.txt").exists():
+    result["max"] = (raw / "max.txt").read_text().strip().splitlines()
+
+# ---- markdown
+def f(x, spec=".1f"):
+    return "—" if x is None else format(x, spec)
+def ok(cond):
+    return "—" if cond is None else ("yes" if cond else "**no**")
+rows = []
+if gen:
+    real = gen["models.yaml"]
+    rows.append(("Full regeneration, models.yaml (%d skills)" % real["entries"],
+                 f"{f(real['full_s'], '.2f')} s = {f(real['skills_per_s'], '.0f')} skills/s", "≥ 5,000 skills/s",
+                 ok(real["skills_per_s"] >= 5000)))
+    rows.append(("No-op regeneration, models.yaml", f"{f(real['noop_s'], '.3f')} s", "≤ 0.2 s", ok(real["noop_s"] <= 0.2)))
+    for n in ("synthetic 100", "synthetic 1000", "synthetic 10000"):
+        if n in gen:
+            g = gen[n]
+            rows.append((f"Full / no-op regeneration, {n} entries",
+                         f"{f(g['full_s'], '.2f')} s ({f(g['skills_per_s'], '.0f')} skills/s) / {f(g['noop_s'], '.3f')} s", "", ""))
+c = result.get("compile")
+if c:
+    rows.append(("`cargo build -p skills` (debug) after `cargo clean -p skills`, runtime built",
+                 f"{f(c['clean_build_s'])} s", "≤ 45 s", ok(c["clean_build_s"] <= 45)))
+    rows.append(("Rebuild after editing one registry entry", f"{f(c['edit_rebuild_s'])} s", "", ""))
+    rows.append(("Generated lines per skill", f"{f(c['lines_per_skill'])} ({c['generated_lines']} lines / {c['skills']})", "", ""))
+d = result.get("dispatch")
+if d:
+    for k, v in d.items():
+        rows.append((f"Dispatch `{k}` (criterion median)", f"{f(v['median_ns'])} ns", "≤ 100 ns", ok(v["median_ns"] <= 100)))
+inf = result.get("inference")
+if inf:
+    for b, goal, need in (("1", "≥ 2× PyTorch", 2.0), ("32", "≥ 1.2× PyTorch", 1.2)):
+        r = inf["minilm"][f"batch_{b}"]
+        rows.append((f"MiniLM embed batch {b}: candle vs PyTorch (texts/s)",
+                     f"{f(r['candle_texts_per_s'])} vs {f(r['sentence_transformers_texts_per_s'])} (sentence-transformers) / "
+                     f"{f(r['transformers_texts_per_s'])} (transformers) = **{f(r['speedup_vs_best_pytorch'], '.2f')}×**",
+                     goal, ok(None if r["speedup_vs_best_pytorch"] is None else r["speedup_vs_best_pytorch"] >= need)))
+        rows.append((f"MiniLM batch {b} latency p50/p95/p99: candle vs sentence-transformers",
+                     f"{f(r['candle_p50_ms'], '.2f')}/{f(r['candle_p95_ms'], '.2f')}/{f(r['candle_p99_ms'], '.2f')} ms vs "
+                     f"{f(r['sentence_transformers_p50_ms'], '.2f')}/{f(r['sentence_transformers_p95_ms'], '.2f')}/{f(r['sentence_transformers_p99_ms'], '.2f')} ms", "", ""))
+    l = inf["minilm"]["load_ms"]
+    best_pt = min((x for x in (l["sentence_transformers"], l["transformers"]) if x), default=None)
+    ratio = l["candle"] / best_pt if l["candle"] and best_pt else None
+    ratio_imp = (l["candle"] / (best_pt + l["pytorch_imports"])
+                 if l["candle"] and best_pt and l["pytorch_imports"] else None)
+    inf["minilm"]["load_ratio"] = {"excluding_python_imports": ratio, "including_python_imports": ratio_imp}
+    rows.append(("MiniLM load (construct + first call): candle vs PyTorch",
+                 f"{f(l['candle'])} ms vs {f(l['sentence_transformers'])} ms (s-t) / {f(l['transformers'])} ms "
+                 f"(transformers): ratio {f(ratio, '.2f')}; with the {f(l['pytorch_imports'], '.0f')} ms of "
+                 f"Python imports: {f(ratio_imp, '.3f')}",
+                 "≤ 1/10", ok(None if ratio is None else ratio <= 0.1)))
+    rs = inf["peak_rss_mib"]
+    rows.append(("Peak RSS: candle vs PyTorch (one MiniLM loaded)",
+                 f"{f(rs['candle'], '.0f')} MiB vs {f(rs['pytorch_one_minilm'], '.0f')} MiB", "", ""))
+    lf = inf["llama_fixture"]
+    rows.append(("Tiny llama fixture greedy generation (overhead-bound): candle vs PyTorch",
+                 f"{f(lf['tokens_per_s']['candle'], '.0f')} vs {f(lf['tokens_per_s']['pytorch'], '.0f')} tokens/s", "", ""))
+m = machine
+md = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; {m.get('rustc')}; "
+      f"commit {m.get('commit')}{' (dirty)' if m.get('dirty') else ''}; {m.get('date_utc')}; "
+      f"load average {' '.join(m.get('loadavg_start', []))} at start, {' '.join(m['loadavg_end'])} at end; "
+      f"inference threads {m.get('threads')}; medians of {m.get('repeats')} runs.", "",
+      "| Metric | Result | Goal | Met |", "|---|---|---|---|"]
+md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+if result.get("max"):
+    md += ["", "MAX (`cargo bench -p skillgen-runtime --bench max`):", "", "```"] + result["max"] + ["```"]
+text = "\n".join(md) + "\n"
+(out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
+(out / "latest.md").write_text(text)
+print(text)
+EOF
+echo "wrote $OUT/latest.json and $OUT/latest.md" >&2
