@@ -50,35 +50,15 @@ impl Backend for MaxBackend {
         {
             return Ok(());
         }
-        let exe = &max.executable;
-        let no_exe = if let Some(path) = exe.path.as_ref() {
-            format!(
-                "`max` at {} is only started when mojo_max is asked for (auto never starts a server)",
-                path.display()
-            )
-        } else if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) {
-            format!("no `max` executable found ({})", exe.detail)
-        } else {
-            "no `max` executable found".to_owned()
-        };
         match &max.server {
             MaxServer::Serving { models } => Err(SkipReason::MaxNotServed {
                 url: max.serve_url.clone().unwrap_or_default(),
                 served: models.clone(),
                 model_type: info.model_type,
             }),
-            server => {
-                let url_part = match (server, &max.serve_url) {
-                    (MaxServer::Unreachable { error }, Some(url)) => {
-                        format!("{}={url} did not answer: {error}", vars::MAX_SERVE_URL)
-                    }
-                    (MaxServer::Unreachable { error }, None) => error.clone(),
-                    _ => format!("{} not set", vars::MAX_SERVE_URL),
-                };
-                Err(SkipReason::MaxUnreachable {
-                    detail: format!("{url_part} and {no_exe}"),
-                })
-            }
+            server => Err(SkipReason::MaxUnreachable {
+                detail: unreachable_detail(server, max),
+            }),
         }
     }
 
@@ -93,6 +73,34 @@ impl Backend for MaxBackend {
     ) -> Result<Output, SkillError> {
         crate::max::run_call(state, task, call, &ProcessEnv, Capabilities::detected())
     }
+}
+
+/// Why MAX is unreachable, in one allocation (auto records this on every plan, so it is on the
+/// dispatch hot path).
+fn unreachable_detail(server: &MaxServer, max: &crate::caps::MaxInfo) -> String {
+    use std::fmt::Write as _;
+    let mut d = String::with_capacity(192);
+    // Writing into a String cannot fail.
+    let _ = match (server, &max.serve_url) {
+        (MaxServer::Unreachable { error }, Some(url)) => {
+            write!(d, "{}={url} did not answer: {error}", vars::MAX_SERVE_URL)
+        }
+        (MaxServer::Unreachable { error }, None) => d.write_str(error),
+        _ => write!(d, "{} not set", vars::MAX_SERVE_URL),
+    };
+    let exe = &max.executable;
+    let _ = match exe.path.as_ref() {
+        Some(path) => write!(
+            d,
+            " and `max` at {} is only started when mojo_max is asked for (auto never starts a server)",
+            path.display()
+        ),
+        None if exe.detail.starts_with(vars::SKILLGEN_MAX_BIN) => {
+            write!(d, " and no `max` executable found ({})", exe.detail)
+        }
+        None => d.write_str(" and no `max` executable found"),
+    };
+    d
 }
 
 impl MaxBackend {
