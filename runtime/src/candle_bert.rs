@@ -94,19 +94,33 @@ impl Fields<'_> {
             .ok_or_else(|| self.err(field, "missing (required)"))
     }
 
-    pub(crate) fn positive(&self, field: &str) -> Result<usize, SkillError> {
-        match self.usize(field)? {
-            0 => Err(self.err(field, "must be at least 1")),
+    /// An optional positive integer (0 is an error).
+    pub(crate) fn positive_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
+        match self.usize_opt(field)? {
+            Some(0) => Err(self.err(field, "must be at least 1")),
             n => Ok(n),
         }
     }
 
+    pub(crate) fn positive(&self, field: &str) -> Result<usize, SkillError> {
+        self.positive_opt(field)?
+            .ok_or_else(|| self.err(field, "missing (required)"))
+    }
+
+    /// An optional finite number.
+    pub(crate) fn f64_opt(&self, field: &str) -> Result<Option<f64>, SkillError> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(x) if x.is_finite() => Ok(Some(x)),
+                _ => Err(self.err(field, format!("expected a finite number, found {v}"))),
+            },
+        }
+    }
+
     pub(crate) fn f64(&self, field: &str) -> Result<f64, SkillError> {
-        let v = self
-            .get(field)
-            .ok_or_else(|| self.err(field, "missing (required)"))?;
-        v.as_f64()
-            .ok_or_else(|| self.err(field, format!("expected a number, found {v}")))
+        self.f64_opt(field)?
+            .ok_or_else(|| self.err(field, "missing (required)"))
     }
 
     pub(crate) fn str_opt(&self, field: &str) -> Result<Option<&str>, SkillError> {
@@ -118,8 +132,13 @@ impl Fields<'_> {
     }
 
     pub(crate) fn bool_or_false(&self, field: &str) -> Result<bool, SkillError> {
+        self.bool_or(field, false)
+    }
+
+    /// An optional boolean, `default` when absent or null.
+    pub(crate) fn bool_or(&self, field: &str, default: bool) -> Result<bool, SkillError> {
         match self.get(field) {
-            None => Ok(false),
+            None => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => Err(self.err(field, format!("expected a boolean, found {v}"))),
         }

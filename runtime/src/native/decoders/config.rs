@@ -6,110 +6,14 @@ use std::path::{Path, PathBuf};
 
 use candle_nn::Activation;
 use candle_transformers::models::{bigcode, gemma, llama, mistral, phi3, qwen2};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::SkillError;
 
-/// Read a JSON object file with typed errors.
-pub(super) fn read_json(path: &Path) -> Result<Map<String, Value>, SkillError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SkillError::ConfigRead {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    match serde_json::from_str::<Value>(&text) {
-        Ok(Value::Object(m)) => Ok(m),
-        Ok(_) => Err(SkillError::ConfigInvalid {
-            path: path.to_path_buf(),
-            detail: "the top level is not an object".to_owned(),
-        }),
-        Err(e) => Err(SkillError::ConfigInvalid {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        }),
-    }
-}
+pub(super) use crate::candle_bert::{Fields, read_json};
 
-/// Typed access to the fields of one JSON config file, with errors naming file and field.
-pub(super) struct Fields<'a> {
-    pub(super) path: &'a Path,
-    pub(super) map: &'a Map<String, Value>,
-}
-
+/// Decoder-specific accessors on the shared config reader.
 impl Fields<'_> {
-    pub(super) fn err(&self, field: &str, detail: impl Into<String>) -> SkillError {
-        SkillError::ConfigField {
-            path: self.path.to_path_buf(),
-            field: field.to_owned(),
-            detail: detail.into(),
-        }
-    }
-
-    /// A present, non-null value.
-    fn get(&self, field: &str) -> Option<&Value> {
-        self.map.get(field).filter(|v| !v.is_null())
-    }
-
-    fn usize_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    self.err(field, format!("expected a non-negative integer, found {v}"))
-                }),
-        }
-    }
-
-    fn positive_opt(&self, field: &str) -> Result<Option<usize>, SkillError> {
-        match self.usize_opt(field)? {
-            Some(0) => Err(self.err(field, "must be at least 1")),
-            n => Ok(n),
-        }
-    }
-
-    /// A required positive integer (for fields read outside this module).
-    pub(super) fn positive_field(&self, field: &str) -> Result<usize, SkillError> {
-        self.positive(field)
-    }
-
-    fn positive(&self, field: &str) -> Result<usize, SkillError> {
-        self.positive_opt(field)?
-            .ok_or_else(|| self.err(field, "missing (required)"))
-    }
-
-    fn f64_opt(&self, field: &str) -> Result<Option<f64>, SkillError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(x) if x.is_finite() => Ok(Some(x)),
-                _ => Err(self.err(field, format!("expected a finite number, found {v}"))),
-            },
-        }
-    }
-
-    fn f64(&self, field: &str) -> Result<f64, SkillError> {
-        self.f64_opt(field)?
-            .ok_or_else(|| self.err(field, "missing (required)"))
-    }
-
-    fn str_opt(&self, field: &str) -> Result<Option<&str>, SkillError> {
-        match self.get(field) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(v) => Err(self.err(field, format!("expected a string, found {v}"))),
-        }
-    }
-
-    fn bool_or(&self, field: &str, default: bool) -> Result<bool, SkillError> {
-        match self.get(field) {
-            None => Ok(default),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(v) => Err(self.err(field, format!("expected a boolean, found {v}"))),
-        }
-    }
-
     /// Token ids: an integer, a list of integers, or null/absent (empty).
     pub(super) fn token_ids(&self, field: &str) -> Result<Vec<u32>, SkillError> {
         let one = |v: &Value| {

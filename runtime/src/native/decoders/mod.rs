@@ -279,8 +279,8 @@ impl Decoder {
                 let c = config::starcoder2(&f)?;
                 let m = weights.build(dtype, device, |vb| starcoder2::Model::new(&c, vb))?;
                 let fields = (
-                    f.positive_field("vocab_size")?,
-                    f.positive_field("max_position_embeddings")?,
+                    f.positive("vocab_size")?,
+                    f.positive("max_position_embeddings")?,
                 );
                 (Proto::Starcoder2(m), fields.0, fields.1)
             }
@@ -298,8 +298,8 @@ impl Decoder {
                 let c = config::phi(&f)?;
                 let m = weights.build(dtype, device, |vb| phi::Model::new(&c, vb))?;
                 let fields = (
-                    f.positive_field("vocab_size")?,
-                    f.positive_field("max_position_embeddings")?,
+                    f.positive("vocab_size")?,
+                    f.positive("max_position_embeddings")?,
                 );
                 (Proto::Phi(m), fields.0, fields.1)
             }
