@@ -377,7 +377,7 @@ pub(crate) fn sentence_max_len(dir: &Path) -> Result<Option<usize>, SkillError> 
         path: &path,
         map: &map,
     }
-    .usize_opt("max_seq_length")
+    .positive_opt("max_seq_length")
 }
 
 /// A loaded BERT sentence-embedding model on one candle device.
@@ -445,24 +445,7 @@ impl BertEmbedder {
             None => config.max_position_embeddings,
         };
         let (pooling, normalize) = sentence_transformers_head(dir)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.is_file() {
-            let tok_err = |detail: String| SkillError::Tokenizer {
-                path: tokenizer_path.clone(),
-                detail,
-            };
-            let mut tok = tokenizers::Tokenizer::from_file(&tokenizer_path)
-                .map_err(|e| tok_err(e.to_string()))?;
-            tok.with_padding(None);
-            tok.with_truncation(Some(tokenizers::TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
-            .map_err(|e| tok_err(e.to_string()))?;
-            Some(tok)
-        } else {
-            None
-        };
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, Some(max_len))?;
         Ok(Self {
             model,
             config,
@@ -786,9 +769,11 @@ impl<'a> TensorCheck<'a> {
 }
 
 /// `dir/tokenizer.json` if present, with truncation at `max_len` and no padding.
+/// `dir/tokenizer.json` (if present) with the file's padding removed (batches are padded by the
+/// caller, to the longest input) and truncation set to `max_len` (`None`: no truncation).
 pub(crate) fn load_tokenizer(
     dir: &Path,
-    max_len: usize,
+    max_len: Option<usize>,
 ) -> Result<(Option<tokenizers::Tokenizer>, PathBuf), SkillError> {
     let tokenizer_path = dir.join("tokenizer.json");
     if !tokenizer_path.is_file() {
@@ -801,8 +786,8 @@ pub(crate) fn load_tokenizer(
     let mut tok =
         tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| tok_err(e.to_string()))?;
     tok.with_padding(None);
-    tok.with_truncation(Some(tokenizers::TruncationParams {
-        max_length: max_len,
+    tok.with_truncation(max_len.map(|max_length| tokenizers::TruncationParams {
+        max_length,
         ..Default::default()
     }))
     .map_err(|e| tok_err(e.to_string()))?;

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::SkillError;
 use crate::backend::{BackendKind, served_matches};
+use crate::candle_bert::{Fields, load_tokenizer, read_json, sentence_max_len};
 use crate::caps::Capabilities;
 use crate::dispatch::SkipReason;
 use crate::env::EnvSource;
@@ -120,48 +121,20 @@ struct Prep {
     head: SentenceHead,
 }
 
-fn json(path: &Path) -> Result<serde_json::Value, SkillError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SkillError::ConfigRead {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| SkillError::ConfigInvalid {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })
-}
-
-fn positive(path: &Path, v: &serde_json::Value, field: &str) -> Result<usize, SkillError> {
-    v.get(field)
-        .and_then(serde_json::Value::as_u64)
-        .and_then(|n| usize::try_from(n).ok())
-        .filter(|&n| n > 0)
-        .ok_or_else(|| SkillError::ConfigField {
-            path: path.to_path_buf(),
-            field: field.to_owned(),
-            detail: format!(
-                "expected a positive integer, found {}",
-                v.get(field)
-                    .map_or("nothing".to_owned(), ToString::to_string)
-            ),
-        })
-}
-
 impl Prep {
     fn load(dir: &Path, job: MaxJob) -> Result<Self, SkillError> {
         let config_path = dir.join("config.json");
-        let config = json(&config_path)?;
-        let vocab_size = positive(&config_path, &config, "vocab_size")?;
-        let positions = positive(&config_path, &config, "max_position_embeddings")?;
+        let config = read_json(&config_path)?;
+        let f = Fields {
+            path: &config_path,
+            map: &config,
+        };
+        let vocab_size = f.positive("vocab_size")?;
+        let positions = f.positive("max_position_embeddings")?;
         let (max_len, head) = match job {
             MaxJob::Embed => {
-                let st = dir.join("sentence_bert_config.json");
-                let seq = if st.is_file() {
-                    Some(positive(&st, &json(&st)?, "max_seq_length")?)
-                } else {
-                    None
-                };
                 let head = sentence_transformers_head(dir).map_err(SkillError::from)?;
+                let seq = sentence_max_len(dir)?;
                 (seq.map_or(positions, |s| s.min(positions)), head)
             }
             MaxJob::Generate => (
@@ -172,30 +145,14 @@ impl Prep {
                 },
             ),
         };
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.is_file() {
-            let tok_err = |detail: String| SkillError::Tokenizer {
-                path: tokenizer_path.clone(),
-                detail,
-            };
-            let mut tok = tokenizers::Tokenizer::from_file(&tokenizer_path)
-                .map_err(|e| tok_err(e.to_string()))?;
-            // The file may carry fixed padding/truncation (MiniLM's: 128); MAX gets unpadded
-            // rows truncated to the model's length, as sentence-transformers does.
-            tok.with_padding(None);
-            let trunc = match job {
-                MaxJob::Embed => Some(tokenizers::TruncationParams {
-                    max_length: max_len,
-                    ..Default::default()
-                }),
-                MaxJob::Generate => None,
-            };
-            tok.with_truncation(trunc)
-                .map_err(|e| tok_err(e.to_string()))?;
-            Some(tok)
-        } else {
-            None
+        // The file may carry fixed padding/truncation (MiniLM's: 128); MAX gets unpadded rows,
+        // truncated to the model's length for embeddings as sentence-transformers does (MAX
+        // itself does not truncate).
+        let truncate = match job {
+            MaxJob::Embed => Some(max_len),
+            MaxJob::Generate => None,
         };
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, truncate)?;
         Ok(Self {
             tokenizer,
             tokenizer_path,

@@ -483,7 +483,7 @@ impl TextEncoder {
             None => Self::max_tokens_of(kind, &dims),
         };
         let (pooling, normalize) = sentence_transformers_head(dir)?;
-        let (tokenizer, tokenizer_path) = load_tokenizer(dir, max_len)?;
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, Some(max_len))?;
         Ok(Self {
             kind,
             backbone,

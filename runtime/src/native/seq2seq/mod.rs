@@ -165,7 +165,7 @@ impl T5Encoder {
         let (pooling, normalize) = sentence_transformers_head(dir)?;
         // T5 has relative positions: no hard length limit; truncate text at 512 like T5's
         // tokenizer default.
-        let (tokenizer, tokenizer_path) = load_tokenizer(dir, 512)?;
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, Some(512))?;
         Ok(Self {
             model: Mutex::new(model),
             config,
