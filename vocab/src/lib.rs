@@ -11,6 +11,12 @@
 
 use std::fmt;
 
+mod support;
+pub use support::{
+    Backend, MAX_EMBEDDING_ARCHITECTURES, MAX_OTHER_EMBEDDING_ARCHITECTURES, MaxJob, NativeImpl,
+    RunFacts, Support, max_job, support,
+};
+
 /// A value was not one of the allowed spellings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownValue {
@@ -105,6 +111,7 @@ macro_rules! vocabulary {
         }
     };
 }
+pub(crate) use vocabulary;
 
 vocabulary! {
     /// The architecture family of a model type. Decides which task categories it may list.
@@ -339,6 +346,59 @@ impl Family {
     }
 }
 
+
+/// The capability table, written once: for each [`Capability`], its variant, method name,
+/// request type, output type and one-line doc. `for_each_capability!(callback)` expands to
+/// `callback! { Variant method(Request) -> Output: "doc"; ... }`. The derive macro, the
+/// runtime's `Call`/`Output` enums, its capability functions and `DynSkill`'s methods are all
+/// generated from it (the derive through [`Capability::signature`]).
+#[macro_export]
+macro_rules! for_each_capability {
+    ($callback:ident) => {
+        $callback! {
+            Embed embed(EmbedRequest) -> Embeddings: "One embedding vector per input.";
+            FillMask fill_mask(FillMaskRequest) -> FillMaskOutput: "Predict the masked tokens.";
+            Classify classify(ClassifyRequest) -> Classifications: "Classify each input sequence.";
+            Generate generate(GenerateRequest) -> Generation: "Generate text from a prompt.";
+            Transcribe transcribe(TranscribeRequest) -> Transcription: "Transcribe 16 kHz mono PCM.";
+            ClassifyImage classify_image(ClassifyImageRequest) -> ImageClassification: "Classify an image.";
+            ImageTextSimilarity image_text_similarity(ImageTextRequest) -> Similarity: "Score images against texts.";
+        }
+    };
+}
+
+/// The typed signature of a capability's method (see [`for_each_capability!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature {
+    /// The method name, e.g. `embed`.
+    pub method: &'static str,
+    /// The request type in the runtime's `request` module, e.g. `EmbedRequest`.
+    pub request: &'static str,
+    /// The output type, e.g. `Embeddings`.
+    pub output: &'static str,
+    /// One line of documentation.
+    pub doc: &'static str,
+}
+
+macro_rules! signatures {
+    ($($variant:ident $method:ident($req:ident) -> $out:ident: $doc:literal;)*) => {
+        impl Capability {
+            /// The method, request and output types of this capability.
+            pub const fn signature(self) -> Signature {
+                match self {$(
+                    Capability::$variant => Signature {
+                        method: stringify!($method),
+                        request: stringify!($req),
+                        output: stringify!($out),
+                        doc: $doc,
+                    },
+                )*}
+            }
+        }
+    };
+}
+for_each_capability!(signatures);
+
 impl Capability {
     /// The method name the skill exposes for this capability.
     pub const fn method(self) -> &'static str {
@@ -417,6 +477,13 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capability_table_names_each_method_once() {
+        for c in Capability::ALL {
+            assert_eq!(c.signature().method, c.method());
+        }
+    }
 
     #[test]
     fn spellings_round_trip_and_are_distinct() {
