@@ -13,7 +13,7 @@
 #   compile    debug `cargo build -p skills` after `cargo clean -p skills` (runtime already
 #              built), and the rebuild after editing one registry entry, in a detached git
 #              worktree of HEAD (your working tree is never touched); generated lines per skill.
-#   dispatch   `cargo bench -p skillgen-runtime --bench resolve` (criterion medians, ns).
+#   dispatch   `cargo bench -p skills --bench resolve` (criterion medians, ns).
 #   inference  candle (`cargo bench -p skillgen-runtime --bench inference`) vs PyTorch
 #              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
 #   max        `cargo bench -p skillgen-runtime --bench max` (prints SKIPPED without MAX).
@@ -220,8 +220,8 @@ fi
 
 # ----------------------------------------------------------------------------- dispatch
 if want dispatch; then
-    log "dispatch: cargo bench -p skillgen-runtime --bench resolve"
-    cargo bench -q -p skillgen-runtime --bench resolve 2>&1 | tee "$RAW/resolve.txt" | grep -E "time:" >&2 || true
+    log "dispatch: cargo bench -p skills --bench resolve"
+    cargo bench -q -p skills --bench resolve 2>&1 | tee "$RAW/resolve.txt" | grep -E "time:" >&2 || true
 fi
 
 # ----------------------------------------------------------------------------- inference

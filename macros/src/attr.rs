@@ -2,8 +2,8 @@
 
 use proc_macro2::{Delimiter, TokenStream, TokenTree};
 use quote::ToTokens;
-use skillgen_vocab::{Family, Modality, Task, did_you_mean};
-use syn::{Attribute, Error, Ident, LitStr};
+use skillgen_vocab::{Backend, Family, Modality, NativeImpl, Task, did_you_mean};
+use syn::{Attribute, Error, Ident, LitStr, Path};
 
 /// The keys accepted in the struct-level `#[skill(...)]`.
 pub const KEYS: &[&str] = &[
@@ -15,8 +15,11 @@ pub const KEYS: &[&str] = &[
     "tasks",
     "candle",
     "max",
+    "native",
+    "refused",
     "sub_config_of",
     "deprecated",
+    "backends",
 ];
 
 /// Collected errors.
@@ -58,7 +61,13 @@ pub struct SkillAttrs {
     pub tasks: Option<Vec<TaskAttr>>,
     pub candle: Option<String>,
     pub max: Option<Vec<String>>,
+    /// `native(task = implementation, ...)`: the candle implementation per task.
+    pub native: Option<Vec<(Task, Ident, NativeImpl)>>,
+    /// `refused(backend = "why", ...)`.
+    pub refused: Option<Vec<(Backend, String)>>,
     pub sub_config_of: Option<Vec<String>>,
+    /// `backends = path::to::fn`: a `fn() -> &'static Backends`.
+    pub backends: Option<Path>,
     pub deprecated: bool,
     /// Keys seen (even when their value was invalid), to report duplicates and missing keys once.
     seen: Vec<String>,
@@ -335,6 +344,24 @@ impl SkillAttrs {
                 self.max = str_list("`max`", "`max(\"Architecture\", ...)`", ts, errors);
             }
             ("max", Value::Eq(ts)) => self.max = lit_str(&key, &ts, errors).map(|s| vec![s]),
+            ("native", Value::List(ts)) => self.native = parse_native(ts, errors),
+            ("native", _) => shape_err(
+                errors,
+                "`native(<task> = <implementation>, ...)`, e.g. `native(causal_lm = decoder)`",
+            ),
+            ("refused", Value::List(ts)) => self.refused = parse_refused(ts, errors),
+            ("refused", _) => shape_err(
+                errors,
+                "`refused(<backend> = \"why\", ...)`, e.g. `refused(candle = \"...\")`",
+            ),
+            ("backends", Value::Eq(ts)) => match syn::parse2::<Path>(ts.clone()) {
+                Ok(p) => self.backends = Some(p),
+                Err(_) => errors.spanned(
+                    &ts,
+                    "expected a path to a `fn() -> &'static Backends`, e.g. `backends = skills::backends`",
+                ),
+            },
+            ("backends", _) => shape_err(errors, "`backends = path::to::fn`"),
             ("sub_config_of", Value::List(ts)) => {
                 self.sub_config_of = str_list(
                     "`sub_config_of`",
@@ -368,6 +395,16 @@ impl SkillAttrs {
                 );
             }
         }
+        if let (Some(native), Some(tasks)) = (&self.native, &self.tasks) {
+            for (task, key, _) in native {
+                if !tasks.iter().any(|t| t.task == *task) {
+                    errors.spanned(
+                        key,
+                        format!("`native({key} = ...)`: task `{key}` is not listed in `tasks(...)`"),
+                    );
+                }
+            }
+        }
         if let (Some(family), Some(tasks)) = (self.family, &self.tasks) {
             for t in tasks {
                 if !family.accepts(t.task) {
@@ -390,6 +427,79 @@ impl SkillAttrs {
             }
         }
     }
+}
+
+/// `key = value` items of a list, as identifier keys and token values.
+fn key_values(ts: TokenStream, what: &str, errors: &mut Errors) -> Vec<(Ident, TokenStream)> {
+    let mut out = Vec::new();
+    for item in split_commas(ts) {
+        match split_item(&item) {
+            Ok((key, Value::Eq(v))) => out.push((key, v)),
+            Ok(_) => errors.spanned(&item, format!("expected `<key> = <value>` in `{what}(...)`")),
+            Err(e) => errors.push(e),
+        }
+    }
+    out
+}
+
+fn parse_native(ts: TokenStream, errors: &mut Errors) -> Option<Vec<(Task, Ident, NativeImpl)>> {
+    let mut out: Vec<(Task, Ident, NativeImpl)> = Vec::new();
+    let mut ok = true;
+    for (key, value) in key_values(ts, "native", errors) {
+        let task = match Task::from_ident(&key.to_string()) {
+            Ok(t) => t,
+            Err(e) => {
+                unknown("task", &key, e.suggestion, errors);
+                ok = false;
+                continue;
+            }
+        };
+        let Some(i) = ident("native", &value, "decoder", errors) else {
+            ok = false;
+            continue;
+        };
+        let imp = match NativeImpl::from_ident(&i.to_string()) {
+            Ok(n) => n,
+            Err(e) => {
+                unknown("native implementation", &i, e.suggestion, errors);
+                ok = false;
+                continue;
+            }
+        };
+        if out.iter().any(|(t, _, _)| *t == task) {
+            errors.spanned(&key, format!("duplicate task `{key}` in `native(...)`"));
+            ok = false;
+            continue;
+        }
+        out.push((task, key, imp));
+    }
+    ok.then_some(out)
+}
+
+fn parse_refused(ts: TokenStream, errors: &mut Errors) -> Option<Vec<(Backend, String)>> {
+    let mut out: Vec<(Backend, String)> = Vec::new();
+    let mut ok = true;
+    for (key, value) in key_values(ts, "refused", errors) {
+        let backend = match Backend::parse(&key.to_string()) {
+            Ok(b) => b,
+            Err(e) => {
+                unknown("backend", &key, e.suggestion, errors);
+                ok = false;
+                continue;
+            }
+        };
+        let Some(why) = lit_str(&key, &value, errors) else {
+            ok = false;
+            continue;
+        };
+        if out.iter().any(|(b, _)| *b == backend) {
+            errors.spanned(&key, format!("duplicate backend `{key}` in `refused(...)`"));
+            ok = false;
+            continue;
+        }
+        out.push((backend, why));
+    }
+    ok.then_some(out)
 }
 
 fn parse_tasks(ts: TokenStream, errors: &mut Errors) -> Vec<TaskAttr> {

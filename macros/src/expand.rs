@@ -7,54 +7,6 @@ use syn::{Data, DeriveInput, Fields, Ident};
 
 use crate::attr::{Errors, SkillAttrs, default_modalities, field_is_state, skill_attr};
 
-/// The method, request type, output type and doc line of each capability.
-fn method(c: Capability) -> (&'static str, &'static str, &'static str, &'static str) {
-    match c {
-        Capability::Embed => (
-            "embed",
-            "EmbedRequest",
-            "Embeddings",
-            "One embedding vector per input.",
-        ),
-        Capability::FillMask => (
-            "fill_mask",
-            "FillMaskRequest",
-            "FillMaskOutput",
-            "Predict the masked tokens.",
-        ),
-        Capability::Classify => (
-            "classify",
-            "ClassifyRequest",
-            "Classifications",
-            "Classify each input sequence.",
-        ),
-        Capability::Generate => (
-            "generate",
-            "GenerateRequest",
-            "Generation",
-            "Generate text from a prompt.",
-        ),
-        Capability::Transcribe => (
-            "transcribe",
-            "TranscribeRequest",
-            "Transcription",
-            "Transcribe 16 kHz mono PCM.",
-        ),
-        Capability::ClassifyImage => (
-            "classify_image",
-            "ClassifyImageRequest",
-            "ImageClassification",
-            "Classify an image.",
-        ),
-        Capability::ImageTextSimilarity => (
-            "image_text_similarity",
-            "ImageTextRequest",
-            "Similarity",
-            "Score images against texts.",
-        ),
-    }
-}
-
 fn opt_str(v: &Option<String>) -> TokenStream {
     match v {
         Some(s) => quote!(__sg::Some(#s)),
@@ -179,15 +131,30 @@ fn expand(input: &DeriveInput, a: &SkillAttrs, state: Option<&(Ident, Vec<Ident>
     let sub_config_of = a.sub_config_of.as_deref().unwrap_or_default();
     let max = a.max.as_deref().unwrap_or_default();
     let deprecated = a.deprecated;
+    let native = a.native.as_deref().unwrap_or_default().iter().map(|(task, _, imp)| {
+        let t = Ident::new(task.variant_name(), Span::call_site());
+        let i = Ident::new(imp.variant_name(), Span::call_site());
+        quote!((__sg::Task::#t, __sg::NativeImpl::#i))
+    });
+    let refused = a.refused.as_deref().unwrap_or_default().iter().map(|(b, why)| {
+        let b = Ident::new(b.variant_name(), Span::call_site());
+        quote!((__sg::Backend::#b, #why))
+    });
+    let backends = match &a.backends {
+        Some(path) => quote!(#path()),
+        None => quote!(__sg::Backends::none()),
+    };
 
     let task_list: Vec<_> = tasks.iter().map(|t| t.task).collect();
     let methods = Capability::all_for(family, &task_list).into_iter().map(|(c, _)| {
-        let (m, req, out, doc) = method(c);
-        let m = format_ident!("{}", m);
-        let req = format_ident!("{}", req);
-        let out = format_ident!("{}", out);
+        // The capability table (`skillgen_vocab::for_each_capability!`), written once.
+        let sig = c.signature();
+        let doc = sig.doc;
+        let m = format_ident!("{}", sig.method);
+        let req = format_ident!("{}", sig.request);
+        let out = format_ident!("{}", sig.output);
         let call = match state {
-            Some((field, _)) => quote!(__sg::#m(&self.#field, request.into())),
+            Some((field, _)) => quote!(self.#field.#m(request)),
             None => quote!(::core::unreachable!()),
         };
         quote! {
@@ -229,9 +196,14 @@ fn expand(input: &DeriveInput, a: &SkillAttrs, state: Option<&(Ident, Vec<Ident>
                     tasks: &[#(#task_infos),*],
                     candle: #candle,
                     max: &[#(#max),*],
+                    native: &[#(#native),*],
+                    refused: &[#(#refused),*],
                     sub_config_of: &[#(#sub_config_of),*],
                     deprecated: #deprecated,
                 };
+                fn backends() -> &'static __sg::Backends {
+                    #backends
+                }
                 fn state(&self) -> &__sg::SkillState {
                     #state_fn
                 }

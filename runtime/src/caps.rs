@@ -1,17 +1,14 @@
 //! What this machine can run: CPU, candle GPU support, a reachable MAX server, the Mojo toolchain.
 //!
-//! [`Capabilities::detected`] probes once per process and caches the report. A [`Capabilities`]
+//! [`crate::Backends::capabilities`] probes once per backend set and caches the report. A [`Capabilities`]
 //! is a plain struct, so tests build fixed reports ([`Capabilities::fixed_cpu_only`],
 //! [`Capabilities::fixed_with_max`] and the `with_*` builders) instead of probing; a fixed report
 //! says so in its [`ReportSource`].
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::time::Duration;
+use serde::Serialize;
 
-use serde::{Deserialize, Serialize};
-
-use crate::env::{EnvSource, ProcessEnv, vars};
+use crate::env::{EnvSource, vars};
 
 /// The capability report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -119,37 +116,28 @@ impl ToolProbe {
     }
 }
 
-/// How long the MAX server probe may take (connect + answer).
-pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-static DETECTED: OnceLock<Capabilities> = OnceLock::new();
-
 impl Capabilities {
-    /// This machine's report, probed on first use (process environment) and cached.
-    pub fn detected() -> &'static Capabilities {
-        DETECTED.get_or_init(|| Capabilities::probe(&ProcessEnv))
-    }
-
-    /// Probe now (not cached), reading variables from `env`.
-    pub fn probe(env: &dyn EnvSource) -> Capabilities {
-        Self::probe_with_timeout(env, MAX_PROBE_TIMEOUT)
-    }
-
-    /// Probe now with a custom timeout for the MAX server.
-    pub fn probe_with_timeout(env: &dyn EnvSource, timeout: Duration) -> Capabilities {
+    /// The core's part of the report, probed now from `env`: the CPU, GPU device counts (not
+    /// compiled in until a backend built for them says so), `MAX_SERVE_URL` (not probed until
+    /// the MAX backend does), and the `max` and `mojo` executables. A [`crate::Backends`] set
+    /// completes it with each backend's [`crate::Backend::probe`]; use
+    /// [`crate::Backends::capabilities`] for the cached report of a set.
+    pub fn probe_core(env: &dyn EnvSource) -> Capabilities {
         let serve_url = env
             .var(vars::MAX_SERVE_URL)
             .map(|u| u.trim().to_owned())
             .filter(|u| !u.is_empty());
         let server = match &serve_url {
             None => MaxServer::NotConfigured,
-            Some(url) => probe_max_server(url, timeout),
+            Some(_) => MaxServer::Unreachable {
+                error: "not probed: the MAX backend is not compiled in".to_owned(),
+            },
         };
         Capabilities {
             source: ReportSource::Detected,
             cpu: CpuInfo::detect(),
-            cuda: detect_cuda(),
-            metal: detect_metal(),
+            cuda: DeviceSupport::cuda(false),
+            metal: DeviceSupport::metal(false),
             max: MaxInfo {
                 serve_url,
                 server,
@@ -302,8 +290,21 @@ fn cpu_features() -> Vec<String> {
 
 const NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
 
-fn detect_cuda() -> DeviceSupport {
-    let compiled_in = cfg!(feature = "cuda");
+impl DeviceSupport {
+    /// CUDA: the NVIDIA GPUs of this machine, usable when a backend built for CUDA says
+    /// `compiled_in`.
+    pub fn cuda(compiled_in: bool) -> DeviceSupport {
+        detect_cuda(compiled_in)
+    }
+
+    /// Metal: the Metal device of this machine, usable when a backend built for Metal says
+    /// `compiled_in`.
+    pub fn metal(compiled_in: bool) -> DeviceSupport {
+        detect_metal(compiled_in)
+    }
+}
+
+fn detect_cuda(compiled_in: bool) -> DeviceSupport {
     let (devices, found) = match std::fs::read_dir(NVIDIA_GPUS) {
         Ok(rd) => {
             let n = rd.filter_map(Result::ok).count();
@@ -317,7 +318,7 @@ fn detect_cuda() -> DeviceSupport {
     let detail = if compiled_in {
         found
     } else {
-        format!("not compiled in (build skillgen-runtime with the `cuda` feature); {found}")
+        format!("not compiled in (build `skills` with the `cuda` feature); {found}")
     };
     DeviceSupport {
         compiled_in,
@@ -326,8 +327,7 @@ fn detect_cuda() -> DeviceSupport {
     }
 }
 
-fn detect_metal() -> DeviceSupport {
-    let compiled_in = cfg!(feature = "metal");
+fn detect_metal(compiled_in: bool) -> DeviceSupport {
     let (devices, found) = if cfg!(target_os = "macos") {
         (
             1,
@@ -345,63 +345,12 @@ fn detect_metal() -> DeviceSupport {
     let detail = if compiled_in {
         found
     } else {
-        format!("not compiled in (build skillgen-runtime with the `metal` feature); {found}")
+        format!("not compiled in (build `skills` with the `metal` feature); {found}")
     };
     DeviceSupport {
         compiled_in,
         devices,
         detail,
-    }
-}
-
-/// The URL of the model list under a MAX base URL (`…/v1/models`).
-pub fn models_url(base: &str) -> String {
-    let base = base.trim().trim_end_matches('/');
-    if base.ends_with("/v1/models") {
-        base.to_owned()
-    } else if base.ends_with("/v1") {
-        format!("{base}/models")
-    } else {
-        format!("{base}/v1/models")
-    }
-}
-
-#[derive(Deserialize)]
-struct ModelList {
-    data: Vec<ModelEntry>,
-}
-
-#[derive(Deserialize)]
-struct ModelEntry {
-    id: String,
-}
-
-/// `GET {url}/v1/models` with `timeout` for the whole exchange.
-pub fn probe_max_server(url: &str, timeout: Duration) -> MaxServer {
-    let target = models_url(url);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .timeout_connect(Some(timeout))
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let unreachable = |error: String| MaxServer::Unreachable { error };
-    let resp = match agent.get(&target).call() {
-        Ok(r) => r,
-        Err(e) => return unreachable(format!("GET {target} failed: {e}")),
-    };
-    let status = resp.status();
-    if !status.is_success() {
-        return unreachable(format!("GET {target} answered HTTP {}", status.as_u16()));
-    }
-    match resp.into_body().read_json::<ModelList>() {
-        Ok(list) => MaxServer::Serving {
-            models: list.data.into_iter().map(|m| m.id).collect(),
-        },
-        Err(e) => unreachable(format!(
-            "GET {target} did not answer with an OpenAI model list: {e}"
-        )),
     }
 }
 
@@ -452,108 +401,6 @@ pub fn find_tool(env: &dyn EnvSource, override_var: &str, name: &str) -> ToolPro
 mod tests {
     use super::*;
     use crate::env::MapEnv;
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-    use std::time::Instant;
-
-    #[test]
-    fn models_url_joins() {
-        assert_eq!(models_url("http://h:8000"), "http://h:8000/v1/models");
-        assert_eq!(models_url("http://h:8000/"), "http://h:8000/v1/models");
-        assert_eq!(models_url("http://h:8000/v1"), "http://h:8000/v1/models");
-        assert_eq!(
-            models_url("http://h:8000/v1/models"),
-            "http://h:8000/v1/models"
-        );
-    }
-
-    #[test]
-    fn closed_port_is_unreachable_quickly() {
-        let port = {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
-        let env = MapEnv::from_pairs(&[(vars::MAX_SERVE_URL, &format!("http://127.0.0.1:{port}"))]);
-        let t = Instant::now();
-        let caps = Capabilities::probe(&env);
-        assert!(
-            t.elapsed() < MAX_PROBE_TIMEOUT + Duration::from_secs(1),
-            "{:?}",
-            t.elapsed()
-        );
-        match &caps.max.server {
-            MaxServer::Unreachable { error } => assert!(error.contains("/v1/models"), "{error}"),
-            other => panic!("expected unreachable, got {other:?}"),
-        }
-        assert_eq!(caps.source, ReportSource::Detected);
-    }
-
-    #[test]
-    fn silent_server_times_out() {
-        // Accepts the connection (kernel backlog) but never answers.
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        let t = Instant::now();
-        let s = probe_max_server(&url, Duration::from_millis(300));
-        let took = t.elapsed();
-        assert!(took < Duration::from_secs(2), "took {took:?}");
-        assert!(matches!(s, MaxServer::Unreachable { .. }), "{s:?}");
-        drop(l);
-    }
-
-    fn serve_once(body: &'static str, status: &'static str) -> String {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = l.accept() {
-                let mut buf = [0u8; 4096];
-                let n = s.read(&mut buf).unwrap_or(0);
-                let req = String::from_utf8_lossy(&buf[..n]);
-                let (status, body) = if req.starts_with("GET /v1/models ") {
-                    (status, body)
-                } else {
-                    ("404 Not Found", "")
-                };
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        url
-    }
-
-    #[test]
-    fn parses_served_model_ids() {
-        let url = serve_once(
-            r#"{"object":"list","data":[{"id":"meta-llama/Llama-3.1-8B-Instruct","object":"model"},{"id":"llama"}]}"#,
-            "200 OK",
-        );
-        let s = probe_max_server(&url, MAX_PROBE_TIMEOUT);
-        assert_eq!(
-            s,
-            MaxServer::Serving {
-                models: vec!["meta-llama/Llama-3.1-8B-Instruct".into(), "llama".into()]
-            }
-        );
-    }
-
-    #[test]
-    fn http_errors_and_bad_json_are_unreachable_with_detail() {
-        let url = serve_once("{}", "500 Internal Server Error");
-        match probe_max_server(&url, MAX_PROBE_TIMEOUT) {
-            MaxServer::Unreachable { error } => assert!(error.contains("HTTP 500"), "{error}"),
-            o => panic!("{o:?}"),
-        }
-        let url = serve_once("not json", "200 OK");
-        match probe_max_server(&url, MAX_PROBE_TIMEOUT) {
-            MaxServer::Unreachable { error } => {
-                assert!(error.contains("OpenAI model list"), "{error}")
-            }
-            o => panic!("{o:?}"),
-        }
-    }
 
     #[test]
     fn tools_found_via_override_then_path() {
@@ -586,7 +433,7 @@ mod tests {
             t.detail
         );
 
-        let caps = Capabilities::probe(&on_path);
+        let caps = Capabilities::probe_core(&on_path);
         assert_eq!(caps.max.server, MaxServer::NotConfigured);
         assert_eq!(caps.max.executable.path.as_deref(), Some(max.as_path()));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -594,18 +441,21 @@ mod tests {
 
     #[test]
     fn detection_reports_this_build() {
-        let caps = Capabilities::probe(&MapEnv::empty());
+        let caps = Capabilities::probe_core(&MapEnv::empty());
         assert_eq!(caps.cpu.arch, std::env::consts::ARCH);
         assert!(caps.cpu.threads >= 1);
-        assert_eq!(caps.cuda.compiled_in, cfg!(feature = "cuda"));
-        assert_eq!(caps.metal.compiled_in, cfg!(feature = "metal"));
-        if !cfg!(feature = "cuda") {
-            assert!(
-                caps.cuda.detail.starts_with("not compiled in"),
-                "{}",
-                caps.cuda.detail
-            );
-        }
+        // No backend has said it was built for a GPU.
+        assert!(!caps.cuda.compiled_in && !caps.metal.compiled_in);
+        assert!(
+            caps.cuda.detail.starts_with("not compiled in"),
+            "{}",
+            caps.cuda.detail
+        );
+        let url = MapEnv::from_pairs(&[(vars::MAX_SERVE_URL, "http://127.0.0.1:9")]);
+        assert!(matches!(
+            Capabilities::probe_core(&url).max.server,
+            MaxServer::Unreachable { .. }
+        ));
         assert_eq!(caps.mojo.path, None, "PATH unset in this env");
         let json = serde_json::to_value(&caps).unwrap();
         assert_eq!(json["source"], "detected");

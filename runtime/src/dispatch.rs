@@ -16,7 +16,7 @@ use serde::{Serialize, Serializer};
 use skillgen_vocab::{Capability, Task};
 
 use crate::SkillError;
-use crate::backend::{BackendKind, CheckInput, backend_for};
+use crate::backend::{Backend, BackendKind, Backends, CheckInput, Failure};
 use crate::caps::Capabilities;
 use crate::env::{self, EnvSource, MapEnv, vars};
 use crate::info::SkillInfo;
@@ -30,6 +30,20 @@ pub enum SkipReason {
     NotCompiledIn {
         /// The feature (`cuda`, `metal`).
         feature: &'static str,
+    },
+    /// No backend serving this target was compiled in (the `skills` crate's `candle` / `max`
+    /// features), or the skill was loaded with a backend set without it.
+    BackendNotCompiledIn {
+        /// The backend that would serve the target.
+        backend: BackendKind,
+    },
+    /// The registry says skillgen refuses to run this model type on this backend: it would
+    /// compute numbers that differ from the reference.
+    Refused {
+        /// The backend.
+        backend: BackendKind,
+        /// Why (from `models.yaml`'s `refused:`).
+        reason: &'static str,
     },
     /// The device does not exist on this machine.
     NoDevice {
@@ -89,6 +103,8 @@ impl SkipReason {
     pub const fn kind(&self) -> &'static str {
         match self {
             SkipReason::NotCompiledIn { .. } => "not_compiled_in",
+            SkipReason::BackendNotCompiledIn { .. } => "backend_not_compiled_in",
+            SkipReason::Refused { .. } => "refused",
             SkipReason::NoDevice { .. } => "no_device",
             SkipReason::MaxUnreachable { .. } => "max_unreachable",
             SkipReason::MaxNoArchitecture { .. } => "max_no_architecture",
@@ -105,8 +121,16 @@ impl fmt::Display for SkipReason {
         match self {
             SkipReason::NotCompiledIn { feature } => write!(
                 f,
-                "not compiled in (build skillgen-runtime with the `{feature}` feature)"
+                "not compiled in (build `skills` with the `{feature}` feature)"
             ),
+            SkipReason::BackendNotCompiledIn { backend } => write!(
+                f,
+                "the {backend} backend is not compiled in (build `skills` with the `{}` feature)",
+                backend.as_str()
+            ),
+            SkipReason::Refused { backend, reason } => {
+                write!(f, "refused on the {backend} backend: {reason}")
+            }
             SkipReason::NoDevice {
                 kind,
                 ordinal,
@@ -351,7 +375,7 @@ pub fn task_for(info: &SkillInfo, work: Work) -> Result<(Option<Capability>, Tas
     }
 }
 
-/// Decide where `work` runs for `info`. Pure: `env` and `caps` are arguments.
+/// Decide where `work` runs for `info` over `backends`. Pure: `env` and `caps` are arguments.
 /// `strict` is the builder option; `SKILLGEN_STRICT` in `env` also turns strict mode on.
 pub fn plan(
     info: &SkillInfo,
@@ -360,12 +384,14 @@ pub fn plan(
     env: &dyn EnvSource,
     caps: &Capabilities,
     strict: bool,
+    backends: &Backends,
 ) -> Result<Dispatch, SkillError> {
-    plan_for_model(info, work.into(), spec, env, caps, strict, &[])
+    plan_for_model(info, work.into(), spec, env, caps, strict, &[], backends)
 }
 
 /// [`plan`] for a loaded model whose `model_names` (e.g. `_name_or_path`, directory name,
 /// `architectures`) a MAX server's model id may match.
+#[allow(clippy::too_many_arguments)]
 pub fn plan_for_model(
     info: &SkillInfo,
     work: Work,
@@ -374,16 +400,18 @@ pub fn plan_for_model(
     caps: &Capabilities,
     strict: bool,
     model_names: &[&str],
+    backends: &Backends,
 ) -> Result<Dispatch, SkillError> {
     plan_with_check(info, work, spec, env, caps, strict, model_names, &|input| {
-        backend_for(input.target).check(input)
+        backends.check(input).map(|_| ())
     })
 }
 
-/// [`plan_for_model`] with the backend check injected (tests exercise the chain with a check
-/// that accepts what this build's backends do not implement yet).
+/// [`plan_for_model`] with the backend check injected: the fallback chain and strict mode over
+/// any support predicate (tests exercise the chain with a check that accepts what no backend
+/// implements yet).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn plan_with_check(
+pub fn plan_with_check(
     info: &SkillInfo,
     work: Work,
     spec: &TargetSpec,
@@ -535,15 +563,15 @@ pub struct DispatchTable {
     pub rows: Vec<TableRow>,
 }
 
-/// Build the [`DispatchTable`] of `info` under `caps`.
-pub fn table(info: &SkillInfo, caps: &Capabilities) -> DispatchTable {
+/// Build the [`DispatchTable`] of `info` under `caps`, over `backends`.
+pub fn table(info: &SkillInfo, caps: &Capabilities, backends: &Backends) -> DispatchTable {
     let settings: Vec<(TargetSpec, MapEnv)> =
         (0..TABLE_SETTINGS.len()).map(table_setting).collect();
     let mut rows: Vec<TableRow> = Vec::new();
     for t in info.tasks {
         let outcomes: [String; 5] = std::array::from_fn(|i| {
             let (spec, env) = &settings[i];
-            outcome_code(&plan(info, t.task, spec, env, caps, false))
+            outcome_code(&plan(info, t.task, spec, env, caps, false, backends))
         });
         match rows.iter_mut().find(|r| r.outcomes == outcomes) {
             Some(row) => row.tasks.push(t.task.as_str()),
@@ -573,566 +601,98 @@ impl fmt::Display for DispatchTable {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::{Backend, CandleBackend, MaxBackend};
-    use crate::info::TaskInfo;
-    use skillgen_vocab::{Family, Modality};
 
-    /// A decoder whose generation candle does not run (candle ignores Granite's multipliers).
-    static GRANITE: SkillInfo = SkillInfo {
-        model_type: "granite",
-        struct_name: "Granite",
-        family: Family::Decoder,
-        modalities: &[Modality::Text],
-        config_class: Some("GraniteConfig"),
-        hf_module: Some("granite"),
-        tasks: &[
-            TaskInfo {
-                task: Task::BaseModel,
-                hf_classes: &["GraniteModel"],
-            },
-            TaskInfo {
-                task: Task::CausalLm,
-                hf_classes: &["GraniteForCausalLM"],
-            },
-            TaskInfo {
-                task: Task::SequenceClassification,
-                hf_classes: &["GraniteForSequenceClassification"],
-            },
-        ],
-        candle: Some("granite"),
-        max: &["GraniteForCausalLM"],
-        sub_config_of: &[],
-        deprecated: false,
-    };
-
-    static BERT: SkillInfo = SkillInfo {
-        model_type: "bert",
-        struct_name: "Bert",
-        family: Family::Encoder,
-        modalities: &[Modality::Text],
-        config_class: None,
-        hf_module: None,
-        tasks: &[TaskInfo {
-            task: Task::MaskedLm,
-            hf_classes: &[],
-        }],
-        candle: Some("bert"),
-        max: &[],
-        sub_config_of: &[],
-        deprecated: false,
-    };
-
-    /// The real checks, except that candle is taken to implement every task: exercises the
-    /// chain past this build's "task not implemented" (a support predicate, no output).
-    fn candle_implements_all(input: &CheckInput<'_>) -> Result<(), SkipReason> {
-        match input.target {
-            Target::MojoMax => MaxBackend.check(input),
-            _ => match CandleBackend.check(input) {
-                Err(SkipReason::TaskNotImplemented { .. }) => Ok(()),
-                other => other,
-            },
+/// Run `call` for a `dispatch` that was planned over `backends`, under `env` and `caps`.
+///
+/// This is the one place where a run-time failure moves a call on: when the chosen backend
+/// answers [`Failure::Retry`], the reason is recorded as a fallback and the next target of the
+/// chain whose check passes runs the call (the returned [`Dispatch`] says so). In strict mode
+/// with an exact target the failure is a [`SkillError::Strict`] instead. A
+/// [`Failure::Final`] is returned as it is.
+pub fn execute<T>(
+    state: &crate::skill::SkillState,
+    dispatch: Dispatch,
+    env: &dyn EnvSource,
+    caps: &Capabilities,
+    mut run: impl FnMut(&dyn Backend, Target) -> Result<T, Failure>,
+) -> Result<(T, Dispatch), SkillError> {
+    let backends = state.backends();
+    let names = state.model_names();
+    let mut dispatch = dispatch;
+    let mut target = dispatch.used;
+    let mut backend = match backends.for_target(target) {
+        Some(b) => b,
+        None => {
+            return Err(SkillError::NoBackend {
+                model_type: dispatch.model_type,
+                task: dispatch.task,
+                requested: dispatch.resolved.to_string(),
+                tried: dispatch.fallbacks,
+            });
         }
-    }
-
-    const NO_MAX: &str =
-        "mojo_max skipped: MAX unreachable (MAX_SERVE_URL not set and no `max` executable found)";
-
-    fn hyp(
-        info: &SkillInfo,
-        spec: TargetSpec,
-        env: &[(&str, &str)],
-        caps: &Capabilities,
-        strict: bool,
-    ) -> Result<Dispatch, SkillError> {
-        plan_with_check(
-            info,
-            Capability::Generate.into(),
-            &spec,
-            &MapEnv::from_pairs(env),
-            caps,
-            strict,
-            &[],
-            &candle_implements_all,
-        )
-        .or_else(|e| match e {
-            // BERT has no `generate`; use its task.
-            SkillError::CapabilityMissing { .. } => plan_with_check(
-                info,
-                Task::MaskedLm.into(),
-                &spec,
-                &MapEnv::from_pairs(env),
-                caps,
-                strict,
-                &[],
-                &candle_implements_all,
-            ),
-            e => Err(e),
-        })
-    }
-
-    fn used_and_skips(r: &Result<Dispatch, SkillError>) -> (Option<Target>, Vec<String>) {
-        match r {
-            Ok(d) => (
-                Some(d.used),
-                d.fallbacks.iter().map(ToString::to_string).collect(),
-            ),
-            Err(e) => (None, e.tried().iter().map(ToString::to_string).collect()),
-        }
-    }
-
-    #[test]
-    fn use_mojo_max_without_max_falls_back_to_cpu() {
-        let caps = Capabilities::fixed_cpu_only();
-        let r = hyp(
-            &GRANITE,
-            TargetSpec::Default,
-            &[("USE_MOJO_MAX_TARGET", "1")],
-            &caps,
-            false,
-        );
-        let d = r.as_ref().unwrap();
-        assert_eq!(d.resolved.target, Some(Target::MojoMax));
-        assert_eq!(d.resolved.source, TargetSource::UseMojoMaxTarget);
-        assert_eq!(d.used, Target::Cpu);
-        assert_eq!(d.task, Task::CausalLm);
-        assert!(!d.strict);
-        assert_eq!(
-            used_and_skips(&r).1,
-            [
-                NO_MAX,
-                "cuda:0 skipped: not compiled in (build skillgen-runtime with the `cuda` feature)",
-                "metal:0 skipped: not compiled in (build skillgen-runtime with the `metal` feature)",
-            ]
-        );
-        let json = serde_json::to_value(d).unwrap();
-        assert_eq!(json["used"], "cpu");
-        assert_eq!(json["requested"], "default");
-        assert_eq!(json["resolved"]["target"], "mojo_max");
-        assert_eq!(json["resolved"]["source"], "use_mojo_max_target");
-        assert_eq!(json["fallbacks"][0]["reason"], "max_unreachable");
-        assert_eq!(json["capability"], "generate");
-    }
-
-    #[test]
-    fn strict_turns_the_max_fallback_into_an_error() {
-        let caps = Capabilities::fixed_cpu_only();
-        for (env, strict, why) in [
-            (
-                &[("USE_MOJO_MAX_TARGET", "1"), ("SKILLGEN_STRICT", "1")][..],
-                false,
-                "SKILLGEN_STRICT is set",
-            ),
-            (
-                &[("USE_MOJO_MAX_TARGET", "yes")][..],
-                true,
-                "strict mode was requested",
-            ),
-            (
-                &[("SKILLGEN_TARGET", "mojo_max"), ("SKILLGEN_STRICT", "true")][..],
-                false,
-                "SKILLGEN_STRICT is set",
-            ),
-        ] {
-            let e = hyp(&GRANITE, TargetSpec::Default, env, &caps, strict).unwrap_err();
-            match &e {
-                SkillError::Strict { skip, why: w, .. } => {
-                    assert_eq!(skip.to_string(), NO_MAX);
-                    assert_eq!(*w, why);
-                }
-                e => panic!("{env:?}: {e}"),
+    };
+    loop {
+        let _span = tracing::debug_span!("run", backend = %backend.kind(), %target).entered();
+        let reason = match run(backend, target) {
+            Ok(out) => {
+                dispatch.used = target;
+                return Ok((out, dispatch));
             }
-            assert!(e.to_string().contains("MAX unreachable"), "{e}");
-        }
-        // Strict does not change auto: auto asks for the best available.
-        let d = hyp(
-            &GRANITE,
-            TargetSpec::Auto,
-            &[("SKILLGEN_STRICT", "1")],
-            &caps,
-            false,
-        )
-        .unwrap();
-        assert_eq!((d.used, d.strict), (Target::Cpu, true));
-        // Strict with an exact target that works is fine.
-        let d = hyp(&GRANITE, Target::Cpu.into(), &[], &caps, true).unwrap();
-        assert_eq!((d.used, d.fallbacks.len()), (Target::Cpu, 0));
-    }
-
-    #[test]
-    fn fallback_reasons_table() {
-        struct Case {
-            name: &'static str,
-            info: &'static SkillInfo,
-            spec: TargetSpec,
-            env: &'static [(&'static str, &'static str)],
-            caps: Capabilities,
-            used: Option<Target>,
-            first_skip: &'static str,
-        }
-        let cpu = Capabilities::fixed_cpu_only;
-        let cases = [
-            Case {
-                name: "no MAX architecture",
-                info: &BERT,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: cpu(),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the registry names no MAX architecture for model type `bert`",
-            },
-            Case {
-                name: "no MAX architecture beats MAX reachability",
-                info: &BERT,
-                spec: TargetSpec::Default,
-                env: &[("USE_MOJO_MAX_TARGET", "true")],
-                caps: Capabilities::fixed_with_max(&["bert"]),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the registry names no MAX architecture for model type `bert`",
-            },
-            Case {
-                name: "MAX up, serving something else",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: Capabilities::fixed_with_max(&["google/gemma-3-1b-it"]),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves google/gemma-3-1b-it, not model type `granite`",
-            },
-            Case {
-                name: "MAX up, serving nothing",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: Capabilities::fixed_with_max(&[]),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: the MAX server at http://127.0.0.1:8000 serves no models",
-            },
-            Case {
-                name: "MAX serves the architecture",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: Capabilities::fixed_with_max(&["GraniteForCausalLM"]),
-                used: Some(Target::MojoMax),
-                first_skip: "",
-            },
-            Case {
-                name: "MAX URL down, executable found: the backend starts its own server",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: cpu()
-                    .with_max_unreachable("http://127.0.0.1:9", "connection refused")
-                    .with_max_executable("/opt/max/bin/max"),
-                used: Some(Target::MojoMax),
-                first_skip: "",
-            },
-            Case {
-                name: "MAX serving something else, executable found",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: Capabilities::fixed_with_max(&["google/gemma-3-1b-it"])
-                    .with_max_executable("/opt/max/bin/max"),
-                used: Some(Target::MojoMax),
-                first_skip: "",
-            },
-            Case {
-                name: "MAX URL down, no executable",
-                info: &GRANITE,
-                spec: Target::MojoMax.into(),
-                env: &[],
-                caps: cpu().with_max_unreachable("http://127.0.0.1:9", "connection refused"),
-                used: Some(Target::Cpu),
-                first_skip: "mojo_max skipped: MAX unreachable (MAX_SERVE_URL=http://127.0.0.1:9 did not answer: connection refused and no `max` executable found)",
-            },
-            Case {
-                name: "auto picks CUDA when compiled in with a device",
-                info: &GRANITE,
-                spec: TargetSpec::Auto,
-                env: &[],
-                caps: cpu().with_cuda(true, 1),
-                used: Some(Target::Cuda(0)),
-                first_skip: NO_MAX,
-            },
-            Case {
-                name: "missing CUDA ordinal",
-                info: &GRANITE,
-                spec: Target::Cuda(1).into(),
-                env: &[],
-                caps: cpu().with_cuda(true, 1),
-                used: Some(Target::Cpu),
-                first_skip: "cuda:1 skipped: no CUDA device 1 (1 found: fixed report: 1 CUDA device(s))",
-            },
-            Case {
-                name: "metal compiled in, no device",
-                info: &GRANITE,
-                spec: Target::Metal(0).into(),
-                env: &[],
-                caps: cpu().with_metal(true, 0),
-                used: Some(Target::Cpu),
-                first_skip: "metal:0 skipped: no Metal device 0 (0 found: fixed report: 0 Metal device(s))",
-            },
-            Case {
-                name: "explicit beats SKILLGEN_TARGET",
-                info: &GRANITE,
-                spec: Target::Cpu.into(),
-                env: &[("SKILLGEN_TARGET", "mojo_max"), ("SKILLGEN_STRICT", "1")],
-                caps: cpu(),
-                used: Some(Target::Cpu),
-                first_skip: "",
-            },
-            Case {
-                name: "SKILLGEN_TARGET beats USE_MOJO_MAX_TARGET",
-                info: &GRANITE,
-                spec: TargetSpec::Default,
-                env: &[("SKILLGEN_TARGET", "metal:0"), ("USE_MOJO_MAX_TARGET", "1")],
-                caps: cpu(),
-                used: Some(Target::Cpu),
-                first_skip: "metal:0 skipped: not compiled in (build skillgen-runtime with the `metal` feature)",
-            },
-            Case {
-                name: "USE_MOJO_MAX_TARGET=0 is ignored",
-                info: &GRANITE,
-                spec: TargetSpec::Default,
-                env: &[("USE_MOJO_MAX_TARGET", "0")],
-                caps: cpu().with_cuda(true, 2),
-                used: Some(Target::Cuda(0)),
-                first_skip: NO_MAX,
-            },
-            Case {
-                name: "empty USE_MOJO_MAX_TARGET is ignored",
-                info: &GRANITE,
-                spec: TargetSpec::Default,
-                env: &[("USE_MOJO_MAX_TARGET", ""), ("SKILLGEN_TARGET", "")],
-                caps: cpu(),
-                used: Some(Target::Cpu),
-                first_skip: NO_MAX,
-            },
-        ];
-        for c in cases {
-            let r = hyp(c.info, c.spec, c.env, &c.caps, false);
-            let (used, skips) = used_and_skips(&r);
-            assert_eq!(used, c.used, "{}: {r:?}", c.name);
-            assert_eq!(
-                skips.first().map_or("", String::as_str),
-                c.first_skip,
-                "{}",
-                c.name
-            );
-        }
-    }
-
-    #[test]
-    fn invalid_env_values_name_the_variable() {
-        let caps = Capabilities::fixed_cpu_only();
-        for (var, value, allowed) in [
-            (
-                "SKILLGEN_TARGET",
-                "gpu",
-                "cpu, cuda, cuda:N, metal, metal:N, mojo_max, auto",
-            ),
-            (
-                "SKILLGEN_TARGET",
-                "cuda:x",
-                "cpu, cuda, cuda:N, metal, metal:N, mojo_max, auto",
-            ),
-            ("USE_MOJO_MAX_TARGET", "maybe", crate::env::BOOL_ALLOWED),
-            ("SKILLGEN_STRICT", "2", crate::env::BOOL_ALLOWED),
-        ] {
-            let e = hyp(&GRANITE, TargetSpec::Default, &[(var, value)], &caps, false).unwrap_err();
-            assert_eq!(
-                e.to_string(),
-                format!("invalid {var}=`{value}`: expected one of {allowed}")
-            );
-        }
-        // An explicit target does not read SKILLGEN_TARGET, so a bad value there is not consulted…
-        assert!(
-            hyp(
-                &GRANITE,
-                Target::Cpu.into(),
-                &[("SKILLGEN_TARGET", "gpu")],
-                &caps,
-                false
-            )
-            .is_ok()
-        );
-        // …but SKILLGEN_STRICT is always read.
-        assert!(
-            hyp(
-                &GRANITE,
-                Target::Cpu.into(),
-                &[("SKILLGEN_STRICT", "sure")],
-                &caps,
-                false
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn resolution_order() {
-        let r = |spec: TargetSpec, env: &[(&str, &str)]| {
-            resolve(&spec, &MapEnv::from_pairs(env)).unwrap()
+            Err(Failure::Final(e)) => return Err(e),
+            Err(Failure::Retry(reason)) => reason,
         };
-        assert_eq!(r(TargetSpec::Default, &[]).to_string(), "auto (default)");
-        assert_eq!(
-            r(TargetSpec::Auto, &[("SKILLGEN_TARGET", "cpu")]).to_string(),
-            "auto (explicit)"
-        );
-        assert_eq!(
-            r(
-                TargetSpec::Default,
-                &[("SKILLGEN_TARGET", "auto"), ("USE_MOJO_MAX_TARGET", "1")]
-            )
-            .to_string(),
-            "auto (SKILLGEN_TARGET)"
-        );
-        assert_eq!(
-            r(TargetSpec::Default, &[("SKILLGEN_TARGET", " CUDA ")]).to_string(),
-            "cuda:0 (SKILLGEN_TARGET)"
-        );
-        assert_eq!(
-            r(TargetSpec::Default, &[("USE_MOJO_MAX_TARGET", "TRUE")]).to_string(),
-            "mojo_max (USE_MOJO_MAX_TARGET)"
-        );
-    }
-
-    #[test]
-    fn real_backends_end_in_no_backend_with_the_full_trace() {
-        let caps = Capabilities::fixed_cpu_only();
-        let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
-        let e = plan(
-            &GRANITE,
-            Capability::Generate,
-            &TargetSpec::Default,
-            &env,
-            &caps,
-            false,
-        )
-        .unwrap_err();
-        let SkillError::NoBackend {
-            tried,
-            requested,
-            task,
-            ..
-        } = &e
-        else {
-            panic!("{e}")
-        };
-        assert_eq!(*task, Task::CausalLm);
-        assert_eq!(requested, "mojo_max (USE_MOJO_MAX_TARGET)");
-        let kinds: Vec<_> = tried.iter().map(|s| s.reason.kind()).collect();
-        assert_eq!(
-            kinds,
-            [
-                "max_unreachable",
-                "not_compiled_in",
-                "not_compiled_in",
-                "task_not_implemented"
-            ]
-        );
-        assert_eq!(
-            tried[3].to_string(),
-            "cpu skipped: task not implemented by the candle backend"
-        );
-        assert!(e.to_string().starts_with(
-            "no backend can run model type `granite` task `causal-lm` (target mojo_max (USE_MOJO_MAX_TARGET)): mojo_max skipped: MAX unreachable"
-        ), "{e}");
-    }
-
-    #[test]
-    fn missing_capability_or_task_is_typed() {
-        let caps = Capabilities::fixed_cpu_only();
-        let env = MapEnv::empty();
-        let e = plan(
-            &BERT,
-            Capability::Transcribe,
-            &TargetSpec::Auto,
-            &env,
-            &caps,
-            false,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "model type `bert` has no `transcribe` capability (it has: fill_mask)"
-        );
-        let e = plan(&BERT, Task::Ctc, &TargetSpec::Auto, &env, &caps, false).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "model type `bert` does not list task `ctc` (it lists: masked-lm)"
-        );
-    }
-
-    #[test]
-    fn table_is_deterministic_and_grouped() {
-        let caps = Capabilities::fixed_cpu_only();
-        let t = table(&GRANITE, &caps);
-        assert_eq!(t, table(&GRANITE, &caps));
-        // MAX serves causal-lm only: two rows.
-        assert_eq!(t.rows.len(), 2);
-        assert_eq!(t.rows[0].tasks, ["base-model", "sequence-classification"]);
-        assert_eq!(t.rows[1].tasks, ["causal-lm"]);
-        assert!(
-            t.rows[0].outcomes[2].starts_with("no backend: mojo_max=max_task_unsupported"),
-            "{t}"
-        );
-        let [auto, cpu, max, use_max, strict] = &t.rows[1].outcomes;
-        assert_eq!(
-            auto,
-            "no backend: mojo_max=max_unreachable, cuda:0=not_compiled_in, metal:0=not_compiled_in, cpu=task_not_implemented"
-        );
-        assert_eq!(cpu, "no backend: cpu=task_not_implemented");
-        assert_eq!(max, auto);
-        assert_eq!(max, use_max);
-        assert_eq!(strict, "strict: mojo_max=max_unreachable");
-        let served = table(
-            &GRANITE,
-            &Capabilities::fixed_with_max(&["GraniteForCausalLM"]),
-        );
-        // MAX serves generation (causal-lm) only; the other tasks say why.
-        assert_eq!(served.rows.len(), 2, "{served}");
-        let causal = served
-            .rows
-            .iter()
-            .find(|r| r.tasks == ["causal-lm"])
-            .unwrap();
-        assert_eq!(causal.outcomes[2], "used mojo_max");
-        let other = served
-            .rows
-            .iter()
-            .find(|r| r.tasks != ["causal-lm"])
-            .unwrap();
-        assert!(
-            other.outcomes[2].starts_with("no backend: mojo_max=max_task_unsupported"),
-            "{served}"
-        );
-        // The full-text form names the reason for a human.
-        let env = MapEnv::from_pairs(&[
-            (vars::USE_MOJO_MAX_TARGET, "1"),
-            (vars::SKILLGEN_STRICT, "1"),
-        ]);
-        let r = plan(
-            &GRANITE,
-            Task::CausalLm,
-            &TargetSpec::Default,
-            &env,
-            &caps,
-            false,
-        );
-        assert_eq!(outcome(&r), format!("error: strict: {NO_MAX}"));
-        assert_eq!(outcome_code(&r), "strict: mojo_max=max_unreachable");
-        let json = serde_json::to_value(&t).unwrap();
-        assert_eq!(
-            json["settings"][4],
-            "SKILLGEN_TARGET=mojo_max SKILLGEN_STRICT=1"
-        );
-        assert!(t.to_string().starts_with(
-            "granite\n  [base-model, sequence-classification]\n    auto: no backend: mojo_max=max_task_unsupported"
-        ));
+        tracing::warn!(%target, reason = %reason, "run failed; trying the next target");
+        let skip = Skip { target, reason };
+        if dispatch.strict && dispatch.resolved.target.is_some() {
+            return Err(SkillError::Strict {
+                model_type: dispatch.model_type,
+                task: dispatch.task,
+                skip,
+                why: if env_strict(env)? {
+                    "SKILLGEN_STRICT is set"
+                } else {
+                    "strict mode was requested"
+                },
+            });
+        }
+        dispatch.fallbacks.push(skip);
+        let mut next = None;
+        for candidate in target.fallbacks_from().skip(1) {
+            let input = CheckInput {
+                info: state.info(),
+                task: dispatch.task,
+                target: candidate,
+                caps,
+                model_names: &names,
+                max_requested: false,
+            };
+            match backends.check(&input) {
+                Ok(b) => {
+                    next = Some((candidate, b));
+                    break;
+                }
+                Err(reason) => {
+                    tracing::debug!(target = %candidate, reason = %reason, "skipped");
+                    dispatch.fallbacks.push(Skip {
+                        target: candidate,
+                        reason,
+                    });
+                }
+            }
+        }
+        match next {
+            Some((t, b)) => {
+                target = t;
+                backend = b;
+            }
+            None => {
+                return Err(SkillError::NoBackend {
+                    model_type: dispatch.model_type,
+                    task: dispatch.task,
+                    requested: dispatch.resolved.to_string(),
+                    tried: dispatch.fallbacks,
+                });
+            }
+        }
     }
 }

@@ -224,6 +224,12 @@ pub enum SkillError {
         /// What is wrong.
         detail: String,
     },
+    /// A bug in skillgen: an invariant did not hold.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What did not hold.
+        detail: String,
+    },
     /// A backend failed while running.
     #[error("{backend} backend failed: {detail}")]
     Backend {

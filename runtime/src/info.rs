@@ -1,7 +1,7 @@
 //! Static description of a skill, emitted by `#[derive(Skill)]` as a plain const struct literal.
 
 use serde::Serialize;
-use skillgen_vocab::{Capability, Family, Modality, Task};
+use skillgen_vocab::{Backend, Capability, Family, Modality, NativeImpl, RunFacts, Support, Task};
 
 /// One task a model type supports, with the transformers classes that implement it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,10 +32,18 @@ pub struct SkillInfo {
     pub hf_module: Option<&'static str>,
     /// Supported tasks.
     pub tasks: &'static [TaskInfo],
-    /// The candle-transformers module implementing this model type, if any.
+    /// The candle-transformers module for this model type upstream, if any (informational:
+    /// what skillgen runs natively is [`SkillInfo::native`]).
     pub candle: Option<&'static str>,
     /// MAX architecture names serving this model type; empty when MAX has none.
     pub max: &'static [&'static str],
+    /// The registry's `native:`: task → skillgen's candle implementation, verified against a
+    /// transformers reference.
+    #[serde(serialize_with = "crate::ser::native")]
+    pub native: &'static [(Task, NativeImpl)],
+    /// The registry's `refused:`: backend → why skillgen refuses to run this model type there.
+    #[serde(serialize_with = "crate::ser::refused")]
+    pub refused: &'static [(Backend, &'static str)],
     /// The model types whose config lists this one as a sub-config (e.g. `clip` for `clip_text_model`).
     pub sub_config_of: &'static [&'static str],
     /// Deprecated in transformers.
@@ -78,6 +86,22 @@ impl SkillInfo {
             .collect()
     }
 
+    /// The registry facts that decide what runs.
+    pub fn run_facts(&self) -> RunFacts<'static> {
+        RunFacts {
+            family: self.family,
+            native: self.native,
+            refused: self.refused,
+            max: self.max,
+        }
+    }
+
+    /// The support status of `task` on `backend`: the one table of what runs (see
+    /// [`skillgen_vocab::support`]). Dispatch checks it before anything else.
+    pub fn support(&self, task: Task, backend: Backend) -> Support<'static> {
+        skillgen_vocab::support(&self.run_facts(), task, backend)
+    }
+
     /// Whether the registry names a MAX architecture for this model type.
     pub fn has_max(&self) -> bool {
         !self.max.is_empty()
@@ -107,6 +131,8 @@ mod tests {
         ],
         candle: Some("bert"),
         max: &[],
+        native: &[(Task::MaskedLm, NativeImpl::Encoder)],
+        refused: &[],
         sub_config_of: &[],
         deprecated: false,
     };
@@ -129,6 +155,14 @@ mod tests {
             ]
         );
         assert!(!INFO.has_max());
+        assert_eq!(
+            INFO.support(Task::MaskedLm, Backend::Candle),
+            Support::Verified(NativeImpl::Encoder)
+        );
+        assert_eq!(
+            INFO.support(Task::BaseModel, Backend::Candle),
+            Support::NotImplemented
+        );
     }
 
     #[test]
@@ -139,5 +173,6 @@ mod tests {
         assert_eq!(v["tasks"][1]["task"], "masked-lm");
         assert_eq!(v["config_class"], "BertConfig");
         assert_eq!(v["sub_config_of"], serde_json::json!([]));
+        assert_eq!(v["native"], serde_json::json!({"masked-lm": "encoder"}));
     }
 }

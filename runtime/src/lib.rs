@@ -1,5 +1,11 @@
-//! The hand-written runtime of skillgen's generated skills: targets, capability detection,
-//! dispatch with recorded fallbacks, and the backends.
+//! The core runtime of skillgen's generated skills: skill info, the `Skill` trait, targets,
+//! the capability report, resolution, typed requests and responses, errors, the [`Backend`]
+//! interface and dispatch with recorded fallbacks.
+//!
+//! The core runs no model and talks to no server: it depends on neither candle, tokenizers,
+//! an image decoder nor an HTTP client. Backends live in their own crates (`skillgen-candle`,
+//! `skillgen-max`) and implement [`Backend`]; the `skills` crate turns them on with cargo
+//! features and hands its [`Backends`] set to every skill.
 //!
 //! A generated skill is a struct with `#[derive(Skill)]` (re-exported here; the derive and the
 //! trait share the name, like serde). The derive emits its [`SkillInfo`], the [`Skill`] and
@@ -7,26 +13,30 @@
 //! crate.
 //!
 //! # Honesty
-//! Inference is real or it is a typed error. The candle backend ([`native`]) runs the
-//! (model type, task) pairs listed by [`backend::candle_implements`], each checked against
-//! PyTorch/transformers references in the repository's `fixtures/`; the MAX backend ([`max`])
-//! talks to a real `max serve`. Everything else ends in [`SkillError::NoBackend`] (or a
-//! recorded fallback) naming every target tried and why it could not run the request.
+//! Inference is real or it is a typed error. What runs where is one table, carried by the
+//! registry and read through [`SkillInfo::support`]: candle runs the (model type, task) pairs
+//! whose `native:` implementation is checked against PyTorch/transformers references in the
+//! repository's `fixtures/`; MAX runs what its architectures serve, through a real
+//! `max serve`. Everything else ends in [`SkillError::NoBackend`] (or a recorded fallback)
+//! naming every target tried and why it could not run the request.
+//!
+//! # Observability
+//! The core emits [`tracing`] spans and events (target resolution, each dispatch decision and
+//! skip, run-time fallbacks); backends emit their own (model loads, a MAX server's start).
+//! The library never prints: install a `tracing` subscriber to see them.
 
 pub mod backend;
-pub mod candle_bert;
 pub mod caps;
 pub mod dispatch;
 pub mod env;
 mod error;
 mod info;
-pub mod max;
-pub mod native;
 mod private;
 mod registry;
 pub mod request;
 mod ser;
 mod skill;
+pub mod stream;
 mod target;
 
 #[doc(hidden)]
@@ -34,6 +44,7 @@ pub mod __private {
     pub use crate::private::*;
 }
 
+pub use backend::{Backend, BackendKind, Backends, CheckInput, Failure, RunContext};
 pub use caps::Capabilities;
 pub use dispatch::{Dispatch, DispatchTable, Resolved, Skip, SkipReason, TargetSource, Work};
 pub use env::{EnvSource, MapEnv, ProcessEnv};
@@ -45,4 +56,7 @@ pub use skill::{DynSkill, ModelConfig, MojoMaxTarget, Skill, SkillState, read_co
 pub use target::{Target, TargetParseError, TargetSpec};
 
 pub use skillgen_macros::Skill;
-pub use skillgen_vocab::{Capability, Family, Modality, Task};
+pub use skillgen_vocab::{
+    Capability, Family, MAX_EMBEDDING_ARCHITECTURES, MaxJob, Modality, NativeImpl, Support, Task,
+    max_job,
+};

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::backend::Backends;
 use crate::info::SkillInfo;
 use crate::skill::{DynSkill, SkillState, read_config};
 use crate::{SkillError, TargetSpec};
@@ -96,6 +97,7 @@ impl Registry {
     /// Load the model in `dir`, choosing the skill from `config.json`'s `model_type`.
     pub fn load_dir(
         &self,
+        backends: &'static Backends,
         dir: impl AsRef<Path>,
         spec: impl Into<TargetSpec>,
     ) -> Result<DynSkill, SkillError> {
@@ -108,6 +110,6 @@ impl Registry {
                 path: config.path,
             });
         };
-        SkillState::from_config(info, dir, config, spec.into()).map(DynSkill::new)
+        SkillState::from_config(info, backends, dir, config, spec.into()).map(DynSkill::new)
     }
 }

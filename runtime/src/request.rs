@@ -327,7 +327,7 @@ pub struct GeneratedToken {
     pub finish_reason: Option<FinishReason>,
 }
 
-pub use crate::native::decoders::TokenStream;
+pub use crate::stream::TokenStream;
 
 /// `transcribe`: speech to text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -454,60 +454,41 @@ pub struct Similarity {
     pub scores: Vec<Vec<f32>>,
 }
 
-/// A request of any capability, as handed to a backend.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Call {
-    /// `embed`.
-    Embed(EmbedRequest),
-    /// `fill_mask`.
-    FillMask(FillMaskRequest),
-    /// `classify`.
-    Classify(ClassifyRequest),
-    /// `generate`.
-    Generate(GenerateRequest),
-    /// `transcribe`.
-    Transcribe(TranscribeRequest),
-    /// `classify_image`.
-    ClassifyImage(ClassifyImageRequest),
-    /// `image_text_similarity`.
-    ImageTextSimilarity(ImageTextRequest),
-}
+macro_rules! call_and_output {
+    ($($variant:ident $method:ident($req:ident) -> $out:ident: $doc:literal;)*) => {
+        /// A request of any capability, as handed to a backend.
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub enum Call {
+            $(
+                #[doc = concat!("`", stringify!($method), "`.")]
+                $variant($req),
+            )*
+        }
 
-/// A backend's output, matching the [`Call`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Output {
-    /// `embed`.
-    Embed(Embeddings),
-    /// `fill_mask`.
-    FillMask(FillMaskOutput),
-    /// `classify`.
-    Classify(Classifications),
-    /// `generate`.
-    Generate(Generation),
-    /// `transcribe`.
-    Transcribe(Transcription),
-    /// `classify_image`.
-    ClassifyImage(ImageClassification),
-    /// `image_text_similarity`.
-    ImageTextSimilarity(Similarity),
+        /// A backend's output, matching the [`Call`].
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub enum Output {
+            $(
+                #[doc = concat!("`", stringify!($method), "`.")]
+                $variant($out),
+            )*
+        }
+
+        impl Call {
+            /// The capability this call exercises.
+            pub fn capability(&self) -> Capability {
+                match self {
+                    $( Call::$variant(_) => Capability::$variant, )*
+                }
+            }
+        }
+    };
 }
+skillgen_vocab::for_each_capability!(call_and_output);
 
 impl Call {
-    /// The capability this call exercises.
-    pub fn capability(&self) -> Capability {
-        match self {
-            Call::Embed(_) => Capability::Embed,
-            Call::FillMask(_) => Capability::FillMask,
-            Call::Classify(_) => Capability::Classify,
-            Call::Generate(_) => Capability::Generate,
-            Call::Transcribe(_) => Capability::Transcribe,
-            Call::ClassifyImage(_) => Capability::ClassifyImage,
-            Call::ImageTextSimilarity(_) => Capability::ImageTextSimilarity,
-        }
-    }
-
     /// Reject malformed requests before dispatch.
     pub fn validate(&self) -> Result<(), String> {
         match self {

@@ -8,16 +8,22 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use skillgen_vocab::{Capability, Task};
 
+use crate::backend::{Backends, RunContext};
 use crate::caps::Capabilities;
 use crate::dispatch::{self, Dispatch, Resolved, Work};
 use crate::env::{EnvSource, ProcessEnv};
 use crate::info::SkillInfo;
+use crate::request::{Call, GenerateRequest, Output, Response, TokenStream};
 use crate::{SkillError, TargetSpec};
 
 /// A typed binding of one Hugging Face model type. Implement it with `#[derive(Skill)]`.
 pub trait Skill {
     /// The static description of the model type.
     const INFO: &'static SkillInfo;
+    /// The backends this skill dispatches over (`#[skill(backends = path)]`; without it, none).
+    fn backends() -> &'static Backends
+    where
+        Self: Sized;
     /// The loaded state.
     fn state(&self) -> &SkillState;
     /// Wrap a loaded state.
@@ -125,7 +131,8 @@ impl std::fmt::Debug for ModelCache {
     }
 }
 
-/// A loaded skill: its info, model directory, config, requested target and strictness.
+/// A loaded skill: its info, backends, model directory, config, requested target and
+/// strictness.
 ///
 /// `load` only reads `config.json`. The weights are loaded lazily by the backend that first
 /// runs a request (e.g. candle's BERT on the first `embed` on the CPU) and cached here; clones
@@ -134,6 +141,7 @@ impl std::fmt::Debug for ModelCache {
 #[derive(Debug, Clone)]
 pub struct SkillState {
     info: &'static SkillInfo,
+    backends: &'static Backends,
     dir: PathBuf,
     config: ModelConfig,
     spec: TargetSpec,
@@ -143,18 +151,21 @@ pub struct SkillState {
 
 impl SkillState {
     /// Check that `dir` exists and has a `config.json` whose `model_type` is `info.model_type`.
+    /// Requests dispatch over `backends`.
     pub fn load(
         info: &'static SkillInfo,
+        backends: &'static Backends,
         dir: impl AsRef<Path>,
         spec: impl Into<TargetSpec>,
     ) -> Result<Self, SkillError> {
         let dir = dir.as_ref();
         let config = read_config(dir)?;
-        Self::from_config(info, dir, config, spec.into())
+        Self::from_config(info, backends, dir, config, spec.into())
     }
 
     pub(crate) fn from_config(
         info: &'static SkillInfo,
+        backends: &'static Backends,
         dir: &Path,
         config: ModelConfig,
         spec: TargetSpec,
@@ -167,8 +178,11 @@ impl SkillState {
                 found: config.model_type,
             });
         }
+        let _span = tracing::debug_span!("load", model_type = info.model_type).entered();
+        tracing::debug!(dir = %dir.display(), backends = ?backends, "skill state loaded");
         Ok(Self {
             info,
+            backends,
             dir: dir.to_path_buf(),
             config,
             spec,
@@ -192,6 +206,16 @@ impl SkillState {
     /// The skill's static description.
     pub fn info(&self) -> &'static SkillInfo {
         self.info
+    }
+
+    /// The backends requests dispatch over.
+    pub fn backends(&self) -> &'static Backends {
+        self.backends
+    }
+
+    /// The cached capability report of this state's backend set.
+    pub fn capabilities(&self) -> &'static Capabilities {
+        self.backends.capabilities()
     }
 
     /// The model directory.
@@ -219,7 +243,9 @@ impl SkillState {
     /// Clones of this state share the cache. Concurrent first calls for one key load once (each
     /// key has its own lock, so loading one model does not block another); a failed load is not
     /// cached. A key must always map to the same type `T`: a mismatch is a typed error.
-    pub(crate) fn cached<T: Any + Send + Sync>(
+    ///
+    /// Backends cache their loaded models here, under keys they own (e.g. `candle/bert/cpu`).
+    pub fn cached<T: Any + Send + Sync>(
         &self,
         key: &str,
         load: impl FnOnce() -> Result<T, SkillError>,
@@ -243,20 +269,77 @@ impl SkillState {
                 loaded
             }
         };
-        loaded.downcast::<T>().map_err(|_| SkillError::Backend {
-            backend: crate::backend::BackendKind::Candle,
-            detail: format!("internal: cache key `{key}` holds another type"),
+        loaded.downcast::<T>().map_err(|_| SkillError::Internal {
+            detail: format!("cache key `{key}` holds another type"),
         })
     }
 
-    /// Streaming `generate`: the tokens one by one, as an iterator (see
-    /// [`crate::request::TokenStream`]); runs on the candle backend. The stream owns its KV
-    /// cache, so several streams of one skill may run concurrently (also on other threads).
+    /// Validate, plan and run `call` under `env` and `caps` (the `*_with` form of the
+    /// capability methods: tests pass a [`crate::MapEnv`] and a fixed report).
+    pub fn run_with(
+        &self,
+        call: Call,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<(Output, Dispatch), SkillError> {
+        let capability = call.capability();
+        call.validate()
+            .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
+        let plan = self.plan_with(capability, env, caps)?;
+        let task = plan.task;
+        dispatch::execute(self, plan, env, caps, |backend, target| {
+            let cx = RunContext {
+                state: self,
+                target,
+                task,
+                env,
+                caps,
+            };
+            backend.run(&cx, call.clone())
+        })
+    }
+
+    /// Streaming `generate` under `env` and `caps`: validate, plan, and start a
+    /// [`TokenStream`] on the chosen target (a backend that fails to start moves the call on,
+    /// like [`SkillState::run_with`]).
+    pub fn generate_stream_with(
+        &self,
+        request: GenerateRequest,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<TokenStream, SkillError> {
+        let call = Call::Generate(request);
+        let capability = call.capability();
+        call.validate()
+            .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
+        let Call::Generate(request) = call else {
+            return Err(SkillError::Internal {
+                detail: "not a generate call".to_owned(),
+            });
+        };
+        let plan = self.plan_with(capability, env, caps)?;
+        let task = plan.task;
+        let (stream, dispatch) = dispatch::execute(self, plan, env, caps, |backend, target| {
+            let cx = RunContext {
+                state: self,
+                target,
+                task,
+                env,
+                caps,
+            };
+            backend.stream(&cx, request.clone())
+        })?;
+        Ok(stream.with_dispatch(dispatch))
+    }
+
+    /// Streaming `generate`: the tokens one by one, as an iterator (see [`TokenStream`]).
+    /// The stream owns its state (e.g. candle's KV cache), so several streams of one skill may
+    /// run concurrently (also on other threads).
     pub fn generate_stream(
         &self,
-        request: impl Into<crate::request::GenerateRequest>,
-    ) -> Result<crate::request::TokenStream, SkillError> {
-        crate::private::generate_stream(self, request.into())
+        request: impl Into<GenerateRequest>,
+    ) -> Result<TokenStream, SkillError> {
+        self.generate_stream_with(request.into(), &ProcessEnv, self.capabilities())
     }
 
     /// Names a MAX server's model id may match for this model.
@@ -287,14 +370,41 @@ impl SkillState {
             caps,
             self.strict,
             &self.model_names(),
+            self.backends,
         )
     }
 
     /// The dispatch decision for `work` with the process environment and the cached detection.
     pub fn plan(&self, work: impl Into<Work>) -> Result<Dispatch, SkillError> {
-        self.plan_with(work, &ProcessEnv, Capabilities::detected())
+        self.plan_with(work, &ProcessEnv, self.capabilities())
     }
 }
+
+macro_rules! state_methods {
+    ($($variant:ident $method:ident($req:ident) -> $out:ident: $doc:literal;)*) => {
+        /// One method per capability (from the capability table, [`skillgen_vocab::for_each_capability!`]),
+        /// with the process environment and the cached capability report. A skill without the
+        /// capability gets [`SkillError::CapabilityMissing`].
+        impl SkillState {$(
+            #[doc = $doc]
+            pub fn $method(
+                &self,
+                request: impl Into<crate::request::$req>,
+            ) -> Result<Response<crate::request::$out>, SkillError> {
+                let (output, dispatch) =
+                    self.run_with(Call::$variant(request.into()), &ProcessEnv, self.capabilities())?;
+                match output {
+                    Output::$variant(output) => Ok(Response { output, dispatch }),
+                    _ => Err(SkillError::Backend {
+                        backend: dispatch.used.backend(),
+                        detail: concat!("returned the wrong output kind for `", stringify!($method), "`").to_owned(),
+                    }),
+                }
+            }
+        )*}
+    };
+}
+skillgen_vocab::for_each_capability!(state_methods);
 
 /// The Mojo/MAX target mixin, implemented for every skill by `#[derive(Skill)]`.
 pub trait MojoMaxTarget: Skill {
@@ -313,9 +423,9 @@ pub trait MojoMaxTarget: Skill {
         self.state().plan(capability)
     }
 
-    /// The cached capability report of this machine.
+    /// The cached capability report of this machine, for this skill's backends.
     fn capabilities(&self) -> &'static Capabilities {
-        Capabilities::detected()
+        self.state().capabilities()
     }
 }
 
@@ -323,18 +433,6 @@ pub trait MojoMaxTarget: Skill {
 #[derive(Debug, Clone)]
 pub struct DynSkill {
     state: SkillState,
-}
-
-macro_rules! dyn_methods {
-    ($($(#[$m:meta])* $name:ident($req:ident) -> $out:ident;)*) => {$(
-        $(#[$m])*
-        pub fn $name(
-            &self,
-            request: impl Into<crate::request::$req>,
-        ) -> Result<crate::request::Response<crate::request::$out>, SkillError> {
-            crate::private::$name(&self.state, request.into())
-        }
-    )*};
 }
 
 impl DynSkill {
@@ -390,21 +488,21 @@ impl DynSkill {
     ) -> Result<crate::request::TokenStream, SkillError> {
         self.state.generate_stream(request)
     }
-
-    dyn_methods! {
-        /// `embed` (typed error if this model type has no such capability).
-        embed(EmbedRequest) -> Embeddings;
-        /// `fill_mask` (typed error if this model type has no such capability).
-        fill_mask(FillMaskRequest) -> FillMaskOutput;
-        /// `classify` (typed error if this model type has no such capability).
-        classify(ClassifyRequest) -> Classifications;
-        /// `generate` (typed error if this model type has no such capability).
-        generate(GenerateRequest) -> Generation;
-        /// `transcribe` (typed error if this model type has no such capability).
-        transcribe(TranscribeRequest) -> Transcription;
-        /// `classify_image` (typed error if this model type has no such capability).
-        classify_image(ClassifyImageRequest) -> ImageClassification;
-        /// `image_text_similarity` (typed error if this model type has no such capability).
-        image_text_similarity(ImageTextRequest) -> Similarity;
-    }
 }
+
+macro_rules! dyn_methods {
+    ($($variant:ident $method:ident($req:ident) -> $out:ident: $doc:literal;)*) => {
+        /// One method per capability (from the capability table); a model type without the
+        /// capability gets [`SkillError::CapabilityMissing`].
+        impl DynSkill {$(
+            #[doc = $doc]
+            pub fn $method(
+                &self,
+                request: impl Into<crate::request::$req>,
+            ) -> Result<Response<crate::request::$out>, SkillError> {
+                self.state.$method(request)
+            }
+        )*}
+    };
+}
+skillgen_vocab::for_each_capability!(dyn_methods);

@@ -1,0 +1,123 @@
+//! The candle backend of skillgen: skillgen's own implementations on candle (CPU; CUDA and
+//! Metal with the `cuda` / `metal` features), each verified against transformers.
+//!
+//! One module per architecture, each behind the [`Architecture`] trait:
+//!
+//! - [`encoder`]: BERT-like text encoders (`bert`, `distilbert`, `xlm-roberta`): embeddings,
+//!   fill-mask;
+//! - [`decoder`]: the config-driven causal decoder (generation, streaming);
+//! - [`t5`]: T5 encoder embeddings and greedy sequence-to-sequence generation;
+//! - [`vit`]: ViT image classification;
+//! - [`whisper`]: Whisper speech recognition.
+//!
+//! Which (model type, task) pairs run is not decided here: the registry's `native:` field names
+//! a [`NativeImpl`] per task (read through [`SkillInfo::support`](skillgen_runtime::SkillInfo::support)),
+//! and [`architecture`] maps every [`NativeImpl`] to its module with an exhaustive match.
+//! Checkpoint files are read through `skillgen-checkpoint`.
+
+use candle_core::Device;
+use skillgen_runtime::request::{Call, GenerateRequest, Output};
+use skillgen_runtime::stream::TokenStream;
+use skillgen_runtime::{BackendKind, NativeImpl, SkillError, SkillState, Target, Task};
+
+mod backend;
+pub mod decoder;
+pub mod encoder;
+pub mod t5;
+pub mod vit;
+pub mod whisper;
+
+pub use backend::{CandleBackend, backends};
+
+/// One architecture module: runs the calls the registry routes to its [`NativeImpl`].
+pub trait Architecture: Sync {
+    /// Run `call` (task `task`) of the model in `state` on `target`, loading the model on first
+    /// use (cached in the state).
+    fn run(
+        &self,
+        state: &SkillState,
+        target: Target,
+        task: Task,
+        call: Call,
+    ) -> Result<Output, SkillError>;
+
+    /// Start a streaming generation. The default: this architecture does not stream.
+    fn stream(
+        &self,
+        state: &SkillState,
+        target: Target,
+        task: Task,
+        request: GenerateRequest,
+    ) -> Result<TokenStream, SkillError> {
+        let _ = request;
+        Err(SkillError::Backend {
+            backend: BackendKind::Candle,
+            detail: format!(
+                "streaming generation of model type `{}` (task `{task}`) on {target} is not implemented (streaming runs on the candle backend's `decoder` implementation)",
+                state.info().model_type,
+            ),
+        })
+    }
+}
+
+/// The module implementing `implementation`.
+pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
+    match implementation {
+        NativeImpl::Encoder => &encoder::Encoders,
+        NativeImpl::Decoder => &decoder::Decoders,
+        NativeImpl::T5 => &t5::T5,
+        NativeImpl::Vit => &vit::Vit,
+        NativeImpl::Whisper => &whisper::Whisper,
+    }
+}
+
+/// The candle device for `target`.
+pub fn device(target: Target) -> Result<Device, SkillError> {
+    let err = |detail: String| SkillError::Backend {
+        backend: BackendKind::Candle,
+        detail,
+    };
+    match target {
+        Target::Cpu => Ok(Device::Cpu),
+        Target::Cuda(n) => {
+            Device::new_cuda(n as usize).map_err(|e| err(format!("opening cuda:{n}: {e}")))
+        }
+        Target::Metal(n) => {
+            Device::new_metal(n as usize).map_err(|e| err(format!("opening metal:{n}: {e}")))
+        }
+        Target::MojoMax => Err(err("mojo_max is not a candle device".to_owned())),
+    }
+}
+
+/// Map a candle error while doing `context` to a typed backend error.
+pub(crate) fn e(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+    move |err| SkillError::Backend {
+        backend: BackendKind::Candle,
+        detail: format!("{context}: {err}"),
+    }
+}
+
+/// The error for a call an architecture module does not handle (a registry entry routing a
+/// task to the wrong implementation).
+pub(crate) fn not_implemented(state: &SkillState, target: Target, task: Task) -> SkillError {
+    SkillError::Backend {
+        backend: BackendKind::Candle,
+        detail: format!(
+            "task `{task}` of model type `{}` on {target} is not implemented by the candle backend",
+            state.info().model_type
+        ),
+    }
+}
+
+/// Lower-level entry points for the parity tests and tooling: the model loaders and their raw
+/// outputs (hidden states, logits, log-mel features), compared with transformers references.
+pub mod parity {
+    pub use crate::decoder::{decoder_incremental_logits, decoder_prefill_logits};
+    pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
+    pub use crate::encoder::text::encoder_outputs;
+    pub use crate::encoder::{EncoderKind, TextEncoder};
+    pub use crate::t5::{T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output};
+    pub use crate::vit::{VitClassifier, vit_logits};
+    pub use crate::whisper::mel as whisper_mel;
+    pub use crate::whisper::{WhisperModel, whisper_outputs};
+}

@@ -1,0 +1,549 @@
+//! `MaxServer`: one `max serve` process (and its children) owned by this process.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use crate::client::{MaxClient, MaxClientConfig};
+use crate::{DEFAULT_CACHE_DIR, DEFAULT_VENV_MAX, LOG_TAIL_LINES, MaxError};
+use skillgen_runtime::caps::find_tool;
+use skillgen_runtime::env::{EnvSource, vars};
+
+/// How to start `max serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaxServerConfig {
+    /// The `max` executable; `None`: [`find_max_executable`].
+    pub exe: Option<PathBuf>,
+    /// The model directory (`--model-path`; canonicalised, so the served id is absolute).
+    pub model_dir: PathBuf,
+    /// `--devices` (default `cpu`).
+    pub devices: String,
+    /// `--quantization-encoding` (default `float32`).
+    pub quantization_encoding: Option<String>,
+    /// `--max-batch-size` (MAX's default for embeddings is 1).
+    pub max_batch_size: Option<u32>,
+    /// `--max-length` (MAX rejects longer inputs; it does not truncate).
+    pub max_length: Option<u32>,
+    /// `--served-model-name` (MAX's default: the model path as passed).
+    pub served_model_name: Option<String>,
+    /// The port; `None`: a free loopback port.
+    pub port: Option<u16>,
+    /// `XDG_CACHE_HOME` for the server (compiled graphs); `None`: [`default_cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// Where stdout and stderr go; `None`: a file in the temp directory.
+    pub log_path: Option<PathBuf>,
+    /// The longest wait for `GET /v1/models` to answer (a cold CPU compile of MiniLM takes
+    /// about 150 s on 2 cores).
+    pub start_timeout: Duration,
+    /// After SIGTERM, how long to wait before SIGKILL.
+    pub stop_grace: Duration,
+    /// More arguments for `max serve`.
+    pub extra_args: Vec<String>,
+    /// More environment variables for the server.
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl MaxServerConfig {
+    /// Defaults for serving `model_dir` on the CPU in float32.
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            exe: None,
+            model_dir: model_dir.into(),
+            devices: "cpu".to_owned(),
+            quantization_encoding: Some("float32".to_owned()),
+            max_batch_size: None,
+            max_length: None,
+            served_model_name: None,
+            port: None,
+            cache_dir: None,
+            log_path: None,
+            start_timeout: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(10),
+            extra_args: Vec::new(),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// The `max` executable: `SKILLGEN_MAX_BIN` (which must then be valid), else `max` on `PATH`,
+/// else `$HOME/.cache/skillgen/venv-max/bin/max`.
+pub fn find_max_executable(env: &dyn EnvSource) -> Result<PathBuf, MaxError> {
+    let probe = find_tool(env, vars::SKILLGEN_MAX_BIN, "max");
+    if let Some(p) = probe.path {
+        return Ok(p);
+    }
+    if env
+        .var(vars::SKILLGEN_MAX_BIN)
+        .is_some_and(|v| !v.trim().is_empty())
+    {
+        return Err(MaxError::ExecutableNotFound {
+            detail: probe.detail,
+        });
+    }
+    let venv = env
+        .var("HOME")
+        .map(|h| Path::new(&h).join(DEFAULT_VENV_MAX));
+    match venv {
+        Some(p) if p.is_file() => Ok(p),
+        Some(p) => Err(MaxError::ExecutableNotFound {
+            detail: format!("{}, and {} does not exist", probe.detail, p.display()),
+        }),
+        None => Err(MaxError::ExecutableNotFound {
+            detail: format!("{}, and HOME is not set", probe.detail),
+        }),
+    }
+}
+
+/// `$HOME/.cache/skillgen/max-cache`, or a directory under the temp dir without `HOME`.
+pub fn default_cache_dir(env: &dyn EnvSource) -> PathBuf {
+    match env.var("HOME") {
+        Some(h) => Path::new(&h).join(DEFAULT_CACHE_DIR),
+        None => std::env::temp_dir().join("skillgen-max-cache"),
+    }
+}
+
+/// State shared between the server handle and the clients watching it.
+#[derive(Debug)]
+struct Shared {
+    child: Mutex<Child>,
+    exit: Mutex<Option<String>>,
+    log: PathBuf,
+    pgid: u32,
+}
+
+impl Shared {
+    /// `Some(status)` once the main process has exited (it is reaped here).
+    fn exited(&self) -> Option<String> {
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if exit.is_none() {
+            let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            match child.try_wait() {
+                Ok(Some(status)) => *exit = Some(status.to_string()),
+                Ok(None) => {}
+                Err(e) => *exit = Some(format!("unknown ({e})")),
+            }
+        }
+        exit.clone()
+    }
+
+    /// Signal the whole process group (`kill -s SIG -- -PGID`); falls back to killing the
+    /// main process when `kill` cannot be run.
+    fn signal_group(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, "--", &format!("-{}", self.pgid)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = child.kill();
+        }
+    }
+
+    /// SIGTERM the group, wait up to `grace`, SIGKILL the group, reap the main process.
+    fn stop(&self, grace: Duration) -> String {
+        if let Some(s) = self.exited() {
+            self.signal_group("KILL"); // stragglers in the group
+            return s;
+        }
+        self.signal_group("TERM");
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.signal_group("KILL");
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if exit.is_none() {
+            let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            *exit = Some(match child.wait() {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("unknown ({e})"),
+            });
+        }
+        exit.clone().unwrap_or_default()
+    }
+}
+
+/// Lets a [`MaxClient`] say "the server died" instead of "connection refused".
+#[derive(Debug, Clone)]
+pub(crate) struct ServerWatch {
+    shared: Weak<Shared>,
+}
+
+impl ServerWatch {
+    pub(crate) fn check(&self, url: &str) -> Result<(), MaxError> {
+        let Some(shared) = self.shared.upgrade() else {
+            return Err(MaxError::ServerDied {
+                url: url.to_owned(),
+                detail: "its MaxServer handle was dropped (the server was stopped)".to_owned(),
+                tail: String::new(),
+            });
+        };
+        match shared.exited() {
+            None => Ok(()),
+            Some(status) => Err(MaxError::ServerDied {
+                url: url.to_owned(),
+                detail: format!(
+                    "`max serve` exited ({status}); log {}",
+                    shared.log.display()
+                ),
+                tail: log_tail(&shared.log),
+            }),
+        }
+    }
+}
+
+/// A running `max serve`, in its own process group; stopped (the whole group) on drop.
+#[derive(Debug)]
+pub struct MaxServer {
+    shared: Arc<Shared>,
+    url: String,
+    port: u16,
+    models: Vec<String>,
+    startup: Duration,
+    stop_grace: Duration,
+}
+
+/// The last lines of a log file (empty when unreadable).
+pub(crate) fn log_tail(path: &Path) -> String {
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let start = bytes.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&bytes[start..]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl MaxServer {
+    /// Start `max serve` with `config`, reading `SKILLGEN_MAX_BIN`, `PATH` and `HOME` from
+    /// `env`, and wait until `GET /v1/models` lists a model.
+    ///
+    /// Errors: no executable, a bad model directory, spawn failure, the process exiting early
+    /// ([`MaxError::ServerExited`], returned as soon as it is seen, with the log tail), or no
+    /// answer within `start_timeout` ([`MaxError::StartTimeout`]; the server is stopped).
+    pub fn start(config: &MaxServerConfig, env: &dyn EnvSource) -> Result<MaxServer, MaxError> {
+        let exe = match &config.exe {
+            Some(p) => p.clone(),
+            None => find_max_executable(env)?,
+        };
+        let spawn_err = |detail: String| MaxError::Spawn {
+            exe: exe.clone(),
+            detail,
+        };
+        let model_dir =
+            std::fs::canonicalize(&config.model_dir).map_err(|e| MaxError::ModelDir {
+                path: config.model_dir.clone(),
+                detail: e.to_string(),
+            })?;
+        if !model_dir.join("config.json").is_file() {
+            return Err(MaxError::ModelDir {
+                path: model_dir,
+                detail: "no config.json".to_owned(),
+            });
+        }
+        let port = match config.port {
+            Some(p) => p,
+            None => free_port().map_err(|e| spawn_err(format!("no free port: {e}")))?,
+        };
+        let cache = config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| default_cache_dir(env));
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| spawn_err(format!("cache dir {}: {e}", cache.display())))?;
+        let log = config.log_path.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!(
+                "skillgen-max-serve-{}-{port}.log",
+                std::process::id()
+            ))
+        });
+        let out = File::create(&log)
+            .map_err(|e| spawn_err(format!("log file {}: {e}", log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| spawn_err(format!("log file {}: {e}", log.display())))?;
+
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--model-path")
+            .arg(&model_dir)
+            .args(["--devices", &config.devices])
+            .args(["--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()]);
+        if let Some(q) = &config.quantization_encoding {
+            cmd.args(["--quantization-encoding", q]);
+        }
+        if let Some(b) = config.max_batch_size {
+            cmd.args(["--max-batch-size", &b.to_string()]);
+        }
+        if let Some(l) = config.max_length {
+            cmd.args(["--max-length", &l.to_string()]);
+        }
+        if let Some(n) = &config.served_model_name {
+            cmd.args(["--served-model-name", n]);
+        }
+        cmd.args(&config.extra_args)
+            .env("HF_HUB_OFFLINE", "1")
+            .env("MAX_SERVE_DISABLE_TELEMETRY", "1")
+            .env("XDG_CACHE_HOME", &cache)
+            .envs(config.extra_env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .process_group(0);
+        let t0 = Instant::now();
+        let child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
+        let pgid = child.id();
+        let shared = Arc::new(Shared {
+            child: Mutex::new(child),
+            exit: Mutex::new(None),
+            log: log.clone(),
+            pgid,
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        let mut server = MaxServer {
+            shared,
+            url,
+            port,
+            models: Vec::new(),
+            startup: Duration::ZERO,
+            stop_grace: config.stop_grace,
+        };
+        let probe = MaxClient::with_config(
+            &server.url,
+            MaxClientConfig {
+                connect_timeout: Duration::from_millis(500),
+                request_timeout: Duration::from_secs(2),
+                connect_retries: 0,
+                ..MaxClientConfig::default()
+            },
+        );
+        loop {
+            if let Some(status) = server.shared.exited() {
+                server.shared.signal_group("KILL");
+                return Err(MaxError::ServerExited {
+                    status,
+                    waited: t0.elapsed(),
+                    log: log.clone(),
+                    tail: log_tail(&log),
+                });
+            }
+            let last_probe = match probe.models() {
+                Ok(models) if !models.is_empty() => {
+                    server.models = models;
+                    server.startup = t0.elapsed();
+                    return Ok(server);
+                }
+                Ok(_) => "an empty model list".to_owned(),
+                Err(e) => e.to_string(),
+            };
+            if t0.elapsed() >= config.start_timeout {
+                server.shared.stop(server.stop_grace);
+                return Err(MaxError::StartTimeout {
+                    waited: config.start_timeout,
+                    last_probe,
+                    log: log.clone(),
+                    tail: log_tail(&log),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The model ids `GET /v1/models` listed when the server became ready.
+    pub fn model_ids(&self) -> &[String] {
+        &self.models
+    }
+
+    /// The first served model id.
+    pub fn model_id(&self) -> &str {
+        self.models.first().map_or("", String::as_str)
+    }
+
+    /// How long the start took (spawn to first model list).
+    pub fn startup(&self) -> Duration {
+        self.startup
+    }
+
+    /// The server's log file (stdout and stderr).
+    pub fn log_path(&self) -> &Path {
+        &self.shared.log
+    }
+
+    /// The last lines of the log.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.shared.log)
+    }
+
+    /// The process group id (= the pid of `max serve`).
+    pub fn pgid(&self) -> u32 {
+        self.shared.pgid
+    }
+
+    /// Whether `max serve` is still running.
+    pub fn is_running(&self) -> bool {
+        self.shared.exited().is_none()
+    }
+
+    /// A client with the default config; it reports [`MaxError::ServerDied`] once this server
+    /// is gone.
+    pub fn client(&self) -> MaxClient {
+        self.client_with(MaxClientConfig::default())
+    }
+
+    /// A client with `config`, watching this server.
+    pub fn client_with(&self, config: MaxClientConfig) -> MaxClient {
+        MaxClient::with_config(&self.url, config).watching(ServerWatch {
+            shared: Arc::downgrade(&self.shared),
+        })
+    }
+
+    /// SIGKILL the whole process group now, without waiting (the handle stays; for tests of
+    /// a crashing server). [`Drop`] still reaps it.
+    pub fn kill(&self) {
+        self.shared.signal_group("KILL");
+    }
+
+    /// Stop the server (SIGTERM to the group, SIGKILL after the grace period) and return its
+    /// exit status.
+    pub fn stop(self) -> String {
+        self.shared.stop(self.stop_grace)
+    }
+}
+
+impl Drop for MaxServer {
+    fn drop(&mut self) {
+        self.shared.stop(self.stop_grace);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skillgen_runtime::env::MapEnv;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn script(dir: &Path, body: &str) -> PathBuf {
+        let p = dir.join("max");
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    fn model_dir(dir: &Path) -> PathBuf {
+        let m = dir.join("model");
+        std::fs::create_dir_all(&m).unwrap();
+        std::fs::write(m.join("config.json"), "{}").unwrap();
+        m
+    }
+
+    #[test]
+    fn finds_executable_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(dir.path(), "");
+        let env = MapEnv::from_pairs(&[(vars::SKILLGEN_MAX_BIN, exe.to_str().unwrap())]);
+        assert_eq!(find_max_executable(&env).unwrap(), exe);
+        let env = MapEnv::from_pairs(&[(vars::SKILLGEN_MAX_BIN, "/nonexistent/max")]);
+        let e = find_max_executable(&env).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/max"), "{e}");
+        let home = tempfile::tempdir().unwrap();
+        let env = MapEnv::from_pairs(&[("HOME", home.path().to_str().unwrap())]);
+        let e = find_max_executable(&env).unwrap_err();
+        assert!(e.to_string().contains("venv-max"), "{e}");
+        let venv = home.path().join(DEFAULT_VENV_MAX);
+        std::fs::create_dir_all(venv.parent().unwrap()).unwrap();
+        std::fs::write(&venv, "").unwrap();
+        assert_eq!(find_max_executable(&env).unwrap(), venv);
+    }
+
+    #[test]
+    fn early_exit_is_reported_at_once_with_the_log_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = script(
+            dir.path(),
+            "echo \"args: $*\"; echo \"cache=$XDG_CACHE_HOME offline=$HF_HUB_OFFLINE\"; echo boom >&2; exit 3",
+        );
+        let mut cfg = MaxServerConfig::new(model_dir(dir.path()));
+        cfg.exe = Some(exe);
+        cfg.cache_dir = Some(dir.path().join("cache"));
+        cfg.log_path = Some(dir.path().join("serve.log"));
+        cfg.max_batch_size = Some(32);
+        let t = Instant::now();
+        let e = MaxServer::start(&cfg, &MapEnv::empty()).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let MaxError::ServerExited { status, tail, .. } = &e else {
+            panic!("{e}")
+        };
+        assert!(status.contains('3'), "{status}");
+        assert!(tail.contains("boom"), "{tail}");
+        assert!(tail.contains("--max-batch-size 32"), "{tail}");
+        assert!(tail.contains("--host 127.0.0.1"), "{tail}");
+        assert!(tail.contains("offline=1"), "{tail}");
+        assert!(tail.contains("/cache"), "{tail}");
+    }
+
+    #[test]
+    fn silent_server_hits_the_start_timeout_and_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        // A child in the same group that would outlive the parent without a group kill.
+        let pidfile = dir.path().join("child.pid");
+        let exe = script(
+            dir.path(),
+            &format!("sleep 300 & echo $! > {}; wait", pidfile.display()),
+        );
+        let mut cfg = MaxServerConfig::new(model_dir(dir.path()));
+        cfg.exe = Some(exe);
+        cfg.cache_dir = Some(dir.path().join("cache"));
+        cfg.start_timeout = Duration::from_millis(700);
+        cfg.stop_grace = Duration::from_secs(2);
+        let t = Instant::now();
+        let e = MaxServer::start(&cfg, &MapEnv::empty()).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(matches!(e, MaxError::StartTimeout { .. }), "{e}");
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        // Gone, or a zombie waiting for its new parent to reap it.
+        let alive = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        });
+        assert!(!alive, "the grandchild {pid} survived");
+    }
+
+    #[test]
+    fn missing_model_dir_is_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = MaxServerConfig::new(dir.path().join("nope"));
+        cfg.exe = Some(script(dir.path(), ""));
+        assert!(matches!(
+            MaxServer::start(&cfg, &MapEnv::empty()),
+            Err(MaxError::ModelDir { .. })
+        ));
+    }
+}

@@ -1,0 +1,100 @@
+//! Helpers shared by skillgen's test suites (a dev-dependency only): the repository root, the
+//! readers of the reference fixtures written by `fixtures/*.py` (`{dtype, shape, data}`
+//! arrays), tolerance checks, and directory snapshots.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+/// The repository root (this crate lives in `tests/support`).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// `fixtures/native/<name>` of the repository.
+pub fn native_fixture(name: &str) -> PathBuf {
+    repo().join("fixtures/native").join(name)
+}
+
+/// A JSON file (panics with the path on error: a missing fixture is a broken checkout).
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// An `f32` array `{dtype: "f32", shape, data}`: (shape, data).
+pub fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
+    assert_eq!(a["dtype"], "f32", "expected an f32 array");
+    (
+        serde_json::from_value(a["shape"].clone()).expect("shape"),
+        serde_json::from_value(a["data"].clone()).expect("f32 data"),
+    )
+}
+
+/// An integer array `{dtype: "i64", shape, data}` as u32: (shape, data).
+pub fn ints(a: &Value) -> (Vec<usize>, Vec<u32>) {
+    assert_eq!(a["dtype"], "i64", "expected an i64 array");
+    (
+        serde_json::from_value(a["shape"].clone()).expect("shape"),
+        serde_json::from_value(a["data"].clone()).expect("u32 data"),
+    )
+}
+
+/// A `[batch, len]` integer array as rows.
+pub fn int_rows(a: &Value) -> Vec<Vec<u32>> {
+    let (shape, data) = ints(a);
+    assert_eq!(shape.len(), 2, "expected a [batch, len] array");
+    data.chunks(shape[1].max(1)).map(<[u32]>::to_vec).collect()
+}
+
+/// `(atol, rtol)` of `fixtures/native/manifest.json`'s tolerance `kind` (`default`, `decoders`).
+pub fn tolerance(kind: &str) -> (f32, f32) {
+    let m = read_json(&repo().join("fixtures/native/manifest.json"));
+    let t = &m["tolerance"][kind];
+    (
+        t["atol"].as_f64().expect("atol") as f32,
+        t["rtol"].as_f64().expect("rtol") as f32,
+    )
+}
+
+/// The largest `|got − want|`, after checking `|got − want| ≤ atol + rtol·|want|` element by
+/// element (panics naming `what`, the first offending index and both values).
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let mut worst = 0f32;
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let d = (g - w).abs();
+        assert!(
+            d <= atol + rtol * w.abs(),
+            "{what}[{i}]: got {g}, reference {w} (|Δ| = {d})"
+        );
+        worst = worst.max(d);
+    }
+    worst
+}
+
+/// Every file under `dir` (relative path → bytes), for comparing whole trees.
+pub fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                let rel = path.strip_prefix(root).unwrap_or(&path).to_path_buf();
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
