@@ -8,6 +8,10 @@
 //! Reads one text per stdin line. Plain output: one line per text, space-separated floats, and
 //! the dispatch summary on stderr. `--json`: `{"embeddings": [[...]], "pooling": ..., "normalized":
 //! ..., "dispatch": {...}}`. Errors go to stderr with exit status 1.
+//!
+//! Logs (target resolution, dispatch decisions, model loads, a MAX server's start with its
+//! elapsed time) go to stderr, filtered by `SKILLGEN_LOG` (e.g. `SKILLGEN_LOG=info` or
+//! `SKILLGEN_LOG=skillgen_max=debug`); nothing is logged without it.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -112,7 +116,18 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
+/// Log to stderr when `SKILLGEN_LOG` is set (an `EnvFilter` directive, e.g. `info`).
+fn init_logging() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SKILLGEN_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}
+
 fn main() -> ExitCode {
+    init_logging();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

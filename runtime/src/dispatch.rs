@@ -438,6 +438,14 @@ pub fn plan_with_check(
         };
         match check(&input) {
             Ok(()) => {
+                tracing::debug!(
+                    model_type = info.model_type,
+                    task = task.as_str(),
+                    resolved = %resolved,
+                    used = %target,
+                    skipped = fallbacks.len(),
+                    "dispatch planned"
+                );
                 return Ok(Dispatch {
                     model_type: info.model_type,
                     capability,
@@ -450,6 +458,7 @@ pub fn plan_with_check(
                 });
             }
             Err(reason) => {
+                tracing::debug!(model_type = info.model_type, %target, reason = %reason, "target skipped");
                 let skip = Skip { target, reason };
                 if strict && resolved.target.is_some() {
                     return Err(SkillError::Strict {

@@ -264,7 +264,16 @@ impl SkillState {
         let loaded = match slot.as_ref() {
             Some(loaded) => Arc::clone(loaded),
             None => {
-                let loaded: Loaded = Arc::new(load()?);
+                let t0 = std::time::Instant::now();
+                let _span = tracing::info_span!("model_load", key).entered();
+                let loaded: Loaded = match load() {
+                    Ok(v) => Arc::new(v),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "load failed");
+                        return Err(e);
+                    }
+                };
+                tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, "loaded");
                 *slot = Some(Arc::clone(&loaded));
                 loaded
             }

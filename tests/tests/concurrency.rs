@@ -13,9 +13,7 @@ use skills::encoder::bert::Bert;
 const THREADS: usize = 16;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/native")
-        .join(name)
+    skillgen_test_support::native_fixture(name)
 }
 
 /// Distinct token-id inputs, so a mix-up between threads cannot go unnoticed.

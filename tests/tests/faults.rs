@@ -15,9 +15,7 @@ use skills::decoder::llama::Llama;
 use skills::encoder::bert::Bert;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/native")
-        .join(name)
+    skillgen_test_support::native_fixture(name)
 }
 
 /// A copy of a fixture directory at `dest`.

@@ -5,43 +5,20 @@
 //!   hostile-names fixture) are fresh, so `cargo test` fails when someone forgets to regenerate;
 //! - regenerating into a fresh directory twice gives byte-identical trees.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use skillgen::Config;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ lives inside the workspace")
-        .to_path_buf()
+    skillgen_test_support::repo()
 }
 
 fn fixtures() -> PathBuf {
     workspace().join("tests/fixtures/registries")
 }
 
-/// Every file under `dir` with its bytes, keyed by relative path.
-fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries {
-            let path = entry.expect("readable dir entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("inside root").to_path_buf();
-                out.insert(rel, fs::read(&path).expect("readable file"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
+use skillgen_test_support::snapshot_tree;
 
 fn hostile_config(out: &Path) -> Config {
     Config {

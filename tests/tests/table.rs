@@ -25,7 +25,7 @@ fn tables_under_fixed_reports() {
     ] {
         out.push_str(&format!("## {:?}\n", caps.source));
         for info in [Llama::INFO, Bert::INFO] {
-            out.push_str(&table(info, &caps).to_string());
+            out.push_str(&table(info, &caps, skills::backends()).to_string());
             // The same decisions in full text.
             for (name, spec, env) in [
                 ("auto", TargetSpec::Auto, MapEnv::empty()),
@@ -44,7 +44,7 @@ fn tables_under_fixed_reports() {
                     ]),
                 ),
             ] {
-                let r = plan(info, Task::BaseModel, &spec, &env, &caps, false);
+                let r = plan(info, Task::BaseModel, &spec, &env, &caps, false, skills::backends());
                 out.push_str(&format!("  text {name}: {}\n", outcome(&r)));
             }
         }

@@ -308,6 +308,13 @@ impl MaxServer {
         let t0 = Instant::now();
         let child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
         let pgid = child.id();
+        tracing::info!(
+            pid = pgid,
+            port,
+            model = %config.model_dir.display(),
+            log = %log.display(),
+            "max serve spawned; waiting for it to compile the model and answer"
+        );
         let shared = Arc::new(Shared {
             child: Mutex::new(child),
             exit: Mutex::new(None),
@@ -332,9 +339,11 @@ impl MaxServer {
                 ..MaxClientConfig::default()
             },
         );
+        let mut next_report = Duration::from_secs(10);
         loop {
             if let Some(status) = server.shared.exited() {
                 server.shared.signal_group("KILL");
+                tracing::warn!(%status, elapsed_s = t0.elapsed().as_secs_f64(), "max serve exited before it was ready");
                 return Err(MaxError::ServerExited {
                     status,
                     waited: t0.elapsed(),
@@ -346,12 +355,29 @@ impl MaxServer {
                 Ok(models) if !models.is_empty() => {
                     server.models = models;
                     server.startup = t0.elapsed();
+                    tracing::info!(
+                        elapsed_s = server.startup.as_secs_f64(),
+                        models = ?server.models,
+                        url = %server.url,
+                        "max serve ready"
+                    );
                     return Ok(server);
                 }
                 Ok(_) => "an empty model list".to_owned(),
                 Err(e) => e.to_string(),
             };
+            if t0.elapsed() >= next_report {
+                // A cold start compiles the graph for minutes: say where it is.
+                let tail = log_tail(&log);
+                tracing::info!(
+                    elapsed_s = t0.elapsed().as_secs_f64(),
+                    last_log_line = tail.lines().last().unwrap_or(""),
+                    "max serve still starting (a cold start compiles the model, ~3 minutes on a CPU)"
+                );
+                next_report += Duration::from_secs(10);
+            }
             if t0.elapsed() >= config.start_timeout {
+                tracing::warn!(waited_s = config.start_timeout.as_secs_f64(), "max serve start timed out; stopping it");
                 server.shared.stop(server.stop_grace);
                 return Err(MaxError::StartTimeout {
                     waited: config.start_timeout,

