@@ -7,7 +7,9 @@ One entry per `model_type` registered by transformers 5.23.0 (sub-configs includ
   * the sub-config relation, from each config class's `sub_configs`;
   * the candle-transformers 0.11.1 module implementing it (source dir in the cargo registry);
   * the MAX 26.7.0 architectures implementing it (dumped by running MAX's own python, see `--max-python`);
-  * a family, derived by the explicit ordered rules in FAMILY_RULES below, or curated by hand in models.yaml.
+  * a family, derived by the explicit ordered rules in FAMILY_RULES below, or curated by hand in models.yaml;
+  * hand-curated support facts, kept from the existing models.yaml like `notes`: `native` (task -> the candle
+    implementation skillgen runs and has verified) and `refused` (backend -> why skillgen refuses to run it there).
 
 Run it with the transformers venv:  ~/.cache/skillgen/venv-import/bin/python scripts/import_registry.py
 Exit status: 0 ok; 1 `--check` found the file out of date; 2 bad environment / table error;
@@ -478,7 +480,7 @@ HEADER = """\
 # skillgen model registry: one entry per Hugging Face model_type.
 # Produced by `python3 scripts/import_registry.py` (see scripts/README.md) from transformers {transformers},
 # candle-transformers {candle_transformers} and MAX {max}. Hand edits survive a re-import: set `family` together
-# with `family_source: curated`, and `notes`. Everything else is overwritten by the importer.
+# with `family_source: curated`, `native`, `refused` and `notes`. Everything else is overwritten by the importer.
 version: 1
 sources:
   transformers: {q_transformers}
@@ -510,6 +512,14 @@ def render(models: list[dict]) -> str:
             out.append(f"    candle: {q(m['candle'])}\n")
         if m.get("max"):
             out.append(f"    max: {flow(m['max'])}\n")
+        if m.get("native"):
+            out.append("    native:\n")
+            for t in sorted(m["native"]):
+                out.append(f"      {q(t)}: {q(m['native'][t])}\n")
+        if m.get("refused"):
+            out.append("    refused:\n")
+            for b in sorted(m["refused"]):
+                out.append(f"      {q(b)}: {json.dumps(m['refused'][b])}\n")
         if m.get("notes"):
             out.append(f"    notes: {json.dumps(m['notes'])}\n")
     return "".join(out)
@@ -640,8 +650,14 @@ def main() -> int:
             "model_type": mt, "config_class": e["config_class"], "hf_module": e["hf_module"],
             "family": fam, "family_source": src, "modalities": sorted(mods),
             "deprecated": e["deprecated"], "sub_config_of": sorted(e["sub_config_of"]),
-            "tasks": e["tasks"], "candle": candle_map.get(mt), "max": e["max"], "notes": old.get("notes"),
+            "tasks": e["tasks"], "candle": candle_map.get(mt), "max": e["max"],
+            # hand-curated, kept as they are (the generator validates them: `native` tasks must be listed)
+            "native": old.get("native"), "refused": old.get("refused"), "notes": old.get("notes"),
         })
+        for t in sorted(old.get("native") or {}):
+            if t not in e["tasks"]:
+                warn(f"{mt}: `native` names task {t!r}, which transformers no longer lists for it; "
+                     "skillgen will reject the entry until `native` is fixed by hand")
         if args.verbose and src == "derived" and fam:
             print(f"  {mt}: {fam} ({why[mt]})")
     text = render(models)

@@ -16,6 +16,7 @@ fn config(out: &Path) -> Config {
         registry: root.join("models.yaml"),
         templates: root.join("templates"),
         out: out.to_path_buf(),
+        support: Config::default_support(out),
     }
 }
 

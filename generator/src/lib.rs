@@ -10,8 +10,10 @@
 //!    (`templates/`), parses every file with `syn`, and formats it with `prettyplease`.
 //! 3. [`generate`] compares the rendered tree with `OUT/src` and, if anything differs, swaps in
 //!    the new tree atomically ([`tree`]). [`check`] only compares.
+//! 4. The same run renders `SUPPORT.md` ([`support`]: what runs, per model type, task and
+//!    backend) and replaces it atomically when its bytes change.
 //!
-//! Nothing is written under OUT unless loading, validation and rendering all succeeded.
+//! Nothing is written unless loading, validation and rendering all succeeded.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,16 +24,22 @@ pub mod diag;
 pub mod idents;
 pub mod registry;
 pub mod render;
+pub mod support;
 pub mod tree;
 pub mod validate;
 pub mod view;
 pub mod yaml;
 
 pub use diag::Diagnostic;
-pub use registry::{FamilySource, Model, Registry, Spanned, TaskClasses};
+pub use registry::{
+    FamilySource, Model, NativeEntry, RefusedEntry, Registry, Spanned, TaskClasses,
+};
 
 /// The command that regenerates the skills crate.
 pub const GENERATE_COMMAND: &str = "cargo run -p skillgen -- generate";
+
+/// The support table's default file name.
+pub const SUPPORT_FILE: &str = "SUPPORT.md";
 
 /// Where the registry, the templates and the output crate are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +50,9 @@ pub struct Config {
     pub templates: PathBuf,
     /// The output crate (`generated/`); the generator owns its `src/` only.
     pub out: PathBuf,
+    /// The support table (`SUPPORT.md`), by default next to the output crate
+    /// ([`Config::default_support`]).
+    pub support: PathBuf,
 }
 
 impl Config {
@@ -52,6 +63,19 @@ impl Config {
             registry: root.join("models.yaml"),
             templates: root.join("templates"),
             out: root.join("generated"),
+            support: root.join(SUPPORT_FILE),
+        }
+    }
+
+    /// `SUPPORT.md` in the directory that holds `out` (the repository root for `generated`).
+    pub fn default_support(out: &Path) -> PathBuf {
+        match out.components().next_back() {
+            Some(std::path::Component::CurDir | std::path::Component::ParentDir) => {
+                out.join("..").join(SUPPORT_FILE)
+            }
+            _ => out
+                .parent()
+                .map_or_else(|| out.join(SUPPORT_FILE), |p| p.join(SUPPORT_FILE)),
         }
     }
 
@@ -209,6 +233,17 @@ pub fn render_registry(
     render::Templates::load(&config.templates)?.render(registry)
 }
 
+/// Renders `SUPPORT.md` without touching the disk.
+pub fn render_support(config: &Config) -> Result<String, Error> {
+    let registry = load(config)?;
+    render_support_registry(config, &registry)
+}
+
+/// Renders `SUPPORT.md` for an already loaded registry.
+pub fn render_support_registry(config: &Config, registry: &Registry) -> Result<String, Error> {
+    render::Templates::load(&config.templates)?.render_support(registry)
+}
+
 /// What [`generate`] did (or, for a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -222,6 +257,10 @@ pub struct Summary {
     pub unchanged: usize,
     /// Files deleted, relative to OUT.
     pub removed: Vec<PathBuf>,
+    /// The support table's path.
+    pub support: PathBuf,
+    /// Whether the support table was written (or, for a dry run, would be).
+    pub support_written: bool,
     /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
     /// Wall time.
@@ -234,15 +273,26 @@ impl fmt::Display for Summary {
         let (written, unchanged, removed) =
             (self.written.len(), self.unchanged, self.removed.len());
         let secs = self.elapsed.as_secs_f64();
+        let support = display_name(&self.support);
         if self.dry_run {
+            let what = if self.support_written {
+                "would write"
+            } else {
+                "would keep"
+            };
             write!(
                 f,
-                "skillgen: {skills} skills, {files} files: would write {written}, keep {unchanged} unchanged, remove {removed} (dry run, nothing written) in {secs:.2}s"
+                "skillgen: {skills} skills, {files} files: would write {written}, keep {unchanged} unchanged, remove {removed}; {what} {support} (dry run, nothing written) in {secs:.2}s"
             )
         } else {
+            let what = if self.support_written {
+                "written"
+            } else {
+                "unchanged"
+            };
             write!(
                 f,
-                "skillgen: {skills} skills, {files} files: {written} written, {unchanged} unchanged, {removed} removed in {secs:.2}s"
+                "skillgen: {skills} skills, {files} files: {written} written, {unchanged} unchanged, {removed} removed; {support} {what} in {secs:.2}s"
             )
         }
     }
@@ -253,16 +303,24 @@ impl fmt::Display for Summary {
 pub fn generate(config: &Config, dry_run: bool) -> Result<Summary, Error> {
     let start = Instant::now();
     let registry = load(config)?;
-    let rendered = render_registry(config, &registry)?;
+    let templates = render::Templates::load(&config.templates)?;
+    let rendered = templates.render(&registry)?;
+    let support = templates.render_support(&registry)?;
     // Everything is validated and rendered; only now touch OUT.
     if !dry_run {
         tree::recover(&config.out)?;
+        tree::recover_file(&config.support)?;
     }
     let disk = tree::read(&config.out)?;
     let diff = tree::diff(&rendered, &disk);
     if !dry_run && !diff.is_clean() {
         tree::apply(&config.out, &rendered, &diff)?;
     }
+    let support_written = if dry_run {
+        tree::file_state(&config.support, support.as_bytes())?.is_some()
+    } else {
+        tree::write_file_if_changed(&config.support, support.as_bytes())?
+    };
     let mut written = diff.missing.clone();
     written.extend(diff.stale.iter().cloned());
     written.sort();
@@ -272,6 +330,8 @@ pub fn generate(config: &Config, dry_run: bool) -> Result<Summary, Error> {
         written,
         unchanged: diff.unchanged.len(),
         removed: diff.extra,
+        support: config.support.clone(),
+        support_written,
         dry_run,
         elapsed: start.elapsed(),
     })
@@ -290,11 +350,20 @@ pub struct CheckReport {
     pub out: PathBuf,
     /// Number of files in the rendered tree.
     pub files: usize,
+    /// The support table checked.
+    pub support: PathBuf,
+    /// How the support table differs (`stale` or `missing`), if it does.
+    pub support_state: Option<&'static str>,
 }
 
 impl CheckReport {
     /// Whether `OUT/src` is exactly what `generate` would write.
     pub fn is_fresh(&self) -> bool {
+        self.src_is_fresh() && self.support_state.is_none()
+    }
+
+    /// Whether `OUT/src` alone is fresh.
+    pub fn src_is_fresh(&self) -> bool {
         self.stale.is_empty() && self.missing.is_empty() && self.extra.is_empty()
     }
 }
@@ -302,30 +371,43 @@ impl CheckReport {
 impl fmt::Display for CheckReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let src = self.out.join(tree::SRC_DIR);
+        let support = display_name(&self.support);
         if self.is_fresh() {
             return write!(
                 f,
-                "skillgen: {} is up to date ({} files)",
+                "skillgen: {} is up to date ({} files), and so is {support}",
                 src.display(),
                 self.files
             );
         }
-        writeln!(
-            f,
-            "skillgen: {} is out of date: {} stale, {} missing, {} extra",
-            src.display(),
-            self.stale.len(),
-            self.missing.len(),
-            self.extra.len()
-        )?;
-        for (label, paths) in [
-            ("stale", &self.stale),
-            ("missing", &self.missing),
-            ("extra", &self.extra),
-        ] {
-            for p in paths {
-                writeln!(f, "  {label:<8} {}", p.display())?;
+        if self.src_is_fresh() {
+            writeln!(
+                f,
+                "skillgen: {} is up to date ({} files)",
+                src.display(),
+                self.files
+            )?;
+        } else {
+            writeln!(
+                f,
+                "skillgen: {} is out of date: {} stale, {} missing, {} extra",
+                src.display(),
+                self.stale.len(),
+                self.missing.len(),
+                self.extra.len()
+            )?;
+            for (label, paths) in [
+                ("stale", &self.stale),
+                ("missing", &self.missing),
+                ("extra", &self.extra),
+            ] {
+                for p in paths {
+                    writeln!(f, "  {label:<8} {}", p.display())?;
+                }
             }
+        }
+        if let Some(state) = self.support_state {
+            writeln!(f, "skillgen: {support} is out of date ({state})")?;
         }
         write!(f, "run `{GENERATE_COMMAND}` to update it")
     }
@@ -333,7 +415,10 @@ impl fmt::Display for CheckReport {
 
 /// Compares `OUT/src` with what [`generate`] would write, without writing anything.
 pub fn check(config: &Config) -> Result<CheckReport, Error> {
-    let rendered = render(config)?;
+    let registry = load(config)?;
+    let templates = render::Templates::load(&config.templates)?;
+    let rendered = templates.render(&registry)?;
+    let support = templates.render_support(&registry)?;
     let disk = tree::read(&config.out)?;
     let diff = tree::diff(&rendered, &disk);
     Ok(CheckReport {
@@ -342,5 +427,7 @@ pub fn check(config: &Config) -> Result<CheckReport, Error> {
         extra: diff.extra,
         out: config.out.clone(),
         files: rendered.len(),
+        support: config.support.clone(),
+        support_state: tree::file_state(&config.support, support.as_bytes())?,
     })
 }

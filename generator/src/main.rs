@@ -1,11 +1,13 @@
 //! `skillgen`: the command line over the [`skillgen`] library.
 
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use skillgen::support::{Facts, describe_plain, status_json};
 use skillgen::{Config, Error, Model, Registry};
-use skillgen_vocab::Capability;
+use skillgen_vocab::{Backend, Capability, Support};
 
 /// Generates the typed `skills` crate from the model registry.
 #[derive(Debug, Parser)]
@@ -20,6 +22,9 @@ struct Cli {
     /// The output crate; its `src/` is replaced [default: <workspace>/generated]
     #[arg(long, global = true, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The support table [default: SUPPORT.md in the directory that holds OUT]
+    #[arg(long, global = true, value_name = "PATH")]
+    support: Option<PathBuf>,
     /// With no subcommand: report what `generate` would change without writing.
     #[arg(long)]
     dry_run: bool,
@@ -50,73 +55,120 @@ enum Command {
     },
 }
 
+/// Why a command failed.
+enum Failure {
+    /// The generator failed.
+    Skillgen(Error),
+    /// Writing to stdout failed (a closed pipe is not an error: see [`main`]).
+    Stdout(io::Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Skillgen(e)
+    }
+}
+
+impl From<io::Error> for Failure {
+    fn from(e: io::Error) -> Self {
+        Failure::Stdout(e)
+    }
+}
+
+/// A message on stderr; a closed stderr is ignored rather than a panic.
+fn note(message: impl std::fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "{message}");
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let defaults = Config::workspace_default();
+    let out = cli.out.unwrap_or(defaults.out);
     let config = Config {
         registry: cli.registry.unwrap_or(defaults.registry),
         templates: cli.templates.unwrap_or(defaults.templates),
-        out: cli.out.unwrap_or(defaults.out),
+        support: cli.support.unwrap_or_else(|| Config::default_support(&out)),
+        out,
     };
     let command = cli.command.unwrap_or(Command::Generate {
         dry_run: cli.dry_run,
     });
-    match run(&config, command) {
+    // Everything goes through one locked, buffered stdout. A reader that closes the pipe early
+    // (`skillgen list --json | head -1`) ends the command quietly, like cargo and rg do.
+    let mut stdout = io::BufWriter::new(io::stdout().lock());
+    let result = run(&config, command, &mut stdout).and_then(|code| {
+        stdout.flush()?;
+        Ok(code)
+    });
+    match result {
         Ok(code) => code,
-        Err(e) => {
+        Err(Failure::Stdout(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Failure::Stdout(e)) => {
+            note(format_args!("error: writing to stdout: {e}"));
+            ExitCode::FAILURE
+        }
+        Err(Failure::Skillgen(e)) => {
             match &e {
-                Error::Registry { .. } => eprintln!("{e}"),
-                _ => eprintln!("error: {e}"),
+                Error::Registry { .. } => note(&e),
+                _ => note(format_args!("error: {e}")),
             }
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(config: &Config, command: Command) -> Result<ExitCode, Error> {
+fn run(config: &Config, command: Command, out: &mut impl Write) -> Result<ExitCode, Failure> {
     match command {
         Command::Generate { dry_run } => {
             let summary = skillgen::generate(config, dry_run)?;
             if dry_run {
                 for p in &summary.written {
-                    println!("would write  {}", p.display());
+                    writeln!(out, "would write  {}", p.display())?;
+                }
+                if summary.support_written {
+                    writeln!(out, "would write  {}", summary.support.display())?;
                 }
                 for p in &summary.removed {
-                    println!("would remove {}", p.display());
+                    writeln!(out, "would remove {}", p.display())?;
                 }
+                out.flush()?;
             }
-            eprintln!("{summary}");
+            note(&summary);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => {
             let report = skillgen::check(config)?;
-            if report.is_fresh() {
-                eprintln!("{report}");
-                Ok(ExitCode::SUCCESS)
+            note(&report);
+            Ok(if report.is_fresh() {
+                ExitCode::SUCCESS
             } else {
-                eprintln!("{report}");
-                Ok(ExitCode::FAILURE)
-            }
+                ExitCode::FAILURE
+            })
         }
         Command::List { json } => {
             let registry = skillgen::load(config)?;
             if json {
                 let value = list_json(&registry);
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&value).expect("JSON values always serialize")
-                );
+                let text =
+                    serde_json::to_string_pretty(&value).expect("JSON values always serialize");
+                writeln!(out, "{text}")?;
             } else {
                 for m in registry.sorted() {
-                    println!(
-                        "{:<32} {:<24} {:<28} {} task(s)",
+                    writeln!(
+                        out,
+                        "{:<32} {:<24} {:<28} {:>2} task(s)  {}",
                         m.model_type.value,
                         m.family.as_str(),
                         format!("{}::{}", m.module, m.struct_name),
-                        m.tasks.len()
-                    );
+                        m.tasks.len(),
+                        runs_summary(m)
+                    )?;
                 }
-                eprintln!("skillgen: {} model types", registry.models.len());
+                out.flush()?;
+                note(format_args!(
+                    "skillgen: {} model types",
+                    registry.models.len()
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -127,13 +179,48 @@ fn run(config: &Config, command: Command) -> Result<ExitCode, Error> {
                 if let Some(s) = registry.suggest(&model_type) {
                     msg.push_str(&format!(" (did you mean `{s}`?)"));
                 }
-                eprintln!("{msg}");
+                note(msg);
                 return Ok(ExitCode::FAILURE);
             };
-            show(config, &registry, m);
+            show(config, &registry, m, out)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One phrase for `list`: which tasks run where, and refusals.
+/// E.g. `runs: causal-lm (candle verified, MAX delegated)` or `runs nothing; candle refused`.
+fn runs_summary(m: &Model) -> String {
+    let facts = Facts::of(m);
+    let tasks = facts.tasks(&m.task_list());
+    let running: Vec<String> = tasks
+        .iter()
+        .filter(|t| t.runs())
+        .map(|t| {
+            let on: Vec<String> = t
+                .statuses
+                .iter()
+                .filter(|(_, s)| s.runs())
+                .map(|(b, s)| format!("{b} {}", s.code()))
+                .collect();
+            format!("{} ({})", t.task, on.join(", "))
+        })
+        .collect();
+    let mut text = if running.is_empty() {
+        "runs nothing".to_owned()
+    } else {
+        format!("runs: {}", running.join(", "))
+    };
+    let refused: Vec<String> = Backend::ALL
+        .iter()
+        .filter(|&&b| tasks.iter().any(|t| matches!(t.on(b), Support::Refused(_))))
+        .map(|b| format!("{b} refused"))
+        .collect();
+    if !refused.is_empty() {
+        text.push_str("; ");
+        text.push_str(&refused.join(", "));
+    }
+    text
 }
 
 /// The relative path of an entry's generated module.
@@ -142,15 +229,33 @@ fn module_path(m: &Model) -> String {
 }
 
 fn model_json(m: &Model) -> serde_json::Value {
-    let tasks: serde_json::Map<String, serde_json::Value> = m
+    let facts = Facts::of(m);
+    let tasks: Vec<serde_json::Value> = m
         .tasks
         .iter()
-        .map(|t| {
-            (
-                t.task.as_str().to_owned(),
+        .zip(facts.tasks(&m.task_list()))
+        .map(|(t, support)| {
+            let mut obj = serde_json::Map::new();
+            obj.insert("task".into(), t.task.as_str().into());
+            obj.insert(
+                "classes".into(),
                 t.classes.iter().map(|c| c.value.clone()).collect(),
-            )
+            );
+            for (backend, status) in &support.statuses {
+                obj.insert(backend.as_str().into(), status_json(status));
+            }
+            serde_json::Value::Object(obj)
         })
+        .collect();
+    let native: serde_json::Map<String, serde_json::Value> = m
+        .native
+        .iter()
+        .map(|n| (n.task.as_str().to_owned(), n.implementation.as_str().into()))
+        .collect();
+    let refused: serde_json::Map<String, serde_json::Value> = m
+        .refused
+        .iter()
+        .map(|r| (r.backend.as_str().to_owned(), r.reason.value.clone().into()))
         .collect();
     let caps: Vec<serde_json::Value> = Capability::all_for(m.family.value, &m.task_list())
         .into_iter()
@@ -168,6 +273,8 @@ fn model_json(m: &Model) -> serde_json::Value {
         "tasks": tasks,
         "candle": m.candle.as_ref().map(|c| c.value.clone()),
         "max": m.max.iter().map(|s| s.value.clone()).collect::<Vec<_>>(),
+        "native": native,
+        "refused": refused,
         "notes": m.notes.as_ref().map(|n| n.value.clone()),
         "capabilities": caps,
         "module": m.module,
@@ -185,47 +292,56 @@ fn list_json(registry: &Registry) -> serde_json::Value {
     })
 }
 
-fn show(config: &Config, registry: &Registry, m: &Model) {
+fn show(config: &Config, registry: &Registry, m: &Model, out: &mut impl Write) -> io::Result<()> {
     let file = config.out.join(module_path(m));
-    println!("model_type:    {}", m.model_type.value);
-    println!(
+    writeln!(out, "model_type:    {}", m.model_type.value)?;
+    writeln!(
+        out,
         "defined at:    {}:{}:{} (models[{}])",
         registry.file, m.line, m.column, m.index
-    );
-    println!("config_class:  {}", m.config_class.value);
-    println!("hf_module:     transformers.models.{}", m.hf_module.value);
-    println!(
+    )?;
+    writeln!(out, "config_class:  {}", m.config_class.value)?;
+    writeln!(
+        out,
+        "hf_module:     transformers.models.{}",
+        m.hf_module.value
+    )?;
+    writeln!(
+        out,
         "family:        {} ({})",
         m.family.value,
         m.family_source.as_str()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "modalities:    {}",
         m.modalities
             .iter()
             .map(|x| x.as_str())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    )?;
     if m.deprecated {
-        println!("deprecated:    yes");
+        writeln!(out, "deprecated:    yes")?;
     }
     if !m.sub_config_of.is_empty() {
-        println!(
+        writeln!(
+            out,
             "sub_config_of: {}",
             m.sub_config_of
                 .iter()
                 .map(|s| s.value.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
     }
-    println!("tasks:");
+    writeln!(out, "tasks:")?;
     if m.tasks.is_empty() {
-        println!("  (none)");
+        writeln!(out, "  (none)")?;
     }
     for t in &m.tasks {
-        println!(
+        writeln!(
+            out,
             "  {:<28} {:<40} {}",
             t.task.as_str(),
             t.task.hf_mapping(),
@@ -234,10 +350,37 @@ fn show(config: &Config, registry: &Registry, m: &Model) {
                 .map(|c| c.value.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        );
+        )?;
+    }
+    let facts = Facts::of(m);
+    let support = facts.tasks(&m.task_list());
+    writeln!(out, "support:")?;
+    if support.is_empty() {
+        writeln!(out, "  (no tasks)")?;
+    }
+    for t in &support {
+        let cells: Vec<String> = t
+            .statuses
+            .iter()
+            .map(|(b, s)| match s {
+                Support::Refused(_) => format!("{b}: {}", s.code()),
+                _ => format!("{b}: {}", describe_plain(s)),
+            })
+            .collect();
+        writeln!(out, "  {:<28} {}", t.task.as_str(), cells.join("  |  "))?;
+    }
+    for r in &m.refused {
+        writeln!(out, "  refused on {}: {}", r.backend.value, r.reason.value)?;
+    }
+    if !support.iter().any(|t| t.runs()) {
+        writeln!(
+            out,
+            "  nothing runs this model type yet: every call is a typed error naming each target tried"
+        )?;
     }
     let caps = Capability::all_for(m.family.value, &m.task_list());
-    println!(
+    writeln!(
+        out,
         "capabilities:  {}",
         if caps.is_empty() {
             "(none)".to_owned()
@@ -247,12 +390,14 @@ fn show(config: &Config, registry: &Registry, m: &Model) {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "candle:        {}",
         m.candle.as_ref().map_or("(none)", |c| c.value.as_str())
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "max:           {}",
         if m.max.is_empty() {
             "(none)".to_owned()
@@ -263,20 +408,23 @@ fn show(config: &Config, registry: &Registry, m: &Model) {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
-    );
+    )?;
     if let Some(n) = &m.notes {
-        println!(
+        writeln!(
+            out,
             "notes:         {}",
             n.value.replace('\n', "\n               ")
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "rust:          skills::{}::{} (also skills::{}::{}::{})",
         m.module,
         m.struct_name,
         m.family.module(),
         m.module,
         m.struct_name
-    );
-    println!("file:          {}", file.display());
+    )?;
+    writeln!(out, "file:          {}", file.display())?;
+    Ok(())
 }

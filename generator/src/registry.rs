@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::ops::Deref;
 
 use serde::Serialize;
-use skillgen_vocab::{Family, Modality, Task, did_you_mean};
+use skillgen_vocab::{Backend, Family, Modality, NativeImpl, Task, did_you_mean};
 
 use crate::diag::{Ctx, Sink, printable};
 use crate::yaml::{Kind, Node};
@@ -111,6 +111,12 @@ pub struct Model {
     pub candle: Option<Spanned<String>>,
     /// MAX architecture names, in file order.
     pub max: Vec<Spanned<String>>,
+    /// `native:`: task → the candle implementation skillgen runs and has verified, sorted by
+    /// task; every task is one of `tasks`.
+    pub native: Vec<NativeEntry>,
+    /// `refused:`: backend → why skillgen refuses to run this model type there (one line),
+    /// sorted by backend.
+    pub refused: Vec<RefusedEntry>,
     /// Free-form notes (may contain newlines).
     pub notes: Option<Spanned<String>>,
     /// The Rust module identifier, e.g. `xlm_roberta`.
@@ -126,6 +132,24 @@ pub struct TaskClasses {
     pub task: Spanned<Task>,
     /// Its Hugging Face classes, non-empty, in file order.
     pub classes: Vec<Spanned<String>>,
+}
+
+/// One `native:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeEntry {
+    /// The task (the key's position).
+    pub task: Spanned<Task>,
+    /// The candle implementation (the value's position).
+    pub implementation: Spanned<NativeImpl>,
+}
+
+/// One `refused:` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEntry {
+    /// The backend (the key's position).
+    pub backend: Spanned<Backend>,
+    /// Why skillgen refuses to run the model type there: non-empty, one line.
+    pub reason: Spanned<String>,
 }
 
 impl Registry {
@@ -210,6 +234,8 @@ pub const ENTRY_KEYS: &[&str] = &[
     "tasks",
     "candle",
     "max",
+    "native",
+    "refused",
     "notes",
 ];
 
@@ -240,6 +266,8 @@ pub(crate) struct Partial {
     pub tasks: Vec<TaskClasses>,
     pub candle: Option<Spanned<String>>,
     pub max: Vec<Spanned<String>>,
+    pub native: Vec<NativeEntry>,
+    pub refused: Vec<RefusedEntry>,
     pub notes: Option<Spanned<String>>,
 }
 
@@ -551,6 +579,8 @@ fn parse_entry(index: usize, item: &Node, sink: &mut Sink) -> Option<Partial> {
             "sub_config_of" => p.sub_config_of = expect_str_list(value, &ctx, k, sink),
             "max" => p.max = expect_str_list(value, &ctx, k, sink),
             "tasks" => p.tasks = parse_tasks(value, &ctx, sink),
+            "native" => p.native = parse_native(value, &ctx, sink),
+            "refused" => p.refused = parse_refused(value, &ctx, sink),
             other => unknown_key(other, key, ENTRY_KEYS, &ctx, None, sink),
         }
     }
@@ -725,5 +755,109 @@ fn parse_tasks(value: &Node, ctx: &Ctx, sink: &mut Sink) -> Vec<TaskClasses> {
         }
     }
     out.sort_by_key(|t| t.task.value);
+    out
+}
+
+/// The entries of a `field:` mapping (`null` counts as empty); anything else is reported.
+fn expect_map<'n>(
+    value: &'n Node,
+    ctx: &Ctx,
+    field: &str,
+    what: &str,
+    sink: &mut Sink,
+) -> &'n [(Node, Node)] {
+    match &value.kind {
+        Kind::Null => &[],
+        Kind::Map(entries) => entries,
+        _ => {
+            sink.push(
+                ctx,
+                value.pos(),
+                Some(field),
+                format!("expected a mapping of {what}, found {}", value.describe()),
+            );
+            &[]
+        }
+    }
+}
+
+/// `native:` task → native implementation (both canonical spellings), sorted by task. Whether
+/// each task is one of the entry's `tasks` is a semantic rule ([`crate::validate`]).
+fn parse_native(value: &Node, ctx: &Ctx, sink: &mut Sink) -> Vec<NativeEntry> {
+    let mut out = Vec::new();
+    for (k, v) in expect_map(value, ctx, "native", "task to native implementation", sink) {
+        let Some(name) = key_str(k, ctx, Some("native"), sink) else {
+            continue;
+        };
+        let field = format!("native.{}", printable(name));
+        let task = match Task::parse(name) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                sink.push(ctx, k.pos(), Some(&field), e.to_string());
+                None
+            }
+        };
+        let implementation = match &v.kind {
+            Kind::Str(s) => match NativeImpl::parse(s) {
+                Ok(i) => Some(i),
+                Err(e) => {
+                    sink.push(ctx, v.pos(), Some(&field), e.to_string());
+                    None
+                }
+            },
+            _ => {
+                sink.push(
+                    ctx,
+                    v.pos(),
+                    Some(&field),
+                    format!(
+                        "expected a native implementation ({}), found {}",
+                        NativeImpl::ALL
+                            .iter()
+                            .map(|i| format!("`{i}`"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        v.describe()
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(task), Some(implementation)) = (task, implementation) {
+            out.push(NativeEntry {
+                task: Spanned::new(task, k),
+                implementation: Spanned::new(implementation, v),
+            });
+        }
+    }
+    out.sort_by_key(|n| n.task.value);
+    out
+}
+
+/// `refused:` backend → reason, sorted by backend. The reason's text rules (non-empty, one
+/// line, no control or bidi characters) are checked in [`crate::validate`].
+fn parse_refused(value: &Node, ctx: &Ctx, sink: &mut Sink) -> Vec<RefusedEntry> {
+    let mut out = Vec::new();
+    for (k, v) in expect_map(value, ctx, "refused", "backend to reason", sink) {
+        let Some(name) = key_str(k, ctx, Some("refused"), sink) else {
+            continue;
+        };
+        let field = format!("refused.{}", printable(name));
+        let backend = match Backend::parse(name) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                sink.push(ctx, k.pos(), Some(&field), e.to_string());
+                None
+            }
+        };
+        let reason = expect_str(v, ctx, &field, sink);
+        if let (Some(backend), Some(reason)) = (backend, reason) {
+            out.push(RefusedEntry {
+                backend: Spanned::new(backend, k),
+                reason,
+            });
+        }
+    }
+    out.sort_by_key(|r| r.backend.value);
     out
 }

@@ -12,6 +12,7 @@
 //! | `registry.rs.tera` | `src/registry.rs` | `crate`: [`CrateView`] |
 //! | `family_mod.rs.tera` | `src/<family>/mod.rs` | `family`: [`FamilyView`](view::FamilyView) |
 //! | `families/<family>.rs.tera` | `src/<family>/<module>.rs` | `skill`: [`SkillView`](view::SkillView), `family`: [`FamilyHeader`] |
+//! | `SUPPORT.md.tera` | `SUPPORT.md` (next to OUT) | `support`: [`SupportView`](crate::support::SupportView) |
 //!
 //! Each family template must define a `family_prose` block (`//!` lines about the family); it is
 //! also rendered on its own into [`FamilyView::prose`](view::FamilyView::prose) for the family's
@@ -35,6 +36,9 @@ pub const REQUIRED_TEMPLATES: &[&str] = &[
     "family_mod.rs.tera",
     "skill.rs.tera",
 ];
+
+/// The template of `SUPPORT.md` (Markdown, not Rust; only needed by [`Templates::render_support`]).
+pub const SUPPORT_TEMPLATE: &str = "SUPPORT.md.tera";
 
 /// The block of a family template that holds the family's documentation prose.
 pub const PROSE_BLOCK: &str = "family_prose";
@@ -169,12 +173,19 @@ impl Templates {
     pub fn render(&self, registry: &Registry) -> Result<BTreeMap<PathBuf, String>, Error> {
         let mut view = view::build(registry);
         self.fill_prose(&mut view)?;
-        let name = Path::new(&registry.file).file_name().map_or_else(
-            || registry.file.clone(),
-            |n| n.to_string_lossy().into_owned(),
-        );
-        let header = header(&name);
+        let header = header(&registry_name(registry));
         self.render_view(&view, &header)
+    }
+
+    /// Renders `SUPPORT.md`: the support status of every (model type, task) on every backend.
+    pub fn render_support(&self, registry: &Registry) -> Result<String, Error> {
+        let view = crate::support::support_view(registry, &registry_name(registry));
+        let mut ctx = Context::new();
+        ctx.insert("support", &view);
+        let text = self.render_text(SUPPORT_TEMPLATE, &ctx, None)?;
+        let mut out = text.trim_end().to_owned();
+        out.push('\n');
+        Ok(out)
     }
 
     fn render_view(
@@ -227,6 +238,14 @@ impl Templates {
         }
         Ok(out)
     }
+}
+
+/// The registry's file name (`models.yaml`), as generated files name it.
+fn registry_name(registry: &Registry) -> String {
+    Path::new(&registry.file).file_name().map_or_else(
+        || registry.file.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// What a skill template sees of its family. Deliberately not the [`view::FamilyView`], whose

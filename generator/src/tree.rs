@@ -287,3 +287,63 @@ fn swap(out: &Path, staging: &Path, src: &Path) -> Result<(), Error> {
     sync_dir(out);
     remove_all(&old)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Single files outside OUT (`SUPPORT.md`): the same rules, one file.
+// ---------------------------------------------------------------------------------------------
+
+/// Where [`write_file_if_changed`] stages `path`: `.NAME.skillgen-tmp` next to it.
+pub fn staging_file(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.skillgen-tmp"))
+}
+
+/// How `path` differs from `bytes`: `None` when identical, else `missing` or `stale`.
+pub fn file_state(path: &Path, bytes: &[u8]) -> Result<Option<&'static str>, Error> {
+    match fs::read(path) {
+        Ok(current) if current == bytes => Ok(None),
+        Ok(_) => Ok(Some("stale")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some("missing")),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Deletes what an interrupted [`write_file_if_changed`] of `path` left behind.
+pub fn recover_file(path: &Path) -> Result<(), Error> {
+    let staged = staging_file(path);
+    match fs::remove_file(&staged) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&staged, e)),
+        _ => Ok(()),
+    }
+}
+
+/// Replaces `path` with `bytes` atomically (write a staging file next to it, flush, rename),
+/// and only when the bytes differ, so that an unchanged file keeps its mtime. Returns whether
+/// it wrote.
+pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
+    if file_state(path, bytes)?.is_none() {
+        return Ok(false);
+    }
+    let staged = staging_file(path);
+    let result = (|| {
+        let mut f = fs::File::create(&staged).map_err(|e| Error::io(&staged, e))?;
+        f.write_all(bytes).map_err(|e| Error::io(&staged, e))?;
+        f.sync_all().map_err(|e| Error::io(&staged, e))?;
+        drop(f);
+        fs::rename(&staged, path).map_err(|e| Error::io(path, e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&staged);
+    }
+    result?;
+    if let Some(dir) = path.parent() {
+        sync_dir(if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        });
+    }
+    Ok(true)
+}

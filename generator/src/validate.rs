@@ -11,10 +11,12 @@
 //! - `hf_module`: `[A-Za-z0-9_.]+`; `candle`: `[a-z0-9_]+`; `max`: `[A-Za-z0-9_]+`.
 //! - no control or bidi-override characters in any string (`notes` may contain `\n`).
 //! - no duplicates in lists.
+//! - `native:` names only tasks the entry lists under `tasks:`; `refused:` reasons are one
+//!   non-empty line; a task is not both `native` (candle) and `refused` on candle.
 
 use std::collections::{BTreeMap, HashMap};
 
-use skillgen_vocab::{Family, did_you_mean};
+use skillgen_vocab::{Backend, Family, did_you_mean};
 
 use crate::diag::{Ctx, Sink, printable};
 use crate::idents::{module_ident, struct_ident};
@@ -339,6 +341,7 @@ fn check_entry(p: &Partial, sink: &mut Sink) {
         );
     }
     check_duplicates(sink, ctx, "max", &p.max, "MAX architecture");
+    check_support(p, sink);
     for (i, v) in p.sub_config_of.iter().enumerate() {
         if let Some(why) = bad_char(v, false) {
             sink.push(
@@ -382,6 +385,68 @@ fn check_entry(p: &Partial, sink: &mut Sink) {
             );
         }
         check_duplicates(sink, ctx, &field, &t.classes, "class");
+    }
+}
+
+/// `native:` and `refused:`.
+fn check_support(p: &Partial, sink: &mut Sink) {
+    let ctx = &p.ctx;
+    let candle_refusal = p
+        .refused
+        .iter()
+        .find(|r| r.backend.value == Backend::Candle);
+    for n in &p.native {
+        let task = n.task.value;
+        let field = format!("native.{task}");
+        if !p.tasks.iter().any(|t| t.task.value == task) {
+            let listed = if p.tasks.is_empty() {
+                "it lists none".to_owned()
+            } else {
+                format!(
+                    "it lists {}",
+                    p.tasks
+                        .iter()
+                        .map(|t| format!("`{}`", t.task.value))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            sink.push(
+                ctx,
+                n.task.pos(),
+                Some(&field),
+                format!(
+                    "`native` names task `{task}`, which is not one of this entry's `tasks` ({listed})"
+                ),
+            );
+        }
+        if let Some(r) = candle_refusal {
+            sink.push(
+                ctx,
+                n.task.pos(),
+                Some(&field),
+                format!(
+                    "task `{task}` is `native` (verified on candle) but the entry is `refused` on candle (line {}); remove one of them",
+                    r.backend.line
+                ),
+            );
+        }
+    }
+    for r in &p.refused {
+        let field = format!("refused.{}", r.backend.value.as_str());
+        if r.reason.contains('\n') {
+            sink.push(
+                ctx,
+                r.reason.pos(),
+                Some(&field),
+                format!(
+                    "refusal reason `{}` must be a single line (it is shown in tables and listings)",
+                    printable(&r.reason)
+                ),
+            );
+            continue;
+        }
+        check_string(sink, ctx, &field, &r.reason, "refusal reason", None);
     }
 }
 
@@ -450,6 +515,8 @@ fn finish(p: Partial) -> Option<Model> {
         tasks: p.tasks,
         candle: p.candle,
         max: p.max,
+        native: p.native,
+        refused: p.refused,
         notes: p.notes,
         module,
         struct_name,

@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use skillgen_vocab::{Capability, Family};
+use skillgen_vocab::{Backend, Capability, Family, Support, max_job};
 
 use crate::idents::rust_str;
 use crate::registry::{Model, Registry};
+use crate::support::{Facts, describe};
 
 /// The whole generated crate.
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +93,10 @@ pub struct SkillView {
     pub candle_lit: Option<String>,
     /// `max` names as literals.
     pub max_lits: Vec<String>,
+    /// `native:` entries, sorted by task (`native(task = implementation, ...)`).
+    pub native: Vec<NativeView>,
+    /// `refused:` entries, sorted by backend (`refused(backend = "reason", ...)`).
+    pub refused: Vec<RefusedView>,
     /// `sub_config_of` model types as literals, sorted.
     pub sub_config_of_lits: Vec<String>,
     /// Deprecated in transformers.
@@ -115,6 +120,24 @@ pub struct TaskView {
     pub hf_mapping: String,
     /// Class names as literals, in registry order.
     pub class_lits: Vec<String>,
+}
+
+/// One `native:` entry: identifiers only.
+#[derive(Debug, Clone, Serialize)]
+pub struct NativeView {
+    /// The task's identifier spelling, e.g. `causal_lm`.
+    pub task_ident: String,
+    /// The implementation's identifier spelling, e.g. `decoder`.
+    pub implementation_ident: String,
+}
+
+/// One `refused:` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedView {
+    /// The backend's canonical spelling, an identifier (`candle`, `max`).
+    pub backend: String,
+    /// The reason as a Rust string literal.
+    pub reason_lit: String,
 }
 
 /// A documentation line as a literal: `"text"` → `" text"` (the space `///` would add).
@@ -311,21 +334,7 @@ fn skill_view(m: &Model) -> SkillView {
     d.push(String::new());
     d.push("# Implementations".to_owned());
     d.push(String::new());
-    match &m.candle {
-        Some(c) => d.push(format!(
-            "- candle: `candle_transformers::models::{}`",
-            c.value
-        )),
-        None => d.push("- candle: not implemented".to_owned()),
-    }
-    if m.max.is_empty() {
-        d.push("- MAX: not implemented".to_owned());
-    } else {
-        d.push(format!(
-            "- MAX: {}",
-            code_list(m.max.iter().map(|s| s.as_str()))
-        ));
-    }
+    implementation_docs(m, &mut d);
     if let Some(notes) = &m.notes {
         d.push(String::new());
         d.push("# Notes".to_owned());
@@ -367,10 +376,106 @@ fn skill_view(m: &Model) -> SkillView {
         tasks,
         candle_lit: m.candle.as_ref().map(|c| rust_str(c)),
         max_lits: m.max.iter().map(|s| rust_str(s)).collect(),
+        native: m
+            .native
+            .iter()
+            .map(|n| NativeView {
+                task_ident: n.task.ident().to_owned(),
+                implementation_ident: n.implementation.ident().to_owned(),
+            })
+            .collect(),
+        refused: m
+            .refused
+            .iter()
+            .map(|r| RefusedView {
+                backend: r.backend.as_str().to_owned(),
+                reason_lit: rust_str(&r.reason),
+            })
+            .collect(),
         sub_config_of_lits: m.sub_config_of.iter().map(|s| rust_str(s)).collect(),
         deprecated: m.deprecated,
         summary_doc: doc(&summary),
         module_docs: d.iter().map(|l| doc(l)).collect(),
         struct_docs: vec![doc(&format!("Skill for the `{mt}` model type."))],
+    }
+}
+
+/// The "# Implementations" section: what really runs, per task ([`skillgen_vocab::support`]),
+/// and the upstream implementations skillgen does not use.
+fn implementation_docs(m: &Model, d: &mut Vec<String>) {
+    let facts = Facts::of(m);
+    let tasks = facts.tasks(&m.task_list());
+    // A refusal covers the whole model type on a backend: its reason is said once, below.
+    let mut refusals: Vec<(Backend, &str)> = Vec::new();
+    for t in tasks.iter().filter(|t| t.is_listed()) {
+        let per_backend: Vec<String> = t
+            .statuses
+            .iter()
+            .map(|(b, s)| match s {
+                Support::Refused(why) => {
+                    if !refusals.iter().any(|(r, _)| r == b) {
+                        refusals.push((*b, why));
+                    }
+                    format!("{b} **{}** (see below)", s.code())
+                }
+                _ => format!("{b} {}", describe(s)),
+            })
+            .collect();
+        d.push(format!("- `{}`: {}", t.task, per_backend.join("; ")));
+    }
+    for (b, why) in refusals {
+        d.push(String::new());
+        d.push(format!(
+            "Refused on {b}: {}",
+            crate::support::md_escape(why)
+        ));
+    }
+    if !tasks.iter().any(|t| t.runs()) {
+        if tasks.iter().any(|t| t.is_listed()) {
+            d.push(String::new());
+        }
+        d.push(
+            "Nothing runs this model type yet: every call is a typed error naming each target \
+             tried (see SUPPORT.md)."
+                .to_owned(),
+        );
+    }
+    let mut upstream = Vec::new();
+    let on = |backend: Backend| tasks.iter().map(move |t| t.on(backend));
+    if let Some(module) = &m.candle
+        && !on(Backend::Candle).any(|s| s.runs())
+    {
+        let what = if on(Backend::Candle).any(|s| matches!(s, Support::Refused(_))) {
+            "skillgen refuses to run it"
+        } else {
+            "skillgen does not run it"
+        };
+        upstream.push(format!(
+            "- candle-transformers has a `{}` module; {what}.",
+            module.value
+        ));
+    }
+    let archs = facts.max_architectures();
+    if !archs.is_empty() && !on(Backend::Max).any(|s| s.runs()) {
+        let listed = code_list(archs.iter().copied());
+        let refused = on(Backend::Max).any(|s| matches!(s, Support::Refused(_)));
+        let why = if refused {
+            "skillgen refuses to run this model type there".to_owned()
+        } else {
+            match tasks
+                .iter()
+                .find_map(|t| max_job(archs, m.family.value, t.task).err())
+            {
+                Some(serves) => {
+                    format!("skillgen does not run this model type there (they serve {serves})")
+                }
+                None => "skillgen does not run this model type there".to_owned(),
+            }
+        };
+        upstream.push(format!("- MAX has the architecture(s) {listed}; {why}."));
+    }
+    if !upstream.is_empty() {
+        d.push(String::new());
+        d.extend(upstream);
     }
 }

@@ -11,6 +11,7 @@ fn fixture_config() -> Config {
         registry: root.join("tests/fixtures/basic.yaml"),
         templates: root.join("../templates"),
         out: PathBuf::from("/nonexistent/out"),
+        support: PathBuf::from("/nonexistent/SUPPORT.md"),
     }
 }
 
@@ -199,4 +200,160 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), target).unwrap();
         }
     }
+}
+
+/// The `name(...)` list inside the `#[skill(...)]` attribute of a rendered skill module, as
+/// `(key, value)` pairs (`ident x` or `str x`).
+fn skill_list(text: &str, name: &str) -> Option<Vec<(String, String)>> {
+    let file = syn::parse_file(text).unwrap();
+    let syn::Item::Struct(item) = &file.items[0] else {
+        panic!("the skill module's item is its struct")
+    };
+    let attr = item
+        .attrs
+        .iter()
+        .find(|a| a.path().is_ident("skill"))
+        .expect("#[skill(...)]");
+    let metas = attr
+        .parse_args_with(syn::punctuated::Punctuated::<syn::Meta, syn::Token![,]>::parse_terminated)
+        .unwrap();
+    metas.iter().find_map(|m| match m {
+        syn::Meta::List(l) if l.path.is_ident(name) => {
+            let inner = l
+                .parse_args_with(
+                    syn::punctuated::Punctuated::<syn::MetaNameValue, syn::Token![,]>::parse_terminated,
+                )
+                .unwrap();
+            Some(
+                inner
+                    .iter()
+                    .map(|nv| {
+                        let value = match &nv.value {
+                            syn::Expr::Path(p) => {
+                                format!("ident {}", p.path.get_ident().unwrap())
+                            }
+                            syn::Expr::Lit(syn::ExprLit {
+                                lit: syn::Lit::Str(s),
+                                ..
+                            }) => format!("str {}", s.value()),
+                            _ => panic!("`{name}(...)` values are identifiers or string literals"),
+                        };
+                        (nv.path.get_ident().unwrap().to_string(), value)
+                    })
+                    .collect(),
+            )
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn native_and_refused_attributes() {
+    let files = skillgen::render(&fixture_config()).unwrap();
+    let bert = &files[Path::new("src/encoder/bert.rs")];
+    assert!(
+        bert.contains(
+            "    candle = \"bert\",\n    max(\"bert\"),\n    native(base_model = encoder, masked_lm = encoder),\n)]"
+        ),
+        "{bert}"
+    );
+    assert_eq!(
+        skill_list(bert, "native").unwrap(),
+        [
+            ("base_model".to_owned(), "ident encoder".to_owned()),
+            ("masked_lm".to_owned(), "ident encoder".to_owned()),
+        ]
+    );
+    assert!(skill_list(bert, "refused").is_none(), "only when non-empty");
+
+    let gpt = &files[Path::new("src/decoder/gpt_sw3.rs")];
+    assert!(skill_list(gpt, "native").is_none(), "only when non-empty");
+    assert_eq!(
+        skill_list(gpt, "refused").unwrap(),
+        [
+            (
+                "candle".to_owned(),
+                "str Wrong \"logits\" | `tick` *bold* [link](x) <b>&amp; {{ tera }} {% if x %} */ /* \\ end"
+                    .to_owned()
+            ),
+            ("max".to_owned(), "str MAX pools differently".to_owned()),
+        ]
+    );
+    let clip = &files[Path::new("src/vision_text/clip.rs")];
+    assert!(!clip.contains("native(") && !clip.contains("refused("));
+}
+
+/// The module docs (`//!` lines) of a rendered file, joined.
+fn module_docs(text: &str) -> String {
+    let file = syn::parse_file(text).unwrap();
+    file.attrs
+        .iter()
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) if nv.path.is_ident("doc") => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn implementations_docs_say_what_runs() {
+    let files = skillgen::render(&fixture_config()).unwrap();
+    let bert = module_docs(&files[Path::new("src/encoder/bert.rs")]);
+    assert!(
+        bert.contains(
+            " # Implementations\n\n - `base-model`: candle **verified** (`encoder`); MAX **delegated** (architecture `bert`)\n - `masked-lm`: candle **verified** (`encoder`); MAX not implemented"
+        ),
+        "{bert}"
+    );
+    assert!(!bert.contains("Nothing runs"), "{bert}");
+
+    let gpt = module_docs(&files[Path::new("src/decoder/gpt_sw3.rs")]);
+    assert!(
+        gpt.contains(" - `causal-lm`: candle **refused** (see below); MAX **refused** (see below)"),
+        "{gpt}"
+    );
+    // The reason is Markdown-escaped so that it renders as the text it is.
+    assert!(
+        gpt.contains(
+            " Refused on candle: Wrong \"logits\" \\| \\`tick\\` \\*bold\\* \\[link\\](x) \\<b\\>\\&amp; {{ tera }} {% if x %} \\*/ /\\* \\\\ end\n"
+        ),
+        "{gpt}"
+    );
+    assert!(
+        gpt.contains(" Refused on MAX: MAX pools differently\n"),
+        "{gpt}"
+    );
+    assert!(gpt.contains(" Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md)."), "{gpt}");
+
+    let clip = module_docs(&files[Path::new("src/vision_text/clip.rs")]);
+    assert!(
+        clip.contains(
+            " # Implementations\n\n Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).\n\n - candle-transformers has a `clip` module; skillgen does not run it."
+        ),
+        "{clip}"
+    );
+    assert!(
+        !clip.contains("candle_transformers::models::clip"),
+        "{clip}"
+    );
+}
+
+#[test]
+fn support_md_for_the_fixture() {
+    let text = skillgen::render_support(&fixture_config()).unwrap();
+    assert!(
+        text.starts_with(
+            "<!-- @generated by `cargo run -p skillgen -- generate` from basic.yaml. Do not edit by hand. -->\n"
+        ),
+        "{text}"
+    );
+    insta::assert_snapshot!("basic__SUPPORT_md", text);
+    assert_eq!(text, skillgen::render_support(&fixture_config()).unwrap());
 }

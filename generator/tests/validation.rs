@@ -642,3 +642,231 @@ models:
     assert_eq!(sorted, err.diagnostics());
     insta::assert_snapshot!("multi_error_report", err.to_string());
 }
+
+// ---------------------------------------------------------------------------------------------
+// `native:` and `refused:`
+// ---------------------------------------------------------------------------------------------
+
+const TASKS: &str = "tasks:\n  base-model: [BertModel]\n  masked-lm: [BertForMaskedLM]";
+
+/// `base_with` plus the two tasks above (lines 9–11); `extra` starts at line 12.
+fn with_tasks(extra: &str) -> String {
+    base_with(&format!("{TASKS}\n{extra}"))
+}
+
+#[test]
+fn native_and_refused_load_sorted() {
+    let r = load(&with_tasks(
+        "native:\n  masked-lm: encoder\n  base-model: encoder\nrefused:\n  max: \"MAX pools differently | *really*\"",
+    ))
+    .unwrap();
+    let m = &r.models[0];
+    let native: Vec<_> = m
+        .native
+        .iter()
+        .map(|n| (n.task.as_str(), n.implementation.as_str()))
+        .collect();
+    assert_eq!(
+        native,
+        [("base-model", "encoder"), ("masked-lm", "encoder")]
+    );
+    assert_eq!((m.native[0].task.line, m.native[0].task.column), (14, 7));
+    assert_eq!(m.refused.len(), 1);
+    assert_eq!(m.refused[0].backend.as_str(), "max");
+    assert_eq!(
+        m.refused[0].reason.value,
+        "MAX pools differently | *really*"
+    );
+    // Empty mappings are allowed and mean nothing.
+    let r = load(&with_tasks("native: {}\nrefused:")).unwrap();
+    assert!(r.models[0].native.is_empty() && r.models[0].refused.is_empty());
+}
+
+#[test]
+fn native_unknown_task_did_you_mean() {
+    let d = errors(&with_tasks("native:\n  masked_lm: encoder"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].line, d[0].column, d[0].message.as_str()),
+        (
+            13,
+            7,
+            "unknown task `masked_lm` (did you mean `masked-lm`?)"
+        )
+    );
+    assert_eq!(d[0].model_type.as_deref(), Some("bert"));
+    assert_eq!(d[0].field.as_deref(), Some("native.masked_lm"));
+    let shown = d[0].to_string();
+    assert!(shown.contains("--> models.yaml:13:7"), "{shown}");
+    assert!(
+        shown.contains("in models[0] (model_type `bert`), field `native.masked_lm`"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn native_unknown_implementation_did_you_mean() {
+    let d = errors(&with_tasks("native:\n  masked-lm: encodr"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].line, d[0].column, d[0].message.as_str()),
+        (
+            13,
+            18,
+            "unknown native implementation `encodr` (did you mean `encoder`?)"
+        )
+    );
+    assert_eq!(d[0].field.as_deref(), Some("native.masked-lm"));
+    // The identifier spelling of a task is not the canonical one either way round.
+    let (l, c, m) = one(&with_tasks("native:\n  masked-lm: Decoder"));
+    assert_eq!((l, c), (13, 18));
+    assert_eq!(
+        m,
+        "unknown native implementation `Decoder` (did you mean `decoder`?)"
+    );
+}
+
+#[test]
+fn native_wrong_shapes() {
+    let (l, c, m) = one(&with_tasks("native: [masked-lm]"));
+    assert_eq!(
+        (l, c, m.as_str()),
+        (
+            12,
+            13,
+            "expected a mapping of task to native implementation, found a list"
+        )
+    );
+    let (l, c, m) = one(&with_tasks("native:\n  masked-lm: [encoder]"));
+    assert_eq!((l, c), (13, 18));
+    assert_eq!(
+        m,
+        "expected a native implementation (`encoder`, `decoder`, `t5`, `vit`, `whisper`), found a list"
+    );
+}
+
+#[test]
+fn native_task_must_be_listed() {
+    let d = errors(&with_tasks("native:\n  causal-lm: decoder"));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].line, d[0].column, d[0].message.as_str()),
+        (
+            13,
+            7,
+            "`native` names task `causal-lm`, which is not one of this entry's `tasks` (it lists `base-model`, `masked-lm`)"
+        )
+    );
+    assert_eq!(d[0].field.as_deref(), Some("native.causal-lm"));
+    let (_, _, m) = one(&base_with("native:\n  causal-lm: decoder"));
+    assert!(m.ends_with("(it lists none)"), "{m}");
+}
+
+#[test]
+fn refused_unknown_backend_did_you_mean() {
+    let d = errors(&with_tasks("refused:\n  candel: \"wrong logits\""));
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(
+        (d[0].line, d[0].column, d[0].message.as_str()),
+        (13, 7, "unknown backend `candel` (did you mean `candle`?)")
+    );
+    assert_eq!(d[0].field.as_deref(), Some("refused.candel"));
+    let (l, c, m) = one(&with_tasks("refused: \"wrong\""));
+    assert_eq!(
+        (l, c, m.as_str()),
+        (
+            12,
+            14,
+            "expected a mapping of backend to reason, found string `wrong`"
+        )
+    );
+    let (l, c, m) = one(&with_tasks("refused:\n  candle: [a]"));
+    assert_eq!(
+        (l, c, m.as_str()),
+        (13, 15, "expected a string, found a list")
+    );
+}
+
+#[test]
+fn refused_reason_is_one_clean_line() {
+    let d = errors(&with_tasks("refused:\n  candle: \"\""));
+    assert_eq!(
+        (d[0].line, d[0].column, d[0].message.as_str()),
+        (13, 15, "refusal reason must not be empty")
+    );
+    assert_eq!(d[0].field.as_deref(), Some("refused.candle"));
+    assert_eq!(
+        one(&with_tasks("refused:\n  max: \"two\\nlines\"")),
+        (
+            13,
+            12,
+            "refusal reason `two\\nlines` must be a single line (it is shown in tables and listings)"
+                .into()
+        )
+    );
+    assert_eq!(
+        one(&with_tasks("refused:\n  candle: \"tab\\there\"")),
+        (
+            13,
+            15,
+            "refusal reason `tab\\there` contains a control character (`\\t`)".into()
+        )
+    );
+    let (_, _, m) = one(&with_tasks("refused:\n  candle: \"evil \u{202e} text\""));
+    assert!(m.contains("bidirectional-override character"), "{m}");
+    // Markdown, quotes and template syntax are just text (escaped where they are shown).
+    load(&with_tasks(
+        "refused:\n  candle: \"a `b` | *c* \\\"d\\\" {{ e }} {% f %} */ <g>\"",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn native_and_refused_on_candle_conflict() {
+    let yaml = with_tasks(
+        "native:\n  base-model: encoder\n  masked-lm: encoder\nrefused:\n  candle: \"wrong logits\"",
+    );
+    let d = errors(&yaml);
+    let got: Vec<_> = d
+        .iter()
+        .map(|d| (d.line, d.column, d.field.as_deref(), d.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                13,
+                7,
+                Some("native.base-model"),
+                "task `base-model` is `native` (verified on candle) but the entry is `refused` on candle (line 16); remove one of them"
+            ),
+            (
+                14,
+                7,
+                Some("native.masked-lm"),
+                "task `masked-lm` is `native` (verified on candle) but the entry is `refused` on candle (line 16); remove one of them"
+            ),
+        ]
+    );
+    // Refusing MAX does not contradict a native candle implementation.
+    load(&with_tasks(
+        "native:\n  masked-lm: encoder\nrefused:\n  max: \"pooling differs\"",
+    ))
+    .unwrap();
+}
+
+#[test]
+fn misspelt_support_keys_did_you_mean() {
+    assert_eq!(
+        one(&with_tasks("natve:\n  masked-lm: encoder")),
+        (12, 5, "unknown key `natve` (did you mean `native`?)".into())
+    );
+    assert_eq!(
+        one(&with_tasks("refuse:\n  candle: x")),
+        (
+            12,
+            5,
+            "unknown key `refuse` (did you mean `refused`?)".into()
+        )
+    );
+}

@@ -26,6 +26,7 @@ fn env() -> Env {
         config: Config {
             registry,
             templates: Path::new(env!("CARGO_MANIFEST_DIR")).join("../templates"),
+            support: Config::default_support(&out),
             out,
         },
         _dir: dir,
@@ -258,7 +259,107 @@ fn summary_line() {
     let env = env();
     let s = skillgen::generate(&env.config, false).unwrap().to_string();
     assert!(
-        s.starts_with("skillgen: 7 skills, 14 files: 14 written, 0 unchanged, 0 removed in "),
+        s.starts_with("skillgen: 7 skills, 14 files: 14 written, 0 unchanged, 0 removed; "),
         "{s}"
     );
+    assert!(s.contains("SUPPORT.md written in "), "{s}");
+    let s = skillgen::generate(&env.config, false).unwrap().to_string();
+    assert!(s.contains("SUPPORT.md unchanged in "), "{s}");
+}
+
+#[test]
+fn support_md_is_written_next_to_out_only_when_it_changes() {
+    let env = env();
+    let support = &env.config.support;
+    assert_eq!(
+        support,
+        &env.config.out.parent().unwrap().join("SUPPORT.md"),
+        "the default is next to OUT"
+    );
+    let first = skillgen::generate(&env.config, false).unwrap();
+    assert!(first.support_written);
+    let text = fs::read_to_string(support).unwrap();
+    assert_eq!(text, skillgen::render_support(&env.config).unwrap());
+    assert!(text.contains("| `bert` | `masked-lm` | **verified** (`encoder`) | not implemented |"));
+    let mtime = fs::metadata(support).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+
+    // Nothing changed: not rewritten, mtime kept.
+    let second = skillgen::generate(&env.config, false).unwrap();
+    assert!(!second.support_written);
+    assert_eq!(fs::metadata(support).unwrap().modified().unwrap(), mtime);
+
+    // A change that only SUPPORT.md and one module see.
+    env.edit("      masked-lm: encoder\n", "");
+    let third = skillgen::generate(&env.config, false).unwrap();
+    assert!(third.support_written);
+    assert_eq!(paths(&third.written), ["src/encoder/bert.rs"]);
+    let text = fs::read_to_string(support).unwrap();
+    assert!(!text.contains("| `bert` | `masked-lm` |"), "{text}");
+    let staged = skillgen::tree::staging_file(support);
+    assert!(!staged.exists(), "no staging file left behind");
+    assert!(skillgen::check(&env.config).unwrap().is_fresh());
+}
+
+#[test]
+fn check_and_dry_run_report_support_md() {
+    let env = env();
+    skillgen::generate(&env.config, false).unwrap();
+    let support = env.config.support.clone();
+
+    fs::write(&support, "edited by hand\n").unwrap();
+    let report = skillgen::check(&env.config).unwrap();
+    assert!(!report.is_fresh() && report.src_is_fresh());
+    assert_eq!(report.support_state, Some("stale"));
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("{} is out of date (stale)", support.display())),
+        "{text}"
+    );
+    assert!(text.contains("cargo run -p skillgen -- generate"), "{text}");
+
+    let dry = skillgen::generate(&env.config, true).unwrap();
+    assert!(dry.support_written && dry.written.is_empty());
+    assert_eq!(
+        fs::read_to_string(&support).unwrap(),
+        "edited by hand\n",
+        "a dry run writes nothing"
+    );
+
+    fs::remove_file(&support).unwrap();
+    let report = skillgen::check(&env.config).unwrap();
+    assert_eq!(report.support_state, Some("missing"));
+    skillgen::generate(&env.config, true).unwrap();
+    assert!(!support.exists(), "a dry run writes nothing");
+
+    skillgen::generate(&env.config, false).unwrap();
+    assert!(skillgen::check(&env.config).unwrap().is_fresh());
+}
+
+#[test]
+fn validation_failure_leaves_support_md_untouched() {
+    let env = env();
+    skillgen::generate(&env.config, false).unwrap();
+    let before = fs::read(&env.config.support).unwrap();
+    env.edit("      masked-lm: encoder\n", "      masked-lm: encodr\n");
+    skillgen::generate(&env.config, false).unwrap_err();
+    assert_eq!(fs::read(&env.config.support).unwrap(), before);
+}
+
+#[test]
+fn default_support_path() {
+    use skillgen::Config;
+    for (out, support) in [
+        ("generated", "SUPPORT.md"),
+        ("/repo/generated", "/repo/SUPPORT.md"),
+        ("repo/generated/", "repo/SUPPORT.md"),
+        (".", "./../SUPPORT.md"),
+        ("/", "/SUPPORT.md"),
+    ] {
+        assert_eq!(
+            Config::default_support(Path::new(out)),
+            PathBuf::from(support),
+            "--out {out}"
+        );
+    }
 }

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `audio-spectrogram-transformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "ASTConfig",
     hf_module = "audio_spectrogram_transformer",
     tasks(base_model("ASTModel"), audio_classification("ASTForAudioClassification")),
+    backends = crate::backends,
 )]
 pub struct AudioSpectrogramTransformer {
     state: ::skillgen_runtime::SkillState,

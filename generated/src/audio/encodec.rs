@@ -20,8 +20,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::encodec`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `encodec` module; skillgen does not run it.
 /// Skill for the `encodec` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     hf_module = "encodec",
     tasks(base_model("EncodecModel")),
     candle = "encodec",
+    backends = crate::backends,
 )]
 pub struct Encodec {
     state: ::skillgen_runtime::SkillState,

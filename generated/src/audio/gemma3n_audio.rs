@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma3n_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "gemma3n",
     tasks(base_model("Gemma3nAudioEncoder")),
     sub_config_of("gemma3n"),
+    backends = crate::backends,
 )]
 pub struct Gemma3nAudio {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `higgs_audio_v2_tokenizer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "HiggsAudioV2TokenizerConfig",
     hf_module = "higgs_audio_v2_tokenizer",
     tasks(base_model("HiggsAudioV2TokenizerModel")),
+    backends = crate::backends,
 )]
 pub struct HiggsAudioV2Tokenizer {
     state: ::skillgen_runtime::SkillState,

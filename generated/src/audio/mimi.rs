@@ -20,8 +20,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mimi`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `mimi` module; skillgen does not run it.
 /// Skill for the `mimi` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     hf_module = "mimi",
     tasks(base_model("MimiModel")),
     candle = "mimi",
+    backends = crate::backends,
 )]
 pub struct Mimi {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `moss_transcribe_diarize_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "moss_transcribe_diarize",
     tasks(base_model("MossTranscribeDiarizeAudioModel")),
     sub_config_of("moss_transcribe_diarize"),
+    backends = crate::backends,
 )]
 pub struct MossTranscribeDiarizeAudio {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemotron3_5_transcribe_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "nemotron3_5_transcribe",
     tasks(base_model("Nemotron3_5TranscribeAudioModel")),
     sub_config_of("nemo_speechlm"),
+    backends = crate::backends,
 )]
 pub struct Nemotron3_5TranscribeAudio {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemotron3_diarization` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("Nemotron3DiarizationModel"),
         audio_frame_classification("Nemotron3DiarizationForAudioFrameClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Nemotron3Diarization {
     state: ::skillgen_runtime::SkillState,

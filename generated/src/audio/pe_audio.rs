@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pe_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PeAudioConfig",
     hf_module = "pe_audio",
     tasks(base_model("PeAudioModel")),
+    backends = crate::backends,
 )]
 pub struct PeAudio {
     state: ::skillgen_runtime::SkillState,

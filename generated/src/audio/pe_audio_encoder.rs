@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pe_audio_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "pe_audio",
     tasks(base_model("PeAudioEncoder")),
     sub_config_of("pe_audio"),
+    backends = crate::backends,
 )]
 pub struct PeAudioEncoder {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `phi4_multimodal_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "phi4_multimodal",
     tasks(),
     sub_config_of("phi4_multimodal"),
+    backends = crate::backends,
 )]
 pub struct Phi4MultimodalAudio {
     state: ::skillgen_runtime::SkillState,

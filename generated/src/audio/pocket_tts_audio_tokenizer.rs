@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pocket_tts_audio_tokenizer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PocketTTSAudioTokenizerConfig",
     hf_module = "pocket_tts_audio_tokenizer",
     tasks(base_model("PocketTTSAudioTokenizerModel")),
+    backends = crate::backends,
 )]
 pub struct PocketTtsAudioTokenizer {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "Qwen2AudioEncoderConfig",
     hf_module = "qwen2_audio",
     tasks(base_model("Qwen2AudioEncoder")),
+    backends = crate::backends,
 )]
 pub struct Qwen2AudioEncoder {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "Qwen3ASREncoderConfig",
     hf_module = "qwen3_asr",
     tasks(base_model("Qwen3ASREncoder")),
+    backends = crate::backends,
 )]
 pub struct Qwen3AsrEncoder {
     state: ::skillgen_runtime::SkillState,

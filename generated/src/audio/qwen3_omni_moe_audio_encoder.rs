@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_omni_moe_audio_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "qwen3_omni_moe",
     tasks(),
     sub_config_of("qwen3_omni_moe_thinker"),
+    backends = crate::backends,
 )]
 pub struct Qwen3OmniMoeAudioEncoder {
     state: ::skillgen_runtime::SkillState,

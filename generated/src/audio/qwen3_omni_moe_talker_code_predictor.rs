@@ -18,8 +18,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -35,6 +34,7 @@
     config_class = "Qwen3OmniMoeTalkerCodePredictorConfig",
     hf_module = "qwen3_omni_moe",
     tasks(),
+    backends = crate::backends,
 )]
 pub struct Qwen3OmniMoeTalkerCodePredictor {
     state: ::skillgen_runtime::SkillState,

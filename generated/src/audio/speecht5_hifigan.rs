@@ -18,8 +18,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -35,6 +34,7 @@
     config_class = "SpeechT5HifiGanConfig",
     hf_module = "speecht5",
     tasks(),
+    backends = crate::backends,
 )]
 pub struct Speecht5Hifigan {
     state: ::skillgen_runtime::SkillState,

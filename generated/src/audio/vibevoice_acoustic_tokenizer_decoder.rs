@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vibevoice_acoustic_tokenizer_decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "VibeVoiceAcousticTokenizerDecoderConfig",
     hf_module = "vibevoice_acoustic_tokenizer",
     tasks(base_model("VibeVoiceAcousticTokenizerDecoderModel")),
+    backends = crate::backends,
 )]
 pub struct VibevoiceAcousticTokenizerDecoder {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vibevoice_acoustic_tokenizer_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "VibeVoiceAcousticTokenizerEncoderConfig",
     hf_module = "vibevoice_acoustic_tokenizer",
     tasks(base_model("VibeVoiceAcousticTokenizerEncoderModel")),
+    backends = crate::backends,
 )]
 pub struct VibevoiceAcousticTokenizerEncoder {
     state: ::skillgen_runtime::SkillState,

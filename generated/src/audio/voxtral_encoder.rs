@@ -20,8 +20,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::voxtral`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `voxtral` module; skillgen does not run it.
 //!
 //! # Notes
 //!
@@ -38,6 +39,7 @@
     hf_module = "voxtral",
     tasks(base_model("VoxtralEncoder")),
     candle = "voxtral",
+    backends = crate::backends,
 )]
 pub struct VoxtralEncoder {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xcodec` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "XcodecConfig",
     hf_module = "xcodec",
     tasks(base_model("XcodecModel")),
+    backends = crate::backends,
 )]
 pub struct Xcodec {
     state: ::skillgen_runtime::SkillState,

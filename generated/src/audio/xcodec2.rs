@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xcodec2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Xcodec2Config",
     hf_module = "xcodec2",
     tasks(base_model("Xcodec2Model")),
+    backends = crate::backends,
 )]
 pub struct Xcodec2 {
     state: ::skillgen_runtime::SkillState,

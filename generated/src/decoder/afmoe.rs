@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `afmoe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "AfmoeConfig",
     hf_module = "afmoe",
     tasks(base_model("AfmoeModel"), causal_lm("AfmoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Afmoe {
     state: ::skillgen_runtime::SkillState,

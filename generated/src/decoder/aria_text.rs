@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `aria_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "aria",
     tasks(base_model("AriaTextModel"), causal_lm("AriaTextForCausalLM")),
     sub_config_of("aria"),
+    backends = crate::backends,
 )]
 pub struct AriaText {
     state: ::skillgen_runtime::SkillState,

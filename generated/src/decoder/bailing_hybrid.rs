@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bailing_hybrid` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BailingHybridConfig",
     hf_module = "bailing_hybrid",
     tasks(base_model("BailingHybridModel"), causal_lm("BailingHybridForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct BailingHybrid {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bamba` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BambaConfig",
     hf_module = "bamba",
     tasks(base_model("BambaModel"), causal_lm("BambaForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Bamba {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `beam` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BeamConfig",
     hf_module = "beam",
     tasks(base_model("BeamModel"), causal_lm("BeamForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Beam {
     state: ::skillgen_runtime::SkillState,

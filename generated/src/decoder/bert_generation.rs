@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bert-generation` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BertGenerationConfig",
     hf_module = "bert_generation",
     tasks(base_model("BertGenerationEncoder"), causal_lm("BertGenerationDecoder")),
+    backends = crate::backends,
 )]
 pub struct BertGeneration {
     state: ::skillgen_runtime::SkillState,

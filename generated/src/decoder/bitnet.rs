@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bitnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BitNetConfig",
     hf_module = "bitnet",
     tasks(base_model("BitNetModel"), causal_lm("BitNetForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Bitnet {
     state: ::skillgen_runtime::SkillState,

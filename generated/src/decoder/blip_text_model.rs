@@ -19,8 +19,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::blip_text`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `blip_text` module; skillgen does not run it.
 /// Skill for the `blip_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     tasks(),
     candle = "blip_text",
     sub_config_of("blip"),
+    backends = crate::backends,
 )]
 pub struct BlipTextModel {
     state: ::skillgen_runtime::SkillState,

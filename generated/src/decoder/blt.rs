@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `blt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BltConfig",
     hf_module = "blt",
     tasks(base_model("BltModel"), causal_lm("BltForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Blt {
     state: ::skillgen_runtime::SkillState,

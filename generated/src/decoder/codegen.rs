@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `codegen` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CodeGenConfig",
     hf_module = "codegen",
     tasks(base_model("CodeGenModel"), causal_lm("CodeGenForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Codegen {
     state: ::skillgen_runtime::SkillState,

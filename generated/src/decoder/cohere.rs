@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CohereConfig",
     hf_module = "cohere",
     tasks(base_model("CohereModel"), causal_lm("CohereForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Cohere {
     state: ::skillgen_runtime::SkillState,

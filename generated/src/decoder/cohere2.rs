@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Cohere2Config",
     hf_module = "cohere2",
     tasks(base_model("Cohere2Model"), causal_lm("Cohere2ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Cohere2 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere2_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Cohere2MoeConfig",
     hf_module = "cohere2_moe",
     tasks(base_model("Cohere2MoeModel"), causal_lm("Cohere2MoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Cohere2Moe {
     state: ::skillgen_runtime::SkillState,

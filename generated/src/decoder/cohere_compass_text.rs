@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere_compass_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
         sequence_classification("CohereCompassTextForSequenceClassification")
     ),
     sub_config_of("cohere_compass"),
+    backends = crate::backends,
 )]
 pub struct CohereCompassText {
     state: ::skillgen_runtime::SkillState,

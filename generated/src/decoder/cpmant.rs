@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cpmant` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CpmAntConfig",
     hf_module = "cpmant",
     tasks(base_model("CpmAntModel"), causal_lm("CpmAntForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Cpmant {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cwm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CwmConfig",
     hf_module = "cwm",
     tasks(base_model("CwmModel"), causal_lm("CwmForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Cwm {
     state: ::skillgen_runtime::SkillState,

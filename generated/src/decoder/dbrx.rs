@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `dbrx` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "DbrxConfig",
     hf_module = "dbrx",
     tasks(base_model("DbrxModel"), causal_lm("DbrxForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Dbrx {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::deepseek2`
-//! - MAX: `deepseekV2`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV2`)
+//!
+//! - candle-transformers has a `deepseek2` module; skillgen does not run it.
 /// Skill for the `deepseek_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
     ),
     candle = "deepseek2",
     max("deepseekV2"),
+    backends = crate::backends,
 )]
 pub struct DeepseekV2 {
     state: ::skillgen_runtime::SkillState,

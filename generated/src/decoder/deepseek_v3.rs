@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `deepseekV3`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV3`)
 /// Skill for the `deepseek_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         token_classification("DeepseekV3ForTokenClassification")
     ),
     max("deepseekV3"),
+    backends = crate::backends,
 )]
 pub struct DeepseekV3 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `deepseekV3_2`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV3_2`)
 /// Skill for the `deepseek_v32` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "deepseek_v32",
     tasks(base_model("DeepseekV32Model"), causal_lm("DeepseekV32ForCausalLM")),
     max("deepseekV3_2"),
+    backends = crate::backends,
 )]
 pub struct DeepseekV32 {
     state: ::skillgen_runtime::SkillState,

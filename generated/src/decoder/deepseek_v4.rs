@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `deepseekV4`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV4`)
 /// Skill for the `deepseek_v4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "deepseek_v4",
     tasks(base_model("DeepseekV4Model"), causal_lm("DeepseekV4ForCausalLM")),
     max("deepseekV4"),
+    backends = crate::backends,
 )]
 pub struct DeepseekV4 {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `doge` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +37,7 @@
         causal_lm("DogeForCausalLM"),
         sequence_classification("DogeForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Doge {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `dots3_note_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "dots3_note",
     tasks(base_model("Dots3NoteTextModel"), causal_lm("Dots3NoteForCausalLM")),
     sub_config_of("dots3_note"),
+    backends = crate::backends,
 )]
 pub struct Dots3NoteText {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ernie4_5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Ernie4_5Config",
     hf_module = "ernie4_5",
     tasks(base_model("Ernie4_5Model"), causal_lm("Ernie4_5ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Ernie4_5 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ernie4_5_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Ernie4_5_MoeConfig",
     hf_module = "ernie4_5_moe",
     tasks(base_model("Ernie4_5_MoeModel"), causal_lm("Ernie4_5_MoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Ernie4_5Moe {
     state: ::skillgen_runtime::SkillState,

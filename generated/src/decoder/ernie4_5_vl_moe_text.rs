@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ernie4_5_vl_moe_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "ernie4_5_vl_moe",
     tasks(),
     sub_config_of("ernie4_5_vl_moe"),
+    backends = crate::backends,
 )]
 pub struct Ernie4_5VlMoeText {
     state: ::skillgen_runtime::SkillState,

@@ -18,8 +18,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -35,6 +34,7 @@
     config_class = "EvollaConfig",
     hf_module = "evolla",
     tasks(),
+    backends = crate::backends,
 )]
 pub struct EvollaModel {
     state: ::skillgen_runtime::SkillState,

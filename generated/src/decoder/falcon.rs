@@ -25,8 +25,17 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::falcon`
-//! - MAX: not implemented
+//! - `base-model`: candle **refused** (see below); MAX not implemented
+//! - `causal-lm`: candle **refused** (see below); MAX not implemented
+//! - `question-answering`: candle **refused** (see below); MAX not implemented
+//! - `sequence-classification`: candle **refused** (see below); MAX not implemented
+//! - `token-classification`: candle **refused** (see below); MAX not implemented
+//!
+//! Refused on candle: candle-transformers 0.11.1 hard-codes rope\_theta 10000, rejects num\_kv\_heads and the new decoder architecture, and its FFN/GELU differ from transformers
+//!
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `falcon` module; skillgen refuses to run it.
 //!
 //! # Notes
 //!
@@ -49,6 +58,10 @@
         token_classification("FalconForTokenClassification")
     ),
     candle = "falcon",
+    refused(
+        candle = "candle-transformers 0.11.1 hard-codes rope_theta 10000, rejects num_kv_heads and the new decoder architecture, and its FFN/GELU differ from transformers"
+    ),
+    backends = crate::backends,
 )]
 pub struct Falcon {
     state: ::skillgen_runtime::SkillState,

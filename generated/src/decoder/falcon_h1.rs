@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `falcon_h1` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "FalconH1Config",
     hf_module = "falcon_h1",
     tasks(base_model("FalconH1Model"), causal_lm("FalconH1ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct FalconH1 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `flex_olmo` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "FlexOlmoConfig",
     hf_module = "flex_olmo",
     tasks(base_model("FlexOlmoModel"), causal_lm("FlexOlmoForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct FlexOlmo {
     state: ::skillgen_runtime::SkillState,

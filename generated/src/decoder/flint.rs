@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `flint` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "FlintConfig",
     hf_module = "flint",
     tasks(base_model("FlintModel"), causal_lm("FlintForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Flint {
     state: ::skillgen_runtime::SkillState,

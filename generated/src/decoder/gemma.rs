@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("GemmaForTokenClassification")
     ),
     candle = "gemma",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Gemma {
     state: ::skillgen_runtime::SkillState,

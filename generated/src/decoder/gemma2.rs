@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma2`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("Gemma2ForTokenClassification")
     ),
     candle = "gemma2",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Gemma2 {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma3`
-//! - MAX: `gemma3`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma3`)
+//!
+//! - candle-transformers has a `gemma3` module; skillgen does not run it.
 /// Skill for the `gemma3_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +43,7 @@
     candle = "gemma3",
     max("gemma3"),
     sub_config_of("gemma3"),
+    backends = crate::backends,
 )]
 pub struct Gemma3Text {
     state: ::skillgen_runtime::SkillState,

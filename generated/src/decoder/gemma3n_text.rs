@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma3n_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "gemma3n",
     tasks(base_model("Gemma3nTextModel"), causal_lm("Gemma3nForCausalLM")),
     sub_config_of("gemma3n"),
+    backends = crate::backends,
 )]
 pub struct Gemma3nText {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `gemma4_assistant`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma4_assistant`)
 /// Skill for the `gemma4_assistant` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     hf_module = "gemma4_assistant",
     tasks(causal_lm("Gemma4AssistantForCausalLM")),
     max("gemma4_assistant"),
+    backends = crate::backends,
 )]
 pub struct Gemma4Assistant {
     state: ::skillgen_runtime::SkillState,

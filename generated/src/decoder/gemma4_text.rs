@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma4`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `gemma4` module; skillgen does not run it.
 /// Skill for the `gemma4_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +36,7 @@
     tasks(base_model("Gemma4TextModel"), causal_lm("Gemma4ForCausalLM")),
     candle = "gemma4",
     sub_config_of("gemma4"),
+    backends = crate::backends,
 )]
 pub struct Gemma4Text {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma4_unified_assistant` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Gemma4UnifiedAssistantConfig",
     hf_module = "gemma4_unified_assistant",
     tasks(causal_lm("Gemma4UnifiedAssistantForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Gemma4UnifiedAssistant {
     state: ::skillgen_runtime::SkillState,

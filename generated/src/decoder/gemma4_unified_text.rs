@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma4_unified_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "gemma4_unified",
     tasks(base_model("Gemma4UnifiedTextModel"), causal_lm("Gemma4UnifiedForCausalLM")),
     sub_config_of("gemma4_unified"),
+    backends = crate::backends,
 )]
 pub struct Gemma4UnifiedText {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::glm4_new`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `glm4_new` module; skillgen does not run it.
 /// Skill for the `glm4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +42,7 @@
         token_classification("Glm4ForTokenClassification")
     ),
     candle = "glm4_new",
+    backends = crate::backends,
 )]
 pub struct Glm4 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glm4_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Glm4MoeConfig",
     hf_module = "glm4_moe",
     tasks(base_model("Glm4MoeModel"), causal_lm("Glm4MoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Glm4Moe {
     state: ::skillgen_runtime::SkillState,

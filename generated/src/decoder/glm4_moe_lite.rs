@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glm4_moe_lite` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Glm4MoeLiteConfig",
     hf_module = "glm4_moe_lite",
     tasks(base_model("Glm4MoeLiteModel"), causal_lm("Glm4MoeLiteForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Glm4MoeLite {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glm4v_moe_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "glm4v_moe",
     tasks(base_model("Glm4vMoeTextModel")),
     sub_config_of("glm4v_moe"),
+    backends = crate::backends,
 )]
 pub struct Glm4vMoeText {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glm5_next_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "glm5_next",
     tasks(base_model("Glm5NextTextModel")),
     sub_config_of("glm5_next"),
+    backends = crate::backends,
 )]
 pub struct Glm5NextText {
     state: ::skillgen_runtime::SkillState,

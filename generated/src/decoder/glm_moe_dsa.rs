@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `glm5_1`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `glm5_1`)
 /// Skill for the `glm_moe_dsa` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "glm_moe_dsa",
     tasks(base_model("GlmMoeDsaModel"), causal_lm("GlmMoeDsaForCausalLM")),
     max("glm5_1"),
+    backends = crate::backends,
 )]
 pub struct GlmMoeDsa {
     state: ::skillgen_runtime::SkillState,

@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gpt2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,7 @@
         sequence_classification("GPT2ForSequenceClassification"),
         token_classification("GPT2ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Gpt2 {
     state: ::skillgen_runtime::SkillState,

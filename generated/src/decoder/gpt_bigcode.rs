@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::bigcode`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gpt_bigcode` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,8 @@
         token_classification("GPTBigCodeForTokenClassification")
     ),
     candle = "bigcode",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct GptBigcode {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gpt_neox_japanese` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GPTNeoXJapaneseConfig",
     hf_module = "gpt_neox_japanese",
     tasks(base_model("GPTNeoXJapaneseModel"), causal_lm("GPTNeoXJapaneseForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct GptNeoxJapanese {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `gpt_oss`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gpt_oss`)
 /// Skill for the `gpt_oss` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         token_classification("GptOssForTokenClassification")
     ),
     max("gpt_oss"),
+    backends = crate::backends,
 )]
 pub struct GptOss {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gptj` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
         question_answering("GPTJForQuestionAnswering"),
         sequence_classification("GPTJForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Gptj {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,12 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::granite`
-//! - MAX: `granite`
+//! - `base-model`: candle **refused** (see below); MAX not implemented
+//! - `causal-lm`: candle **refused** (see below); MAX **delegated** (architecture `granite`)
+//!
+//! Refused on candle: candle-transformers 0.11.1 ignores Granite's embedding, residual, attention and logits multipliers, so its logits differ from transformers
+//!
+//! - candle-transformers has a `granite` module; skillgen refuses to run it.
 //!
 //! # Notes
 //!
@@ -40,6 +44,10 @@
     tasks(base_model("GraniteModel"), causal_lm("GraniteForCausalLM")),
     candle = "granite",
     max("granite"),
+    refused(
+        candle = "candle-transformers 0.11.1 ignores Granite's embedding, residual, attention and logits multipliers, so its logits differ from transformers"
+    ),
+    backends = crate::backends,
 )]
 pub struct Granite {
     state: ::skillgen_runtime::SkillState,

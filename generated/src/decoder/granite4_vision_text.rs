@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite4_vision_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "granite4_vision",
     tasks(),
     sub_config_of("granite4_vision"),
+    backends = crate::backends,
 )]
 pub struct Granite4VisionText {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite_swa` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GraniteSWAConfig",
     hf_module = "granite_swa",
     tasks(base_model("GraniteSWAModel"), causal_lm("GraniteSWAForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct GraniteSwa {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granitemoe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GraniteMoeConfig",
     hf_module = "granitemoe",
     tasks(base_model("GraniteMoeModel"), causal_lm("GraniteMoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Granitemoe {
     state: ::skillgen_runtime::SkillState,

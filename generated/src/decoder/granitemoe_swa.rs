@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granitemoe_swa` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GraniteMoeSWAConfig",
     hf_module = "granitemoe_swa",
     tasks(base_model("GraniteMoeSWAModel"), causal_lm("GraniteMoeSWAForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct GranitemoeSwa {
     state: ::skillgen_runtime::SkillState,

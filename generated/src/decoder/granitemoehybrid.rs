@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::granitemoehybrid`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `granitemoehybrid` module; skillgen does not run it.
 /// Skill for the `granitemoehybrid` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +34,7 @@
     hf_module = "granitemoehybrid",
     tasks(base_model("GraniteMoeHybridModel"), causal_lm("GraniteMoeHybridForCausalLM")),
     candle = "granitemoehybrid",
+    backends = crate::backends,
 )]
 pub struct Granitemoehybrid {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granitemoeshared` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GraniteMoeSharedConfig",
     hf_module = "granitemoeshared",
     tasks(base_model("GraniteMoeSharedModel"), causal_lm("GraniteMoeSharedForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Granitemoeshared {
     state: ::skillgen_runtime::SkillState,

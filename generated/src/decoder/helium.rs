@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::helium`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `helium` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("HeliumForTokenClassification")
     ),
     candle = "helium",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Helium {
     state: ::skillgen_runtime::SkillState,

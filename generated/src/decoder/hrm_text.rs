@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `hrm_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "HrmTextConfig",
     hf_module = "hrm_text",
     tasks(base_model("HrmTextModel"), causal_lm("HrmTextForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct HrmText {
     state: ::skillgen_runtime::SkillState,

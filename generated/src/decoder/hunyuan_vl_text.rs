@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `hunyuan_vl_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "hunyuan_vl",
     tasks(base_model("HunYuanVLTextModel")),
     sub_config_of("hunyuan_vl"),
+    backends = crate::backends,
 )]
 pub struct HunyuanVlText {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `hy_v4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "HYV4Config",
     hf_module = "hy_v4",
     tasks(base_model("HYV4Model"), causal_lm("HYV4ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct HyV4 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `hyperclovax` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "HyperCLOVAXConfig",
     hf_module = "hyperclovax",
     tasks(base_model("HyperCLOVAXModel"), causal_lm("HyperCLOVAXForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Hyperclovax {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `inkling2_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "inkling2",
     tasks(base_model("Inkling2TextModel"), causal_lm("Inkling2ForCausalLM")),
     sub_config_of("inkling2"),
+    backends = crate::backends,
 )]
 pub struct Inkling2Text {
     state: ::skillgen_runtime::SkillState,

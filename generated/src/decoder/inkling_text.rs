@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `inkling_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "inkling",
     tasks(base_model("InklingTextModel"), causal_lm("InklingForCausalLM")),
     sub_config_of("inkling_mm_model"),
+    backends = crate::backends,
 )]
 pub struct InklingText {
     state: ::skillgen_runtime::SkillState,

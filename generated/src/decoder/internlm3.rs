@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `llama3`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama3`)
 /// Skill for the `internlm3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "internlm3",
     tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")),
     max("llama3"),
+    backends = crate::backends,
 )]
 pub struct Internlm3 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `llama3`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama3`)
 /// Skill for the `iquestcoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "iquestcoder",
     tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")),
     max("llama3"),
+    backends = crate::backends,
 )]
 pub struct Iquestcoder {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `jais2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Jais2Config",
     hf_module = "jais2",
     tasks(base_model("Jais2Model"), causal_lm("Jais2ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Jais2 {
     state: ::skillgen_runtime::SkillState,

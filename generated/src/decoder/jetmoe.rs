@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `jetmoe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +37,7 @@
         causal_lm("JetMoeForCausalLM"),
         sequence_classification("JetMoeForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Jetmoe {
     state: ::skillgen_runtime::SkillState,

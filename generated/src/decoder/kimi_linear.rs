@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `kimi_linear` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "KimiLinearConfig",
     hf_module = "kimi_linear",
     tasks(base_model("KimiLinearModel"), causal_lm("KimiLinearForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct KimiLinear {
     state: ::skillgen_runtime::SkillState,

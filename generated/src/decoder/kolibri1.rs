@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `kolibri1` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Kolibri1Config",
     hf_module = "kolibri1",
     tasks(base_model("Kolibri1Model"), causal_lm("Kolibri1ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Kolibri1 {
     state: ::skillgen_runtime::SkillState,

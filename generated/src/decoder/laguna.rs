@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `laguna`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `laguna`)
 /// Skill for the `laguna` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "laguna",
     tasks(base_model("LagunaModel"), causal_lm("LagunaForCausalLM")),
     max("laguna"),
+    backends = crate::backends,
 )]
 pub struct Laguna {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::lfm2`
-//! - MAX: `lfm2`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `lfm2`)
+//!
+//! - candle-transformers has a `lfm2` module; skillgen does not run it.
 /// Skill for the `lfm2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +35,7 @@
     tasks(base_model("Lfm2Model"), causal_lm("Lfm2ForCausalLM")),
     candle = "lfm2",
     max("lfm2"),
+    backends = crate::backends,
 )]
 pub struct Lfm2 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lfm2_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Lfm2MoeConfig",
     hf_module = "lfm2_moe",
     tasks(base_model("Lfm2MoeModel"), causal_lm("Lfm2MoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Lfm2Moe {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lfm3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Lfm3Config",
     hf_module = "lfm3",
     tasks(base_model("Lfm3Model"), causal_lm("Lfm3ForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Lfm3 {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::llama`
-//! - MAX: `llama3`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `llama3`)
 /// Skill for the `llama` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,8 @@
     ),
     candle = "llama",
     max("llama3"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Llama {
     state: ::skillgen_runtime::SkillState,

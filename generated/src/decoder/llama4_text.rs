@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `llama4`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama4`)
 /// Skill for the `llama4_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
     tasks(base_model("Llama4TextModel"), causal_lm("Llama4ForCausalLM")),
     max("llama4"),
     sub_config_of("llama4"),
+    backends = crate::backends,
 )]
 pub struct Llama4Text {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `longcat_flash` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "LongcatFlashConfig",
     hf_module = "longcat_flash",
     tasks(base_model("LongcatFlashModel"), causal_lm("LongcatFlashForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct LongcatFlash {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mamba`
-//! - MAX: `mamba`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `mamba`)
+//!
+//! - candle-transformers has a `mamba` module; skillgen does not run it.
 /// Skill for the `mamba` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +40,7 @@
     ),
     candle = "mamba",
     max("mamba"),
+    backends = crate::backends,
 )]
 pub struct Mamba {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mamba2`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `mamba2` module; skillgen does not run it.
 /// Skill for the `mamba2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         pretraining("Mamba2ForCausalLM")
     ),
     candle = "mamba2",
+    backends = crate::backends,
 )]
 pub struct Mamba2 {
     state: ::skillgen_runtime::SkillState,

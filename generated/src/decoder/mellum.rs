@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mellum` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "MellumConfig",
     hf_module = "mellum",
     tasks(base_model("MellumModel"), causal_lm("MellumForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Mellum {
     state: ::skillgen_runtime::SkillState,

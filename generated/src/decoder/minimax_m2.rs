@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `minimax_m2`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `minimax_m2`)
 /// Skill for the `minimax_m2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "minimax_m2",
     tasks(base_model("MiniMaxM2Model"), causal_lm("MiniMaxM2ForCausalLM")),
     max("minimax_m2"),
+    backends = crate::backends,
 )]
 pub struct MinimaxM2 {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minimax_m3_vl_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "minimax_m3_vl",
     tasks(base_model("MiniMaxM3VLTextModel"), causal_lm("MiniMaxM3VLForCausalLM")),
     sub_config_of("minimax_m3_vl"),
+    backends = crate::backends,
 )]
 pub struct MinimaxM3VlText {
     state: ::skillgen_runtime::SkillState,

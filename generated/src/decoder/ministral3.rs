@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ministral3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         sequence_classification("Ministral3ForSequenceClassification"),
         token_classification("Ministral3ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Ministral3 {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mistral`
-//! - MAX: `mistral`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `mistral`)
 /// Skill for the `mistral` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,8 @@
     ),
     candle = "mistral",
     max("mistral"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Mistral {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mistral_large4_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "mistral_large4",
     tasks(base_model("MistralLarge4TextModel")),
     sub_config_of("mistral_large4"),
+    backends = crate::backends,
 )]
 pub struct MistralLarge4Text {
     state: ::skillgen_runtime::SkillState,

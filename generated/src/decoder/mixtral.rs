@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mixtral`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mixtral` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,8 @@
         token_classification("MixtralForTokenClassification")
     ),
     candle = "mixtral",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Mixtral {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `moshi` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "MoshiConfig",
     hf_module = "moshi",
     tasks(base_model("MoshiModel"), causal_lm("MoshiForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Moshi {
     state: ::skillgen_runtime::SkillState,

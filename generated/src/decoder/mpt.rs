@@ -26,8 +26,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::mpt`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `mpt` module; skillgen does not run it.
 /// Skill for the `mpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +46,7 @@
         token_classification("MptForTokenClassification")
     ),
     candle = "mpt",
+    backends = crate::backends,
 )]
 pub struct Mpt {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "MuseGlimmerAssistantConfig",
     hf_module = "muse_glimmer_assistant",
     tasks(base_model("MuseGlimmerAssistantModel")),
+    backends = crate::backends,
 )]
 pub struct MuseGlimmerAssistant {
     state: ::skillgen_runtime::SkillState,

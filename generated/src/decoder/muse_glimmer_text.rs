@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `muse_glimmer_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "muse_glimmer",
     tasks(base_model("MuseGlimmerTextModel")),
     sub_config_of("muse_glimmer"),
+    backends = crate::backends,
 )]
 pub struct MuseGlimmerText {
     state: ::skillgen_runtime::SkillState,

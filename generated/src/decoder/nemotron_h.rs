@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `nemotron_h`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `nemotron_h`)
 /// Skill for the `nemotron_h` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "nemotron_h",
     tasks(base_model("NemotronHModel"), causal_lm("NemotronHForCausalLM")),
     max("nemotron_h"),
+    backends = crate::backends,
 )]
 pub struct NemotronH {
     state: ::skillgen_runtime::SkillState,

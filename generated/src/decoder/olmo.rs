@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::olmo`
-//! - MAX: `olmo`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `olmo`)
 /// Skill for the `olmo` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,8 @@
     ),
     candle = "olmo",
     max("olmo"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Olmo {
     state: ::skillgen_runtime::SkillState,

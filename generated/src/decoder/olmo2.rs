@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::olmo2`
-//! - MAX: `olmo2`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `olmo2`)
 /// Skill for the `olmo2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,8 @@
     ),
     candle = "olmo2",
     max("olmo2"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Olmo2 {
     state: ::skillgen_runtime::SkillState,

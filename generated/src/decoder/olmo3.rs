@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `olmo3`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `olmo3`)
 /// Skill for the `olmo3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         sequence_classification("Olmo3ForSequenceClassification")
     ),
     max("olmo3"),
+    backends = crate::backends,
 )]
 pub struct Olmo3 {
     state: ::skillgen_runtime::SkillState,

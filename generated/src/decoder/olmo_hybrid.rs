@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `olmo_hybrid` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "OlmoHybridConfig",
     hf_module = "olmo_hybrid",
     tasks(base_model("OlmoHybridModel"), causal_lm("OlmoHybridForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct OlmoHybrid {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `olmoe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "OlmoeConfig",
     hf_module = "olmoe",
     tasks(base_model("OlmoeModel"), causal_lm("OlmoeForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Olmoe {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::persimmon`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `persimmon` module; skillgen does not run it.
 /// Skill for the `persimmon` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +42,7 @@
         token_classification("PersimmonForTokenClassification")
     ),
     candle = "persimmon",
+    backends = crate::backends,
 )]
 pub struct Persimmon {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::phi`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `phi` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("PhiForTokenClassification")
     ),
     candle = "phi",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Phi {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::phi3`
-//! - MAX: `phi3`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `phi3`)
 /// Skill for the `phi3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,8 @@
     ),
     candle = "phi3",
     max("phi3"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Phi3 {
     state: ::skillgen_runtime::SkillState,

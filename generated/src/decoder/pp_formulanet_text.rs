@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_formulanet_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "pp_formulanet",
     tasks(),
     sub_config_of("pp_formulanet"),
+    backends = crate::backends,
 )]
 pub struct PpFormulanetText {
     state: ::skillgen_runtime::SkillState,

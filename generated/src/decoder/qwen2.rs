@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen2`
-//! - MAX: `qwen2`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen2`)
 /// Skill for the `qwen2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +45,8 @@
     ),
     candle = "qwen2",
     max("qwen2"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Qwen2 {
     state: ::skillgen_runtime::SkillState,

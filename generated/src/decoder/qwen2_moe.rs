@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen2_moe`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `qwen2_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,8 @@
         token_classification("Qwen2MoeForTokenClassification")
     ),
     candle = "qwen2_moe",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Qwen2Moe {
     state: ::skillgen_runtime::SkillState,

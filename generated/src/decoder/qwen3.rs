@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen3`
-//! - MAX: `qwen3`, `qwen3_embedding`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen3`)
 /// Skill for the `qwen3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,8 @@
     ),
     candle = "qwen3",
     max("qwen3", "qwen3_embedding"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Qwen3 {
     state: ::skillgen_runtime::SkillState,

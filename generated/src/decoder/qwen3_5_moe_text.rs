@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_5_moe_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "qwen3_5_moe",
     tasks(base_model("Qwen3_5MoeTextModel"), causal_lm("Qwen3_5MoeForCausalLM")),
     sub_config_of("qwen3_5_moe"),
+    backends = crate::backends,
 )]
 pub struct Qwen3_5MoeText {
     state: ::skillgen_runtime::SkillState,

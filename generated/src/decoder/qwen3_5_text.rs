@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `qwen3_5`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `qwen3_5`)
 /// Skill for the `qwen3_5_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
     ),
     max("qwen3_5"),
     sub_config_of("qwen3_5"),
+    backends = crate::backends,
 )]
 pub struct Qwen3_5Text {
     state: ::skillgen_runtime::SkillState,

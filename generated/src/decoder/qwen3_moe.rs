@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen3_moe`
-//! - MAX: `qwen3`
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen3`)
 /// Skill for the `qwen3_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,8 @@
     ),
     candle = "qwen3_moe",
     max("qwen3"),
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Qwen3Moe {
     state: ::skillgen_runtime::SkillState,

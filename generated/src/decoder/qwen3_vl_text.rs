@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen3_vl`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `qwen3_vl` module; skillgen does not run it.
 /// Skill for the `qwen3_vl_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +35,7 @@
     tasks(base_model("Qwen3VLTextModel")),
     candle = "qwen3_vl",
     sub_config_of("qwen3_vl"),
+    backends = crate::backends,
 )]
 pub struct Qwen3VlText {
     state: ::skillgen_runtime::SkillState,

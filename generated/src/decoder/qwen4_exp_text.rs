@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen4_exp_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "qwen4_exp",
     tasks(base_model("Qwen4ExpTextModel"), causal_lm("Qwen4ExpForCausalLM")),
     sub_config_of("qwen4_exp"),
+    backends = crate::backends,
 )]
 pub struct Qwen4ExpText {
     state: ::skillgen_runtime::SkillState,

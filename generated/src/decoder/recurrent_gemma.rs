@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::recurrent_gemma`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `recurrent_gemma` module; skillgen does not run it.
 /// Skill for the `recurrent_gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +34,7 @@
     hf_module = "recurrent_gemma",
     tasks(base_model("RecurrentGemmaModel"), causal_lm("RecurrentGemmaForCausalLM")),
     candle = "recurrent_gemma",
+    backends = crate::backends,
 )]
 pub struct RecurrentGemma {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::smol`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `smollm3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,8 @@
         token_classification("SmolLM3ForTokenClassification")
     ),
     candle = "smol",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Smollm3 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `solar_open` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "SolarOpenConfig",
     hf_module = "solar_open",
     tasks(base_model("SolarOpenModel"), causal_lm("SolarOpenForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct SolarOpen {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::stable_lm`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `stablelm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("StableLmForTokenClassification")
     ),
     candle = "stable_lm",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Stablelm {
     state: ::skillgen_runtime::SkillState,

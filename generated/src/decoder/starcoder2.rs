@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::starcoder2`
-//! - MAX: not implemented
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `starcoder2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         token_classification("Starcoder2ForTokenClassification")
     ),
     candle = "starcoder2",
+    native(causal_lm = decoder),
+    backends = crate::backends,
 )]
 pub struct Starcoder2 {
     state: ::skillgen_runtime::SkillState,

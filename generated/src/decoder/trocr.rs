@@ -20,8 +20,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::trocr`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `trocr` module; skillgen does not run it.
 /// Skill for the `trocr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     hf_module = "trocr",
     tasks(causal_lm("TrOCRForCausalLM")),
     candle = "trocr",
+    backends = crate::backends,
 )]
 pub struct Trocr {
     state: ::skillgen_runtime::SkillState,

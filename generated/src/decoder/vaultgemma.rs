@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vaultgemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "VaultGemmaConfig",
     hf_module = "vaultgemma",
     tasks(base_model("VaultGemmaModel"), causal_lm("VaultGemmaForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Vaultgemma {
     state: ::skillgen_runtime::SkillState,

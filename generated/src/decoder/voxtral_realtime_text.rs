@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `voxtral_realtime_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "VoxtralRealtimeTextConfig",
     hf_module = "voxtral_realtime",
     tasks(base_model("VoxtralRealtimeTextModel")),
+    backends = crate::backends,
 )]
 pub struct VoxtralRealtimeText {
     state: ::skillgen_runtime::SkillState,

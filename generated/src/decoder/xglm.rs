@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xglm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "XGLMConfig",
     hf_module = "xglm",
     tasks(base_model("XGLMModel"), causal_lm("XGLMForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Xglm {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xlnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +45,7 @@
         sequence_classification("XLNetForSequenceClassification"),
         token_classification("XLNetForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Xlnet {
     state: ::skillgen_runtime::SkillState,

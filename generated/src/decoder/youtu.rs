@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `youtu` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "YoutuConfig",
     hf_module = "youtu",
     tasks(base_model("YoutuModel"), causal_lm("YoutuForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Youtu {
     state: ::skillgen_runtime::SkillState,

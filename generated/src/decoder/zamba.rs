@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `zamba` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +37,7 @@
         causal_lm("ZambaForCausalLM"),
         sequence_classification("ZambaForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Zamba {
     state: ::skillgen_runtime::SkillState,

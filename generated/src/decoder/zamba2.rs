@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `zamba2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +37,7 @@
         causal_lm("Zamba2ForCausalLM"),
         sequence_classification("Zamba2ForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Zamba2 {
     state: ::skillgen_runtime::SkillState,

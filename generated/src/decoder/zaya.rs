@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `zaya` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "ZayaConfig",
     hf_module = "zaya",
     tasks(base_model("ZayaModel"), causal_lm("ZayaForCausalLM")),
+    backends = crate::backends,
 )]
 pub struct Zaya {
     state: ::skillgen_runtime::SkillState,

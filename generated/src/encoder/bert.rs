@@ -32,8 +32,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::bert`
-//! - MAX: `bert`
+//! - `base-model`: candle **verified** (`encoder`); MAX **delegated** (architecture `bert`)
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX **delegated** (architecture `bert`)
 /// Skill for the `bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -56,6 +57,8 @@
     ),
     candle = "bert",
     max("bert"),
+    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    backends = crate::backends,
 )]
 pub struct Bert {
     state: ::skillgen_runtime::SkillState,

@@ -31,8 +31,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `big_bird` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -52,6 +51,7 @@
         text_encoding("BigBirdModel"),
         token_classification("BigBirdForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct BigBird {
     state: ::skillgen_runtime::SkillState,

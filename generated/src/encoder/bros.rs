@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bros` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BrosConfig",
     hf_module = "bros",
     tasks(base_model("BrosModel"), token_classification("BrosForTokenClassification")),
+    backends = crate::backends,
 )]
 pub struct Bros {
     state: ::skillgen_runtime::SkillState,

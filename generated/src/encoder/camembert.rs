@@ -30,8 +30,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `camembert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +49,7 @@
         sequence_classification("CamembertForSequenceClassification"),
         token_classification("CamembertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Camembert {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::chinese_clip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `chinese_clip` module; skillgen does not run it.
 /// Skill for the `chinese_clip_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     tasks(),
     candle = "chinese_clip",
     sub_config_of("chinese_clip"),
+    backends = crate::backends,
 )]
 pub struct ChineseClipTextModel {
     state: ::skillgen_runtime::SkillState,

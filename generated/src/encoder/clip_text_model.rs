@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::clip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `clip` module; skillgen does not run it.
 /// Skill for the `clip_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +36,7 @@
     tasks(base_model("CLIPTextModel"), text_encoding("CLIPTextModel")),
     candle = "clip",
     sub_config_of("clip"),
+    backends = crate::backends,
 )]
 pub struct ClipTextModel {
     state: ::skillgen_runtime::SkillState,

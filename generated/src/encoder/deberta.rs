@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `deberta` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         text_encoding("DebertaModel"),
         token_classification("DebertaForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Deberta {
     state: ::skillgen_runtime::SkillState,

@@ -29,8 +29,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::debertav2`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `debertav2` module; skillgen does not run it.
 /// Skill for the `deberta-v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +51,7 @@
         token_classification("DebertaV2ForTokenClassification")
     ),
     candle = "debertav2",
+    backends = crate::backends,
 )]
 pub struct DebertaV2 {
     state: ::skillgen_runtime::SkillState,

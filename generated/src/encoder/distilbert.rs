@@ -29,8 +29,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::distilbert`
-//! - MAX: not implemented
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `distilbert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +51,8 @@
         token_classification("DistilBertForTokenClassification")
     ),
     candle = "distilbert",
+    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    backends = crate::backends,
 )]
 pub struct Distilbert {
     state: ::skillgen_runtime::SkillState,

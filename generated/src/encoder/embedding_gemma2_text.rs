@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "embedding_gemma2",
     tasks(base_model("EmbeddingGemma2TextModel")),
     sub_config_of("embedding_gemma2"),
+    backends = crate::backends,
 )]
 pub struct EmbeddingGemma2Text {
     state: ::skillgen_runtime::SkillState,

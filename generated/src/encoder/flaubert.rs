@@ -29,8 +29,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `flaubert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +48,7 @@
         text_encoding("FlaubertModel"),
         token_classification("FlaubertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Flaubert {
     state: ::skillgen_runtime::SkillState,

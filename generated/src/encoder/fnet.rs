@@ -29,8 +29,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `fnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +48,7 @@
         sequence_classification("FNetForSequenceClassification"),
         token_classification("FNetForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Fnet {
     state: ::skillgen_runtime::SkillState,

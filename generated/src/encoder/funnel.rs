@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `funnel` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         sequence_classification("FunnelForSequenceClassification"),
         token_classification("FunnelForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Funnel {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gte` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         sequence_classification("GteForSequenceClassification"),
         token_classification("GteForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Gte {
     state: ::skillgen_runtime::SkillState,

@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `jina_embeddings_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
         sequence_classification("JinaEmbeddingsV3ForSequenceClassification"),
         token_classification("JinaEmbeddingsV3ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct JinaEmbeddingsV3 {
     state: ::skillgen_runtime::SkillState,

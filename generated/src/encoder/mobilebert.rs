@@ -30,8 +30,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mobilebert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -51,6 +50,7 @@
         text_encoding("MobileBertModel"),
         token_classification("MobileBertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Mobilebert {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::modernbert`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `modernbert` module; skillgen does not run it.
 /// Skill for the `modernbert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +47,7 @@
         token_classification("ModernBertForTokenClassification")
     ),
     candle = "modernbert",
+    backends = crate::backends,
 )]
 pub struct Modernbert {
     state: ::skillgen_runtime::SkillState,

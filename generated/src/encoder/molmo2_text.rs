@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `molmo2_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "molmo2",
     tasks(base_model("Molmo2TextModel"), text_encoding("Molmo2TextModel")),
     sub_config_of("molmo2"),
+    backends = crate::backends,
 )]
 pub struct Molmo2Text {
     state: ::skillgen_runtime::SkillState,

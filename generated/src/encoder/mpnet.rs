@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `mpnet`
+//! - `base-model`: candle not implemented; MAX **delegated** (architecture `mpnet`)
 /// Skill for the `mpnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -48,6 +47,7 @@
         token_classification("MPNetForTokenClassification")
     ),
     max("mpnet"),
+    backends = crate::backends,
 )]
 pub struct Mpnet {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `neomme` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     config_class = "NeoMMEConfig",
     hf_module = "neomme",
     tasks(base_model("NeoMMEModel"), masked_lm("NeoMMEForMaskedLM")),
+    backends = crate::backends,
 )]
 pub struct Neomme {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::nomic_bert`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `nomic_bert` module; skillgen does not run it.
 /// Skill for the `nomic_bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +43,7 @@
         token_classification("NomicBertForTokenClassification")
     ),
     candle = "nomic_bert",
+    backends = crate::backends,
 )]
 pub struct NomicBert {
     state: ::skillgen_runtime::SkillState,

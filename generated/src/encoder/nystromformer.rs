@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nystromformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         text_encoding("NystromformerModel"),
         token_classification("NystromformerForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Nystromformer {
     state: ::skillgen_runtime::SkillState,

@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `reformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +45,7 @@
         sequence_classification("ReformerForSequenceClassification"),
         text_encoding("ReformerModel")
     ),
+    backends = crate::backends,
 )]
 pub struct Reformer {
     state: ::skillgen_runtime::SkillState,

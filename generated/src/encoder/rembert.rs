@@ -30,8 +30,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `rembert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +49,7 @@
         text_encoding("RemBertModel"),
         token_classification("RemBertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Rembert {
     state: ::skillgen_runtime::SkillState,

@@ -30,8 +30,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `roformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +49,7 @@
         text_encoding("RoFormerModel"),
         token_classification("RoFormerForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Roformer {
     state: ::skillgen_runtime::SkillState,

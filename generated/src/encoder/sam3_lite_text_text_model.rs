@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "sam3_lite_text",
     tasks(base_model("Sam3LiteTextTextModel")),
     sub_config_of("sam3_lite_text"),
+    backends = crate::backends,
 )]
 pub struct Sam3LiteTextTextModel {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::siglip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `siglip` module; skillgen does not run it.
 /// Skill for the `siglip_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +33,7 @@
     tasks(),
     candle = "siglip",
     sub_config_of("siglip"),
+    backends = crate::backends,
 )]
 pub struct SiglipTextModel {
     state: ::skillgen_runtime::SkillState,

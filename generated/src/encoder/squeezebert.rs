@@ -29,8 +29,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `squeezebert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +48,7 @@
         text_encoding("SqueezeBertModel"),
         token_classification("SqueezeBertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Squeezebert {
     state: ::skillgen_runtime::SkillState,

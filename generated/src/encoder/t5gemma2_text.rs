@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     hf_module = "t5gemma2",
     tasks(),
     sub_config_of("t5gemma2_encoder"),
+    backends = crate::backends,
 )]
 pub struct T5gemma2Text {
     state: ::skillgen_runtime::SkillState,

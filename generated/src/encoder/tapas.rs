@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `tapas` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
         sequence_classification("TapasForSequenceClassification"),
         table_question_answering("TapasForQuestionAnswering")
     ),
+    backends = crate::backends,
 )]
 pub struct Tapas {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `tipsv2_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "tipsv2",
     tasks(base_model("Tipsv2TextModel"), text_encoding("Tipsv2TextModel")),
     sub_config_of("tipsv2"),
+    backends = crate::backends,
 )]
 pub struct Tipsv2TextModel {
     state: ::skillgen_runtime::SkillState,

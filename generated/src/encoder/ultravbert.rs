@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ultravbert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         sequence_classification("UltraVBertForSequenceClassification"),
         token_classification("UltraVBertForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Ultravbert {
     state: ::skillgen_runtime::SkillState,

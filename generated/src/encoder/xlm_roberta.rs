@@ -31,8 +31,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::xlm_roberta`
-//! - MAX: not implemented
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `xlm-roberta` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -53,6 +54,8 @@
         token_classification("XLMRobertaForTokenClassification")
     ),
     candle = "xlm_roberta",
+    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    backends = crate::backends,
 )]
 pub struct XlmRoberta {
     state: ::skillgen_runtime::SkillState,

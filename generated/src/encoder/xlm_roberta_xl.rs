@@ -31,8 +31,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xlm-roberta-xl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -52,6 +51,7 @@
         text_encoding("XLMRobertaXLModel"),
         token_classification("XLMRobertaXLForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct XlmRobertaXl {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `yoso` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         sequence_classification("YosoForSequenceClassification"),
         token_classification("YosoForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Yoso {
     state: ::skillgen_runtime::SkillState,

@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         sequence_classification("BartForSequenceClassification"),
         seq_to_seq_causal_lm("BartForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Bart {
     state: ::skillgen_runtime::SkillState,

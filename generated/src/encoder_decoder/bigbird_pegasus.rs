@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bigbird_pegasus` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         sequence_classification("BigBirdPegasusForSequenceClassification"),
         seq_to_seq_causal_lm("BigBirdPegasusForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct BigbirdPegasus {
     state: ::skillgen_runtime::SkillState,

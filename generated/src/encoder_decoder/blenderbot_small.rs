@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `blenderbot-small` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         causal_lm("BlenderbotSmallForCausalLM"),
         seq_to_seq_causal_lm("BlenderbotSmallForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct BlenderbotSmall {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `encoder-decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "EncoderDecoderConfig",
     hf_module = "encoder_decoder",
     tasks(seq_to_seq_causal_lm("EncoderDecoderModel")),
+    backends = crate::backends,
 )]
 pub struct EncoderDecoder {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::marian`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `marian` module; skillgen does not run it.
 /// Skill for the `marian` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         seq_to_seq_causal_lm("MarianMTModel")
     ),
     candle = "marian",
+    backends = crate::backends,
 )]
 pub struct Marian {
     state: ::skillgen_runtime::SkillState,

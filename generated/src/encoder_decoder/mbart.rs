@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mbart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         sequence_classification("MBartForSequenceClassification"),
         seq_to_seq_causal_lm("MBartForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Mbart {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::t5`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `t5` module; skillgen does not run it.
 /// Skill for the `mt5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +47,7 @@
         token_classification("MT5ForTokenClassification")
     ),
     candle = "t5",
+    backends = crate::backends,
 )]
 pub struct Mt5 {
     state: ::skillgen_runtime::SkillState,

@@ -28,8 +28,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mvp` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         sequence_classification("MvpForSequenceClassification"),
         seq_to_seq_causal_lm("MvpForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Mvp {
     state: ::skillgen_runtime::SkillState,

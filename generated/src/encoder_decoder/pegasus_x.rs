@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pegasus_x` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("PegasusXModel"),
         seq_to_seq_causal_lm("PegasusXForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct PegasusX {
     state: ::skillgen_runtime::SkillState,

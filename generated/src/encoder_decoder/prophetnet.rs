@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `prophetnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         causal_lm("ProphetNetForCausalLM"),
         seq_to_seq_causal_lm("ProphetNetForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Prophetnet {
     state: ::skillgen_runtime::SkillState,

@@ -28,8 +28,8 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::t5`
-//! - MAX: not implemented
+//! - `seq-to-seq-causal-lm`: candle **verified** (`t5`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`t5`); MAX not implemented
 /// Skill for the `t5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -48,6 +48,8 @@
         token_classification("T5ForTokenClassification")
     ),
     candle = "t5",
+    native(seq_to_seq_causal_lm = t5, text_encoding = t5),
+    backends = crate::backends,
 )]
 pub struct T5 {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `t5gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         text_encoding("T5GemmaEncoderModel"),
         token_classification("T5GemmaForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct T5gemma {
     state: ::skillgen_runtime::SkillState,

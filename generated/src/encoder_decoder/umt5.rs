@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `umt5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         text_encoding("UMT5EncoderModel"),
         token_classification("UMT5ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Umt5 {
     state: ::skillgen_runtime::SkillState,

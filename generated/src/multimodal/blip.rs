@@ -24,8 +24,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::blip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `blip` module; skillgen does not run it.
 /// Skill for the `blip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +43,7 @@
         zero_shot_image_classification("BlipModel")
     ),
     candle = "blip",
+    backends = crate::backends,
 )]
 pub struct Blip {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `blip-2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         visual_question_answering("Blip2ForConditionalGeneration"),
         zero_shot_image_classification("Blip2ForImageTextRetrieval")
     ),
+    backends = crate::backends,
 )]
 pub struct Blip2 {
     state: ::skillgen_runtime::SkillState,

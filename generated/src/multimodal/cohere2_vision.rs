@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere2_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_text_to_text("Cohere2VisionForConditionalGeneration"),
         multimodal_lm("Cohere2VisionForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Cohere2Vision {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `diffusion_gemma`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `diffusion_gemma`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `diffusion_gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("DiffusionGemmaForBlockDiffusion")
     ),
     max("diffusion_gemma"),
+    backends = crate::backends,
 )]
 pub struct DiffusionGemma {
     state: ::skillgen_runtime::SkillState,

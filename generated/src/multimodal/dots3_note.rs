@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `dots3_note` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_text_to_text("Dots3NoteForConditionalGeneration"),
         multimodal_lm("Dots3NoteForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Dots3Note {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "EmbeddingGemma2Config",
     hf_module = "embedding_gemma2",
     tasks(base_model("EmbeddingGemma2Model")),
+    backends = crate::backends,
 )]
 pub struct EmbeddingGemma2 {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `emu3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         multimodal_lm("Emu3ForConditionalGeneration"),
         text_encoding("Emu3TextModel")
     ),
+    backends = crate::backends,
 )]
 pub struct Emu3 {
     state: ::skillgen_runtime::SkillState,

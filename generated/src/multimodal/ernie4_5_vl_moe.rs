@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `ernie4_5_vl_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image_text_to_text("Ernie4_5_VLMoeForConditionalGeneration"),
         multimodal_lm("Ernie4_5_VLMoeForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Ernie4_5VlMoe {
     state: ::skillgen_runtime::SkillState,

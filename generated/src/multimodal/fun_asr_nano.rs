@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `fun_asr_nano` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         pretraining("FunAsrNanoForConditionalGeneration"),
         speech_seq_2_seq("FunAsrNanoForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct FunAsrNano {
     state: ::skillgen_runtime::SkillState,

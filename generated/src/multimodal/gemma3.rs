@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `gemma3multimodal`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma3multimodal`)
 /// Skill for the `gemma3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         sequence_classification("Gemma3ForSequenceClassification")
     ),
     max("gemma3multimodal"),
+    backends = crate::backends,
 )]
 pub struct Gemma3 {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma3n` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_text_to_text("Gemma3nForConditionalGeneration"),
         multimodal_lm("Gemma3nForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Gemma3n {
     state: ::skillgen_runtime::SkillState,

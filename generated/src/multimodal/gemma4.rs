@@ -25,8 +25,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma4`
-//! - MAX: `gemma4`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma4`)
+//!
+//! - candle-transformers has a `gemma4` module; skillgen does not run it.
 /// Skill for the `gemma4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +46,7 @@
     ),
     candle = "gemma4",
     max("gemma4"),
+    backends = crate::backends,
 )]
 pub struct Gemma4 {
     state: ::skillgen_runtime::SkillState,

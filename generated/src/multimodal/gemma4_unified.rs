@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `gemma4`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma4`)
 /// Skill for the `gemma4_unified` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         pretraining("Gemma4UnifiedForConditionalGeneration")
     ),
     max("gemma4"),
+    backends = crate::backends,
 )]
 pub struct Gemma4Unified {
     state: ::skillgen_runtime::SkillState,

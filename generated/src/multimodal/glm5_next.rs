@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `glm5_next`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `glm5_next`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `glm5_next` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("Glm5NextForConditionalGeneration")
     ),
     max("glm5_next"),
+    backends = crate::backends,
 )]
 pub struct Glm5Next {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite_speech` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
         seq_to_seq_causal_lm("GraniteSpeechForConditionalGeneration"),
         speech_seq_2_seq("GraniteSpeechForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct GraniteSpeech {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `idefics3`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `idefics3`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `idefics3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
         pretraining("Idefics3ForConditionalGeneration")
     ),
     max("idefics3"),
+    backends = crate::backends,
 )]
 pub struct Idefics3 {
     state: ::skillgen_runtime::SkillState,

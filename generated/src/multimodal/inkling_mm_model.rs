@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `inkling`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `inkling`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `inkling_mm_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
         pretraining("InklingForConditionalGeneration")
     ),
     max("inkling"),
+    backends = crate::backends,
 )]
 pub struct InklingMmModel {
     state: ::skillgen_runtime::SkillState,

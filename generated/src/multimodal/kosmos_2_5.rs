@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `kosmos-2.5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image_text_to_text("Kosmos2_5ForConditionalGeneration"),
         multimodal_lm("Kosmos2_5ForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Kosmos2_5 {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `kyutai_speech_to_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         multimodal_lm("KyutaiSpeechToTextForConditionalGeneration"),
         speech_seq_2_seq("KyutaiSpeechToTextForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct KyutaiSpeechToText {
     state: ::skillgen_runtime::SkillState,

@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `layoutlm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,7 @@
         sequence_classification("LayoutLMForSequenceClassification"),
         token_classification("LayoutLMForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Layoutlm {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `layoutlmv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         sequence_classification("LayoutLMv2ForSequenceClassification"),
         token_classification("LayoutLMv2ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Layoutlmv2 {
     state: ::skillgen_runtime::SkillState,

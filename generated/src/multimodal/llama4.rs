@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `llama4`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama4`)
 /// Skill for the `llama4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         text_encoding("Llama4TextModel")
     ),
     max("llama4"),
+    backends = crate::backends,
 )]
 pub struct Llama4 {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,10 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::llava`
-//! - MAX: `pixtral`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `llava` module; skillgen does not run it.
+//! - MAX has the architecture(s) `pixtral`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `llava` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +43,7 @@
     ),
     candle = "llava",
     max("pixtral"),
+    backends = crate::backends,
 )]
 pub struct Llava {
     state: ::skillgen_runtime::SkillState,

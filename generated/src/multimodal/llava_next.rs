@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::llava`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `llava` module; skillgen does not run it.
 /// Skill for the `llava_next` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
         pretraining("LlavaNextForConditionalGeneration")
     ),
     candle = "llava",
+    backends = crate::backends,
 )]
 pub struct LlavaNext {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minimax_m3_vl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image_text_to_text("MiniMaxM3SparseForConditionalGeneration"),
         multimodal_lm("MiniMaxM3SparseForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct MinimaxM3Vl {
     state: ::skillgen_runtime::SkillState,

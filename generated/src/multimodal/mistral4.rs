@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mistral4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
         sequence_classification("Mistral4ForSequenceClassification"),
         token_classification("Mistral4ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Mistral4 {
     state: ::skillgen_runtime::SkillState,

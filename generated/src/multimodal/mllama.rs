@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mllama` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +45,7 @@
         pretraining("MllamaForConditionalGeneration"),
         text_encoding("MllamaTextModel")
     ),
+    backends = crate::backends,
 )]
 pub struct Mllama {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `moss_transcribe_diarize` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         pretraining("MossTranscribeDiarizeForConditionalGeneration"),
         seq_to_seq_causal_lm("MossTranscribeDiarizeForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct MossTranscribeDiarize {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `muse_glimmer`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `muse_glimmer`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `muse_glimmer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("MuseGlimmerForConditionalGeneration")
     ),
     max("muse_glimmer"),
+    backends = crate::backends,
 )]
 pub struct MuseGlimmer {
     state: ::skillgen_runtime::SkillState,

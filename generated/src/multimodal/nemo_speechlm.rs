@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemo_speechlm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         pretraining("Nemotron3_5TranscribeForConditionalGeneration"),
         seq_to_seq_causal_lm("Nemotron3_5TranscribeForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct NemoSpeechlm {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::paddleocr_vl`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `paddleocr_vl` module; skillgen does not run it.
 /// Skill for the `paddleocr_vl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("PaddleOCRVLForConditionalGeneration")
     ),
     candle = "paddleocr_vl",
+    backends = crate::backends,
 )]
 pub struct PaddleocrVl {
     state: ::skillgen_runtime::SkillState,

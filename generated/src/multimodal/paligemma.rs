@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::paligemma`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `paligemma` module; skillgen does not run it.
 /// Skill for the `paligemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
         pretraining("PaliGemmaForConditionalGeneration")
     ),
     candle = "paligemma",
+    backends = crate::backends,
 )]
 pub struct Paligemma {
     state: ::skillgen_runtime::SkillState,

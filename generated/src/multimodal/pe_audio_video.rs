@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "PeAudioVideoConfig",
     hf_module = "pe_audio_video",
     tasks(base_model("PeAudioVideoModel")),
+    backends = crate::backends,
 )]
 pub struct PeAudioVideo {
     state: ::skillgen_runtime::SkillState,

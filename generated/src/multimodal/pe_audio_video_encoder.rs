@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "pe_audio_video",
     tasks(base_model("PeAudioVideoEncoder")),
     sub_config_of("pe_audio_video"),
+    backends = crate::backends,
 )]
 pub struct PeAudioVideoEncoder {
     state: ::skillgen_runtime::SkillState,

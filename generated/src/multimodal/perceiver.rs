@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -51,6 +50,7 @@
         masked_lm("PerceiverForMaskedLM"),
         sequence_classification("PerceiverForSequenceClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Perceiver {
     state: ::skillgen_runtime::SkillState,

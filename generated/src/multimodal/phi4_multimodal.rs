@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `phi4_multimodal` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         causal_lm("Phi4MultimodalForCausalLM"),
         multimodal_lm("Phi4MultimodalForCausalLM")
     ),
+    backends = crate::backends,
 )]
 pub struct Phi4Multimodal {
     state: ::skillgen_runtime::SkillState,

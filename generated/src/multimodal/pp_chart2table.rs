@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_chart2table` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         image_text_to_text("GotOcr2ForConditionalGeneration"),
         multimodal_lm("GotOcr2ForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct PpChart2table {
     state: ::skillgen_runtime::SkillState,

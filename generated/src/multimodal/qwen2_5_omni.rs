@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen2_5_omni` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         multimodal_lm("Qwen2_5OmniForConditionalGeneration"),
         text_to_waveform("Qwen2_5OmniForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen2_5Omni {
     state: ::skillgen_runtime::SkillState,

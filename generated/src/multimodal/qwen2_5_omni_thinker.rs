@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen2_5_omni_thinker` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         multimodal_lm("Qwen2_5OmniThinkerForConditionalGeneration")
     ),
     sub_config_of("qwen2_5_omni"),
+    backends = crate::backends,
 )]
 pub struct Qwen2_5OmniThinker {
     state: ::skillgen_runtime::SkillState,

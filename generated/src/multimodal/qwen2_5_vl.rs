@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `qwen2_5vl`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `qwen2_5vl`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `qwen2_5_vl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("Qwen2_5_VLForConditionalGeneration")
     ),
     max("qwen2_5vl"),
+    backends = crate::backends,
 )]
 pub struct Qwen2_5Vl {
     state: ::skillgen_runtime::SkillState,

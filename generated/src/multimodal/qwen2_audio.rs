@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen2_audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         pretraining("Qwen2AudioForConditionalGeneration"),
         seq_to_seq_causal_lm("Qwen2AudioForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen2Audio {
     state: ::skillgen_runtime::SkillState,

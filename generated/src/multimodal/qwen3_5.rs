@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `qwen3_5`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `qwen3_5`)
 /// Skill for the `qwen3_5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +46,7 @@
         token_classification("Qwen3_5ForTokenClassification")
     ),
     max("qwen3_5"),
+    backends = crate::backends,
 )]
 pub struct Qwen3_5 {
     state: ::skillgen_runtime::SkillState,

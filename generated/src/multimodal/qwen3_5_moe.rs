@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_5_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         image_text_to_text("Qwen3_5MoeForConditionalGeneration"),
         multimodal_lm("Qwen3_5MoeForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen3_5Moe {
     state: ::skillgen_runtime::SkillState,

@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_asr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +43,7 @@
         speech_seq_2_seq("Qwen3ASRForConditionalGeneration"),
         token_classification("Qwen3ASRForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen3Asr {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_omni_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         multimodal_lm("Qwen3OmniMoeForConditionalGeneration"),
         text_to_waveform("Qwen3OmniMoeForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen3OmniMoe {
     state: ::skillgen_runtime::SkillState,

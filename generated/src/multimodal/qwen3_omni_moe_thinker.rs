@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_omni_moe_thinker` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         multimodal_lm("Qwen3OmniMoeThinkerForConditionalGeneration")
     ),
     sub_config_of("qwen3_omni_moe"),
+    backends = crate::backends,
 )]
 pub struct Qwen3OmniMoeThinker {
     state: ::skillgen_runtime::SkillState,

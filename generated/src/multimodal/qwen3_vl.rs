@@ -22,8 +22,10 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::qwen3_vl`
-//! - MAX: `qwen3vl_moe`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `qwen3_vl` module; skillgen does not run it.
+//! - MAX has the architecture(s) `qwen3vl_moe`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `qwen3_vl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +41,7 @@
     ),
     candle = "qwen3_vl",
     max("qwen3vl_moe"),
+    backends = crate::backends,
 )]
 pub struct Qwen3Vl {
     state: ::skillgen_runtime::SkillState,

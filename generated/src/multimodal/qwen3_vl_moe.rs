@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `qwen3vl_moe`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `qwen3vl_moe`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `qwen3_vl_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("Qwen3VLMoeForConditionalGeneration")
     ),
     max("qwen3vl_moe"),
+    backends = crate::backends,
 )]
 pub struct Qwen3VlMoe {
     state: ::skillgen_runtime::SkillState,

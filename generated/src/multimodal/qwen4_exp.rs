@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen4_exp` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_text_to_text("Qwen4ExpForConditionalGeneration"),
         multimodal_lm("Qwen4ExpForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Qwen4Exp {
     state: ::skillgen_runtime::SkillState,

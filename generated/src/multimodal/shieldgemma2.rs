@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: `gemma3multimodal`
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - MAX has the architecture(s) `gemma3multimodal`; skillgen does not run this model type there (they serve text generation (causal-lm)).
 /// Skill for the `shieldgemma2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         multimodal_lm("Gemma3ForConditionalGeneration")
     ),
     max("gemma3multimodal"),
+    backends = crate::backends,
 )]
 pub struct Shieldgemma2 {
     state: ::skillgen_runtime::SkillState,

@@ -27,8 +27,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `t5gemma2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +45,7 @@
         seq_to_seq_causal_lm("T5Gemma2ForConditionalGeneration"),
         token_classification("T5Gemma2ForTokenClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct T5gemma2 {
     state: ::skillgen_runtime::SkillState,

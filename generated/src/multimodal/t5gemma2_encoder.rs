@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "t5gemma2",
     tasks(base_model("T5Gemma2Encoder")),
     sub_config_of("t5gemma2"),
+    backends = crate::backends,
 )]
 pub struct T5gemma2Encoder {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vibevoice_asr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         seq_to_seq_causal_lm("VibeVoiceAsrForConditionalGeneration"),
         speech_seq_2_seq("VibeVoiceAsrForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct VibevoiceAsr {
     state: ::skillgen_runtime::SkillState,

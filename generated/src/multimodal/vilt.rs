@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vilt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,7 +30,11 @@
     modalities(text, image),
     config_class = "ViltConfig",
     hf_module = "vilt",
-    tasks(base_model("ViltModel"), visual_question_answering("ViltForQuestionAnswering")),
+    tasks(
+        base_model("ViltModel"),
+        visual_question_answering("ViltForQuestionAnswering")
+    ),
+    backends = crate::backends,
 )]
 pub struct Vilt {
     state: ::skillgen_runtime::SkillState,

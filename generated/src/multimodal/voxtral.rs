@@ -25,8 +25,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::voxtral`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `voxtral` module; skillgen does not run it.
 /// Skill for the `voxtral` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +44,7 @@
         speech_seq_2_seq("VoxtralForConditionalGeneration")
     ),
     candle = "voxtral",
+    backends = crate::backends,
 )]
 pub struct Voxtral {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `decision_transformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "DecisionTransformerConfig",
     hf_module = "decision_transformer",
     tasks(base_model("DecisionTransformerModel")),
+    backends = crate::backends,
 )]
 pub struct DecisionTransformer {
     state: ::skillgen_runtime::SkillState,

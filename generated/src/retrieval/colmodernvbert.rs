@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `colmodernvbert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         pretraining("ColModernVBertForRetrieval"),
         retrieval("ColModernVBertForRetrieval")
     ),
+    backends = crate::backends,
 )]
 pub struct Colmodernvbert {
     state: ::skillgen_runtime::SkillState,

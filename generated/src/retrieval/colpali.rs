@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::colpali`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `colpali` module; skillgen does not run it.
 /// Skill for the `colpali` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +34,7 @@
     hf_module = "colpali",
     tasks(pretraining("ColPaliForRetrieval"), retrieval("ColPaliForRetrieval")),
     candle = "colpali",
+    backends = crate::backends,
 )]
 pub struct Colpali {
     state: ::skillgen_runtime::SkillState,

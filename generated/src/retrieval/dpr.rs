@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "DPRConfig",
     hf_module = "dpr",
     tasks(base_model("DPRQuestionEncoder")),
+    backends = crate::backends,
 )]
 pub struct Dpr {
     state: ::skillgen_runtime::SkillState,

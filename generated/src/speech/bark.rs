@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `bark` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "BarkConfig",
     hf_module = "bark",
     tasks(base_model("BarkModel"), text_to_waveform("BarkModel")),
+    backends = crate::backends,
 )]
 pub struct Bark {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `canary` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CanaryConfig",
     hf_module = "canary",
     tasks(base_model("CanaryModel"), speech_seq_2_seq("CanaryForConditionalGeneration")),
+    backends = crate::backends,
 )]
 pub struct Canary {
     state: ::skillgen_runtime::SkillState,

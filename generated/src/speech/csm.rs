@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `csm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("CsmForConditionalGeneration"),
         text_to_waveform("CsmForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct Csm {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `data2vec-audio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         audio_xvector("Data2VecAudioForXVector"),
         ctc("Data2VecAudioForCTC")
     ),
+    backends = crate::backends,
 )]
 pub struct Data2vecAudio {
     state: ::skillgen_runtime::SkillState,

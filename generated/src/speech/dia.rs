@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `dia` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "DiaConfig",
     hf_module = "dia",
     tasks(base_model("DiaModel"), speech_seq_2_seq("DiaForConditionalGeneration")),
+    backends = crate::backends,
 )]
 pub struct Dia {
     state: ::skillgen_runtime::SkillState,

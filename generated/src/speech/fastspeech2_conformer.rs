@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `fastspeech2_conformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         text_to_spectrogram("FastSpeech2ConformerModel")
     ),
     sub_config_of("fastspeech2_conformer_with_hifigan"),
+    backends = crate::backends,
 )]
 pub struct Fastspeech2Conformer {
     state: ::skillgen_runtime::SkillState,

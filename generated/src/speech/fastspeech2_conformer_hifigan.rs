@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `fastspeech2_conformer_hifigan` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "fastspeech2_conformer",
     tasks(),
     sub_config_of("fastspeech2_conformer_with_hifigan"),
+    backends = crate::backends,
 )]
 pub struct Fastspeech2ConformerHifigan {
     state: ::skillgen_runtime::SkillState,

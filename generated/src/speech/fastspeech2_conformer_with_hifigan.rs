@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `fastspeech2_conformer_with_hifigan` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("FastSpeech2ConformerWithHifiGan"),
         text_to_waveform("FastSpeech2ConformerWithHifiGan")
     ),
+    backends = crate::backends,
 )]
 pub struct Fastspeech2ConformerWithHifigan {
     state: ::skillgen_runtime::SkillState,

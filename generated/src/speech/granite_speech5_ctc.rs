@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite_speech5_ctc` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "GraniteSpeech5CTCConfig",
     hf_module = "granite_speech5",
     tasks(base_model("GraniteSpeech5ForCTC"), ctc("GraniteSpeech5ForCTC")),
+    backends = crate::backends,
 )]
 pub struct GraniteSpeech5Ctc {
     state: ::skillgen_runtime::SkillState,

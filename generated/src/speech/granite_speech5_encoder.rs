@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite_speech5_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "granite_speech5",
     tasks(base_model("GraniteSpeech5Encoder")),
     sub_config_of("granite_speech5_ctc"),
+    backends = crate::backends,
 )]
 pub struct GraniteSpeech5Encoder {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `higgs_audio_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("HiggsAudioV2ForConditionalGeneration"),
         text_to_waveform("HiggsAudioV2ForConditionalGeneration")
     ),
+    backends = crate::backends,
 )]
 pub struct HiggsAudioV2 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lasr_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "lasr",
     tasks(base_model("LasrEncoder")),
     sub_config_of("lasr_ctc"),
+    backends = crate::backends,
 )]
 pub struct LasrEncoder {
     state: ::skillgen_runtime::SkillState,

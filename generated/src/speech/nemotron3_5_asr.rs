@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemotron3_5_asr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Nemotron3_5AsrConfig",
     hf_module = "nemotron3_5_asr",
     tasks(base_model("Nemotron3_5AsrForRNNT"), rnnt("Nemotron3_5AsrForRNNT")),
+    backends = crate::backends,
 )]
 pub struct Nemotron3_5Asr {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "nemotron3_5_transcribe",
     tasks(base_model("Nemotron3_5TranscribeWordTimestampModel")),
     sub_config_of("nemo_speechlm"),
+    backends = crate::backends,
 )]
 pub struct Nemotron3_5TranscribeWordTimestamp {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemotron_asr_streaming` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,7 +30,11 @@
     modalities(text, audio),
     config_class = "NemotronAsrStreamingConfig",
     hf_module = "nemotron_asr_streaming",
-    tasks(base_model("NemotronAsrStreamingForRNNT"), rnnt("NemotronAsrStreamingForRNNT")),
+    tasks(
+        base_model("NemotronAsrStreamingForRNNT"),
+        rnnt("NemotronAsrStreamingForRNNT")
+    ),
+    backends = crate::backends,
 )]
 pub struct NemotronAsrStreaming {
     state: ::skillgen_runtime::SkillState,

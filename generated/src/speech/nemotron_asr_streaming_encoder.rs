@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `nemotron_asr_streaming_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "nemotron_asr_streaming",
     tasks(base_model("NemotronAsrStreamingEncoder")),
     sub_config_of("nemotron_asr_streaming"),
+    backends = crate::backends,
 )]
 pub struct NemotronAsrStreamingEncoder {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `parakeet_ctc` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "ParakeetCTCConfig",
     hf_module = "parakeet",
     tasks(base_model("ParakeetForCTC"), ctc("ParakeetForCTC")),
+    backends = crate::backends,
 )]
 pub struct ParakeetCtc {
     state: ::skillgen_runtime::SkillState,

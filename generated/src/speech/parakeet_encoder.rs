@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `parakeet_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "parakeet",
     tasks(base_model("ParakeetEncoder")),
     sub_config_of("parakeet_ctc", "parakeet_rnnt", "parakeet_tdt"),
+    backends = crate::backends,
 )]
 pub struct ParakeetEncoder {
     state: ::skillgen_runtime::SkillState,

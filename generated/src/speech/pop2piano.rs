@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pop2piano` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Pop2PianoConfig",
     hf_module = "pop2piano",
     tasks(speech_seq_2_seq("Pop2PianoForConditionalGeneration")),
+    backends = crate::backends,
 )]
 pub struct Pop2piano {
     state: ::skillgen_runtime::SkillState,

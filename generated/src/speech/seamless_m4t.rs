@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `seamless_m4t` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
         speech_seq_2_seq("SeamlessM4TForSpeechToText"),
         text_to_waveform("SeamlessM4TForTextToSpeech")
     ),
+    backends = crate::backends,
 )]
 pub struct SeamlessM4t {
     state: ::skillgen_runtime::SkillState,

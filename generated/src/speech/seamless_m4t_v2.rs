@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `seamless_m4t_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
         speech_seq_2_seq("SeamlessM4Tv2ForSpeechToText"),
         text_to_waveform("SeamlessM4Tv2ForTextToSpeech")
     ),
+    backends = crate::backends,
 )]
 pub struct SeamlessM4tV2 {
     state: ::skillgen_runtime::SkillState,

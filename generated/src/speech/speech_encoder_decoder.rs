@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `speech-encoder-decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "SpeechEncoderDecoderConfig",
     hf_module = "speech_encoder_decoder",
     tasks(speech_seq_2_seq("SpeechEncoderDecoderModel")),
+    backends = crate::backends,
 )]
 pub struct SpeechEncoderDecoder {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `speecht5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         speech_seq_2_seq("SpeechT5ForSpeechToText"),
         text_to_spectrogram("SpeechT5ForTextToSpeech")
     ),
+    backends = crate::backends,
 )]
 pub struct Speecht5 {
     state: ::skillgen_runtime::SkillState,

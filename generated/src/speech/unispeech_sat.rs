@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `unispeech-sat` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
         ctc("UniSpeechSatForCTC"),
         pretraining("UniSpeechSatForPreTraining")
     ),
+    backends = crate::backends,
 )]
 pub struct UnispeechSat {
     state: ::skillgen_runtime::SkillState,

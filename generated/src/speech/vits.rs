@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vits` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "VitsConfig",
     hf_module = "vits",
     tasks(base_model("VitsModel"), text_to_waveform("VitsModel")),
+    backends = crate::backends,
 )]
 pub struct Vits {
     state: ::skillgen_runtime::SkillState,

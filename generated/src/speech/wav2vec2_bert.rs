@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `wav2vec2-bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         audio_xvector("Wav2Vec2BertForXVector"),
         ctc("Wav2Vec2BertForCTC")
     ),
+    backends = crate::backends,
 )]
 pub struct Wav2vec2Bert {
     state: ::skillgen_runtime::SkillState,

@@ -25,8 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `wav2vec2-conformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +42,7 @@
         ctc("Wav2Vec2ConformerForCTC"),
         pretraining("Wav2Vec2ConformerForPreTraining")
     ),
+    backends = crate::backends,
 )]
 pub struct Wav2vec2Conformer {
     state: ::skillgen_runtime::SkillState,

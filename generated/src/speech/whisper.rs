@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::whisper`
-//! - MAX: not implemented
+//! - `speech-seq-2-seq`: candle **verified** (`whisper`); MAX not implemented
 /// Skill for the `whisper` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,8 @@
         speech_seq_2_seq("WhisperForConditionalGeneration")
     ),
     candle = "whisper",
+    native(speech_seq_2_seq = whisper),
+    backends = crate::backends,
 )]
 pub struct Whisper {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "AutoformerConfig",
     hf_module = "autoformer",
     tasks(base_model("AutoformerModel")),
+    backends = crate::backends,
 )]
 pub struct Autoformer {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "InformerConfig",
     hf_module = "informer",
     tasks(base_model("InformerModel")),
+    backends = crate::backends,
 )]
 pub struct Informer {
     state: ::skillgen_runtime::SkillState,

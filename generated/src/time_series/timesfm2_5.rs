@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `timesfm2_5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("TimesFm2_5Model"),
         time_series_prediction("TimesFm2_5ModelForPrediction")
     ),
+    backends = crate::backends,
 )]
 pub struct Timesfm2_5 {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pe_video` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PeVideoConfig",
     hf_module = "pe_video",
     tasks(base_model("PeVideoModel")),
+    backends = crate::backends,
 )]
 pub struct PeVideo {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pe_video_encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "pe_video",
     tasks(base_model("PeVideoEncoder")),
     sub_config_of("pe_video"),
+    backends = crate::backends,
 )]
 pub struct PeVideoEncoder {
     state: ::skillgen_runtime::SkillState,

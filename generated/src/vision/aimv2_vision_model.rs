@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `aimv2_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +33,7 @@
     hf_module = "aimv2",
     tasks(base_model("Aimv2VisionModel"), image("Aimv2VisionModel")),
     sub_config_of("aimv2"),
+    backends = crate::backends,
 )]
 pub struct Aimv2VisionModel {
     state: ::skillgen_runtime::SkillState,

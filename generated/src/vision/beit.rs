@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `beit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         image_classification("BeitForImageClassification"),
         semantic_segmentation("BeitForSemanticSegmentation")
     ),
+    backends = crate::backends,
 )]
 pub struct Beit {
     state: ::skillgen_runtime::SkillState,

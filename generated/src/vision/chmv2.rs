@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `chmv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "CHMv2Config",
     hf_module = "chmv2",
     tasks(depth_estimation("CHMv2ForDepthEstimation")),
+    backends = crate::backends,
 )]
 pub struct Chmv2 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::clip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `clip` module; skillgen does not run it.
 /// Skill for the `clip_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +35,7 @@
     tasks(base_model("CLIPVisionModel")),
     candle = "clip",
     sub_config_of("clip"),
+    backends = crate::backends,
 )]
 pub struct ClipVisionModel {
     state: ::skillgen_runtime::SkillState,

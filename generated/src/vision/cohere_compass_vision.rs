@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cohere_compass_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "cohere_compass",
     tasks(base_model("CohereCompassVisionModel")),
     sub_config_of("cohere_compass"),
+    backends = crate::backends,
 )]
 pub struct CohereCompassVision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cosmos3_edge_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "cosmos3_edge",
     tasks(base_model("Cosmos3EdgeVisionModel")),
     sub_config_of("cosmos3_edge"),
+    backends = crate::backends,
 )]
 pub struct Cosmos3EdgeVision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `cvt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CvtConfig",
     hf_module = "cvt",
     tasks(base_model("CvtModel"), image_classification("CvtForImageClassification")),
+    backends = crate::backends,
 )]
 pub struct Cvt {
     state: ::skillgen_runtime::SkillState,

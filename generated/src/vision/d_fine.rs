@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `d_fine` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "DFineConfig",
     hf_module = "d_fine",
     tasks(base_model("DFineModel"), object_detection("DFineForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct DFine {
     state: ::skillgen_runtime::SkillState,

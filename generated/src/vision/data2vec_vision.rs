@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `data2vec-vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_classification("Data2VecVisionForImageClassification"),
         semantic_segmentation("Data2VecVisionForSemanticSegmentation")
     ),
+    backends = crate::backends,
 )]
 pub struct Data2vecVision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `deimv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Deimv2Config",
     hf_module = "deimv2",
     tasks(base_model("Deimv2Model"), object_detection("Deimv2ForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct Deimv2 {
     state: ::skillgen_runtime::SkillState,

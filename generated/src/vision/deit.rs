@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `deit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +41,7 @@
         ),
         masked_image_modeling("DeiTForMaskedImageModeling")
     ),
+    backends = crate::backends,
 )]
 pub struct Deit {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `depth_anything` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "DepthAnythingConfig",
     hf_module = "depth_anything",
     tasks(depth_estimation("DepthAnythingForDepthEstimation")),
+    backends = crate::backends,
 )]
 pub struct DepthAnything {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `depth_pro` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         depth_estimation("DepthProForDepthEstimation"),
         image("DepthProModel")
     ),
+    backends = crate::backends,
 )]
 pub struct DepthPro {
     state: ::skillgen_runtime::SkillState,

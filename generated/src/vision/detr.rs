@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `detr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         object_detection("DetrForObjectDetection"),
         universal_segmentation("DetrForSegmentation")
     ),
+    backends = crate::backends,
 )]
 pub struct Detr {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `edgetam` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "EdgeTamConfig",
     hf_module = "edgetam",
     tasks(base_model("EdgeTamModel"), mask_generation("EdgeTamModel")),
+    backends = crate::backends,
 )]
 pub struct Edgetam {
     state: ::skillgen_runtime::SkillState,

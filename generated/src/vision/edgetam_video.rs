@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `edgetam_video` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "EdgeTamVideoConfig",
     hf_module = "edgetam_video",
     tasks(base_model("EdgeTamVideoModel"), mask_generation("EdgeTamModel")),
+    backends = crate::backends,
 )]
 pub struct EdgetamVideo {
     state: ::skillgen_runtime::SkillState,

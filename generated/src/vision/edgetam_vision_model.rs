@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `edgetam_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "EdgeTamVisionConfig",
     hf_module = "edgetam",
     tasks(base_model("EdgeTamVisionModel")),
+    backends = crate::backends,
 )]
 pub struct EdgetamVisionModel {
     state: ::skillgen_runtime::SkillState,

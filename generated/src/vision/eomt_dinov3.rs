@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `eomt_dinov3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "EomtDinov3Config",
     hf_module = "eomt_dinov3",
     tasks(universal_segmentation("EomtDinov3ForUniversalSegmentation")),
+    backends = crate::backends,
 )]
 pub struct EomtDinov3 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma3n_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "gemma3n",
     tasks(base_model("TimmWrapperModel")),
     sub_config_of("gemma3n"),
+    backends = crate::backends,
 )]
 pub struct Gemma3nVision {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `gemma4_unified_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "gemma4_unified",
     tasks(),
     sub_config_of("gemma4_unified"),
+    backends = crate::backends,
 )]
 pub struct Gemma4UnifiedVision {
     state: ::skillgen_runtime::SkillState,

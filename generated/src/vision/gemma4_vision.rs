@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::gemma4`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `gemma4` module; skillgen does not run it.
 /// Skill for the `gemma4_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +35,7 @@
     tasks(base_model("Gemma4VisionModel")),
     candle = "gemma4",
     sub_config_of("gemma4"),
+    backends = crate::backends,
 )]
 pub struct Gemma4Vision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glm_image_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "glm_image",
     tasks(base_model("GlmImageVisionModel")),
     sub_config_of("glm_image"),
+    backends = crate::backends,
 )]
 pub struct GlmImageVision {
     state: ::skillgen_runtime::SkillState,

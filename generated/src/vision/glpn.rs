@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `glpn` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         depth_estimation("GLPNForDepthEstimation"),
         image("GLPNModel")
     ),
+    backends = crate::backends,
 )]
 pub struct Glpn {
     state: ::skillgen_runtime::SkillState,

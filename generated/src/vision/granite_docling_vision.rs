@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `granite_docling_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "granite_docling",
     tasks(base_model("GraniteDoclingVisionModel")),
     sub_config_of("granite_docling"),
+    backends = crate::backends,
 )]
 pub struct GraniteDoclingVision {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `hiera` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         image_classification("HieraForImageClassification"),
         pretraining("HieraForPreTraining")
     ),
+    backends = crate::backends,
 )]
 pub struct Hiera {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `idefics3_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "idefics3",
     tasks(base_model("Idefics3VisionTransformer")),
     sub_config_of("idefics3"),
+    backends = crate::backends,
 )]
 pub struct Idefics3Vision {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `imagegpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image("ImageGPTModel"),
         image_classification("ImageGPTForImageClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct Imagegpt {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `inkling2_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "inkling2",
     tasks(base_model("Inkling2VisionModel")),
     sub_config_of("inkling2"),
+    backends = crate::backends,
 )]
 pub struct Inkling2Vision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `internvl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "internvl",
     tasks(base_model("InternVLVisionModel")),
     sub_config_of("internvl"),
+    backends = crate::backends,
 )]
 pub struct InternvlVision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `kimi_k25_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "kimi_k25",
     tasks(base_model("Kimi_K25VisionModel")),
     sub_config_of("kimi_k25"),
+    backends = crate::backends,
 )]
 pub struct KimiK25Vision {
     state: ::skillgen_runtime::SkillState,

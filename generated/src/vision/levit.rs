@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `levit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,7 @@
             "LevitForImageClassificationWithTeacher"
         )
     ),
+    backends = crate::backends,
 )]
 pub struct Levit {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lfm3_vl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "lfm3_vl",
     tasks(base_model("Lfm3VlVisionModel")),
     sub_config_of("lfm3_vl"),
+    backends = crate::backends,
 )]
 pub struct Lfm3VlVision {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lw_detr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "LwDetrConfig",
     hf_module = "lw_detr",
     tasks(base_model("LwDetrModel"), object_detection("LwDetrForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct LwDetr {
     state: ::skillgen_runtime::SkillState,

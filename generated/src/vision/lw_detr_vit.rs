@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `lw_detr_vit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "LwDetrViTConfig",
     hf_module = "lw_detr",
     tasks(backbone("LwDetrViTBackbone")),
+    backends = crate::backends,
 )]
 pub struct LwDetrVit {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `maskformer-swin` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "MaskFormerSwinConfig",
     hf_module = "maskformer",
     tasks(base_model("MaskFormerSwinModel"), backbone("MaskFormerSwinBackbone")),
+    backends = crate::backends,
 )]
 pub struct MaskformerSwin {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minicpm_ocr_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "minicpm_ocr",
     tasks(base_model("MiniCPMOcrVisionModel")),
     sub_config_of("minicpm_ocr"),
+    backends = crate::backends,
 )]
 pub struct MinicpmOcrVision {
     state: ::skillgen_runtime::SkillState,

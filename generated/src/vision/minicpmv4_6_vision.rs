@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minicpmv4_6_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "minicpmv4_6",
     tasks(),
     sub_config_of("minicpmv4_6"),
+    backends = crate::backends,
 )]
 pub struct Minicpmv4_6Vision {
     state: ::skillgen_runtime::SkillState,

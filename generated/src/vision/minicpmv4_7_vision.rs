@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minicpmv4_7_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "minicpmv4_7",
     tasks(base_model("MiniCPMV4_7VisionModel")),
     sub_config_of("minicpmv4_7"),
+    backends = crate::backends,
 )]
 pub struct Minicpmv4_7Vision {
     state: ::skillgen_runtime::SkillState,

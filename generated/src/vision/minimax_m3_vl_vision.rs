@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `minimax_m3_vl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "minimax_m3_vl",
     tasks(),
     sub_config_of("minimax_m3_vl"),
+    backends = crate::backends,
 )]
 pub struct MinimaxM3VlVision {
     state: ::skillgen_runtime::SkillState,

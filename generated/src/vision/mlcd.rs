@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mlcd` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "MLCDVisionConfig",
     hf_module = "mlcd",
     tasks(base_model("MLCDVisionModel"), image("MLCDVisionModel")),
+    backends = crate::backends,
 )]
 pub struct Mlcd {
     state: ::skillgen_runtime::SkillState,

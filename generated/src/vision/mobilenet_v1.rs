@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `mobilenet_v1` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image("MobileNetV1Model"),
         image_classification("MobileNetV1ForImageClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct MobilenetV1 {
     state: ::skillgen_runtime::SkillState,

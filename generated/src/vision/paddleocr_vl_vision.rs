@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `paddleocr_vl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "paddleocr_vl",
     tasks(),
     sub_config_of("paddleocr_vl"),
+    backends = crate::backends,
 )]
 pub struct PaddleocrVlVision {
     state: ::skillgen_runtime::SkillState,

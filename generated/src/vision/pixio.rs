@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pixio` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     config_class = "PixioConfig",
     hf_module = "pixio",
     tasks(base_model("PixioModel"), backbone("PixioBackbone"), image("PixioModel")),
+    backends = crate::backends,
 )]
 pub struct Pixio {
     state: ::skillgen_runtime::SkillState,

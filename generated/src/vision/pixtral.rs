@@ -20,8 +20,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::pixtral`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `pixtral` module; skillgen does not run it.
 //!
 //! # Notes
 //!
@@ -38,6 +39,7 @@
     hf_module = "pixtral",
     tasks(base_model("PixtralVisionModel")),
     candle = "pixtral",
+    backends = crate::backends,
 )]
 pub struct Pixtral {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_chart2table_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "pp_chart2table",
     tasks(),
     sub_config_of("pp_chart2table"),
+    backends = crate::backends,
 )]
 pub struct PpChart2tableVision {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_doclayout_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PPDocLayoutV2Config",
     hf_module = "pp_doclayout_v2",
     tasks(object_detection("PPDocLayoutV2ForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct PpDoclayoutV2 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_doclayout_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("PPDocLayoutV3Model"),
         object_detection("PPDocLayoutV3ForObjectDetection")
     ),
+    backends = crate::backends,
 )]
 pub struct PpDoclayoutV3 {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_lcnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         backbone("PPLCNetBackbone"),
         image_classification("PPLCNetForImageClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct PpLcnet {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_lcnet_v4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PPLCNetV4Config",
     hf_module = "pp_lcnet_v4",
     tasks(backbone("PPLCNetV4Backbone")),
+    backends = crate::backends,
 )]
 pub struct PpLcnetV4 {
     state: ::skillgen_runtime::SkillState,

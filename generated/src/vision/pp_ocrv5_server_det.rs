@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_ocrv5_server_det` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PPOCRV5ServerDetConfig",
     hf_module = "pp_ocrv5_server_det",
     tasks(object_detection("PPOCRV5ServerDetForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct PpOcrv5ServerDet {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_ocrv5_server_rec` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("PPOCRV5ServerRecModel"),
         text_recognition("PPOCRV5ServerRecForTextRecognition")
     ),
+    backends = crate::backends,
 )]
 pub struct PpOcrv5ServerRec {
     state: ::skillgen_runtime::SkillState,

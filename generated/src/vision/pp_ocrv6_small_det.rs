@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_ocrv6_small_det` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("PPOCRV6SmallDetModel"),
         object_detection("PPOCRV6SmallDetForObjectDetection")
     ),
+    backends = crate::backends,
 )]
 pub struct PpOcrv6SmallDet {
     state: ::skillgen_runtime::SkillState,

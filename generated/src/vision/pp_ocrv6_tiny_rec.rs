@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pp_ocrv6_tiny_rec` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("PPOCRV6TinyRecModel"),
         text_recognition("PPOCRV6TinyRecForTextRecognition")
     ),
+    backends = crate::backends,
 )]
 pub struct PpOcrv6TinyRec {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `prompt_depth_anything` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "PromptDepthAnythingConfig",
     hf_module = "prompt_depth_anything",
     tasks(depth_estimation("PromptDepthAnythingForDepthEstimation")),
+    backends = crate::backends,
 )]
 pub struct PromptDepthAnything {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `pvt_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         backbone("PvtV2Backbone"),
         image_classification("PvtV2ForImageClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct PvtV2 {
     state: ::skillgen_runtime::SkillState,

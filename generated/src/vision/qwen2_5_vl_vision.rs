@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen2_5_vl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "qwen2_5_vl",
     tasks(base_model("Qwen2_5_VisionTransformerPretrainedModel")),
     sub_config_of("qwen2_5_vl"),
+    backends = crate::backends,
 )]
 pub struct Qwen2_5VlVision {
     state: ::skillgen_runtime::SkillState,

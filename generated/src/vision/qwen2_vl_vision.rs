@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen2_vl_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "qwen2_vl",
     tasks(),
     sub_config_of("qwen2_vl"),
+    backends = crate::backends,
 )]
 pub struct Qwen2VlVision {
     state: ::skillgen_runtime::SkillState,

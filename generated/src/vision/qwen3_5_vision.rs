@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_5_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "qwen3_5",
     tasks(base_model("Qwen3_5VisionModel")),
     sub_config_of("qwen3_5"),
+    backends = crate::backends,
 )]
 pub struct Qwen3_5Vision {
     state: ::skillgen_runtime::SkillState,

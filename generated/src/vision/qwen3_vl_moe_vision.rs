@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen3_vl_moe_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "qwen3_vl_moe",
     tasks(base_model("Qwen3VLMoeVisionModel")),
     sub_config_of("qwen3_vl_moe"),
+    backends = crate::backends,
 )]
 pub struct Qwen3VlMoeVision {
     state: ::skillgen_runtime::SkillState,

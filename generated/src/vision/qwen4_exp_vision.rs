@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `qwen4_exp_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "qwen4_exp",
     tasks(base_model("Qwen4ExpVisionModel")),
     sub_config_of("qwen4_exp"),
+    backends = crate::backends,
 )]
 pub struct Qwen4ExpVision {
     state: ::skillgen_runtime::SkillState,

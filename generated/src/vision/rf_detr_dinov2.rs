@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `rf_detr_dinov2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "RfDetrDinov2Config",
     hf_module = "rf_detr",
     tasks(backbone("RfDetrDinov2Backbone")),
+    backends = crate::backends,
 )]
 pub struct RfDetrDinov2 {
     state: ::skillgen_runtime::SkillState,

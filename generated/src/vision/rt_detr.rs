@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `rt_detr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "RTDetrConfig",
     hf_module = "rt_detr",
     tasks(base_model("RTDetrModel"), object_detection("RTDetrForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct RtDetr {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `rt_detr_resnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "RTDetrResNetConfig",
     hf_module = "rt_detr",
     tasks(backbone("RTDetrResNetBackbone")),
+    backends = crate::backends,
 )]
 pub struct RtDetrResnet {
     state: ::skillgen_runtime::SkillState,

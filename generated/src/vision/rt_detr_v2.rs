@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `rt_detr_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "RTDetrV2Config",
     hf_module = "rt_detr_v2",
     tasks(base_model("RTDetrV2Model"), object_detection("RTDetrV2ForObjectDetection")),
+    backends = crate::backends,
 )]
 pub struct RtDetrV2 {
     state: ::skillgen_runtime::SkillState,

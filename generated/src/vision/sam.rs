@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "SamConfig",
     hf_module = "sam",
     tasks(base_model("SamModel"), mask_generation("SamModel")),
+    backends = crate::backends,
 )]
 pub struct Sam {
     state: ::skillgen_runtime::SkillState,

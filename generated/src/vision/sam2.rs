@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Sam2Config",
     hf_module = "sam2",
     tasks(base_model("Sam2Model"), mask_generation("Sam2Model")),
+    backends = crate::backends,
 )]
 pub struct Sam2 {
     state: ::skillgen_runtime::SkillState,

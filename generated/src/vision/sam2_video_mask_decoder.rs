@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam2_video_mask_decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "sam2_video",
     tasks(),
     sub_config_of("sam2_video"),
+    backends = crate::backends,
 )]
 pub struct Sam2VideoMaskDecoder {
     state: ::skillgen_runtime::SkillState,

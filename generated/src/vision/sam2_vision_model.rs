@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam2_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Sam2VisionConfig",
     hf_module = "sam2",
     tasks(base_model("Sam2VisionModel")),
+    backends = crate::backends,
 )]
 pub struct Sam2VisionModel {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "Sam3Config",
     hf_module = "sam3",
     tasks(base_model("Sam3Model")),
+    backends = crate::backends,
 )]
 pub struct Sam3 {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_lite_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Sam3LiteTextConfig",
     hf_module = "sam3_lite_text",
     tasks(base_model("Sam3LiteTextModel")),
+    backends = crate::backends,
 )]
 pub struct Sam3LiteText {
     state: ::skillgen_runtime::SkillState,

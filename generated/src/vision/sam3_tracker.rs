@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_tracker` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Sam3TrackerConfig",
     hf_module = "sam3_tracker",
     tasks(base_model("Sam3TrackerModel"), mask_generation("Sam3TrackerModel")),
+    backends = crate::backends,
 )]
 pub struct Sam3Tracker {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_tracker_mask_decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "sam3_tracker",
     tasks(),
     sub_config_of("sam3_tracker"),
+    backends = crate::backends,
 )]
 pub struct Sam3TrackerMaskDecoder {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_tracker_video` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Sam3TrackerVideoConfig",
     hf_module = "sam3_tracker_video",
     tasks(base_model("Sam3TrackerVideoModel")),
+    backends = crate::backends,
 )]
 pub struct Sam3TrackerVideo {
     state: ::skillgen_runtime::SkillState,

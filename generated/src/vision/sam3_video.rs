@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_video` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "Sam3VideoConfig",
     hf_module = "sam3_video",
     tasks(base_model("Sam3VideoModel"), mask_generation("Sam3TrackerModel")),
+    backends = crate::backends,
 )]
 pub struct Sam3Video {
     state: ::skillgen_runtime::SkillState,

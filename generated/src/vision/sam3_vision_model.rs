@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "sam3",
     tasks(base_model("Sam3VisionModel")),
     sub_config_of("sam3"),
+    backends = crate::backends,
 )]
 pub struct Sam3VisionModel {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam3_vit_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "Sam3ViTConfig",
     hf_module = "sam3",
     tasks(base_model("Sam3ViTModel")),
+    backends = crate::backends,
 )]
 pub struct Sam3VitModel {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam_hq` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "SamHQConfig",
     hf_module = "sam_hq",
     tasks(base_model("SamHQModel"), mask_generation("SamHQModel")),
+    backends = crate::backends,
 )]
 pub struct SamHq {
     state: ::skillgen_runtime::SkillState,

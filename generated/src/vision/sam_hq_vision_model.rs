@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sam_hq_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "sam_hq",
     tasks(base_model("SamHQVisionModel")),
     sub_config_of("sam_hq"),
+    backends = crate::backends,
 )]
 pub struct SamHqVisionModel {
     state: ::skillgen_runtime::SkillState,

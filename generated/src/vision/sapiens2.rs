@@ -26,8 +26,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `sapiens2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +44,7 @@
         pose_estimation("Sapiens2ForPoseEstimation"),
         semantic_segmentation("Sapiens2ForSemanticSegmentation")
     ),
+    backends = crate::backends,
 )]
 pub struct Sapiens2 {
     state: ::skillgen_runtime::SkillState,

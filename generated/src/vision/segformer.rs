@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::segformer`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `segformer` module; skillgen does not run it.
 /// Skill for the `segformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +41,7 @@
         semantic_segmentation("SegformerForSemanticSegmentation")
     ),
     candle = "segformer",
+    backends = crate::backends,
 )]
 pub struct Segformer {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `siglip2_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "siglip2",
     tasks(base_model("Siglip2VisionModel")),
     sub_config_of("siglip2"),
+    backends = crate::backends,
 )]
 pub struct Siglip2VisionModel {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::siglip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `siglip` module; skillgen does not run it.
 /// Skill for the `siglip_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +36,7 @@
     tasks(base_model("SiglipVisionModel"), image("SiglipVisionModel")),
     candle = "siglip",
     sub_config_of("siglip"),
+    backends = crate::backends,
 )]
 pub struct SiglipVisionModel {
     state: ::skillgen_runtime::SkillState,

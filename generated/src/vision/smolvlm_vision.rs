@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `smolvlm_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "smolvlm",
     tasks(base_model("SmolVLMVisionTransformer")),
     sub_config_of("smolvlm"),
+    backends = crate::backends,
 )]
 pub struct SmolvlmVision {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `step3p5_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "step3p7",
     tasks(),
     sub_config_of("step3p7"),
+    backends = crate::backends,
 )]
 pub struct Step3p5Vision {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `superglue` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "SuperGlueConfig",
     hf_module = "superglue",
     tasks(keypoint_matching("SuperGlueForKeypointMatching")),
+    backends = crate::backends,
 )]
 pub struct Superglue {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `swin2sr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image("Swin2SRModel"),
         image_to_image("Swin2SRForImageSuperResolution")
     ),
+    backends = crate::backends,
 )]
 pub struct Swin2sr {
     state: ::skillgen_runtime::SkillState,

@@ -24,8 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `swinv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +40,7 @@
         image_classification("Swinv2ForImageClassification"),
         masked_image_modeling("Swinv2ForMaskedImageModeling")
     ),
+    backends = crate::backends,
 )]
 pub struct Swinv2 {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `timm_backbone` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     config_class = "TimmBackboneConfig",
     hf_module = "timm_backbone",
     tasks(base_model("TimmBackbone"), backbone("TimmBackbone"), image("TimmBackbone")),
+    backends = crate::backends,
 )]
 pub struct TimmBackbone {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `timm_wrapper` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image_classification("TimmWrapperForImageClassification")
     ),
     sub_config_of("pe_video_encoder"),
+    backends = crate::backends,
 )]
 pub struct TimmWrapper {
     state: ::skillgen_runtime::SkillState,

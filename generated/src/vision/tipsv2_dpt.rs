@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `tipsv2_dpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         normal_estimation("Tipsv2DptForNormalEstimation"),
         semantic_segmentation("Tipsv2DptForSemanticSegmentation")
     ),
+    backends = crate::backends,
 )]
 pub struct Tipsv2Dpt {
     state: ::skillgen_runtime::SkillState,

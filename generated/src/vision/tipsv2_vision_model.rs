@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `tipsv2_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +38,7 @@
         image("Tipsv2VisionModel")
     ),
     sub_config_of("tipsv2"),
+    backends = crate::backends,
 )]
 pub struct Tipsv2VisionModel {
     state: ::skillgen_runtime::SkillState,

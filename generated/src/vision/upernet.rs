@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `upernet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "UperNetConfig",
     hf_module = "upernet",
     tasks(semantic_segmentation("UperNetForSemanticSegmentation")),
+    backends = crate::backends,
 )]
 pub struct Upernet {
     state: ::skillgen_runtime::SkillState,

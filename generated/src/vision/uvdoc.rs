@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `uvdoc` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "UVDocConfig",
     hf_module = "uvdoc",
     tasks(base_model("UVDocModel")),
+    backends = crate::backends,
 )]
 pub struct Uvdoc {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `video_llama_3_vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "video_llama_3",
     tasks(base_model("VideoLlama3VisionModel")),
     sub_config_of("video_llama_3"),
+    backends = crate::backends,
 )]
 pub struct VideoLlama3Vision {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::vit`
-//! - MAX: not implemented
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `vit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +39,8 @@
         masked_image_modeling("ViTForMaskedImageModeling")
     ),
     candle = "vit",
+    native(image_classification = vit),
+    backends = crate::backends,
 )]
 pub struct Vit {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vit_msn` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +36,7 @@
         image("ViTMSNModel"),
         image_classification("ViTMSNForImageClassification")
     ),
+    backends = crate::backends,
 )]
 pub struct VitMsn {
     state: ::skillgen_runtime::SkillState,

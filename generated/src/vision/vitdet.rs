@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vitdet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     config_class = "VitDetConfig",
     hf_module = "vitdet",
     tasks(base_model("VitDetModel"), backbone("VitDetBackbone"), image("VitDetModel")),
+    backends = crate::backends,
 )]
 pub struct Vitdet {
     state: ::skillgen_runtime::SkillState,

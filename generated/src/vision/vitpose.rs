@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vitpose` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "VitPoseConfig",
     hf_module = "vitpose",
     tasks(pose_estimation("VitPoseForPoseEstimation")),
+    backends = crate::backends,
 )]
 pub struct Vitpose {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "Aimv2Config",
     hf_module = "aimv2",
     tasks(base_model("Aimv2Model")),
+    backends = crate::backends,
 )]
 pub struct Aimv2 {
     state: ::skillgen_runtime::SkillState,

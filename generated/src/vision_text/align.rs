@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `align` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "AlignConfig",
     hf_module = "align",
     tasks(base_model("AlignModel"), zero_shot_image_classification("AlignModel")),
+    backends = crate::backends,
 )]
 pub struct Align {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `altclip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "AltCLIPConfig",
     hf_module = "altclip",
     tasks(base_model("AltCLIPModel"), zero_shot_image_classification("AltCLIPModel")),
+    backends = crate::backends,
 )]
 pub struct Altclip {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -39,6 +38,7 @@
     hf_module = "blip_2",
     tasks(base_model("Blip2QFormerModel")),
     sub_config_of("blip-2"),
+    backends = crate::backends,
 )]
 pub struct Blip2Qformer {
     state: ::skillgen_runtime::SkillState,

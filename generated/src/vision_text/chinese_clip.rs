@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::chinese_clip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `chinese_clip` module; skillgen does not run it.
 /// Skill for the `chinese_clip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +37,7 @@
         zero_shot_image_classification("ChineseCLIPModel")
     ),
     candle = "chinese_clip",
+    backends = crate::backends,
 )]
 pub struct ChineseClip {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `clipseg` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "CLIPSegConfig",
     hf_module = "clipseg",
     tasks(base_model("CLIPSegModel"), zero_shot_image_classification("CLIPSegModel")),
+    backends = crate::backends,
 )]
 pub struct Clipseg {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `flava` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +31,7 @@
     config_class = "FlavaConfig",
     hf_module = "flava",
     tasks(base_model("FlavaModel"), pretraining("FlavaForPreTraining")),
+    backends = crate::backends,
 )]
 pub struct Flava {
     state: ::skillgen_runtime::SkillState,

@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     hf_module = "instructblipvideo",
     tasks(),
     sub_config_of("instructblipvideo"),
+    backends = crate::backends,
 )]
 pub struct InstructblipvideoQformer {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `owlv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("Owlv2Model"),
         zero_shot_object_detection("Owlv2ForObjectDetection")
     ),
+    backends = crate::backends,
 )]
 pub struct Owlv2 {
     state: ::skillgen_runtime::SkillState,

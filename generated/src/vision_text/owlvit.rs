@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `owlvit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
         base_model("OwlViTModel"),
         zero_shot_object_detection("OwlViTForObjectDetection")
     ),
+    backends = crate::backends,
 )]
 pub struct Owlvit {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::siglip`
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//!
+//! - candle-transformers has a `siglip` module; skillgen does not run it.
 /// Skill for the `siglip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +40,7 @@
         zero_shot_image_classification("SiglipModel")
     ),
     candle = "siglip",
+    backends = crate::backends,
 )]
 pub struct Siglip {
     state: ::skillgen_runtime::SkillState,

@@ -23,8 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `siglip2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +37,7 @@
         image_classification("Siglip2ForImageClassification"),
         zero_shot_image_classification("Siglip2Model")
     ),
+    backends = crate::backends,
 )]
 pub struct Siglip2 {
     state: ::skillgen_runtime::SkillState,

@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `vision-text-dual-encoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "VisionTextDualEncoderConfig",
     hf_module = "vision_text_dual_encoder",
     tasks(base_model("VisionTextDualEncoderModel")),
+    backends = crate::backends,
 )]
 pub struct VisionTextDualEncoder {
     state: ::skillgen_runtime::SkillState,

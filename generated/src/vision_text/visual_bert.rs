@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -38,6 +37,7 @@
     config_class = "VisualBertConfig",
     hf_module = "visual_bert",
     tasks(base_model("VisualBertModel"), pretraining("VisualBertForPreTraining")),
+    backends = crate::backends,
 )]
 pub struct VisualBert {
     state: ::skillgen_runtime::SkillState,
