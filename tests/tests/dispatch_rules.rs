@@ -139,8 +139,8 @@ fn use_mojo_max_without_max_falls_back_to_cpu() {
         used_and_skips(&r).1,
         [
             NO_MAX,
-            "cuda:0 skipped: not compiled in (build skillgen-runtime with the `cuda` feature)",
-            "metal:0 skipped: not compiled in (build skillgen-runtime with the `metal` feature)",
+            "cuda:0 skipped: not compiled in (build `skills` with the `cuda` feature)",
+            "metal:0 skipped: not compiled in (build `skills` with the `metal` feature)",
         ]
     );
     let json = serde_json::to_value(d).unwrap();
@@ -328,7 +328,7 @@ fn fallback_reasons_table() {
             env: &[("SKILLGEN_TARGET", "metal:0"), ("USE_MOJO_MAX_TARGET", "1")],
             caps: cpu(),
             used: Some(Target::Cpu),
-            first_skip: "metal:0 skipped: not compiled in (build skillgen-runtime with the `metal` feature)",
+            first_skip: "metal:0 skipped: not compiled in (build `skills` with the `metal` feature)",
         },
         Case {
             name: "USE_MOJO_MAX_TARGET=0 is ignored",

@@ -25,6 +25,7 @@ fn hostile_config(out: &Path) -> Config {
         registry: fixtures().join("valid/hostile-names.yaml"),
         templates: workspace().join("templates"),
         out: out.to_path_buf(),
+        support: out.join("SUPPORT.md"),
     }
 }
 
@@ -44,7 +45,8 @@ fn fixture_crate_is_fresh() {
     assert!(
         report.is_fresh(),
         "tests/fixture-skills is stale:\n{report}\nrun `cargo run -p skillgen -- --registry \
-         tests/fixtures/registries/valid/hostile-names.yaml --out tests/fixture-skills generate`"
+         tests/fixtures/registries/valid/hostile-names.yaml --out tests/fixture-skills \
+         --support tests/fixture-skills/SUPPORT.md generate`"
     );
 }
 

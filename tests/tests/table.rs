@@ -4,13 +4,13 @@ use skillgen_runtime::dispatch::{outcome, plan, table};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillState, Target, TargetSpec, Task};
 
 #[derive(Debug, Skill)]
-#[skill(model_type = "llama", family = decoder, tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")), max("LlamaForCausalLM"))]
+#[skill(model_type = "llama", family = decoder, tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")), max("LlamaForCausalLM"), native(causal_lm = decoder))]
 pub struct Llama {
     state: SkillState,
 }
 
 #[derive(Debug, Skill)]
-#[skill(model_type = "bert", family = encoder, tasks(base_model("BertModel"), masked_lm("BertForMaskedLM")))]
+#[skill(model_type = "bert", family = encoder, tasks(base_model("BertModel"), masked_lm("BertForMaskedLM")), native(base_model = encoder, masked_lm = encoder))]
 pub struct Bert {
     state: SkillState,
 }

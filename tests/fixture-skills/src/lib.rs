@@ -27,6 +27,22 @@ pub use ::skillgen_runtime::SkillInfo;
 pub use ::skillgen_runtime::Target;
 pub use ::skillgen_runtime::TargetSpec;
 pub use ::skillgen_runtime::Task;
+/// The backends this build dispatches over: candle with the `candle` feature, MAX with the
+/// `max` feature (both on by default). Every skill of this crate uses this set.
+pub fn backends() -> &'static ::skillgen_runtime::Backends {
+    static SET: ::std::sync::OnceLock<::skillgen_runtime::Backends> = ::std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        #[allow(unused_mut)]
+        let mut list: ::std::vec::Vec<
+            ::std::boxed::Box<dyn ::skillgen_runtime::Backend>,
+        > = ::std::vec::Vec::new();
+        #[cfg(feature = "max")]
+        list.push(::std::boxed::Box::new(::skillgen_max::MaxBackend));
+        #[cfg(feature = "candle")]
+        list.push(::std::boxed::Box::new(::skillgen_candle::CandleBackend));
+        ::skillgen_runtime::Backends::new(list)
+    })
+}
 #[rustfmt::skip]
 pub mod encoder;
 #[rustfmt::skip]

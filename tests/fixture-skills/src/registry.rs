@@ -31,10 +31,11 @@ pub fn by_model_type(
 pub fn by_hf_class(class: &str) -> Vec<&'static ::skillgen_runtime::SkillInfo> {
     REGISTRY.by_hf_class(class)
 }
-/// Loads the model in `dir` (reading its `config.json`) as a skill for `target`.
+/// Loads the model in `dir` (reading its `config.json`) as a skill for `target`, dispatching
+/// over [`crate::backends`].
 pub fn load_dir(
     dir: impl AsRef<::std::path::Path>,
     target: impl Into<::skillgen_runtime::TargetSpec>,
 ) -> Result<::skillgen_runtime::DynSkill, ::skillgen_runtime::SkillError> {
-    REGISTRY.load_dir(dir, target)
+    REGISTRY.load_dir(crate::backends(), dir, target)
 }

@@ -21,8 +21,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::llama`
-//! - MAX: `llama`
+//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama`)
+//!
+//! - candle-transformers has a `llama` module; skillgen does not run it.
 /// Skill for the `llama.v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +35,7 @@
     tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")),
     candle = "llama",
     max("llama"),
+    backends = crate::backends,
 )]
 pub struct LlamaV2 {
     state: ::skillgen_runtime::SkillState,

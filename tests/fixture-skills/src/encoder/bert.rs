@@ -24,8 +24,9 @@
 //!
 //! # Implementations
 //!
-//! - candle: `candle_transformers::models::bert`
-//! - MAX: `bert`
+//! - `base-model`: candle not implemented; MAX **delegated** (architecture `bert`)
+//!
+//! - candle-transformers has a `bert` module; skillgen does not run it.
 /// Skill for the `bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +42,7 @@
     ),
     candle = "bert",
     max("bert"),
+    backends = crate::backends,
 )]
 pub struct Bert {
     state: ::skillgen_runtime::SkillState,

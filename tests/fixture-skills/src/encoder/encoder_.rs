@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 //!
 //! # Notes
 //!
@@ -37,6 +36,7 @@
     config_class = "EncoderConfig",
     hf_module = "encoder",
     tasks(base_model("EncoderModel")),
+    backends = crate::backends,
 )]
 pub struct Encoder {
     state: ::skillgen_runtime::SkillState,

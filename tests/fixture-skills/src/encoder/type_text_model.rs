@@ -19,8 +19,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `type_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     hf_module = "type_model",
     tasks(),
     sub_config_of("type"),
+    backends = crate::backends,
 )]
 pub struct TypeTextModel {
     state: ::skillgen_runtime::SkillState,

@@ -22,8 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `xlm-roberta` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     config_class = "XLMRobertaConfig",
     hf_module = "xlm_roberta",
     tasks(base_model("XLMRobertaModel"), masked_lm("XLMRobertaForMaskedLM")),
+    backends = crate::backends,
 )]
 pub struct XlmRoberta {
     state: ::skillgen_runtime::SkillState,

@@ -21,8 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `self` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +32,7 @@
     hf_module = "self_model",
     tasks(speech_seq_2_seq("SelfForConditionalGeneration")),
     deprecated,
+    backends = crate::backends,
 )]
 pub struct SelfModel {
     state: ::skillgen_runtime::SkillState,

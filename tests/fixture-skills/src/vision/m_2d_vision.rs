@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `2d-vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "TwoDConfig",
     hf_module = "two_d",
     tasks(image_classification("TwoDForImageClassification")),
+    backends = crate::backends,
 )]
 pub struct M2dVision {
     state: ::skillgen_runtime::SkillState,

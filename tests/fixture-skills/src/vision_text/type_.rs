@@ -20,8 +20,7 @@
 //!
 //! # Implementations
 //!
-//! - candle: not implemented
-//! - MAX: not implemented
+//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
 /// Skill for the `type` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +30,7 @@
     config_class = "TypeConfig",
     hf_module = "type_model",
     tasks(zero_shot_image_classification("TypeModel")),
+    backends = crate::backends,
 )]
 pub struct Type {
     state: ::skillgen_runtime::SkillState,
