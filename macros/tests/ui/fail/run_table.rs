@@ -5,7 +5,7 @@ use skillgen_runtime::{Skill, SkillState};
     model_type = "x",
     family = decoder,
     tasks(causal_lm),
-    native(causal_lm = decodr, masked_lm = encoder),
+    native(causal_lm = decodr),
     refused(candel = "why", max = 3),
 )]
 struct X {
@@ -15,6 +15,12 @@ struct X {
 #[derive(Debug, Skill)]
 #[skill(model_type = "y", family = decoder, tasks(causal_lm), backends = "skills::backends")]
 struct Y {
+    state: SkillState,
+}
+
+#[derive(Debug, Skill)]
+#[skill(model_type = "z", family = encoder, tasks(base_model), native(masked_lm = encoder))]
+struct Z {
     state: SkillState,
 }
 
