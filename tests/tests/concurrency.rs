@@ -2,7 +2,7 @@
 //! bit, and the model loads once. Uses the tiny PyTorch fixtures in `fixtures/native/` through
 //! the generated skills, on the CPU.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use skillgen_runtime::Target;

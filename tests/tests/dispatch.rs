@@ -33,8 +33,8 @@ fn dispatch_table_of_every_skill() {
             let serving = Capabilities::fixed_with_max(&[info.model_type]);
             let text = format!(
                 "{}\n{}",
-                dispatch::table(info, &no_max),
-                dispatch::table(info, &serving)
+                dispatch::table(info, &no_max, skills::backends()),
+                dispatch::table(info, &serving, skills::backends())
             );
             insta::assert_snapshot!(info.model_type, text);
         }
