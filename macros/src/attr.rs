@@ -400,7 +400,9 @@ impl SkillAttrs {
                 if !tasks.iter().any(|t| t.task == *task) {
                     errors.spanned(
                         key,
-                        format!("`native({key} = ...)`: task `{key}` is not listed in `tasks(...)`"),
+                        format!(
+                            "`native({key} = ...)`: task `{key}` is not listed in `tasks(...)`"
+                        ),
                     );
                 }
             }
@@ -435,7 +437,10 @@ fn key_values(ts: TokenStream, what: &str, errors: &mut Errors) -> Vec<(Ident, T
     for item in split_commas(ts) {
         match split_item(&item) {
             Ok((key, Value::Eq(v))) => out.push((key, v)),
-            Ok(_) => errors.spanned(&item, format!("expected `<key> = <value>` in `{what}(...)`")),
+            Ok(_) => errors.spanned(
+                &item,
+                format!("expected `<key> = <value>` in `{what}(...)`"),
+            ),
             Err(e) => errors.push(e),
         }
     }

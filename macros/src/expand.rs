@@ -131,15 +131,25 @@ fn expand(input: &DeriveInput, a: &SkillAttrs, state: Option<&(Ident, Vec<Ident>
     let sub_config_of = a.sub_config_of.as_deref().unwrap_or_default();
     let max = a.max.as_deref().unwrap_or_default();
     let deprecated = a.deprecated;
-    let native = a.native.as_deref().unwrap_or_default().iter().map(|(task, _, imp)| {
-        let t = Ident::new(task.variant_name(), Span::call_site());
-        let i = Ident::new(imp.variant_name(), Span::call_site());
-        quote!((__sg::Task::#t, __sg::NativeImpl::#i))
-    });
-    let refused = a.refused.as_deref().unwrap_or_default().iter().map(|(b, why)| {
-        let b = Ident::new(b.variant_name(), Span::call_site());
-        quote!((__sg::Backend::#b, #why))
-    });
+    let native = a
+        .native
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(task, _, imp)| {
+            let t = Ident::new(task.variant_name(), Span::call_site());
+            let i = Ident::new(imp.variant_name(), Span::call_site());
+            quote!((__sg::Task::#t, __sg::NativeImpl::#i))
+        });
+    let refused = a
+        .refused
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|(b, why)| {
+            let b = Ident::new(b.variant_name(), Span::call_site());
+            quote!((__sg::Backend::#b, #why))
+        });
     let backends = match &a.backends {
         Some(path) => quote!(#path()),
         None => quote!(__sg::Backends::none()),

@@ -116,7 +116,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Start a streaming generation as `cx` says. Only called after [`Backend::check`]
     /// passed. The default: this backend does not stream.
-    fn stream(&self, cx: &RunContext<'_>, request: GenerateRequest) -> Result<TokenStream, Failure> {
+    fn stream(
+        &self,
+        cx: &RunContext<'_>,
+        request: GenerateRequest,
+    ) -> Result<TokenStream, Failure> {
         let _ = request;
         Err(Failure::Final(SkillError::Backend {
             backend: self.kind(),
@@ -157,6 +161,12 @@ impl Backends {
             list,
             caps: OnceLock::new(),
         }
+    }
+
+    /// This set and `backend` (asked after the backends already in the set).
+    pub fn with(mut self, backend: impl Backend + 'static) -> Self {
+        self.list.push(Box::new(backend));
+        self
     }
 
     /// The empty set: every target is skipped as "backend not compiled in".

@@ -5,8 +5,8 @@
 //! [`Capabilities::fixed_with_max`] and the `with_*` builders) instead of probing; a fixed report
 //! says so in its [`ReportSource`].
 
-use std::path::{Path, PathBuf};
 use serde::Serialize;
+use std::path::{Path, PathBuf};
 
 use crate::env::{EnvSource, vars};
 

@@ -610,7 +610,6 @@ impl fmt::Display for DispatchTable {
     }
 }
 
-
 /// Run `call` for a `dispatch` that was planned over `backends`, under `env` and `caps`.
 ///
 /// This is the one place where a run-time failure moves a call on: when the chosen backend

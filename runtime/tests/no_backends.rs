@@ -37,8 +37,9 @@ fn without_backends_every_target_is_not_compiled_in() {
         }
     );
     assert!(
-        err.to_string()
-            .contains("the candle backend is not compiled in (build `skills` with the `candle` feature)"),
+        err.to_string().contains(
+            "the candle backend is not compiled in (build `skills` with the `candle` feature)"
+        ),
         "{err}"
     );
     // A call fails the same way, before touching the (absent) weights.

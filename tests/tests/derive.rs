@@ -210,7 +210,9 @@ fn registry_lookup_and_load_dir() {
     assert!(REGISTRY.by_hf_class("Nope").is_empty());
 
     let dir = model_dir("dyn", r#"{"model_type": "clip"}"#);
-    let s = REGISTRY.load_dir(skills::backends(), &dir, TargetSpec::Auto).unwrap();
+    let s = REGISTRY
+        .load_dir(skills::backends(), &dir, TargetSpec::Auto)
+        .unwrap();
     assert_eq!(s.info().model_type, "clip");
     assert!(s.has(Capability::ImageTextSimilarity));
     match s.fill_mask("x [MASK]").unwrap_err() {
@@ -228,7 +230,9 @@ fn registry_lookup_and_load_dir() {
     let clip: Clip = s.downcast().unwrap();
     assert_eq!(clip.state().info().struct_name, "Clip");
     std::fs::write(dir.join("config.json"), r#"{"model_type": "berr"}"#).unwrap();
-    let e = REGISTRY.load_dir(skills::backends(), &dir, TargetSpec::Auto).unwrap_err();
+    let e = REGISTRY
+        .load_dir(skills::backends(), &dir, TargetSpec::Auto)
+        .unwrap_err();
     assert!(
         e.to_string().contains("no skill for model_type `berr`"),
         "{e}"

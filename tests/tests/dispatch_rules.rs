@@ -376,7 +376,11 @@ fn invalid_env_values_name_the_variable() {
             "cuda:x",
             "cpu, cuda, cuda:N, metal, metal:N, mojo_max, auto",
         ),
-        ("USE_MOJO_MAX_TARGET", "maybe", skillgen_runtime::env::BOOL_ALLOWED),
+        (
+            "USE_MOJO_MAX_TARGET",
+            "maybe",
+            skillgen_runtime::env::BOOL_ALLOWED,
+        ),
         ("SKILLGEN_STRICT", "2", skillgen_runtime::env::BOOL_ALLOWED),
     ] {
         let e = hyp(&GRANITE, TargetSpec::Default, &[(var, value)], &caps, false).unwrap_err();
@@ -411,9 +415,8 @@ fn invalid_env_values_name_the_variable() {
 
 #[test]
 fn resolution_order() {
-    let r = |spec: TargetSpec, env: &[(&str, &str)]| {
-        resolve(&spec, &MapEnv::from_pairs(env)).unwrap()
-    };
+    let r =
+        |spec: TargetSpec, env: &[(&str, &str)]| resolve(&spec, &MapEnv::from_pairs(env)).unwrap();
     assert_eq!(r(TargetSpec::Default, &[]).to_string(), "auto (default)");
     assert_eq!(
         r(TargetSpec::Auto, &[("SKILLGEN_TARGET", "cpu")]).to_string(),
@@ -447,7 +450,8 @@ fn real_backends_end_in_no_backend_with_the_full_trace() {
         &TargetSpec::Default,
         &env,
         &caps,
-        false, skills::backends(),
+        false,
+        skills::backends(),
     )
     .unwrap_err();
     let SkillError::NoBackend {
@@ -490,14 +494,24 @@ fn missing_capability_or_task_is_typed() {
         &TargetSpec::Auto,
         &env,
         &caps,
-        false, skills::backends(),
+        false,
+        skills::backends(),
     )
     .unwrap_err();
     assert_eq!(
         e.to_string(),
         "model type `bert` has no `transcribe` capability (it has: fill_mask)"
     );
-    let e = plan(&BERT, Task::Ctc, &TargetSpec::Auto, &env, &caps, false, skills::backends()).unwrap_err();
+    let e = plan(
+        &BERT,
+        Task::Ctc,
+        &TargetSpec::Auto,
+        &env,
+        &caps,
+        false,
+        skills::backends(),
+    )
+    .unwrap_err();
     assert_eq!(
         e.to_string(),
         "model type `bert` does not list task `ctc` (it lists: masked-lm)"
@@ -528,7 +542,8 @@ fn table_is_deterministic_and_grouped() {
     assert_eq!(strict, "strict: mojo_max=max_unreachable");
     let served = table(
         &GRANITE,
-        &Capabilities::fixed_with_max(&["GraniteForCausalLM"]), skills::backends(),
+        &Capabilities::fixed_with_max(&["GraniteForCausalLM"]),
+        skills::backends(),
     );
     // MAX serves generation (causal-lm) only; the other tasks say why.
     assert_eq!(served.rows.len(), 2, "{served}");
@@ -558,7 +573,8 @@ fn table_is_deterministic_and_grouped() {
         &TargetSpec::Default,
         &env,
         &caps,
-        false, skills::backends(),
+        false,
+        skills::backends(),
     );
     assert_eq!(outcome(&r), format!("error: strict: {NO_MAX}"));
     assert_eq!(outcome_code(&r), "strict: mojo_max=max_unreachable");
@@ -571,4 +587,3 @@ fn table_is_deterministic_and_grouped() {
         "granite\n  [base-model, sequence-classification]\n    auto: no backend: mojo_max=max_task_unsupported"
     ));
 }
-

@@ -233,7 +233,9 @@ fn minilm_on_max_matches_candle_falls_back_and_fails_typed() {
     // (c) A server that answers for this model type under the wrong id: HTTP 400 → fallback
     // recorded / strict error. The served model is found through MAX_SERVE_URL.
     let url_env = max_env(&exe, &[("MAX_SERVE_URL", &url)]);
-    let wrong = skills::backends().probe(&env).with_max_serving(&url, vec!["bert".to_owned()]);
+    let wrong = skills::backends()
+        .probe(&env)
+        .with_max_serving(&url, vec!["bert".to_owned()]);
     let other = Bert::load(&dir, TargetSpec::Default).unwrap();
     let (_, d) = embed(other.state(), "hello", &url_env, &wrong).unwrap();
     assert_eq!(d.used, Target::Cpu, "{d:?}");

@@ -37,12 +37,15 @@ fn runtime_table_equals_the_registry_for_every_type_task_and_backend() {
 fn every_verified_type_has_its_reference_fixture() {
     let mut verified = Vec::new();
     for info in skills::registry::all() {
-        let runs = info
-            .tasks
-            .iter()
-            .any(|t| matches!(info.support(t.task, BackendKind::Candle), Support::Verified(_)));
+        let runs = info.tasks.iter().any(|t| {
+            matches!(
+                info.support(t.task, BackendKind::Candle),
+                Support::Verified(_)
+            )
+        });
         if runs {
-            let reference = skillgen_test_support::native_fixture(info.model_type).join("reference.json");
+            let reference =
+                skillgen_test_support::native_fixture(info.model_type).join("reference.json");
             assert!(
                 reference.is_file(),
                 "`{}` is verified on candle in models.yaml but {} is missing (fixtures/make_native_fixtures*.py)",

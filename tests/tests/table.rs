@@ -44,7 +44,15 @@ fn tables_under_fixed_reports() {
                     ]),
                 ),
             ] {
-                let r = plan(info, Task::BaseModel, &spec, &env, &caps, false, skills::backends());
+                let r = plan(
+                    info,
+                    Task::BaseModel,
+                    &spec,
+                    &env,
+                    &caps,
+                    false,
+                    skills::backends(),
+                );
                 out.push_str(&format!("  text {name}: {}\n", outcome(&r)));
             }
         }

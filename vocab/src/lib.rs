@@ -346,7 +346,6 @@ impl Family {
     }
 }
 
-
 /// The capability table, written once: for each [`Capability`], its variant, method name,
 /// request type, output type and one-line doc. `for_each_capability!(callback)` expands to
 /// `callback! { Variant method(Request) -> Output: "doc"; ... }`. The derive macro, the

@@ -190,10 +190,7 @@ pub fn support<'a>(facts: &RunFacts<'a>, task: Task, backend: Backend) -> Suppor
                 return Support::Refused(why);
             }
             match (max_job(facts.max, facts.family, task), facts.max.first()) {
-                (Ok(job), Some(architecture)) => Support::Delegated {
-                    architecture,
-                    job,
-                },
+                (Ok(job), Some(architecture)) => Support::Delegated { architecture, job },
                 _ => Support::NotImplemented,
             }
         }
@@ -210,14 +207,23 @@ mod tests {
             assert_eq!(Backend::parse(b.as_str()).unwrap(), *b);
         }
         assert_eq!(Backend::Max.to_string(), "MAX");
-        assert_eq!(Backend::parse("candel").unwrap_err().suggestion, Some("candle"));
+        assert_eq!(
+            Backend::parse("candel").unwrap_err().suggestion,
+            Some("candle")
+        );
     }
 
     #[test]
     fn max_serves_embeddings_and_generation_by_architecture() {
-        assert_eq!(max_job(&["bert"], Family::Encoder, Task::BaseModel), Ok(MaxJob::Embed));
+        assert_eq!(
+            max_job(&["bert"], Family::Encoder, Task::BaseModel),
+            Ok(MaxJob::Embed)
+        );
         assert!(max_job(&["bert"], Family::Encoder, Task::MaskedLm).is_err());
-        assert_eq!(max_job(&["llama3"], Family::Decoder, Task::CausalLm), Ok(MaxJob::Generate));
+        assert_eq!(
+            max_job(&["llama3"], Family::Decoder, Task::CausalLm),
+            Ok(MaxJob::Generate)
+        );
         assert_eq!(
             max_job(&["qwen3_embedding"], Family::Decoder, Task::CausalLm),
             Err("embeddings whose pooling this runtime does not reproduce")

@@ -67,12 +67,16 @@ impl Backend for CandleBackend {
 
     fn run(&self, cx: &RunContext<'_>, call: Call) -> Result<Output, Failure> {
         let (state, target, task) = (cx.state, cx.target, cx.task);
-        let _span = tracing::debug_span!("candle", model_type = state.info().model_type, %target)
-            .entered();
+        let _span =
+            tracing::debug_span!("candle", model_type = state.info().model_type, %target).entered();
         Ok(Self::architecture(state, target, task)?.run(state, target, task, call)?)
     }
 
-    fn stream(&self, cx: &RunContext<'_>, request: GenerateRequest) -> Result<TokenStream, Failure> {
+    fn stream(
+        &self,
+        cx: &RunContext<'_>,
+        request: GenerateRequest,
+    ) -> Result<TokenStream, Failure> {
         let (state, target, task) = (cx.state, cx.target, cx.task);
         Ok(Self::architecture(state, target, task)?.stream(state, target, task, request)?)
     }

@@ -20,10 +20,10 @@ use candle_transformers::models::vit;
 use serde_json::{Map, Value};
 use skillgen_runtime::{Capability, Task};
 
-use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
 use crate::e;
-use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Label, Output};
+use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
 use skillgen_runtime::SkillState;
+use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Label, Output};
 use skillgen_runtime::{SkillError, Target};
 
 /// The `vit` implementation.
@@ -43,12 +43,7 @@ impl crate::Architecture for Vit {
 }
 
 /// Run `call`.
-fn run(
-    state: &SkillState,
-    target: Target,
-    task: Task,
-    call: Call,
-) -> Result<Output, SkillError> {
+fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::ClassifyImage(req) => {
             let model = state.cached(&format!("candle/vit/{target}"), || {

@@ -334,7 +334,6 @@ pub fn load_tokenizer(
     Ok((Some(tok), tokenizer_path))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,7 +345,10 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let d = dir.as_path();
         // Nothing: mean pooling, no normalisation (a plain transformers model).
-        assert_eq!(sentence_transformers_head(d).unwrap(), (Pooling::Mean, false));
+        assert_eq!(
+            sentence_transformers_head(d).unwrap(),
+            (Pooling::Mean, false)
+        );
         // No modules.json but the default pooling directory: its config is read (both the
         // candle and the MAX backend go through this one function).
         std::fs::create_dir(d.join("1_Pooling")).unwrap();
@@ -355,7 +357,10 @@ mod tests {
             r#"{"pooling_mode_cls_token":true,"pooling_mode_mean_tokens":false}"#,
         )
         .unwrap();
-        assert_eq!(sentence_transformers_head(d).unwrap(), (Pooling::Cls, false));
+        assert_eq!(
+            sentence_transformers_head(d).unwrap(),
+            (Pooling::Cls, false)
+        );
         std::fs::write(
             d.join("modules.json"),
             r#"[{"type":"sentence_transformers.models.Transformer","path":""},
@@ -370,7 +375,10 @@ mod tests {
         )
         .unwrap();
         let e = sentence_transformers_head(d).unwrap_err();
-        assert!(e.to_string().contains("pooling mode is not supported"), "{e}");
+        assert!(
+            e.to_string().contains("pooling mode is not supported"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,11 +30,11 @@ mod server;
 mod sse;
 mod target;
 
+pub use backend::{MaxBackend, backends, served_matches};
 pub use client::{
     Completion, CompletionChunk, CompletionRequest, CompletionStream, MaxClient, MaxClientConfig,
     Prompt,
 };
-pub use backend::{MaxBackend, backends, served_matches};
 pub use pooling::{
     Correction, MaxEmbeddings, SentenceHead, correct_bert_embeddings, looks_token_summed,
 };

@@ -377,7 +377,10 @@ impl MaxServer {
                 next_report += Duration::from_secs(10);
             }
             if t0.elapsed() >= config.start_timeout {
-                tracing::warn!(waited_s = config.start_timeout.as_secs_f64(), "max serve start timed out; stopping it");
+                tracing::warn!(
+                    waited_s = config.start_timeout.as_secs_f64(),
+                    "max serve start timed out; stopping it"
+                );
                 server.shared.stop(server.stop_grace);
                 return Err(MaxError::StartTimeout {
                     waited: config.start_timeout,

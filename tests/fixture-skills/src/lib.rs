@@ -31,17 +31,15 @@ pub use ::skillgen_runtime::Task;
 /// `max` feature (both on by default). Every skill of this crate uses this set.
 pub fn backends() -> &'static ::skillgen_runtime::Backends {
     static SET: ::std::sync::OnceLock<::skillgen_runtime::Backends> = ::std::sync::OnceLock::new();
-    SET.get_or_init(|| {
-        #[allow(unused_mut)]
-        let mut list: ::std::vec::Vec<
-            ::std::boxed::Box<dyn ::skillgen_runtime::Backend>,
-        > = ::std::vec::Vec::new();
-        #[cfg(feature = "max")]
-        list.push(::std::boxed::Box::new(::skillgen_max::MaxBackend));
-        #[cfg(feature = "candle")]
-        list.push(::std::boxed::Box::new(::skillgen_candle::CandleBackend));
-        ::skillgen_runtime::Backends::new(list)
-    })
+    SET.get_or_init(backend_set)
+}
+fn backend_set() -> ::skillgen_runtime::Backends {
+    let set = ::skillgen_runtime::Backends::new(::std::vec::Vec::new());
+    #[cfg(feature = "max")]
+    let set = set.with(::skillgen_max::MaxBackend);
+    #[cfg(feature = "candle")]
+    let set = set.with(::skillgen_candle::CandleBackend);
+    set
 }
 #[rustfmt::skip]
 pub mod encoder;

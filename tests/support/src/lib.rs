@@ -151,7 +151,10 @@ pub mod needs {
             return if p.join("model.safetensors").is_file() {
                 Ok(p)
             } else {
-                Err(format!("SKILLGEN_MINILM_DIR={} has no model.safetensors", p.display()))
+                Err(format!(
+                    "SKILLGEN_MINILM_DIR={} has no model.safetensors",
+                    p.display()
+                ))
             };
         }
         let lib = home()
@@ -178,9 +181,12 @@ pub mod needs {
         // Re-run when what was found changes (a file, never a directory: cargo would scan it).
         // Installing MAX or MiniLM where nothing was found needs a variable change or
         // `cargo clean -p <crate>`; `.ci/run` installs them before building.
-        for found in [max_executable(), minilm_dir().map(|d| d.join("model.safetensors"))]
-            .into_iter()
-            .flatten()
+        for found in [
+            max_executable(),
+            minilm_dir().map(|d| d.join("model.safetensors")),
+        ]
+        .into_iter()
+        .flatten()
         {
             println!("cargo::rerun-if-changed={}", found.display());
         }

@@ -32,10 +32,8 @@ use candle_transformers::models::{
 use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
-use skillgen_runtime::request::{
-    Call, FinishReason, GenerateRequest, Output, Prompt,
-};
 use skillgen_runtime::SkillState;
+use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
 
@@ -72,18 +70,11 @@ impl crate::Architecture for Decoders {
 }
 
 /// Run `call`.
-fn run(
-    state: &SkillState,
-    target: Target,
-    task: Task,
-    call: Call,
-) -> Result<Output, SkillError> {
+fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
-        Call::Generate(req) => {
-            stream(state, target, req)?
-                .collect_generation()
-                .map(Output::Generate)
-        }
+        Call::Generate(req) => stream(state, target, req)?
+            .collect_generation()
+            .map(Output::Generate),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -672,4 +663,3 @@ impl TokenSource for DecoderSource {
         })
     }
 }
-

@@ -26,8 +26,10 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::bert;
 use serde_json::{Map, Value};
 
+use skillgen_checkpoint::{
+    Fields, load_tokenizer, read_json, sentence_max_len, sentence_transformers_head,
+};
 use skillgen_runtime::SkillError;
-use skillgen_checkpoint::{Fields, load_tokenizer, read_json, sentence_max_len, sentence_transformers_head};
 use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 
 use crate::e;

@@ -11,8 +11,8 @@
 use skillgen_runtime::Task;
 
 use crate::encoder::bert::BertEmbedder;
-use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::SkillState;
+use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{SkillError, Target};
 
 pub mod bert;
@@ -38,12 +38,7 @@ impl crate::Architecture for Encoders {
 }
 
 /// Run `call`.
-fn run(
-    state: &SkillState,
-    target: Target,
-    task: Task,
-    call: Call,
-) -> Result<Output, SkillError> {
+fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     let model_type = state.info().model_type;
     let encoder = || {
         state.cached(&format!("candle/{model_type}/encoder/{target}"), || {

@@ -17,11 +17,14 @@ use super::distilbert;
 use serde_json::{Map, Value, json};
 use skillgen_runtime::Capability;
 
-use skillgen_runtime::SkillError;
-use skillgen_checkpoint::{Fields, TensorCheck, config_json, load_tokenizer, sentence_max_len, sentence_transformers_head, weights_bytes};
+use crate::e;
 use crate::encoder::bert::bert_config;
 use crate::encoder::bert::check_weights;
-use crate::e;
+use skillgen_checkpoint::{
+    Fields, TensorCheck, config_json, load_tokenizer, sentence_max_len, sentence_transformers_head,
+    weights_bytes,
+};
+use skillgen_runtime::SkillError;
 use skillgen_runtime::request::{Embeddings, FillMaskOutput, MaskPrediction, Pooling, TextBatch};
 
 /// The encoder architectures this module runs.

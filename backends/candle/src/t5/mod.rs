@@ -24,12 +24,14 @@ use candle_transformers::models::t5;
 use serde_json::{Map, Value};
 use skillgen_runtime::{Capability, Task};
 
-use skillgen_checkpoint::{Fields, TensorCheck, config_json, load_tokenizer, sentence_transformers_head, weights_bytes};
 use crate::e;
+use skillgen_checkpoint::{
+    Fields, TensorCheck, config_json, load_tokenizer, sentence_transformers_head, weights_bytes,
+};
+use skillgen_runtime::SkillState;
 use skillgen_runtime::request::{
     Call, Embeddings, FinishReason, GenerateRequest, Generation, Output, Pooling, Prompt, TextBatch,
 };
-use skillgen_runtime::SkillState;
 use skillgen_runtime::{SkillError, Target};
 
 /// The `t5` implementation.
@@ -49,12 +51,7 @@ impl crate::Architecture for T5 {
 }
 
 /// Run `call`.
-fn run(
-    state: &SkillState,
-    target: Target,
-    task: Task,
-    call: Call,
-) -> Result<Output, SkillError> {
+fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::Embed(req) => {
             let model = state.cached(&format!("candle/t5/encoder/{target}"), || {

@@ -23,10 +23,10 @@ use candle_transformers::models::whisper as wh;
 use serde_json::{Map, Value};
 use skillgen_runtime::{Capability, Task};
 
-use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
 use crate::e;
-use skillgen_runtime::request::{Call, Output, Transcription};
+use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
 use skillgen_runtime::SkillState;
+use skillgen_runtime::request::{Call, Output, Transcription};
 use skillgen_runtime::{SkillError, Target};
 
 pub mod mel;
@@ -51,12 +51,7 @@ impl crate::Architecture for Whisper {
 }
 
 /// Run `call`.
-fn run(
-    state: &SkillState,
-    target: Target,
-    task: Task,
-    call: Call,
-) -> Result<Output, SkillError> {
+fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::Transcribe(req) => {
             let model = state.cached(&format!("candle/whisper/{target}"), || {
