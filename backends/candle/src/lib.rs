@@ -60,6 +60,29 @@ pub trait Architecture: Sync {
     }
 }
 
+/// `architecture_struct!(Name, "doc")` in an architecture module: the unit struct `Name` whose
+/// [`Architecture::run`] is the module's `run` function (streaming: the trait's default).
+macro_rules! architecture_struct {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, Copy)]
+        pub struct $name;
+
+        impl crate::Architecture for $name {
+            fn run(
+                &self,
+                state: &SkillState,
+                target: Target,
+                task: Task,
+                call: Call,
+            ) -> Result<Output, SkillError> {
+                run(state, target, task, call)
+            }
+        }
+    };
+}
+pub(crate) use architecture_struct;
+
 /// The module implementing `implementation`.
 pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
     match implementation {

@@ -26,21 +26,7 @@ use skillgen_runtime::SkillState;
 use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Label, Output};
 use skillgen_runtime::{SkillError, Target};
 
-/// The `vit` implementation.
-#[derive(Debug, Clone, Copy)]
-pub struct Vit;
-
-impl crate::Architecture for Vit {
-    fn run(
-        &self,
-        state: &SkillState,
-        target: Target,
-        task: Task,
-        call: Call,
-    ) -> Result<Output, SkillError> {
-        run(state, target, task, call)
-    }
-}
+crate::architecture_struct!(Vit, "The `vit` implementation.");
 
 /// Run `call`.
 fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {

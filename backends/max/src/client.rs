@@ -13,6 +13,7 @@ use crate::server::ServerWatch;
 use crate::sse::{SseItem, SseReader};
 use skillgen_runtime::env::{EnvSource, vars};
 use skillgen_runtime::request::{Pooling, TextBatch};
+use skillgen_runtime::stream::{earliest_stop, held_back};
 
 /// Timeouts and retries of a [`MaxClient`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -645,14 +646,6 @@ impl MaxClient {
     }
 }
 
-/// The earliest occurrence of any stop string: (byte position, the stop string).
-fn earliest_stop<'s>(text: &str, stops: &'s [String]) -> Option<(usize, &'s str)> {
-    stops
-        .iter()
-        .filter_map(|s| text.find(s.as_str()).map(|p| (p, s.as_str())))
-        .min_by_key(|(p, _)| *p)
-}
-
 /// A streamed completion; see [`MaxClient::completions_stream`]. Ends after the server's
 /// `[DONE]`, a cut stop string, or the first error.
 pub struct CompletionStream {
@@ -683,18 +676,7 @@ impl CompletionStream {
 
     /// The longest suffix of `pending` that could still grow into a stop string.
     fn holdback(&self) -> usize {
-        let max = self.stops.iter().map(String::len).max().unwrap_or(0);
-        let mut keep = 0;
-        for (i, _) in self.pending.char_indices().rev() {
-            let tail = &self.pending[i..];
-            if tail.len() >= max {
-                break;
-            }
-            if self.stops.iter().any(|s| s.starts_with(tail)) {
-                keep = tail.len();
-            }
-        }
-        keep
+        held_back(&self.pending, &self.stops)
     }
 
     fn finish_with(&mut self, reason: Option<String>) -> Option<Result<CompletionChunk, MaxError>> {

@@ -21,21 +21,10 @@ pub(crate) mod text;
 
 pub use text::{EncoderKind, TextEncoder};
 
-/// The `encoder` implementation: `bert`, `distilbert` and `xlm-roberta`.
-#[derive(Debug, Clone, Copy)]
-pub struct Encoders;
-
-impl crate::Architecture for Encoders {
-    fn run(
-        &self,
-        state: &SkillState,
-        target: Target,
-        task: Task,
-        call: Call,
-    ) -> Result<Output, SkillError> {
-        run(state, target, task, call)
-    }
-}
+crate::architecture_struct!(
+    Encoders,
+    "The `encoder` implementation: `bert`, `distilbert` and `xlm-roberta`."
+);
 
 /// Run `call`.
 fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {

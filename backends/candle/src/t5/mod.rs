@@ -34,21 +34,7 @@ use skillgen_runtime::request::{
 };
 use skillgen_runtime::{SkillError, Target};
 
-/// The `t5` implementation.
-#[derive(Debug, Clone, Copy)]
-pub struct T5;
-
-impl crate::Architecture for T5 {
-    fn run(
-        &self,
-        state: &SkillState,
-        target: Target,
-        task: Task,
-        call: Call,
-    ) -> Result<Output, SkillError> {
-        run(state, target, task, call)
-    }
-}
+crate::architecture_struct!(T5, "The `t5` implementation.");
 
 /// Run `call`.
 fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {

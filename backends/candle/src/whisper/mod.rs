@@ -34,21 +34,7 @@ mod model;
 
 use model::WhisperNet;
 
-/// The `whisper` implementation.
-#[derive(Debug, Clone, Copy)]
-pub struct Whisper;
-
-impl crate::Architecture for Whisper {
-    fn run(
-        &self,
-        state: &SkillState,
-        target: Target,
-        task: Task,
-        call: Call,
-    ) -> Result<Output, SkillError> {
-        run(state, target, task, call)
-    }
-}
+crate::architecture_struct!(Whisper, "The `whisper` implementation.");
 
 /// Run `call`.
 fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
