@@ -6,8 +6,8 @@
 //!   The model is tiny (32 hidden, 2 layers), so this measures per-token overhead, not math.
 //!
 //! ```text
-//! RAYON_NUM_THREADS=2 cargo bench -p skillgen-runtime --bench inference
-//! SKILLGEN_BENCH_ITERS=100 SKILLGEN_BENCH_JSON=out.json cargo bench -p skillgen-runtime --bench inference
+//! RAYON_NUM_THREADS=2 cargo bench -p skillgen-candle --bench inference
+//! SKILLGEN_BENCH_ITERS=100 SKILLGEN_BENCH_JSON=out.json cargo bench -p skillgen-candle --bench inference
 //! ```
 //!
 //! candle's CPU kernels use `RAYON_NUM_THREADS` threads (all cores when unset). Peak RSS is the
@@ -19,9 +19,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use skillgen_runtime::__private::{Call, Output, run_with};
 use skillgen_runtime::env::{EnvSource, ProcessEnv};
-use skillgen_runtime::request::{EmbedRequest, GenerateRequest, Prompt};
+use skillgen_runtime::request::{Call, EmbedRequest, GenerateRequest, Output, Prompt};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillState, Target};
 
 #[derive(Debug, Skill)]
@@ -30,7 +29,9 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillState, Target};
     family = encoder,
     modalities(text),
     tasks(base_model("BertModel"), text_encoding("BertModel")),
-    candle = "bert"
+    candle = "bert",
+    native(base_model = encoder, text_encoding = encoder),
+    backends = skillgen_candle::backends
 )]
 pub struct Bert {
     state: SkillState,
@@ -42,7 +43,9 @@ pub struct Bert {
     family = decoder,
     modalities(text),
     tasks(causal_lm("LlamaForCausalLM")),
-    candle = "llama"
+    candle = "llama",
+    native(causal_lm = decoder),
+    backends = skillgen_candle::backends
 )]
 pub struct Llama {
     state: SkillState,
@@ -103,7 +106,9 @@ fn env_usize(name: &str, default: usize) -> usize {
 
 fn embed(state: &SkillState, caps: &Capabilities, batch: &[String]) -> usize {
     let req = EmbedRequest::from(batch.to_vec());
-    let (out, d) = run_with(state, Call::Embed(req), &MapEnv::empty(), caps).expect("embed");
+    let (out, d) = state
+        .run_with(Call::Embed(req), &MapEnv::empty(), caps)
+        .expect("embed");
     assert_eq!(d.used, Target::Cpu);
     match out {
         Output::Embed(e) => e.vectors.len(),
@@ -151,18 +156,16 @@ fn minilm(dir: &Path, iters: usize, caps: &Capabilities) -> Value {
 }
 
 fn llama(iters: usize, caps: &Capabilities) -> Value {
-    let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/native/llama");
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.join("reference.json")).expect("llama reference.json"),
-    )
-    .expect("reference.json is JSON");
+    let dir: PathBuf = skillgen_test_support::native_fixture("llama");
+    let reference = skillgen_test_support::read_json(&dir.join("reference.json"));
     let prompt: Vec<u32> =
         serde_json::from_value(reference["text"]["prompt_ids"].clone()).expect("text.prompt_ids");
     let max_tokens = 32;
     let run = |state: &SkillState| {
         let req = GenerateRequest::new(Prompt::TokenIds(prompt.clone())).max_tokens(max_tokens);
-        let (out, d) =
-            run_with(state, Call::Generate(req), &MapEnv::empty(), caps).expect("generate");
+        let (out, d) = state
+            .run_with(Call::Generate(req), &MapEnv::empty(), caps)
+            .expect("generate");
         assert_eq!(d.used, Target::Cpu);
         match out {
             Output::Generate(g) => g.token_ids.len(),

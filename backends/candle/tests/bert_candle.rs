@@ -5,11 +5,15 @@
 //! - typed errors for broken model directories.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use serde_json::Value;
-use skillgen_runtime::__private::{Call, Output, bert_last_hidden_state, run_with};
-use skillgen_runtime::request::{EmbedRequest, Embeddings, Pooling, TextBatch};
-use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec};
+use skillgen_candle::parity::bert_last_hidden_state;
+use skillgen_runtime::request::{Call, EmbedRequest, Embeddings, Output, Pooling, TextBatch};
+use skillgen_runtime::{
+    Backends, Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec,
+};
+use skillgen_test_support::{floats, int_rows, native_fixture, read_json, repo};
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -22,7 +26,9 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         sequence_classification("BertForSequenceClassification")
     ),
     candle = "bert",
-    max("bert")
+    max("bert"),
+    native(base_model = encoder, masked_lm = encoder),
+    backends = skillgen_candle::backends
 )]
 pub struct Bert {
     state: SkillState,
@@ -33,33 +39,19 @@ const TINY_ATOL: f32 = 1e-4;
 /// Tolerance of the MiniLM parity: cosine(candle, sentence-transformers) per text.
 const MINILM_MIN_COSINE: f32 = 0.9999;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn tiny_dir() -> PathBuf {
-    repo().join("fixtures/native/bert")
+    native_fixture("bert")
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// A `{dtype, shape, data}` array as rows of u32 (for the `[batch, len]` integer inputs).
-fn int_rows(a: &Value) -> Vec<Vec<u32>> {
-    assert_eq!(a["dtype"], "i64");
-    let shape: Vec<usize> = serde_json::from_value(a["shape"].clone()).unwrap();
-    let data: Vec<u32> = serde_json::from_value(a["data"].clone()).unwrap();
-    assert_eq!(shape.len(), 2);
-    data.chunks(shape[1]).map(<[u32]>::to_vec).collect()
-}
-
-fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(a["dtype"], "f32");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
+/// Candle and MAX together (what `skills` builds with both features), for the MAX fallback.
+fn candle_and_max() -> &'static Backends {
+    static SET: OnceLock<Backends> = OnceLock::new();
+    SET.get_or_init(|| {
+        Backends::new(vec![
+            Box::new(skillgen_max::MaxBackend),
+            Box::new(skillgen_candle::CandleBackend),
+        ])
+    })
 }
 
 struct Tiny {
@@ -189,11 +181,17 @@ fn tiny_fixture_token_id_input_is_validated() {
 
 #[test]
 fn dispatch_records_the_max_fallback_and_strict_refuses() {
-    let state = SkillState::load(Bert::INFO, tiny_dir(), TargetSpec::Default).unwrap();
+    let state = SkillState::load(
+        Bert::INFO,
+        candle_and_max(),
+        tiny_dir(),
+        TargetSpec::Default,
+    )
+    .unwrap();
     let caps = Capabilities::fixed_cpu_only();
     let call = || Call::Embed(vec![vec![2u32, 17, 3]].into());
     let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
-    let (out, d) = run_with(&state, call(), &env, &caps).unwrap();
+    let (out, d) = state.run_with(call(), &env, &caps).unwrap();
     assert!(matches!(out, Output::Embed(Embeddings { dim: 32, .. })));
     assert_eq!(d.used, Target::Cpu);
     assert_eq!(d.fallbacks[0].target, Target::MojoMax);
@@ -204,28 +202,41 @@ fn dispatch_records_the_max_fallback_and_strict_refuses() {
         d.fallbacks[0]
     );
     let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1"), ("SKILLGEN_STRICT", "1")]);
-    let e = run_with(&state, call(), &env, &caps).unwrap_err();
+    let e = state.run_with(call(), &env, &caps).unwrap_err();
     assert!(matches!(e, SkillError::Strict { .. }), "{e}");
-    // fill-mask runs on the CPU now; the fixture has no tokenizer (mask token), a typed error.
-    let e = run_with(
-        &state,
-        Call::FillMask(vec![vec![2u32, 3]].into()),
-        &MapEnv::empty(),
-        &caps,
+    // The skill's own set (candle only) has no MAX backend: the skip says so.
+    let candle_only = SkillState::load(
+        Bert::INFO,
+        Bert::backends(),
+        tiny_dir(),
+        TargetSpec::Default,
     )
-    .unwrap_err();
+    .unwrap();
+    let env = MapEnv::from_pairs(&[("USE_MOJO_MAX_TARGET", "1")]);
+    let (_, d) = candle_only.run_with(call(), &env, &caps).unwrap();
+    assert_eq!(d.used, Target::Cpu);
+    assert_eq!(d.fallbacks[0].target, Target::MojoMax);
+    assert_eq!(d.fallbacks[0].reason.kind(), "backend_not_compiled_in");
+    // fill-mask runs on the CPU now; the fixture has no tokenizer (mask token), a typed error.
+    let e = state
+        .run_with(
+            Call::FillMask(vec![vec![2u32, 3]].into()),
+            &MapEnv::empty(),
+            &caps,
+        )
+        .unwrap_err();
     match &e {
         SkillError::ModelFileMissing { path, .. } => assert!(path.ends_with("tokenizer.json")),
         e => panic!("{e}"),
     }
     // Other tasks stay typed skips on the CPU.
-    let e = run_with(
-        &state,
-        Call::Classify(vec![vec![2u32, 3]].into()),
-        &MapEnv::empty(),
-        &caps,
-    )
-    .unwrap_err();
+    let e = state
+        .run_with(
+            Call::Classify(vec![vec![2u32, 3]].into()),
+            &MapEnv::empty(),
+            &caps,
+        )
+        .unwrap_err();
     assert_eq!(
         e.tried().last().unwrap().to_string(),
         "cpu skipped: task not implemented by the candle backend"

@@ -6,13 +6,11 @@
 //!   decoding of the tiny model;
 //! - typed errors for broken checkpoints and bad requests.
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
-use skillgen_runtime::__private::{Call, run_with};
-use skillgen_runtime::candle_bert::native_api::{WhisperModel, whisper_mel, whisper_outputs};
-use skillgen_runtime::request::TranscribeRequest;
+use skillgen_candle::parity::{WhisperModel, whisper_mel, whisper_outputs};
+use skillgen_runtime::request::{Call, Output, TranscribeRequest};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec};
+use skillgen_test_support::{assert_close, floats, ints, native_fixture, read_json, tolerance};
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -23,56 +21,17 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         base_model("WhisperModel"),
         speech_seq_2_seq("WhisperForConditionalGeneration")
     ),
-    candle = "whisper"
+    candle = "whisper",
+    native(speech_seq_2_seq = whisper),
+    backends = skillgen_candle::backends
 )]
 pub struct Whisper {
     state: SkillState,
 }
 
-fn native() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/native")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(a["dtype"], "f32");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
-}
-
-fn ints(a: &Value) -> (Vec<usize>, Vec<u32>) {
-    assert_eq!(a["dtype"], "i64");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
-}
-
-fn tolerance() -> (f32, f32) {
-    let m = read_json(&native().join("manifest.json"));
-    let t = &m["tolerance"]["default"];
-    (
-        t["atol"].as_f64().unwrap() as f32,
-        t["rtol"].as_f64().unwrap() as f32,
-    )
-}
-
+/// [`assert_close`], then print the largest error.
 fn compare(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
-    assert_eq!(got.len(), want.len(), "{what}");
-    let mut max_err = 0f32;
-    for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        let err = (g - w).abs();
-        assert!(
-            err <= atol + rtol * w.abs(),
-            "{what}[{i}]: |{g} - {w}| = {err}"
-        );
-        max_err = max_err.max(err);
-    }
+    let max_err = assert_close(what, got, want, atol, rtol);
     eprintln!(
         "{what}: max |candle - torch| = {max_err:e} over {} values",
         got.len()
@@ -82,8 +41,8 @@ fn compare(what: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> f32 {
 
 #[test]
 fn whisper_encoder_and_logits_match_pytorch() {
-    let (atol, rtol) = tolerance();
-    let dir = native().join("whisper");
+    let (atol, rtol) = tolerance("default");
+    let dir = native_fixture("whisper");
     let r = read_json(&dir.join("reference.json"));
     let (_, feats) = floats(&r["inputs"]["input_features"]);
     let (ishape, ids) = ints(&r["inputs"]["decoder_input_ids"]);
@@ -97,7 +56,7 @@ fn whisper_encoder_and_logits_match_pytorch() {
 }
 
 fn features_ref() -> Value {
-    read_json(&native().join("whisper_features/reference.json"))
+    read_json(&native_fixture("whisper_features").join("reference.json"))
 }
 
 #[test]
@@ -125,13 +84,13 @@ fn log_mel_matches_whisper_feature_extractor() {
         .chunks(3000)
         .flat_map(|row| row[..frames].to_vec())
         .collect();
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("default");
     compare("log-mel", &first, &want, atol, rtol);
 }
 
 #[test]
 fn greedy_decoding_matches_pytorch() {
-    let dir = native().join("whisper");
+    let dir = native_fixture("whisper");
     let r = read_json(&dir.join("reference.json"));
     let (fshape, feats) = floats(&r["inputs"]["input_features"]);
     let row0 = &feats[..fshape[1] * fshape[2]];
@@ -145,16 +104,22 @@ fn greedy_decoding_matches_pytorch() {
 
 #[test]
 fn transcribe_without_tokenizer_names_the_file_and_bad_input_is_typed() {
-    let dir = native().join("whisper");
-    let state = SkillState::load(Whisper::INFO, &dir, TargetSpec::Exact(Target::Cpu)).unwrap();
-    let caps = Capabilities::fixed_cpu_only();
-    let e = run_with(
-        &state,
-        Call::Transcribe(TranscribeRequest::from(vec![0.1f32; 1600])),
-        &MapEnv::empty(),
-        &caps,
+    let dir = native_fixture("whisper");
+    let state = SkillState::load(
+        Whisper::INFO,
+        Whisper::backends(),
+        &dir,
+        TargetSpec::Exact(Target::Cpu),
     )
-    .unwrap_err();
+    .unwrap();
+    let caps = Capabilities::fixed_cpu_only();
+    let e = state
+        .run_with(
+            Call::Transcribe(TranscribeRequest::from(vec![0.1f32; 1600])),
+            &MapEnv::empty(),
+            &caps,
+        )
+        .unwrap_err();
     match e {
         SkillError::ModelFileMissing { path, .. } => assert!(path.ends_with("tokenizer.json")),
         e => panic!("{e}"),
@@ -173,7 +138,7 @@ fn transcribe_without_tokenizer_names_the_file_and_bad_input_is_typed() {
 
 #[test]
 fn broken_whisper_checkpoints_are_typed() {
-    let src = native().join("whisper");
+    let src = native_fixture("whisper");
     let tmp = tempfile::tempdir().unwrap();
     for name in ["config.json", "model.safetensors"] {
         std::fs::copy(src.join(name), tmp.path().join(name)).unwrap();
@@ -218,7 +183,7 @@ fn broken_whisper_checkpoints_are_typed() {
 fn transcribe_decodes_the_greedy_tokens_of_the_features() {
     // A word-level tokenizer (`t{id}`) without Whisper's special tokens: the prompt is then
     // decoder_start_token_id alone.
-    let src = native().join("whisper");
+    let src = native_fixture("whisper");
     let tmp = tempfile::tempdir().unwrap();
     for name in ["config.json", "generation_config.json", "model.safetensors"] {
         std::fs::copy(src.join(name), tmp.path().join(name)).unwrap();
@@ -234,17 +199,22 @@ fn transcribe_decodes_the_greedy_tokens_of_the_features() {
     });
     std::fs::write(tmp.path().join("tokenizer.json"), tok.to_string()).unwrap();
     let pcm: Vec<f32> = (0..3000).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
-    let state =
-        SkillState::load(Whisper::INFO, tmp.path(), TargetSpec::Exact(Target::Cpu)).unwrap();
-    let (out, d) = run_with(
-        &state,
-        Call::Transcribe(TranscribeRequest::from(pcm.clone())),
-        &MapEnv::empty(),
-        &Capabilities::fixed_cpu_only(),
+    let state = SkillState::load(
+        Whisper::INFO,
+        Whisper::backends(),
+        tmp.path(),
+        TargetSpec::Exact(Target::Cpu),
     )
     .unwrap();
+    let (out, d) = state
+        .run_with(
+            Call::Transcribe(TranscribeRequest::from(pcm.clone())),
+            &MapEnv::empty(),
+            &Capabilities::fixed_cpu_only(),
+        )
+        .unwrap();
     assert_eq!(d.used, Target::Cpu);
-    let skillgen_runtime::__private::Output::Transcribe(t) = out else {
+    let Output::Transcribe(t) = out else {
         panic!("wrong output")
     };
     let model = WhisperModel::load(tmp.path(), &candle_core::Device::Cpu).unwrap();

@@ -11,25 +11,25 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use skillgen_runtime::__private::{
-    Call, Output, decoder_incremental_logits, decoder_prefill_logits, generate_stream_with,
-    run_with,
-};
-use skillgen_runtime::request::{FinishReason, GenerateRequest, Generation, Prompt};
+use skillgen_candle::parity::{decoder_incremental_logits, decoder_prefill_logits};
+use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Generation, Output, Prompt};
 use skillgen_runtime::{
     Capabilities, MapEnv, Skill, SkillError, SkillInfo, SkillState, Target, TargetSpec,
 };
+use skillgen_test_support::{floats, int_rows, native_fixture, read_json, tolerance};
 
 macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                                                                    model_type = $ty,
-                                                                    family = decoder,
-                                                                    modalities(text),
-                                                                    tasks(causal_lm($class)),
-                                                                    candle = $candle
-                                                                )]
+                                            model_type = $ty,
+                                            family = decoder,
+                                            modalities(text),
+                                            tasks(causal_lm($class)),
+                                            candle = $candle,
+                                            native(causal_lm = decoder),
+                                            backends = skillgen_candle::backends
+                                        )]
         pub struct $name {
             state: SkillState,
         }
@@ -110,48 +110,15 @@ fn info(model_type: &str) -> &'static SkillInfo {
     }
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn fixture_dir(model_type: &str) -> PathBuf {
-    repo().join("fixtures/native").join(model_type)
+    native_fixture(model_type)
 }
 
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn int_rows(a: &Value) -> Vec<Vec<u32>> {
-    assert_eq!(a["dtype"], "i64");
-    let shape: Vec<usize> = serde_json::from_value(a["shape"].clone()).unwrap();
-    let data: Vec<u32> = serde_json::from_value(a["data"].clone()).unwrap();
-    assert_eq!(shape.len(), 2);
-    data.chunks(shape[1]).map(<[u32]>::to_vec).collect()
-}
-
-fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(a["dtype"], "f32");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
-}
-
-/// `(atol, rtol)` for decoders from the manifest.
-fn tolerance() -> (f32, f32) {
-    let m = read_json(&repo().join("fixtures/native/manifest.json"));
-    let t = &m["tolerance"]["decoders"];
-    (
-        t["atol"].as_f64().unwrap() as f32,
-        t["rtol"].as_f64().unwrap() as f32,
-    )
-}
-
-/// Max |a - b| and whether every element is within `atol + rtol * |b|`.
+/// Max |a - b| and whether every element is within `atol + rtol * |b|` (the manifest's
+/// `decoders` tolerance).
 fn compare(a: &[f32], b: &[f32]) -> (f32, bool) {
     assert_eq!(a.len(), b.len());
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("decoders");
     let mut max = 0f32;
     let mut ok = true;
     for (x, y) in a.iter().zip(b) {
@@ -190,7 +157,13 @@ fn fixture(model_type: &str) -> Fixture {
 }
 
 fn state(model_type: &str, dir: &Path) -> SkillState {
-    SkillState::load(info(model_type), dir, TargetSpec::Default).unwrap()
+    SkillState::load(
+        info(model_type),
+        skillgen_candle::backends(),
+        dir,
+        TargetSpec::Default,
+    )
+    .unwrap()
 }
 
 fn caps() -> Capabilities {
@@ -198,7 +171,7 @@ fn caps() -> Capabilities {
 }
 
 fn generate(state: &SkillState, req: GenerateRequest) -> Result<Generation, SkillError> {
-    let (out, d) = run_with(state, Call::Generate(req), &MapEnv::empty(), &caps())?;
+    let (out, d) = state.run_with(Call::Generate(req), &MapEnv::empty(), &caps())?;
     assert_eq!(d.used, Target::Cpu);
     match out {
         Output::Generate(g) => Ok(g),
@@ -257,13 +230,13 @@ fn greedy_tokens_match_pytorch_and_stream_agrees() {
             assert_eq!(&g.token_ids, want, "{t} prompt {b}");
             assert_eq!(g.finish_reason, FinishReason::Length, "{t}");
 
-            let stream = generate_stream_with(
-                &st,
-                ids(prompt).max_tokens(want.len()),
-                &MapEnv::empty(),
-                &caps(),
-            )
-            .unwrap();
+            let stream = st
+                .generate_stream_with(
+                    ids(prompt).max_tokens(want.len()),
+                    &MapEnv::empty(),
+                    &caps(),
+                )
+                .unwrap();
             assert_eq!(stream.dispatch().unwrap().used, Target::Cpu);
             let items: Vec<_> = stream.map(Result::unwrap).collect();
             let streamed: Vec<u32> = items.iter().map(|i| i.token_id).collect();
@@ -316,7 +289,8 @@ fn seeded_sampling_is_reproducible_and_seed_sensitive() {
     }
     // A stream with a seed gives the same tokens as generate with that seed.
     let r = ids(prompt).max_tokens(16).temperature(1.5).seed(3);
-    let streamed: Vec<u32> = generate_stream_with(&st, r.clone(), &MapEnv::empty(), &caps())
+    let streamed: Vec<u32> = st
+        .generate_stream_with(r.clone(), &MapEnv::empty(), &caps())
         .unwrap()
         .map(|t| t.unwrap().token_id)
         .collect();
@@ -422,20 +396,12 @@ fn concurrent_streams_do_not_share_a_kv_cache() {
         }
     });
     // Two interleaved streams on one thread.
-    let mut a = generate_stream_with(
-        &st,
-        ids(&fx.prompts[0]).max_tokens(8),
-        &MapEnv::empty(),
-        &caps(),
-    )
-    .unwrap();
-    let mut b = generate_stream_with(
-        &st,
-        ids(&fx.prompts[1]).max_tokens(8),
-        &MapEnv::empty(),
-        &caps(),
-    )
-    .unwrap();
+    let mut a = st
+        .generate_stream_with(ids(&fx.prompts[0]).max_tokens(8), &MapEnv::empty(), &caps())
+        .unwrap();
+    let mut b = st
+        .generate_stream_with(ids(&fx.prompts[1]).max_tokens(8), &MapEnv::empty(), &caps())
+        .unwrap();
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
     for _ in 0..8 {
         ta.push(a.next().unwrap().unwrap().token_id);
@@ -692,7 +658,8 @@ fn text_ref(model_type: &str) -> TextRef {
 
 /// Generate `req` by streaming: (concatenated text, token ids, finish reason of the last item).
 fn streamed(st: &SkillState, req: GenerateRequest) -> (String, Vec<u32>, Option<FinishReason>) {
-    let items: Vec<_> = generate_stream_with(st, req, &MapEnv::empty(), &caps())
+    let items: Vec<_> = st
+        .generate_stream_with(req, &MapEnv::empty(), &caps())
         .unwrap()
         .map(Result::unwrap)
         .collect();

@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use skillgen_runtime::__private::{Call, Output, run_with};
-use skillgen_runtime::candle_bert::native_api::encoder_outputs;
-use skillgen_runtime::request::{EmbedRequest, FillMaskRequest, TextBatch};
+use skillgen_candle::parity::{TextEncoder, encoder_outputs};
+use skillgen_runtime::request::{Call, EmbedRequest, FillMaskRequest, Output, TextBatch};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec};
+use skillgen_test_support::{floats, int_rows, native_fixture, read_json, tolerance};
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -22,7 +22,9 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         masked_lm("DistilBertForMaskedLM"),
         text_encoding("DistilBertModel")
     ),
-    candle = "distilbert"
+    candle = "distilbert",
+    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    backends = skillgen_candle::backends
 )]
 pub struct DistilBert {
     state: SkillState,
@@ -38,7 +40,9 @@ pub struct DistilBert {
         masked_lm("XLMRobertaForMaskedLM"),
         text_encoding("XLMRobertaModel")
     ),
-    candle = "xlm_roberta"
+    candle = "xlm_roberta",
+    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    backends = skillgen_candle::backends
 )]
 pub struct XlmRoberta {
     state: SkillState,
@@ -50,43 +54,12 @@ pub struct XlmRoberta {
     family = encoder,
     modalities(text),
     tasks(base_model("BertModel"), masked_lm("BertForMaskedLM")),
-    candle = "bert"
+    candle = "bert",
+    native(base_model = encoder, masked_lm = encoder),
+    backends = skillgen_candle::backends
 )]
 pub struct Bert {
     state: SkillState,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// (atol, rtol) of the manifest's default tolerance.
-fn tolerance() -> (f32, f32) {
-    let m = read_json(&repo().join("fixtures/native/manifest.json"));
-    let t = &m["tolerance"]["default"];
-    (
-        t["atol"].as_f64().unwrap() as f32,
-        t["rtol"].as_f64().unwrap() as f32,
-    )
-}
-
-fn int_rows(a: &Value) -> Vec<Vec<u32>> {
-    assert_eq!(a["dtype"], "i64");
-    let shape: Vec<usize> = serde_json::from_value(a["shape"].clone()).unwrap();
-    let data: Vec<u32> = serde_json::from_value(a["data"].clone()).unwrap();
-    data.chunks(shape[1]).map(<[u32]>::to_vec).collect()
-}
-
-fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(a["dtype"], "f32");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
 }
 
 struct Fixture {
@@ -99,7 +72,7 @@ struct Fixture {
 }
 
 fn fixture(model_type: &str) -> Fixture {
-    let dir = repo().join("fixtures/native").join(model_type);
+    let dir = native_fixture(model_type);
     let r = read_json(&dir.join("reference.json"));
     let i = &r["inputs"];
     Fixture {
@@ -121,7 +94,7 @@ fn compare_masked(
     shape: &[usize],
     mask: &[Vec<u32>],
 ) -> (f32, usize) {
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("default");
     assert_eq!(got.len(), want.len(), "{what}: sizes");
     let (len, width) = (shape[1], shape[2]);
     let mut max_err = 0f32;
@@ -222,22 +195,28 @@ fn mean_of_reference(f: &Fixture, b: usize) -> Vec<f32> {
 
 fn embed_check<S: Skill>(model_type: &str) {
     let f = fixture(model_type);
-    let state = SkillState::load(S::INFO, &f.dir, TargetSpec::Exact(Target::Cpu)).unwrap();
+    let state = SkillState::load(
+        S::INFO,
+        S::backends(),
+        &f.dir,
+        TargetSpec::Exact(Target::Cpu),
+    )
+    .unwrap();
     let (env, caps) = no_max();
     // Row 1 without its padding; batched with row 0 it is padded here.
     let rows = vec![f.ids[0].clone(), f.ids[1][..5].to_vec()];
-    let (out, d) = run_with(
-        &state,
-        Call::Embed(EmbedRequest::from(TextBatch::TokenIds(rows))),
-        &env,
-        &caps,
-    )
-    .unwrap();
+    let (out, d) = state
+        .run_with(
+            Call::Embed(EmbedRequest::from(TextBatch::TokenIds(rows))),
+            &env,
+            &caps,
+        )
+        .unwrap();
     assert_eq!(d.used, Target::Cpu);
     let Output::Embed(e) = out else {
         panic!("wrong output")
     };
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("default");
     for b in 0..2 {
         let want = mean_of_reference(&f, b);
         for (g, w) in e.vectors[b].iter().zip(&want) {
@@ -315,7 +294,13 @@ fn fill_mask_check<S: Skill>(model_type: &str, mask_token: &str) {
     let mask_id = row[p];
     assert_eq!(row.iter().filter(|&&i| i == mask_id).count(), 1);
     let tmp = with_tokenizer(model_type, mask_token, mask_id);
-    let state = SkillState::load(S::INFO, tmp.path(), TargetSpec::Exact(Target::Cpu)).unwrap();
+    let state = SkillState::load(
+        S::INFO,
+        S::backends(),
+        tmp.path(),
+        TargetSpec::Exact(Target::Cpu),
+    )
+    .unwrap();
     let (env, caps) = no_max();
     let text: Vec<String> = row
         .iter()
@@ -332,13 +317,13 @@ fn fill_mask_check<S: Skill>(model_type: &str, mask_token: &str) {
         TextBatch::TokenIds(vec![row.clone()]),
         TextBatch::Texts(vec![text.join(" ")]),
     ] {
-        let (out, _) = run_with(
-            &state,
-            Call::FillMask(FillMaskRequest { input, top_k: 5 }),
-            &env,
-            &caps,
-        )
-        .unwrap();
+        let (out, _) = state
+            .run_with(
+                Call::FillMask(FillMaskRequest { input, top_k: 5 }),
+                &env,
+                &caps,
+            )
+            .unwrap();
         let Output::FillMask(out) = out else {
             panic!("wrong output")
         };
@@ -357,16 +342,16 @@ fn fill_mask_check<S: Skill>(model_type: &str, mask_token: &str) {
 
 fn skill_err(state: &SkillState, ids: Vec<Vec<u32>>) -> SkillError {
     let (env, caps) = no_max();
-    run_with(
-        state,
-        Call::FillMask(FillMaskRequest {
-            input: TextBatch::TokenIds(ids),
-            top_k: 3,
-        }),
-        &env,
-        &caps,
-    )
-    .unwrap_err()
+    state
+        .run_with(
+            Call::FillMask(FillMaskRequest {
+                input: TextBatch::TokenIds(ids),
+                top_k: 3,
+            }),
+            &env,
+            &caps,
+        )
+        .unwrap_err()
 }
 
 #[test]
@@ -404,12 +389,7 @@ fn copy_fixture(model_type: &str) -> tempfile::TempDir {
 }
 
 fn load_err(dir: &Path, model_type: &str) -> SkillError {
-    skillgen_runtime::candle_bert::native_api::TextEncoder::load(
-        dir,
-        model_type,
-        &candle_core::Device::Cpu,
-    )
-    .unwrap_err()
+    TextEncoder::load(dir, model_type, &candle_core::Device::Cpu).unwrap_err()
 }
 
 #[test]

@@ -1,15 +1,15 @@
 //! candle T5 encoder against the PyTorch reference in `fixtures/native/t5/reference.json`
 //! (encoder_last_hidden_state, tolerance from `fixtures/native/manifest.json`), `embed`
 //! through dispatch, typed errors. The fixture's `decoder_logits` are not checked: candle
-//! 0.11.1's T5 decoder is known to mismatch (see `runtime/src/native/seq2seq.rs`).
+//! 0.11.1's T5 decoder is known to mismatch (see `backends/candle/src/t5/mod.rs`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
-use skillgen_runtime::__private::{Call, Output, run_with};
-use skillgen_runtime::candle_bert::native_api::{T5Encoder, t5_encoder_output};
-use skillgen_runtime::request::{EmbedRequest, TextBatch};
+use skillgen_candle::parity::{T5Encoder, t5_encoder_output};
+use skillgen_runtime::request::{Call, EmbedRequest, Output, TextBatch};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec};
+use skillgen_test_support::{native_fixture, read_json, tolerance};
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -21,18 +21,16 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         seq_to_seq_causal_lm("T5ForConditionalGeneration"),
         text_encoding("T5EncoderModel")
     ),
-    candle = "t5"
+    candle = "t5",
+    native(text_encoding = t5, seq_to_seq_causal_lm = t5),
+    backends = skillgen_candle::backends
 )]
 pub struct T5 {
     state: SkillState,
 }
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/native/t5")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    native_fixture("t5")
 }
 
 struct Ref {
@@ -72,19 +70,10 @@ fn reference() -> Ref {
     }
 }
 
-fn tolerance() -> (f32, f32) {
-    let m = read_json(&dir().join("../manifest.json"));
-    let t = &m["tolerance"]["default"];
-    (
-        t["atol"].as_f64().unwrap() as f32,
-        t["rtol"].as_f64().unwrap() as f32,
-    )
-}
-
 #[test]
 fn t5_encoder_matches_pytorch() {
     let r = reference();
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("default");
     assert_eq!(r.rows[1].len(), 5, "row 1 is padded in the fixture");
     let mut max_err = 0f32;
     for (b, row) in r.rows.iter().enumerate() {
@@ -103,15 +92,21 @@ fn t5_encoder_matches_pytorch() {
 #[test]
 fn t5_embed_is_mean_of_reference_states() {
     let r = reference();
-    let (atol, rtol) = tolerance();
-    let state = SkillState::load(T5::INFO, dir(), TargetSpec::Exact(Target::Cpu)).unwrap();
-    let (out, d) = run_with(
-        &state,
-        Call::Embed(EmbedRequest::from(TextBatch::TokenIds(r.rows.clone()))),
-        &MapEnv::empty(),
-        &Capabilities::fixed_cpu_only(),
+    let (atol, rtol) = tolerance("default");
+    let state = SkillState::load(
+        T5::INFO,
+        T5::backends(),
+        dir(),
+        TargetSpec::Exact(Target::Cpu),
     )
     .unwrap();
+    let (out, d) = state
+        .run_with(
+            Call::Embed(EmbedRequest::from(TextBatch::TokenIds(r.rows.clone()))),
+            &MapEnv::empty(),
+            &Capabilities::fixed_cpu_only(),
+        )
+        .unwrap();
     assert_eq!(d.used, Target::Cpu);
     let Output::Embed(e) = out else {
         panic!("wrong output")
@@ -181,12 +176,11 @@ fn t5_decoder_logits_match_pytorch_with_our_decoder() {
         serde_json::from_value(r["outputs"]["decoder_logits"]["data"].clone()).unwrap();
     let (t, v) = (shape[1], shape[2]);
     let rf = reference();
-    let (atol, rtol) = tolerance();
+    let (atol, rtol) = tolerance("default");
     let mut max_err = 0f32;
     for (b, row) in rf.rows.iter().enumerate() {
         let ids = &dec[b * t..(b + 1) * t];
-        let (got, gshape) =
-            skillgen_runtime::candle_bert::native_api::t5_decoder_logits(&dir(), row, ids).unwrap();
+        let (got, gshape) = skillgen_candle::parity::t5_decoder_logits(&dir(), row, ids).unwrap();
         assert_eq!(gshape, [1, t, v]);
         for (g, w) in got.iter().zip(&want[b * t * v..(b + 1) * t * v]) {
             let err = (g - w).abs();
@@ -199,9 +193,9 @@ fn t5_decoder_logits_match_pytorch_with_our_decoder() {
 
 #[test]
 fn t5_greedy_tokens_match_pytorch_and_generate_runs_through_dispatch() {
-    use skillgen_runtime::candle_bert::native_api::T5Generator;
+    use skillgen_candle::parity::T5Generator;
     use skillgen_runtime::request::{FinishReason, GenerateRequest};
-    let g = read_json(&dir().join("../t5_greedy/reference.json"));
+    let g = read_json(&native_fixture("t5_greedy").join("reference.json"));
     let ids: Vec<u32> = serde_json::from_value(g["inputs"]["input_ids"]["data"].clone()).unwrap();
     let want: Vec<u32> =
         serde_json::from_value(g["outputs"]["greedy_token_ids"]["data"].clone()).unwrap();
@@ -209,10 +203,16 @@ fn t5_greedy_tokens_match_pytorch_and_generate_runs_through_dispatch() {
     let got = model.greedy_ids(&ids, want.len() - 1).unwrap();
     assert_eq!(got, want[1..]);
     // Through dispatch: without a tokenizer a typed error; with a word-level one, text.
-    let state = SkillState::load(T5::INFO, dir(), TargetSpec::Exact(Target::Cpu)).unwrap();
+    let state = SkillState::load(
+        T5::INFO,
+        T5::backends(),
+        dir(),
+        TargetSpec::Exact(Target::Cpu),
+    )
+    .unwrap();
     let call = || Call::Generate(GenerateRequest::from(ids.clone()).max_tokens(4));
     let caps = Capabilities::fixed_cpu_only();
-    match run_with(&state, call(), &MapEnv::empty(), &caps).unwrap_err() {
+    match state.run_with(call(), &MapEnv::empty(), &caps).unwrap_err() {
         SkillError::ModelFileMissing { path, .. } => assert!(path.ends_with("tokenizer.json")),
         e => panic!("{e}"),
     }
@@ -230,8 +230,14 @@ fn t5_greedy_tokens_match_pytorch_and_generate_runs_through_dispatch() {
         "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "t0"},
     });
     std::fs::write(tmp.path().join("tokenizer.json"), tok.to_string()).unwrap();
-    let state = SkillState::load(T5::INFO, tmp.path(), TargetSpec::Exact(Target::Cpu)).unwrap();
-    let (out, d) = run_with(&state, call(), &MapEnv::empty(), &caps).unwrap();
+    let state = SkillState::load(
+        T5::INFO,
+        T5::backends(),
+        tmp.path(),
+        TargetSpec::Exact(Target::Cpu),
+    )
+    .unwrap();
+    let (out, d) = state.run_with(call(), &MapEnv::empty(), &caps).unwrap();
     assert_eq!(d.used, Target::Cpu);
     let Output::Generate(out) = out else {
         panic!("wrong output")
@@ -240,12 +246,12 @@ fn t5_greedy_tokens_match_pytorch_and_generate_runs_through_dispatch() {
     assert_eq!(out.finish_reason, FinishReason::Length);
     let words: Vec<String> = want[1..5].iter().map(|i| format!("t{i}")).collect();
     assert_eq!(out.text, words.join(" "));
-    let e = run_with(
-        &state,
-        Call::Generate(GenerateRequest::from(ids.clone()).temperature(0.7)),
-        &MapEnv::empty(),
-        &caps,
-    )
-    .unwrap_err();
+    let e = state
+        .run_with(
+            Call::Generate(GenerateRequest::from(ids.clone()).temperature(0.7)),
+            &MapEnv::empty(),
+            &caps,
+        )
+        .unwrap_err();
     assert!(matches!(e, SkillError::InvalidRequest { .. }), "{e}");
 }

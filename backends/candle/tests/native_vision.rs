@@ -3,13 +3,13 @@
 //! `fixtures/native/manifest.json`), the `classify_image` path through dispatch on an encoded
 //! PNG, and typed errors.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
-use skillgen_runtime::__private::{Call, Output, run_with};
-use skillgen_runtime::candle_bert::native_api::{VitClassifier, vit_logits};
-use skillgen_runtime::request::{ClassifyImageRequest, ImageInput};
+use skillgen_candle::parity::{VitClassifier, vit_logits};
+use skillgen_runtime::request::{Call, ClassifyImageRequest, ImageInput, Output};
 use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec};
+use skillgen_test_support::{floats, native_fixture, read_json, tolerance};
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -20,36 +20,21 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillError, SkillState, Targ
         base_model("ViTModel"),
         image_classification("ViTForImageClassification")
     ),
-    candle = "vit"
+    candle = "vit",
+    native(image_classification = vit),
+    backends = skillgen_candle::backends
 )]
 pub struct Vit {
     state: SkillState,
 }
 
 fn dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/native/vit")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn floats(a: &Value) -> (Vec<usize>, Vec<f32>) {
-    assert_eq!(a["dtype"], "f32");
-    (
-        serde_json::from_value(a["shape"].clone()).unwrap(),
-        serde_json::from_value(a["data"].clone()).unwrap(),
-    )
+    native_fixture("vit")
 }
 
 #[test]
 fn vit_logits_match_pytorch() {
-    let m = read_json(&dir().join("../manifest.json"));
-    let tol = &m["tolerance"]["default"];
-    let (atol, rtol) = (
-        tol["atol"].as_f64().unwrap() as f32,
-        tol["rtol"].as_f64().unwrap() as f32,
-    );
+    let (atol, rtol) = tolerance("default");
     let r = read_json(&dir().join("reference.json"));
     let (pshape, pixels) = floats(&r["inputs"]["pixel_values"]);
     let (lshape, want) = floats(&r["outputs"]["logits"]);
@@ -89,19 +74,25 @@ fn png(w: u32, h: u32) -> Vec<u8> {
 
 #[test]
 fn classify_image_runs_through_dispatch() {
-    let state = SkillState::load(Vit::INFO, dir(), TargetSpec::Exact(Target::Cpu)).unwrap();
-    let caps = Capabilities::fixed_cpu_only();
-    let bytes = png(16, 16);
-    let (out, d) = run_with(
-        &state,
-        Call::ClassifyImage(ClassifyImageRequest {
-            image: ImageInput::Encoded(bytes.clone()),
-            top_k: 0,
-        }),
-        &MapEnv::empty(),
-        &caps,
+    let state = SkillState::load(
+        Vit::INFO,
+        Vit::backends(),
+        dir(),
+        TargetSpec::Exact(Target::Cpu),
     )
     .unwrap();
+    let caps = Capabilities::fixed_cpu_only();
+    let bytes = png(16, 16);
+    let (out, d) = state
+        .run_with(
+            Call::ClassifyImage(ClassifyImageRequest {
+                image: ImageInput::Encoded(bytes.clone()),
+                top_k: 0,
+            }),
+            &MapEnv::empty(),
+            &caps,
+        )
+        .unwrap();
     assert_eq!(d.used, Target::Cpu);
     let Output::ClassifyImage(out) = out else {
         panic!("wrong output")

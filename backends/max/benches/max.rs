@@ -2,8 +2,8 @@
 //! the same texts, and the client's overhead over a raw HTTP request with the same body.
 //!
 //! ```text
-//! cargo bench -p skillgen-runtime --bench max            # prints a table; ~1 min warm
-//! SKILLGEN_BENCH_ITERS=50 cargo bench -p skillgen-runtime --bench max
+//! cargo bench -p skillgen-max --bench max            # prints a table; ~1 min warm
+//! SKILLGEN_BENCH_ITERS=50 cargo bench -p skillgen-max --bench max
 //! ```
 //!
 //! Needs MAX (`SKILLGEN_MAX_BIN`, `max` on PATH or `~/.cache/skillgen/venv-max/bin/max`) and
@@ -15,13 +15,24 @@
 //! - `raw http`: one `ureq` POST of the same JSON body, body read as a string (no parse).
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use skillgen_runtime::__private::{Call, Output, run_with};
+use skillgen_max::{MaxClient, find_max_executable, started_server};
 use skillgen_runtime::env::{EnvSource, ProcessEnv};
-use skillgen_runtime::max::{MaxClient, find_max_executable, started_server};
-use skillgen_runtime::request::EmbedRequest;
-use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillState, Target, TargetSpec};
+use skillgen_runtime::request::{Call, EmbedRequest, Output};
+use skillgen_runtime::{Backends, MapEnv, Skill, SkillState, Target, TargetSpec};
+
+/// MAX and candle (what `skills` builds with both features): the skill compares the two.
+fn backends() -> &'static Backends {
+    static SET: OnceLock<Backends> = OnceLock::new();
+    SET.get_or_init(|| {
+        Backends::new(vec![
+            Box::new(skillgen_max::MaxBackend),
+            Box::new(skillgen_candle::CandleBackend),
+        ])
+    })
+}
 
 #[derive(Debug, Skill)]
 #[skill(
@@ -30,7 +41,9 @@ use skillgen_runtime::{Capabilities, MapEnv, Skill, SkillState, Target, TargetSp
     modalities(text),
     tasks(base_model("BertModel"), text_encoding("BertModel")),
     candle = "bert",
-    max("bert")
+    max("bert"),
+    native(base_model = encoder, text_encoding = encoder),
+    backends = backends
 )]
 pub struct Bert {
     state: SkillState,
@@ -100,7 +113,7 @@ fn main() {
             env = env.with(var, &v);
         }
     }
-    let caps = Capabilities::probe(&env);
+    let caps = backends().probe(&env);
     let cpu_env = MapEnv::empty();
     let max_skill = Bert::load(&dir, TargetSpec::Default).expect("load");
     let cpu_skill = Bert::load(&dir, Target::Cpu).expect("load");
@@ -109,7 +122,7 @@ fn main() {
     let t = Instant::now();
     let embed = |state: &SkillState, env: &MapEnv, batch: &[String]| {
         let req = EmbedRequest::from(batch.to_vec());
-        let (out, d) = run_with(state, Call::Embed(req), env, &caps).expect("embed");
+        let (out, d) = state.run_with(Call::Embed(req), env, &caps).expect("embed");
         (out, d)
     };
     let (_, d) = embed(max_skill.state(), &env, &all[..1]);

