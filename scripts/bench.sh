@@ -14,9 +14,9 @@
 #              built), and the rebuild after editing one registry entry, in a detached git
 #              worktree of HEAD (your working tree is never touched); generated lines per skill.
 #   dispatch   `cargo bench -p skills --bench resolve` (criterion medians, ns).
-#   inference  candle (`cargo bench -p skillgen-runtime --bench inference`) vs PyTorch
+#   inference  candle (`cargo bench -p skillgen-candle --bench inference`) vs PyTorch
 #              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
-#   max        `cargo bench -p skillgen-runtime --bench max` (prints SKIPPED without MAX).
+#   max        `cargo bench -p skillgen-max --bench max` (prints SKIPPED without MAX).
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/skillgen/target), SKILLGEN_MINILM_DIR,
 # SKILLGEN_BENCH_THREADS (default: nproc), SKILLGEN_BENCH_REPEATS (default 3),
@@ -227,11 +227,11 @@ fi
 # ----------------------------------------------------------------------------- inference
 if want inference; then
     log "inference: building the candle bench"
-    cargo bench -q -p skillgen-runtime --bench inference --no-run
+    cargo bench -q -p skillgen-candle --bench inference --no-run
     for r in $(seq "$REPEATS"); do
         log "inference: run $r/$REPEATS candle (RAYON_NUM_THREADS=$THREADS)"
         RAYON_NUM_THREADS=$THREADS SKILLGEN_BENCH_ITERS=$ITERS SKILLGEN_BENCH_JSON=$RAW/candle-$r.json \
-            cargo bench -q -p skillgen-runtime --bench inference >&2
+            cargo bench -q -p skillgen-candle --bench inference >&2
         log "inference: run $r/$REPEATS pytorch (torch.set_num_threads($THREADS))"
         OMP_NUM_THREADS=$THREADS "$TORCH_PY" scripts/bench_pytorch.py --threads "$THREADS" --iters "$ITERS" \
             --json "$RAW/pytorch-$r.json" 2>&1 | grep -v "Loading weights" >&2
@@ -240,10 +240,10 @@ fi
 
 # ----------------------------------------------------------------------------- max
 if want max; then
-    log "max: cargo bench -p skillgen-runtime --bench max"
+    log "max: cargo bench -p skillgen-max --bench max"
     XDG_CACHE_HOME=${XDG_CACHE_HOME:-$HOME/.cache/skillgen/max-cache} HF_HUB_OFFLINE=1 \
         MAX_SERVE_DISABLE_TELEMETRY=1 RAYON_NUM_THREADS=$THREADS \
-        cargo bench -q -p skillgen-runtime --bench max 2>&1 | tee "$RAW/max.txt" >&2 || true
+        cargo bench -q -p skillgen-max --bench max 2>&1 | tee "$RAW/max.txt" >&2 || true
 fi
 
 # ----------------------------------------------------------------------------- report
@@ -388,7 +388,7 @@ md = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} G
       "| Metric | Result | Goal | Met |", "|---|---|---|---|"]
 md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
 if result.get("max"):
-    md += ["", "MAX (`cargo bench -p skillgen-runtime --bench max`):", "", "```"] + result["max"] + ["```"]
+    md += ["", "MAX (`cargo bench -p skillgen-max --bench max`):", "", "```"] + result["max"] + ["```"]
 text = "\n".join(md) + "\n"
 (out / "latest.json").write_text(json.dumps(result, indent=2) + "\n")
 (out / "latest.md").write_text(text)
