@@ -161,8 +161,8 @@ if want compile; then
     cargo build --release -q -p skillgen --bin skillgen
     (
         cd "$WT"
-        log "compile: cargo build -p skillgen-runtime (debug, not timed)"
-        cargo build -q -p skillgen-runtime
+        log "compile: cargo build -p skills (debug, not timed: dependencies and backends)"
+        cargo build -q -p skills
         times_clean=(); times_edit=()
         for r in $(seq "$REPEATS"); do
             cargo clean -q -p skills
