@@ -9,11 +9,11 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use skillgen_candle::parity::bert_last_hidden_state;
-use skillgen_runtime::request::{Call, EmbedRequest, Embeddings, Output, Pooling, TextBatch};
+use skillgen_runtime::request::{Call, EmbedRequest, Embeddings, Output, Pooling};
 use skillgen_runtime::{
     Backends, Capabilities, MapEnv, Skill, SkillError, SkillState, Target, TargetSpec,
 };
-use skillgen_test_support::{floats, int_rows, native_fixture, read_json, repo};
+use skillgen_test_support::{floats, int_rows, native_fixture, read_json};
 
 #[derive(Debug, Skill)]
 #[skill(

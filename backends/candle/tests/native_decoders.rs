@@ -22,14 +22,14 @@ macro_rules! decoder_skill {
     ($name:ident, $ty:literal, $class:literal, $candle:literal) => {
         #[derive(Debug, Skill)]
         #[skill(
-                                            model_type = $ty,
-                                            family = decoder,
-                                            modalities(text),
-                                            tasks(causal_lm($class)),
-                                            candle = $candle,
-                                            native(causal_lm = decoder),
-                                            backends = skillgen_candle::backends
-                                        )]
+                                                            model_type = $ty,
+                                                            family = decoder,
+                                                            modalities(text),
+                                                            tasks(causal_lm($class)),
+                                                            candle = $candle,
+                                                            native(causal_lm = decoder),
+                                                            backends = skillgen_candle::backends
+                                                        )]
         pub struct $name {
             state: SkillState,
         }

@@ -73,7 +73,7 @@ mod tests {
     /// The core's report completed by the MAX backend's probe, as a `Backends` set does.
     fn probe(env: &MapEnv) -> Capabilities {
         let mut caps = Capabilities::probe_core(env);
-        MaxBackend::default().probe(env, &mut caps);
+        MaxBackend.probe(env, &mut caps);
         caps
     }
 
