@@ -20,11 +20,12 @@ use std::sync::OnceLock;
 use skillgen_vocab::Task;
 
 use crate::caps::Capabilities;
-use crate::dispatch::SkipReason;
+use crate::decision::SkipReason;
 use crate::env::EnvSource;
 use crate::info::SkillInfo;
-use crate::request::{Call, GenerateRequest, Output, TokenStream};
-use crate::skill::SkillState;
+use crate::model::Model;
+use crate::request::{Call, GenerateRequest, Output};
+use crate::stream::TokenStream;
 use crate::{SkillError, Target};
 
 /// The backends: `candle` and `MAX` (canonical spellings `candle`, `max`).
@@ -55,8 +56,8 @@ pub struct CheckInput<'a> {
 /// environment and capability report dispatch planned with.
 #[derive(Clone, Copy)]
 pub struct RunContext<'a> {
-    /// The loaded skill.
-    pub state: &'a SkillState,
+    /// The loaded model.
+    pub model: &'a Model,
     /// The target chosen by dispatch.
     pub target: Target,
     /// The task the call runs.
@@ -70,7 +71,7 @@ pub struct RunContext<'a> {
 impl fmt::Debug for RunContext<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunContext")
-            .field("model_type", &self.state.info().model_type)
+            .field("model_type", &self.model.info().model_type)
             .field("target", &self.target)
             .field("task", &self.task)
             .finish()
@@ -127,7 +128,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
             detail: format!(
                 "streaming generation (task `{}`) of model type `{}` on {} is not implemented by the {} backend",
                 cx.task,
-                cx.state.info().model_type,
+                cx.model.info().model_type,
                 cx.target,
                 self.kind()
             ),

@@ -23,7 +23,7 @@ pub trait EnvSource: Send + Sync {
 ///
 /// The dispatch variables ([`vars::SKILLGEN_TARGET`], [`vars::USE_MOJO_MAX_TARGET`],
 /// [`vars::SKILLGEN_STRICT`]) are read once per process, on first use, like the capability
-/// probe ([`crate::Capabilities::detected`]): every call reads them, and `std::env::var` takes
+/// probe ([`crate::Backends::capabilities`]): every call reads them, and `std::env::var` takes
 /// a global lock and scans the environment each time. Changing them later with
 /// `std::env::set_var` (an `unsafe` function since Rust 2024) has no effect on dispatch; pass
 /// a [`crate::TargetSpec`] or the builder's strict option instead, or a [`MapEnv`] to the
@@ -122,25 +122,3 @@ pub mod vars {
 /// The allowed spellings of a boolean flag variable.
 pub const BOOL_ALLOWED: &str = "1, true, yes (on) or 0, false, no, empty (off)";
 
-/// Parse a boolean flag variable: `Ok(None)` when unset.
-pub(crate) fn flag(
-    env: &dyn EnvSource,
-    name: &'static str,
-) -> Result<Option<bool>, crate::SkillError> {
-    let Some(raw) = env.var_ref(name) else {
-        return Ok(None);
-    };
-    let value = raw.trim();
-    let is = |s: &str| value.eq_ignore_ascii_case(s);
-    if is("1") || is("true") || is("yes") {
-        Ok(Some(true))
-    } else if is("0") || is("false") || is("no") || value.is_empty() {
-        Ok(Some(false))
-    } else {
-        Err(crate::SkillError::InvalidEnv {
-            var: name,
-            value: raw.into_owned(),
-            allowed: BOOL_ALLOWED,
-        })
-    }
-}

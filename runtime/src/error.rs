@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use skillgen_vocab::{Capability, Task};
 
-use crate::backend::BackendKind;
-use crate::dispatch::Skip;
+use crate::decision::Skip;
+use skillgen_vocab::Backend as BackendKind;
 
 fn join<T: std::fmt::Display>(items: &[T], sep: &str) -> String {
     items

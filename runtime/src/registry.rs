@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 
 use crate::backend::Backends;
 use crate::info::SkillInfo;
-use crate::skill::{DynSkill, SkillState, read_config};
+use crate::model::read_config;
+use crate::skill::{DynSkill, SkillState};
 use crate::{SkillError, TargetSpec};
 
 /// All skills of a generated crate. `skills` must be sorted by `model_type` (checked at compile

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use skillgen_vocab::Capability;
 
-use crate::dispatch::Dispatch;
+use crate::decision::Dispatch;
 
 /// A capability's output together with the dispatch decision that produced it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -327,7 +327,6 @@ pub struct GeneratedToken {
     pub finish_reason: Option<FinishReason>,
 }
 
-pub use crate::stream::TokenStream;
 
 /// `transcribe`: speech to text.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -1,11 +1,9 @@
 //! The `Skill` trait, its state, the `MojoMaxTarget` mixin, and run-time typed `DynSkill`.
 
 use std::any::Any;
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
-use serde::Serialize;
 use skillgen_vocab::{Capability, Task};
 
 use crate::backend::{Backends, RunContext};
@@ -13,7 +11,9 @@ use crate::caps::Capabilities;
 use crate::dispatch::{self, Dispatch, Resolved, Work};
 use crate::env::{EnvSource, ProcessEnv};
 use crate::info::SkillInfo;
-use crate::request::{Call, GenerateRequest, Output, Response, TokenStream};
+use crate::model::{Model, ModelConfig, read_config};
+use crate::request::{Call, GenerateRequest, Output, Response};
+use crate::stream::TokenStream;
 use crate::{SkillError, TargetSpec};
 
 /// A typed binding of one Hugging Face model type. Implement it with `#[derive(Skill)]`.
@@ -32,105 +32,6 @@ pub trait Skill {
         Self: Sized;
 }
 
-/// The fields of `config.json` the runtime reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ModelConfig {
-    /// The config path.
-    pub path: PathBuf,
-    /// `model_type`.
-    pub model_type: String,
-    /// `_name_or_path`, if present.
-    pub name_or_path: Option<String>,
-    /// `architectures`, if present.
-    pub architectures: Vec<String>,
-}
-
-/// Read `dir/config.json`, with typed errors naming the file.
-pub fn read_config(dir: &Path) -> Result<ModelConfig, SkillError> {
-    match std::fs::metadata(dir) {
-        Err(_) => {
-            return Err(SkillError::ModelDirMissing {
-                path: dir.to_path_buf(),
-            });
-        }
-        Ok(m) if !m.is_dir() => {
-            return Err(SkillError::NotADirectory {
-                path: dir.to_path_buf(),
-            });
-        }
-        Ok(_) => {}
-    }
-    let path = dir.join("config.json");
-    if !path.is_file() {
-        return Err(SkillError::ConfigMissing {
-            dir: dir.to_path_buf(),
-            path,
-        });
-    }
-    let text = std::fs::read_to_string(&path).map_err(|e| SkillError::ConfigRead {
-        path: path.clone(),
-        detail: e.to_string(),
-    })?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| SkillError::ConfigInvalid {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
-    let Some(obj) = value.as_object() else {
-        return Err(SkillError::ConfigInvalid {
-            path,
-            detail: "the top level is not an object".to_owned(),
-        });
-    };
-    let model_type = match obj.get("model_type") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        other => {
-            return Err(SkillError::ConfigNoModelType {
-                path,
-                found: other.map(ToString::to_string),
-            });
-        }
-    };
-    Ok(ModelConfig {
-        model_type,
-        name_or_path: obj
-            .get("_name_or_path")
-            .and_then(|v| v.as_str())
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned),
-        architectures: obj
-            .get("architectures")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        path,
-    })
-}
-
-type Loaded = Arc<dyn Any + Send + Sync>;
-
-/// Models loaded by the backends, shared by the clones of one [`SkillState`], keyed by what the
-/// backend loaded (e.g. `candle/bert/cpu`).
-#[derive(Default)]
-pub(crate) struct ModelCache {
-    slots: Mutex<BTreeMap<String, Arc<Mutex<Option<Loaded>>>>>,
-}
-
-impl std::fmt::Debug for ModelCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys: Vec<String> = self
-            .slots
-            .lock()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
-        f.debug_struct("ModelCache").field("loaded", &keys).finish()
-    }
-}
-
 /// A loaded skill: its info, backends, model directory, config, requested target and
 /// strictness.
 ///
@@ -140,13 +41,10 @@ impl std::fmt::Debug for ModelCache {
 /// mutex). A failed load is not cached: the next call tries again and reports the error again.
 #[derive(Debug, Clone)]
 pub struct SkillState {
-    info: &'static SkillInfo,
+    model: Model,
     backends: &'static Backends,
-    dir: PathBuf,
-    config: ModelConfig,
     spec: TargetSpec,
     strict: bool,
-    cache: Arc<ModelCache>,
 }
 
 impl SkillState {
@@ -181,13 +79,10 @@ impl SkillState {
         let _span = tracing::debug_span!("load", model_type = info.model_type).entered();
         tracing::debug!(dir = %dir.display(), backends = ?backends, "skill state loaded");
         Ok(Self {
-            info,
+            model: Model::new(info, dir, config),
             backends,
-            dir: dir.to_path_buf(),
-            config,
             spec,
             strict: false,
-            cache: Arc::default(),
         })
     }
 
@@ -205,7 +100,7 @@ impl SkillState {
 
     /// The skill's static description.
     pub fn info(&self) -> &'static SkillInfo {
-        self.info
+        self.model.info()
     }
 
     /// The backends requests dispatch over.
@@ -220,12 +115,12 @@ impl SkillState {
 
     /// The model directory.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.model.dir()
     }
 
     /// What `config.json` said.
     pub fn config(&self) -> &ModelConfig {
-        &self.config
+        self.model.config()
     }
 
     /// The requested target.
@@ -238,49 +133,14 @@ impl SkillState {
         self.strict
     }
 
-    /// The value cached under `key`, loading it with `load` on first use.
-    ///
-    /// Clones of this state share the cache. Concurrent first calls for one key load once (each
-    /// key has its own lock, so loading one model does not block another); a failed load is not
-    /// cached. A key must always map to the same type `T`: a mismatch is a typed error.
-    ///
-    /// Backends cache their loaded models here, under keys they own (e.g. `candle/bert/cpu`).
+    /// The value cached under `key`, loading it with `load` on first use (see
+    /// [`Model::cached`]).
     pub fn cached<T: Any + Send + Sync>(
         &self,
         key: &str,
         load: impl FnOnce() -> Result<T, SkillError>,
     ) -> Result<Arc<T>, SkillError> {
-        let slot = {
-            let mut slots = self
-                .cache
-                .slots
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            Arc::clone(slots.entry(key.to_owned()).or_default())
-        };
-        let mut slot = slot
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let loaded = match slot.as_ref() {
-            Some(loaded) => Arc::clone(loaded),
-            None => {
-                let t0 = std::time::Instant::now();
-                let _span = tracing::info_span!("model_load", key).entered();
-                let loaded: Loaded = match load() {
-                    Ok(v) => Arc::new(v),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "load failed");
-                        return Err(e);
-                    }
-                };
-                tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, "loaded");
-                *slot = Some(Arc::clone(&loaded));
-                loaded
-            }
-        };
-        loaded.downcast::<T>().map_err(|_| SkillError::Internal {
-            detail: format!("cache key `{key}` holds another type"),
-        })
+        self.model.cached(key, load)
     }
 
     /// Validate, plan and run `call` under `env` and `caps` (the `*_with` form of the
@@ -296,9 +156,10 @@ impl SkillState {
             .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
         let plan = self.plan_with(capability, env, caps)?;
         let task = plan.task;
-        dispatch::execute(self, plan, env, caps, |backend, target| {
+        let names = self.model_names();
+        dispatch::execute(self.info(), self.backends, &names, plan, env, caps, |backend, target| {
             let cx = RunContext {
-                state: self,
+                model: &self.model,
                 target,
                 task,
                 env,
@@ -328,9 +189,10 @@ impl SkillState {
         };
         let plan = self.plan_with(capability, env, caps)?;
         let task = plan.task;
-        let (stream, dispatch) = dispatch::execute(self, plan, env, caps, |backend, target| {
+        let names = self.model_names();
+        let (stream, dispatch) = dispatch::execute(self.info(), self.backends, &names, plan, env, caps, |backend, target| {
             let cx = RunContext {
-                state: self,
+                model: &self.model,
                 target,
                 task,
                 env,
@@ -353,15 +215,12 @@ impl SkillState {
 
     /// Names a MAX server's model id may match for this model.
     pub fn model_names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self
-            .config
-            .architectures
-            .iter()
-            .map(String::as_str)
-            .collect();
-        names.extend(self.config.name_or_path.as_deref());
-        names.extend(self.dir.file_name().and_then(|n| n.to_str()));
-        names
+        self.model.model_names()
+    }
+
+    /// The loaded model: what backends see.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// The dispatch decision for `work` under `env` and `caps`.
@@ -372,7 +231,7 @@ impl SkillState {
         caps: &Capabilities,
     ) -> Result<Dispatch, SkillError> {
         dispatch::plan_for_model(
-            self.info,
+            self.model.info(),
             work.into(),
             &self.spec,
             env,
@@ -494,7 +353,7 @@ impl DynSkill {
     pub fn generate_stream(
         &self,
         request: impl Into<crate::request::GenerateRequest>,
-    ) -> Result<crate::request::TokenStream, SkillError> {
+    ) -> Result<TokenStream, SkillError> {
         self.state.generate_stream(request)
     }
 }

@@ -6,7 +6,7 @@
 use std::fmt;
 
 use crate::SkillError;
-use crate::dispatch::Dispatch;
+use crate::decision::Dispatch;
 use crate::request::{FinishReason, GeneratedToken, Generation};
 
 /// One step of a backend's generation.
@@ -126,8 +126,7 @@ impl TokenStream {
 
     fn step(&mut self) -> Result<GeneratedToken, SkillError> {
         let Some(source) = self.source.as_mut() else {
-            return Err(SkillError::Backend {
-                backend: crate::BackendKind::Candle,
+            return Err(SkillError::Internal {
                 detail: "the stream has ended".to_owned(),
             });
         };

@@ -43,10 +43,10 @@ impl Target {
     }
 
     /// The backend that serves this target.
-    pub const fn backend(self) -> crate::backend::BackendKind {
+    pub const fn backend(self) -> skillgen_vocab::Backend {
         match self {
-            Target::MojoMax => crate::backend::BackendKind::Max,
-            _ => crate::backend::BackendKind::Candle,
+            Target::MojoMax => skillgen_vocab::Backend::Max,
+            _ => skillgen_vocab::Backend::Candle,
         }
     }
 }
