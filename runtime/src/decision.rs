@@ -287,4 +287,3 @@ pub struct Dispatch {
     /// Whether fallback from an exact target was forbidden.
     pub strict: bool,
 }
-

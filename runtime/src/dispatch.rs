@@ -16,8 +16,8 @@ use skillgen_vocab::{Capability, Task};
 
 use crate::SkillError;
 use crate::backend::{Backend, Backends, CheckInput, Failure};
-pub use crate::decision::{Dispatch, Resolved, Skip, SkipReason, TargetSource, Work};
 use crate::caps::Capabilities;
+pub use crate::decision::{Dispatch, Resolved, Skip, SkipReason, TargetSource, Work};
 use crate::env::{self, EnvSource, MapEnv, vars};
 use crate::info::SkillInfo;
 use crate::target::{SPEC_ALLOWED, Target, TargetSpec};
@@ -74,10 +74,7 @@ pub fn resolve(spec: &TargetSpec, env: &dyn EnvSource) -> Result<Resolved, Skill
 }
 
 /// Parse a boolean flag variable: `Ok(None)` when unset.
-fn flag(
-    env: &dyn EnvSource,
-    name: &'static str,
-) -> Result<Option<bool>, SkillError> {
+fn flag(env: &dyn EnvSource, name: &'static str) -> Result<Option<bool>, SkillError> {
     let Some(raw) = env.var_ref(name) else {
         return Ok(None);
     };

@@ -121,4 +121,3 @@ pub mod vars {
 
 /// The allowed spellings of a boolean flag variable.
 pub const BOOL_ALLOWED: &str = "1, true, yes (on) or 0, false, no, empty (off)";
-

@@ -51,12 +51,12 @@ pub use caps::Capabilities;
 pub use dispatch::{Dispatch, DispatchTable, Resolved, Skip, SkipReason, TargetSource, Work};
 pub use env::{EnvSource, MapEnv, ProcessEnv};
 pub use error::SkillError;
-pub use model::{Model, ModelConfig, read_config};
-pub use stream::TokenStream;
 pub use info::{SkillInfo, TaskInfo};
+pub use model::{Model, ModelConfig, read_config};
 pub use registry::Registry;
 pub use request::Response;
 pub use skill::{DynSkill, MojoMaxTarget, Skill, SkillState};
+pub use stream::TokenStream;
 pub use target::{Target, TargetParseError, TargetSpec};
 
 pub use skillgen_macros::Skill;

@@ -110,7 +110,6 @@ impl std::fmt::Debug for ModelCache {
     }
 }
 
-
 /// A model directory loaded for one skill: shared by the clones of a skill state (the cache is
 /// behind an `Arc`).
 #[derive(Debug, Clone)]

@@ -4,8 +4,8 @@
 pub use crate::backend::Backends;
 pub use crate::info::{SkillInfo, TaskInfo};
 pub use crate::request::*;
-pub use crate::stream::TokenStream;
 pub use crate::skill::{MojoMaxTarget, Skill, SkillState};
+pub use crate::stream::TokenStream;
 pub use crate::{SkillError, TargetSpec};
 pub use core::option::Option::{None, Some};
 pub use core::result::Result;

@@ -327,7 +327,6 @@ pub struct GeneratedToken {
     pub finish_reason: Option<FinishReason>,
 }
 
-
 /// `transcribe`: speech to text.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TranscribeRequest {

@@ -157,16 +157,24 @@ impl SkillState {
         let plan = self.plan_with(capability, env, caps)?;
         let task = plan.task;
         let names = self.model_names();
-        dispatch::execute(self.info(), self.backends, &names, plan, env, caps, |backend, target| {
-            let cx = RunContext {
-                model: &self.model,
-                target,
-                task,
-                env,
-                caps,
-            };
-            backend.run(&cx, call.clone())
-        })
+        dispatch::execute(
+            self.info(),
+            self.backends,
+            &names,
+            plan,
+            env,
+            caps,
+            |backend, target| {
+                let cx = RunContext {
+                    model: &self.model,
+                    target,
+                    task,
+                    env,
+                    caps,
+                };
+                backend.run(&cx, call.clone())
+            },
+        )
     }
 
     /// Streaming `generate` under `env` and `caps`: validate, plan, and start a
@@ -190,16 +198,24 @@ impl SkillState {
         let plan = self.plan_with(capability, env, caps)?;
         let task = plan.task;
         let names = self.model_names();
-        let (stream, dispatch) = dispatch::execute(self.info(), self.backends, &names, plan, env, caps, |backend, target| {
-            let cx = RunContext {
-                model: &self.model,
-                target,
-                task,
-                env,
-                caps,
-            };
-            backend.stream(&cx, request.clone())
-        })?;
+        let (stream, dispatch) = dispatch::execute(
+            self.info(),
+            self.backends,
+            &names,
+            plan,
+            env,
+            caps,
+            |backend, target| {
+                let cx = RunContext {
+                    model: &self.model,
+                    target,
+                    task,
+                    env,
+                    caps,
+                };
+                backend.stream(&cx, request.clone())
+            },
+        )?;
         Ok(stream.with_dispatch(dispatch))
     }
 

@@ -9,8 +9,8 @@ use skillgen_runtime::env::EnvSource;
 use skillgen_runtime::request::{Call, GenerateRequest, Output};
 use skillgen_runtime::stream::TokenStream;
 use skillgen_runtime::{
-    Backend, BackendKind, Backends, Capabilities, CheckInput, Failure, RunContext, SkillError,
-    SkillState, Support, Target, Task,
+    Backend, BackendKind, Backends, Capabilities, CheckInput, Failure, Model, RunContext,
+    SkillError, Support, Target, Task,
 };
 
 /// The candle backend (CPU; CUDA and Metal with the cargo features). Runs what the registry's
@@ -26,7 +26,7 @@ pub fn backends() -> &'static Backends {
 
 impl CandleBackend {
     fn architecture(
-        state: &SkillState,
+        state: &Model,
         target: Target,
         task: Task,
     ) -> Result<&'static dyn crate::Architecture, SkillError> {
@@ -66,7 +66,7 @@ impl Backend for CandleBackend {
     }
 
     fn run(&self, cx: &RunContext<'_>, call: Call) -> Result<Output, Failure> {
-        let (state, target, task) = (cx.state, cx.target, cx.task);
+        let (state, target, task) = (cx.model, cx.target, cx.task);
         let _span =
             tracing::debug_span!("candle", model_type = state.info().model_type, %target).entered();
         Ok(Self::architecture(state, target, task)?.run(state, target, task, call)?)
@@ -77,7 +77,7 @@ impl Backend for CandleBackend {
         cx: &RunContext<'_>,
         request: GenerateRequest,
     ) -> Result<TokenStream, Failure> {
-        let (state, target, task) = (cx.state, cx.target, cx.task);
+        let (state, target, task) = (cx.model, cx.target, cx.task);
         Ok(Self::architecture(state, target, task)?.stream(state, target, task, request)?)
     }
 }

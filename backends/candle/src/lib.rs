@@ -18,7 +18,7 @@
 use candle_core::Device;
 use skillgen_runtime::request::{Call, GenerateRequest, Output};
 use skillgen_runtime::stream::TokenStream;
-use skillgen_runtime::{BackendKind, NativeImpl, SkillError, SkillState, Target, Task};
+use skillgen_runtime::{BackendKind, Model, NativeImpl, SkillError, Target, Task};
 
 mod backend;
 pub mod decoder;
@@ -35,7 +35,7 @@ pub trait Architecture: Sync {
     /// use (cached in the state).
     fn run(
         &self,
-        state: &SkillState,
+        state: &Model,
         target: Target,
         task: Task,
         call: Call,
@@ -44,7 +44,7 @@ pub trait Architecture: Sync {
     /// Start a streaming generation. The default: this architecture does not stream.
     fn stream(
         &self,
-        state: &SkillState,
+        state: &Model,
         target: Target,
         task: Task,
         request: GenerateRequest,
@@ -71,7 +71,7 @@ macro_rules! architecture_struct {
         impl crate::Architecture for $name {
             fn run(
                 &self,
-                state: &SkillState,
+                state: &Model,
                 target: Target,
                 task: Task,
                 call: Call,
@@ -122,7 +122,7 @@ pub(crate) fn e(context: &'static str) -> impl Fn(candle_core::Error) -> SkillEr
 
 /// The error for a call an architecture module does not handle (a registry entry routing a
 /// task to the wrong implementation).
-pub(crate) fn not_implemented(state: &SkillState, target: Target, task: Task) -> SkillError {
+pub(crate) fn not_implemented(state: &Model, target: Target, task: Task) -> SkillError {
     SkillError::Backend {
         backend: BackendKind::Candle,
         detail: format!(

@@ -22,14 +22,14 @@ use skillgen_runtime::{Capability, Task};
 
 use crate::e;
 use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
-use skillgen_runtime::SkillState;
+use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Label, Output};
 use skillgen_runtime::{SkillError, Target};
 
 crate::architecture_struct!(Vit, "The `vit` implementation.");
 
 /// Run `call`.
-fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::ClassifyImage(req) => {
             let model = state.cached(&format!("candle/vit/{target}"), || {

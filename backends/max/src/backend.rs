@@ -91,8 +91,8 @@ impl Backend for MaxBackend {
     /// [`Failure::Retry`] with [`SkipReason::MaxFailed`]: dispatch records it and moves on (or
     /// it is the strict-mode error). An invalid request is returned as it is.
     fn run(&self, cx: &RunContext<'_>, call: Call) -> Result<Output, Failure> {
-        let _span = tracing::debug_span!("max", model_type = cx.state.info().model_type).entered();
-        match crate::run_call(cx.state, cx.task, call, cx.env, cx.caps) {
+        let _span = tracing::debug_span!("max", model_type = cx.model.info().model_type).entered();
+        match crate::run_call(cx.model, cx.task, call, cx.env, cx.caps) {
             Ok(out) => Ok(out),
             Err(e @ SkillError::InvalidRequest { .. }) => Err(Failure::Final(e)),
             Err(e) => Err(Failure::Retry(SkipReason::MaxFailed {

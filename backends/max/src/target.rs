@@ -26,7 +26,7 @@ use skillgen_runtime::request::{
     Call, EmbedRequest, Embeddings, FinishReason, GenerateRequest, Generation, Output, Pooling,
     Prompt, TextBatch,
 };
-use skillgen_runtime::{BackendKind, Capabilities, SkillError, SkillInfo, SkillState};
+use skillgen_runtime::{BackendKind, Capabilities, Model, SkillError, SkillInfo};
 
 use crate::backend::served_matches;
 use crate::{
@@ -250,7 +250,7 @@ fn server_config(
 }
 
 fn session(
-    state: &SkillState,
+    state: &Model,
     job: MaxJob,
     env: &dyn EnvSource,
     caps: &Capabilities,
@@ -302,7 +302,7 @@ fn backend_err(detail: impl Into<String>) -> SkillError {
 
 /// Run `call` (for `task`) on MAX.
 pub(crate) fn run(
-    state: &SkillState,
+    state: &Model,
     task: Task,
     call: Call,
     env: &dyn EnvSource,
@@ -464,7 +464,7 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
 /// The server a skill's state started for `job`, if one is running (for tests and tools:
 /// its URL, process group, log).
 pub fn started_server<R>(
-    state: &SkillState,
+    state: &skillgen_runtime::SkillState,
     generate: bool,
     f: impl FnOnce(&MaxServer) -> R,
 ) -> Option<R> {
@@ -474,6 +474,7 @@ pub fn started_server<R>(
         MaxJob::Embed
     };
     let cell = state
+        .model()
         .cached(&cache_key(job, None), || Ok(SessionCell::default()))
         .ok()?;
     let slot = cell.peek()?;

@@ -15,7 +15,7 @@
 //! - `tokenizer.json`, optional: needed only for text prompts, text output and stop strings.
 //!
 //! The weights are loaded once per skill state and target and cached
-//! ([`SkillState::cached`]); every request gets its own model state (a clone of the loaded
+//! ([`Model::cached`]); every request gets its own model state (a clone of the loaded
 //! model, whose tensors are shared, with an empty KV cache), so concurrent requests never share
 //! a KV cache. Generation is a [`TokenStream`] (an iterator of [`GeneratedToken`]s);
 //! `generate` collects it.
@@ -32,7 +32,7 @@ use candle_transformers::models::{
 use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
-use skillgen_runtime::SkillState;
+use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
@@ -50,7 +50,7 @@ pub struct Decoders;
 impl crate::Architecture for Decoders {
     fn run(
         &self,
-        state: &SkillState,
+        state: &Model,
         target: Target,
         task: Task,
         call: Call,
@@ -60,7 +60,7 @@ impl crate::Architecture for Decoders {
 
     fn stream(
         &self,
-        state: &SkillState,
+        state: &Model,
         target: Target,
         _task: Task,
         request: GenerateRequest,
@@ -70,7 +70,7 @@ impl crate::Architecture for Decoders {
 }
 
 /// Run `call`.
-fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::Generate(req) => stream(state, target, req)?
             .collect_generation()
@@ -80,7 +80,7 @@ fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Out
 }
 
 /// The cached decoder of `state` on `target` (loaded on first use).
-pub(crate) fn decoder(state: &SkillState, target: Target) -> Result<Arc<Decoder>, SkillError> {
+pub(crate) fn decoder(state: &Model, target: Target) -> Result<Arc<Decoder>, SkillError> {
     let model_type = state.info().model_type;
     state.cached(&format!("candle/{model_type}/{target}"), || {
         Decoder::load(model_type, state.dir(), &crate::device(target)?)
@@ -90,26 +90,26 @@ pub(crate) fn decoder(state: &SkillState, target: Target) -> Result<Arc<Decoder>
 /// The last-position logits of one forward pass over `ids` with the decoder of `state` on
 /// `target` (loads and caches it). For the parity tests.
 pub fn decoder_prefill_logits(
-    state: &SkillState,
+    state: &skillgen_runtime::SkillState,
     target: Target,
     ids: &[u32],
 ) -> Result<Vec<f32>, SkillError> {
-    decoder(state, target)?.prefill_logits(ids)
+    decoder(state.model(), target)?.prefill_logits(ids)
 }
 
 /// The logits at every position of `ids`, fed one token at a time through the KV cache of the
 /// decoder of `state` on `target`. For the parity tests.
 pub fn decoder_incremental_logits(
-    state: &SkillState,
+    state: &skillgen_runtime::SkillState,
     target: Target,
     ids: &[u32],
 ) -> Result<Vec<Vec<f32>>, SkillError> {
-    decoder(state, target)?.incremental_logits(ids)
+    decoder(state.model(), target)?.incremental_logits(ids)
 }
 
 /// Start generating `req` with the cached decoder of `state` on `target`.
 pub(crate) fn stream(
-    state: &SkillState,
+    state: &Model,
     target: Target,
     req: GenerateRequest,
 ) -> Result<TokenStream, SkillError> {

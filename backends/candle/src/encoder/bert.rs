@@ -17,7 +17,7 @@
 //!   them: mean pooling, no normalisation.
 //!
 //! The skill's state loads the embedder lazily, on the first `embed` call, and caches it (see
-//! [`crate::SkillState`]).
+//! [`crate::Model`]).
 
 use std::path::{Path, PathBuf};
 

@@ -11,7 +11,7 @@
 use skillgen_runtime::Task;
 
 use crate::encoder::bert::BertEmbedder;
-use skillgen_runtime::SkillState;
+use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{SkillError, Target};
 
@@ -27,7 +27,7 @@ crate::architecture_struct!(
 );
 
 /// Run `call`.
-fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     let model_type = state.info().model_type;
     let encoder = || {
         state.cached(&format!("candle/{model_type}/encoder/{target}"), || {

@@ -28,7 +28,7 @@ use crate::e;
 use skillgen_checkpoint::{
     Fields, TensorCheck, config_json, load_tokenizer, sentence_transformers_head, weights_bytes,
 };
-use skillgen_runtime::SkillState;
+use skillgen_runtime::Model;
 use skillgen_runtime::request::{
     Call, Embeddings, FinishReason, GenerateRequest, Generation, Output, Pooling, Prompt, TextBatch,
 };
@@ -37,7 +37,7 @@ use skillgen_runtime::{SkillError, Target};
 crate::architecture_struct!(T5, "The `t5` implementation.");
 
 /// Run `call`.
-fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::Embed(req) => {
             let model = state.cached(&format!("candle/t5/encoder/{target}"), || {

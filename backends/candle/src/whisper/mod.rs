@@ -25,7 +25,7 @@ use skillgen_runtime::{Capability, Task};
 
 use crate::e;
 use skillgen_checkpoint::{Fields, TensorCheck, config_json, read_json, weights_bytes};
-use skillgen_runtime::SkillState;
+use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output, Transcription};
 use skillgen_runtime::{SkillError, Target};
 
@@ -37,7 +37,7 @@ use model::WhisperNet;
 crate::architecture_struct!(Whisper, "The `whisper` implementation.");
 
 /// Run `call`.
-fn run(state: &SkillState, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
     match call {
         Call::Transcribe(req) => {
             let model = state.cached(&format!("candle/whisper/{target}"), || {
