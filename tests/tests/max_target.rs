@@ -14,7 +14,7 @@
 //! (the first start compiles the graph: ~150 s for MiniLM, ~250 s for the llama fixture on 2
 //! cores; the compile cache is `~/.cache/skillgen/max-cache`, or `SKILLGEN_MAX_CACHE`).
 //! References: the candle CPU path (itself checked against sentence-transformers in
-//! `runtime/tests/bert_candle.rs`) and transformers' greedy tokens recorded by
+//! `tests/tests/minilm.rs`) and transformers' greedy tokens recorded by
 //! `fixtures/make_max_fixtures.py` in `fixtures/max/llama/reference.json`.
 
 use std::path::{Path, PathBuf};
