@@ -253,7 +253,7 @@ fn native_and_refused_attributes() {
     let bert = &files[Path::new("src/encoder/bert.rs")];
     assert!(
         bert.contains(
-            "    candle = \"bert\",\n    max(\"bert\"),\n    native(base_model = encoder, masked_lm = encoder),\n)]"
+            "    candle = \"bert\",\n    max(\"bert\"),\n    native(base_model = encoder, masked_lm = encoder),\n    backends = crate::backends,\n)]"
         ),
         "{bert}"
     );
