@@ -121,6 +121,7 @@ fn init_logging() {
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("SKILLGEN_LOG") {
         tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr)
             .init();
     }
