@@ -211,18 +211,10 @@ impl Backends {
     pub fn check(&self, input: &CheckInput<'_>) -> Result<&dyn Backend, SkipReason> {
         match self.for_target(input.target) {
             None => Err(SkipReason::BackendNotCompiledIn {
-                backend: backend_of(input.target),
+                backend: input.target.backend(),
             }),
             Some(b) => b.check(input).map(|()| b),
         }
-    }
-}
-
-/// The backend kind that runs `target`.
-pub const fn backend_of(target: Target) -> BackendKind {
-    match target {
-        Target::MojoMax => BackendKind::Max,
-        _ => BackendKind::Candle,
     }
 }
 
@@ -235,25 +227,4 @@ pub fn table_check(info: &SkillInfo, task: Task, backend: BackendKind) -> Result
         skillgen_vocab::Support::Refused(reason) => Err(SkipReason::Refused { backend, reason }),
         _ => Err(SkipReason::TaskNotImplemented { backend }),
     }
-}
-
-/// `Ok` when the device `n` of a GPU kind is compiled in and present.
-pub fn device(
-    support: &crate::caps::DeviceSupport,
-    kind: &'static str,
-    feature: &'static str,
-    n: u32,
-) -> Result<(), SkipReason> {
-    if !support.compiled_in {
-        return Err(SkipReason::NotCompiledIn { feature });
-    }
-    if n >= support.devices {
-        return Err(SkipReason::NoDevice {
-            kind,
-            ordinal: n,
-            found: support.devices,
-            detail: support.detail.clone(),
-        });
-    }
-    Ok(())
 }

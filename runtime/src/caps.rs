@@ -8,6 +8,7 @@
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+use crate::decision::SkipReason;
 use crate::env::{EnvSource, vars};
 
 /// The capability report.
@@ -291,66 +292,79 @@ fn cpu_features() -> Vec<String> {
 const NVIDIA_GPUS: &str = "/proc/driver/nvidia/gpus";
 
 impl DeviceSupport {
+    /// `Ok` when device `n` is usable: compiled in (the cargo `feature`) and present.
+    pub fn check(
+        &self,
+        kind: &'static str,
+        feature: &'static str,
+        n: u32,
+    ) -> Result<(), SkipReason> {
+        if !self.compiled_in {
+            return Err(SkipReason::NotCompiledIn { feature });
+        }
+        if n >= self.devices {
+            return Err(SkipReason::NoDevice {
+                kind,
+                ordinal: n,
+                found: self.devices,
+                detail: self.detail.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// CUDA: the NVIDIA GPUs of this machine, usable when a backend built for CUDA says
     /// `compiled_in`.
     pub fn cuda(compiled_in: bool) -> DeviceSupport {
-        detect_cuda(compiled_in)
+        let (devices, found) = match std::fs::read_dir(NVIDIA_GPUS) {
+            Ok(rd) => {
+                let n = rd.filter_map(Result::ok).count();
+                (
+                    u32::try_from(n).unwrap_or(u32::MAX),
+                    format!("{n} NVIDIA GPU(s) under {NVIDIA_GPUS}"),
+                )
+            }
+            Err(_) => (0, format!("no NVIDIA driver ({NVIDIA_GPUS} not readable)")),
+        };
+        let detail = if compiled_in {
+            found
+        } else {
+            format!("not compiled in (build `skills` with the `cuda` feature); {found}")
+        };
+        DeviceSupport {
+            compiled_in,
+            devices,
+            detail,
+        }
     }
 
     /// Metal: the Metal device of this machine, usable when a backend built for Metal says
     /// `compiled_in`.
     pub fn metal(compiled_in: bool) -> DeviceSupport {
-        detect_metal(compiled_in)
-    }
-}
-
-fn detect_cuda(compiled_in: bool) -> DeviceSupport {
-    let (devices, found) = match std::fs::read_dir(NVIDIA_GPUS) {
-        Ok(rd) => {
-            let n = rd.filter_map(Result::ok).count();
+        let (devices, found) = if cfg!(target_os = "macos") {
             (
-                u32::try_from(n).unwrap_or(u32::MAX),
-                format!("{n} NVIDIA GPU(s) under {NVIDIA_GPUS}"),
+                1,
+                "macOS: one Metal device (every Mac a supported macOS runs on has one)".to_owned(),
             )
+        } else {
+            (
+                0,
+                format!(
+                    "Metal is only available on macOS (this is {})",
+                    std::env::consts::OS
+                ),
+            )
+        };
+        let detail = if compiled_in {
+            found
+        } else {
+            format!("not compiled in (build `skills` with the `metal` feature); {found}")
+        };
+        DeviceSupport {
+            compiled_in,
+            devices,
+            detail,
         }
-        Err(_) => (0, format!("no NVIDIA driver ({NVIDIA_GPUS} not readable)")),
-    };
-    let detail = if compiled_in {
-        found
-    } else {
-        format!("not compiled in (build `skills` with the `cuda` feature); {found}")
-    };
-    DeviceSupport {
-        compiled_in,
-        devices,
-        detail,
-    }
-}
-
-fn detect_metal(compiled_in: bool) -> DeviceSupport {
-    let (devices, found) = if cfg!(target_os = "macos") {
-        (
-            1,
-            "macOS: one Metal device (every Mac a supported macOS runs on has one)".to_owned(),
-        )
-    } else {
-        (
-            0,
-            format!(
-                "Metal is only available on macOS (this is {})",
-                std::env::consts::OS
-            ),
-        )
-    };
-    let detail = if compiled_in {
-        found
-    } else {
-        format!("not compiled in (build `skills` with the `metal` feature); {found}")
-    };
-    DeviceSupport {
-        compiled_in,
-        devices,
-        detail,
     }
 }
 

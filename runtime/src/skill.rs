@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use skillgen_vocab::{Capability, Task};
 
-use crate::backend::{Backends, RunContext};
+use crate::backend::{Backend, Backends, Failure, RunContext};
 use crate::caps::Capabilities;
 use crate::dispatch::{self, Dispatch, Resolved, Work};
 use crate::env::{EnvSource, ProcessEnv};
@@ -143,22 +143,33 @@ impl SkillState {
         self.model.cached(key, load)
     }
 
-    /// Validate, plan and run `call` under `env` and `caps` (the `*_with` form of the
-    /// capability methods: tests pass a [`crate::MapEnv`] and a fixed report).
-    pub fn run_with(
+    /// Validate `call`, plan it and execute it: `run` is given the backend of each target
+    /// dispatch tries (see [`dispatch::execute`]).
+    fn dispatch_call<T>(
         &self,
-        call: Call,
+        call: &Call,
         env: &dyn EnvSource,
         caps: &Capabilities,
-    ) -> Result<(Output, Dispatch), SkillError> {
+        mut run: impl FnMut(&dyn Backend, &RunContext<'_>) -> Result<T, Failure>,
+    ) -> Result<(T, Dispatch), SkillError> {
         let capability = call.capability();
         call.validate()
             .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
-        let plan = self.plan_with(capability, env, caps)?;
-        let task = plan.task;
+        let info = self.model.info();
         let names = self.model_names();
+        let plan = dispatch::plan_for_model(
+            info,
+            capability.into(),
+            &self.spec,
+            env,
+            caps,
+            self.strict,
+            &names,
+            self.backends,
+        )?;
+        let task = plan.task;
         dispatch::execute(
-            self.info(),
+            info,
             self.backends,
             &names,
             plan,
@@ -172,9 +183,22 @@ impl SkillState {
                     env,
                     caps,
                 };
-                backend.run(&cx, call.clone())
+                run(backend, &cx)
             },
         )
+    }
+
+    /// Validate, plan and run `call` under `env` and `caps` (the `*_with` form of the
+    /// capability methods: tests pass a [`crate::MapEnv`] and a fixed report).
+    pub fn run_with(
+        &self,
+        call: Call,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<(Output, Dispatch), SkillError> {
+        self.dispatch_call(&call, env, caps, |backend, cx| {
+            backend.run(cx, call.clone())
+        })
     }
 
     /// Streaming `generate` under `env` and `caps`: validate, plan, and start a
@@ -187,35 +211,14 @@ impl SkillState {
         caps: &Capabilities,
     ) -> Result<TokenStream, SkillError> {
         let call = Call::Generate(request);
-        let capability = call.capability();
-        call.validate()
-            .map_err(|detail| SkillError::InvalidRequest { capability, detail })?;
-        let Call::Generate(request) = call else {
+        let Call::Generate(request) = &call else {
             return Err(SkillError::Internal {
                 detail: "not a generate call".to_owned(),
             });
         };
-        let plan = self.plan_with(capability, env, caps)?;
-        let task = plan.task;
-        let names = self.model_names();
-        let (stream, dispatch) = dispatch::execute(
-            self.info(),
-            self.backends,
-            &names,
-            plan,
-            env,
-            caps,
-            |backend, target| {
-                let cx = RunContext {
-                    model: &self.model,
-                    target,
-                    task,
-                    env,
-                    caps,
-                };
-                backend.stream(&cx, request.clone())
-            },
-        )?;
+        let (stream, dispatch) = self.dispatch_call(&call, env, caps, |backend, cx| {
+            backend.stream(cx, request.clone())
+        })?;
         Ok(stream.with_dispatch(dispatch))
     }
 

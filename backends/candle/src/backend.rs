@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use skillgen_runtime::backend::{device, table_check};
+use skillgen_runtime::backend::table_check;
 use skillgen_runtime::caps::DeviceSupport;
 use skillgen_runtime::dispatch::SkipReason;
 use skillgen_runtime::env::EnvSource;
@@ -54,8 +54,8 @@ impl Backend for CandleBackend {
     fn check(&self, input: &CheckInput<'_>) -> Result<(), SkipReason> {
         match input.target {
             Target::Cpu => {}
-            Target::Cuda(n) => device(&input.caps.cuda, "CUDA", "cuda", n)?,
-            Target::Metal(n) => device(&input.caps.metal, "Metal", "metal", n)?,
+            Target::Cuda(n) => input.caps.cuda.check("CUDA", "cuda", n)?,
+            Target::Metal(n) => input.caps.metal.check("Metal", "metal", n)?,
             Target::MojoMax => {
                 return Err(SkipReason::TaskNotImplemented {
                     backend: BackendKind::Candle,

@@ -674,11 +674,6 @@ impl CompletionStream {
         Some(Err(e))
     }
 
-    /// The longest suffix of `pending` that could still grow into a stop string.
-    fn holdback(&self) -> usize {
-        held_back(&self.pending, &self.stops)
-    }
-
     fn finish_with(&mut self, reason: Option<String>) -> Option<Result<CompletionChunk, MaxError>> {
         self.finished = true;
         self.reader = None;
@@ -761,7 +756,8 @@ impl Iterator for CompletionStream {
                 self.pending.truncate(pos);
                 return self.finish_with(Some("stop".to_owned()));
             }
-            let emit = self.pending.len() - self.holdback();
+            // Hold back what could still grow into a stop string.
+            let emit = self.pending.len() - held_back(&self.pending, &self.stops);
             if emit > 0 || reason.is_some() {
                 let rest = self.pending.split_off(emit);
                 let text = std::mem::replace(&mut self.pending, rest);

@@ -40,10 +40,7 @@ pub use pooling::{
 };
 pub use probe::{MAX_PROBE_TIMEOUT, models_url, probe_max_server};
 pub use server::{MaxServer, MaxServerConfig, default_cache_dir, find_max_executable};
-pub use target::{
-    EMBED_BATCH, EMBEDDING_ARCHITECTURES, MaxJob, SKILLGEN_MAX_CACHE, START_TIMEOUT, max_job,
-    started_server,
-};
+pub use target::{EMBED_BATCH, MaxJob, SKILLGEN_MAX_CACHE, START_TIMEOUT, max_job, started_server};
 pub(crate) use target::{run as run_call, served_model};
 
 use std::path::PathBuf;

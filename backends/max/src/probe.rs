@@ -63,18 +63,15 @@ pub fn probe_max_server(url: &str, timeout: Duration) -> MaxServer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::MaxBackend;
     use skillgen_runtime::env::{MapEnv, vars};
-    use skillgen_runtime::{Backend, Capabilities, caps::ReportSource};
+    use skillgen_runtime::{Capabilities, caps::ReportSource};
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::time::Instant;
 
-    /// The core's report completed by the MAX backend's probe, as a `Backends` set does.
+    /// The core's report completed by the MAX backend's probe.
     fn probe(env: &MapEnv) -> Capabilities {
-        let mut caps = Capabilities::probe_core(env);
-        MaxBackend.probe(env, &mut caps);
-        caps
+        crate::backends().probe(env)
     }
 
     #[test]

@@ -36,9 +36,6 @@ use crate::{
 
 pub use skillgen_runtime::MaxJob;
 
-/// MAX architectures whose embeddings this runtime turns into the model's sentence embeddings
-/// (MAX 26.7 returns token sums for them; see [`crate::correct_bert_embeddings`]).
-pub const EMBEDDING_ARCHITECTURES: &[&str] = skillgen_runtime::MAX_EMBEDDING_ARCHITECTURES;
 /// `--max-batch-size` of a server started for embeddings; larger batches are split.
 pub const EMBED_BATCH: usize = 32;
 /// The longest wait for a server started here to answer (it is stopped after that).
