@@ -135,7 +135,9 @@ pub(crate) fn not_implemented(state: &Model, target: Target, task: Task) -> Skil
 /// Lower-level entry points for the parity tests and tooling: the model loaders and their raw
 /// outputs (hidden states, logits, log-mel features), compared with transformers references.
 pub mod parity {
-    pub use crate::decoder::{decoder_incremental_logits, decoder_prefill_logits};
+    pub use crate::decoder::{
+        decoder_all_logits, decoder_incremental_logits, decoder_prefill_logits,
+    };
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};

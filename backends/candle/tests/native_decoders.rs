@@ -585,15 +585,17 @@ fn bad_configs_are_typed_and_rope_theta_is_never_defaulted() {
         ("gemma", "head_dim", serde_json::json!("eight")),
         ("gpt_bigcode", "n_embd", serde_json::Value::Null),
         ("phi3", "num_key_value_heads", serde_json::json!(3)),
-        ("llama", "attention_bias", serde_json::json!(true)),
-        // candle's gemma2 ignores query_pre_attn_scalar (uses head_dim): refused when they differ.
-        ("gemma2", "query_pre_attn_scalar", serde_json::json!(16)),
-        ("qwen3", "use_sliding_window", serde_json::json!(true)),
         (
-            "starcoder2",
-            "tie_word_embeddings",
-            serde_json::json!(false),
+            "mistral",
+            "layer_types",
+            serde_json::json!(["full_attention", "linear_attention"]),
         ),
+        (
+            "gpt_bigcode",
+            "scale_attn_by_inverse_layer_idx",
+            serde_json::json!(true),
+        ),
+        ("stablelm", "qk_layernorm", serde_json::json!(true)),
     ] {
         let tmp = copy_fixture(t);
         edit_json(&tmp.path().join("config.json"), |m| {
@@ -785,7 +787,7 @@ fn tied_lm_head_absent_from_the_file_uses_the_embeddings() {
         let g = generate(&s, ids(&fx.prompts[0]).max_tokens(3)).unwrap();
         assert_eq!(g.token_ids.len(), 3, "{t}");
     }
-    // Tied in the config but a separate lm_head in the file: candle's qwen2 would use the file's.
+    // Tied in the config but a separate lm_head in the file: ambiguous, refused.
     let tmp = copy_fixture("qwen2");
     edit_json(&tmp.path().join("config.json"), |m| {
         m.insert("tie_word_embeddings".into(), true.into());

@@ -1,23 +1,20 @@
-//! Native decoders (see [`crate`]): causal text generation with candle-transformers for
-//! `llama`, `qwen2`, `mistral`, `phi3`, `gemma` and `gpt_bigcode` (task `causal-lm`, the
-//! `generate` capability).
+//! Native decoders (see [`crate`]): causal text generation (task `causal-lm`, the
+//! `generate` capability) with one config-driven decoder ([`model`]) for every model type
+//! [`translate`] knows.
 //!
 //! Loading ([`Decoder::load`]) reads a Hugging Face model directory:
-//! - `config.json`, translated field by field into candle's config of the model type
-//!   ([`config`]): `rope_theta` from `rope_parameters` (transformers v5) or the top level,
-//!   never candle's default; `sliding_window: null`; explicit `head_dim`; gpt_bigcode's config
-//!   built from `n_embd`/`n_layer`/...; unsupported values (rope scaling other than llama3,
-//!   biases candle lacks, ...) are [`SkillError::ConfigField`] errors;
-//! - `model.safetensors` or the shards of `model.safetensors.index.json`, every tensor checked
-//!   against what candle asks for ([`weights`]); a tied `lm_head.weight` absent from the files
-//!   is served by the embedding matrix;
+//! - `config.json`, translated field by field into a [`spec::Spec`] ([`translate`]):
+//!   `rope_theta` from `rope_parameters` (transformers v5) or the top level, never a default;
+//!   unsupported values (rope types, layer types, options without a switch) are
+//!   [`SkillError::ConfigField`] errors;
+//! - `model.safetensors` or the shards of `model.safetensors.index.json`, every tensor taken
+//!   by name and shape, and every tensor in the files used ([`weights`]);
 //! - `generation_config.json` (else `config.json`) `eos_token_id`, an id or a list;
 //! - `tokenizer.json`, optional: needed only for text prompts, text output and stop strings.
 //!
 //! The weights are loaded once per skill state and target and cached
-//! ([`Model::cached`]); every request gets its own model state (a clone of the loaded
-//! model, whose tensors are shared, with an empty KV cache), so concurrent requests never share
-//! a KV cache. Generation is a [`TokenStream`] (an iterator of [`GeneratedToken`]s);
+//! ([`Model::cached`]); every request gets its own KV cache, so concurrent requests never
+//! share one. Generation is a [`TokenStream`] (an iterator of [`GeneratedToken`]s);
 //! `generate` collects it.
 
 use std::path::{Path, PathBuf};
@@ -25,10 +22,6 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{
-    bigcode, gemma, gemma2, helium, llama, mistral, mixtral, olmo, olmo2, phi, phi3, qwen2,
-    qwen2_moe, qwen3, qwen3_moe, stable_lm, starcoder2,
-};
 use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
@@ -38,6 +31,9 @@ use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
 
 mod config;
+pub(crate) mod model;
+pub(crate) mod spec;
+pub mod translate;
 mod weights;
 
 use config::Fields;
@@ -97,6 +93,16 @@ pub fn decoder_prefill_logits(
     decoder(state.model(), target)?.prefill_logits(ids)
 }
 
+/// The logits of every position of `ids` from one forward pass with the decoder of `state` on
+/// `target`. For the parity and conformance tests.
+pub fn decoder_all_logits(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+    ids: &[u32],
+) -> Result<Vec<Vec<f32>>, SkillError> {
+    decoder(state.model(), target)?.all_logits(ids)
+}
+
 /// The logits at every position of `ids`, fed one token at a time through the KV cache of the
 /// decoder of `state` on `target`. For the parity tests.
 pub fn decoder_incremental_logits(
@@ -130,32 +136,6 @@ fn invalid_request(detail: impl Into<String>) -> SkillError {
     }
 }
 
-/// A loaded model, ready to be cloned into a per-request session.
-#[derive(Clone)]
-enum Proto {
-    /// The model and an empty KV cache to clone.
-    Llama(llama::Llama, Box<llama::Cache>),
-    Qwen2(qwen2::ModelForCausalLM),
-    Mistral(mistral::Model),
-    Phi3(phi3::Model),
-    Gemma(gemma::Model),
-    Qwen3(qwen3::ModelForCausalLM),
-    Olmo2(olmo2::Model),
-    Starcoder2(starcoder2::Model),
-    Gemma2(gemma2::Model),
-    Olmo(olmo::Model),
-    Phi(phi::Model),
-    Mixtral(mixtral::Model),
-    Qwen2Moe(qwen2_moe::Model),
-    Qwen3Moe(qwen3_moe::ModelForCausalLM),
-    Helium(helium::Model),
-    SmolLm3(candle_transformers::models::smol::smollm3::ModelForCausalLM),
-    /// candle's stable_lm `Model` is not `Clone`: rebuilt per request from the shared tensors.
-    StableLm(Box<stable_lm::Config>),
-    /// candle's `GPTBigCode` is not `Clone`: rebuilt per request from the shared tensors.
-    BigCode(config::BigCode),
-}
-
 // A stream may move to another thread.
 const _: fn() = || {
     fn send<T: Send>() {}
@@ -165,8 +145,7 @@ const _: fn() = || {
 /// A decoder model loaded from a model directory on one candle device.
 pub struct Decoder {
     model_type: String,
-    proto: Proto,
-    weights: Weights,
+    model: model::Model,
     dtype: DType,
     device: Device,
     vocab_size: usize,
@@ -218,149 +197,12 @@ impl Decoder {
             path: &config_path,
             map: &map,
         };
+        let (spec, names) = translate::translate(model_type, &f)?;
         let mut weights = Weights::read(dir, device)?;
-        let embed = if model_type == "gpt_bigcode" {
-            "transformer.wte.weight"
-        } else {
-            "model.embed_tokens.weight"
-        };
-        let dtype = pick_dtype(&weights, embed, device);
+        let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
-        let (proto, vocab_size, max_positions) = match model_type {
-            "llama" => {
-                // candle's llama ties lm_head itself when the config says so.
-                let c = config::llama(&f)?;
-                let m = weights.build(dtype, device, |vb| llama::Llama::load(vb, &c))?;
-                // An empty cache (rope tables computed once; each request clones it).
-                let cache = llama::Cache::new(true, dtype, &c, device)
-                    .map_err(candle_err("creating the llama KV cache"))?;
-                let (v, p) = (c.vocab_size, c.max_position_embeddings);
-                (Proto::Llama(m, Box::new(cache)), v, p)
-            }
-            "qwen2" => {
-                let c = config::qwen2(&f)?;
-                // candle uses `lm_head.weight` when present, else the embeddings. When the
-                // config ties them, transformers ignores a stored lm_head: do the same.
-                if c.tie_word_embeddings && weights.has("lm_head.weight") {
-                    return Err(f.err(
-                        "tie_word_embeddings",
-                        "`true`, but the weights hold a separate lm_head.weight; candle's qwen2 would use it",
-                    ));
-                }
-                // ... and silently ties when it is absent: untied needs the tensor.
-                if !c.tie_word_embeddings && !weights.has("lm_head.weight") {
-                    return Err(SkillError::TensorMissing {
-                        path: weights.path.clone(),
-                        tensor: "lm_head.weight".to_owned(),
-                    });
-                }
-                let m = weights.build(dtype, device, |vb| qwen2::ModelForCausalLM::new(&c, vb))?;
-                (Proto::Qwen2(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "mistral" => {
-                let c = config::mistral(&f)?;
-                if f.map.get("tie_word_embeddings").and_then(|v| v.as_bool()) == Some(true) {
-                    weights.tie("lm_head.weight", embed);
-                }
-                let m = weights.build(dtype, device, |vb| mistral::Model::new(&c, vb))?;
-                (Proto::Mistral(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "phi3" => {
-                let c = config::phi3(&f)?;
-                let m = weights.build(dtype, device, |vb| phi3::Model::new(&c, vb))?;
-                (Proto::Phi3(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "gemma" => {
-                let c = config::gemma(&f)?;
-                let m = weights.build(dtype, device, |vb| gemma::Model::new(false, &c, vb))?;
-                (Proto::Gemma(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "qwen3" => {
-                let c = config::qwen3(&f)?;
-                let m = weights.build(dtype, device, |vb| qwen3::ModelForCausalLM::new(&c, vb))?;
-                (Proto::Qwen3(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "olmo2" => {
-                let c = config::olmo2(&f)?;
-                let m = weights.build(dtype, device, |vb| olmo2::Model::new(&c, vb))?;
-                (Proto::Olmo2(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "starcoder2" => {
-                let c = config::starcoder2(&f)?;
-                let m = weights.build(dtype, device, |vb| starcoder2::Model::new(&c, vb))?;
-                let fields = (
-                    f.positive("vocab_size")?,
-                    f.positive("max_position_embeddings")?,
-                );
-                (Proto::Starcoder2(m), fields.0, fields.1)
-            }
-            "gemma2" => {
-                let (c, context) = config::gemma2(&f)?;
-                let m = weights.build(dtype, device, |vb| gemma2::Model::new(false, &c, vb))?;
-                (Proto::Gemma2(m), c.vocab_size, context)
-            }
-            "olmo" => {
-                let c = config::olmo(&f)?;
-                let m = weights.build(dtype, device, |vb| olmo::Model::new(&c, vb))?;
-                (Proto::Olmo(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "phi" => {
-                let c = config::phi(&f)?;
-                let m = weights.build(dtype, device, |vb| phi::Model::new(&c, vb))?;
-                let fields = (
-                    f.positive("vocab_size")?,
-                    f.positive("max_position_embeddings")?,
-                );
-                (Proto::Phi(m), fields.0, fields.1)
-            }
-            "mixtral" => {
-                let (c, v, p) = config::mixtral(&f)?;
-                let m = weights.build(dtype, device, |vb| mixtral::Model::new(&c, vb))?;
-                (Proto::Mixtral(m), v, p)
-            }
-            "qwen2_moe" => {
-                let c = config::qwen2_moe(&f)?;
-                let m = weights.build(dtype, device, |vb| qwen2_moe::Model::new(&c, vb))?;
-                (Proto::Qwen2Moe(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "qwen3_moe" => {
-                let c = config::qwen3_moe(&f)?;
-                let m =
-                    weights.build(dtype, device, |vb| qwen3_moe::ModelForCausalLM::new(&c, vb))?;
-                (Proto::Qwen3Moe(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "helium" => {
-                let c = config::helium(&f)?;
-                let m = weights.build(dtype, device, |vb| helium::Model::new(&c, vb))?;
-                (Proto::Helium(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "smollm3" => {
-                let c = config::smollm3(&f)?;
-                let m = weights.build(dtype, device, |vb| {
-                    candle_transformers::models::smol::smollm3::ModelForCausalLM::new(&c, vb)
-                })?;
-                (Proto::SmolLm3(m), c.vocab_size, c.max_position_embeddings)
-            }
-            "stablelm" => {
-                let (c, v, p) = config::stablelm(&f)?;
-                weights.build(dtype, device, |vb| stable_lm::Model::new(&c, vb).map(drop))?;
-                (Proto::StableLm(Box::new(c)), v, p)
-            }
-            "gpt_bigcode" => {
-                let c = config::gpt_bigcode(&f)?;
-                weights.build(dtype, device, |vb| {
-                    bigcode::GPTBigCode::load(vb, c.to_candle()).map(drop)
-                })?;
-                let v = c.to_candle().vocab_size;
-                (Proto::BigCode(c), v, c.max_positions())
-            }
-            other => {
-                return Err(SkillError::Backend {
-                    backend: BackendKind::Candle,
-                    detail: format!("model type `{other}` is not a candle decoder here"),
-                });
-            }
-        };
+        let model = model::Model::load(spec, &names, &mut weights)?;
+        let (vocab_size, max_positions) = (model.vocab(), model.max_positions());
         let eos = config::eos_ids(dir, &f)?;
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.is_file() {
@@ -376,8 +218,7 @@ impl Decoder {
         };
         Ok(Self {
             model_type: model_type.to_owned(),
-            proto,
-            weights,
+            model,
             dtype,
             device: device.clone(),
             vocab_size,
@@ -388,37 +229,9 @@ impl Decoder {
         })
     }
 
-    /// A fresh model state with an empty KV cache.
+    /// A fresh KV cache.
     fn session(&self) -> Result<Session, SkillError> {
-        Ok(match &self.proto {
-            Proto::Llama(m, cache) => Session::Llama(m.clone(), cache.clone()),
-            Proto::Qwen2(m) => Session::Qwen2(m.clone()),
-            Proto::Mistral(m) => Session::Mistral(m.clone()),
-            Proto::Phi3(m) => Session::Phi3(m.clone()),
-            Proto::Gemma(m) => Session::Gemma(m.clone()),
-            Proto::Qwen3(m) => Session::Qwen3(m.clone()),
-            Proto::Olmo2(m) => Session::Olmo2(m.clone()),
-            Proto::Starcoder2(m) => Session::Starcoder2(m.clone()),
-            Proto::Gemma2(m) => Session::Gemma2(m.clone()),
-            Proto::Olmo(m) => Session::Olmo(m.clone()),
-            Proto::Phi(m) => Session::Phi(m.clone()),
-            Proto::Mixtral(m) => Session::Mixtral(m.clone()),
-            Proto::Qwen2Moe(m) => Session::Qwen2Moe(m.clone()),
-            Proto::Qwen3Moe(m) => Session::Qwen3Moe(m.clone()),
-            Proto::Helium(m) => Session::Helium(m.clone()),
-            Proto::SmolLm3(m) => Session::SmolLm3(m.clone()),
-            Proto::StableLm(c) => Session::StableLm(Box::new(
-                stable_lm::Model::new(c, self.weights.var_builder(self.dtype, &self.device))
-                    .map_err(candle_err("building stable_lm"))?,
-            )),
-            Proto::BigCode(c) => Session::BigCode(Box::new(
-                bigcode::GPTBigCode::load(
-                    self.weights.var_builder(self.dtype, &self.device),
-                    c.to_candle(),
-                )
-                .map_err(candle_err("building gpt_bigcode"))?,
-            )),
-        })
+        Ok(model::Cache::default())
     }
 
     fn tokenizer(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
@@ -482,37 +295,20 @@ impl Decoder {
 
     /// One forward pass of `ids` at position `pos`: the last position's logits, f32, `(vocab,)`.
     fn forward(&self, s: &mut Session, ids: &[u32], pos: usize) -> Result<Tensor, SkillError> {
-        let input = Tensor::new(ids, &self.device)
-            .and_then(|t| t.unsqueeze(0))
-            .map_err(candle_err("building the input tensor"))?;
-        let logits = match s {
-            Session::Llama(m, cache) => m.forward(&input, pos, cache),
-            Session::Qwen2(m) => m.forward(&input, pos),
-            Session::Mistral(m) => m.forward(&input, pos),
-            Session::Phi3(m) => m.forward(&input, pos),
-            Session::Gemma(m) => m.forward(&input, pos),
-            Session::Qwen3(m) => m.forward(&input, pos),
-            Session::Olmo2(m) => m.forward(&input, pos),
-            Session::Starcoder2(m) => m.forward(&input, pos),
-            Session::Gemma2(m) => m.forward(&input, pos),
-            Session::Olmo(m) => m.forward(&input, pos),
-            // candle's phi tracks the position in its KV cache.
-            Session::Phi(m) => m.forward(&input),
-            Session::StableLm(m) => m.forward(&input, pos),
-            Session::Mixtral(m) => m.forward(&input, pos),
-            Session::Qwen2Moe(m) => m.forward(&input, pos),
-            Session::Qwen3Moe(m) => m.forward(&input, pos),
-            Session::Helium(m) => m.forward(&input, pos),
-            Session::SmolLm3(m) => m.forward(&input, pos),
-            Session::BigCode(m) => m.forward(&input, pos),
-        }
-        .map_err(|e| SkillError::Backend {
-            backend: BackendKind::Candle,
-            detail: format!("{} forward pass: {e}", self.model_type),
-        })?;
-        logits
+        self.model
+            .forward(ids, pos, s, false)?
             .flatten_all()
-            .and_then(|t| t.to_dtype(DType::F32))
+            .map_err(candle_err("reading logits"))
+    }
+
+    /// The logits of every position of `ids` from one forward pass (a fresh KV cache):
+    /// `[positions][vocab]`.
+    pub fn all_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.check_ids(ids)?;
+        let mut s = self.session()?;
+        self.model
+            .forward(ids, 0, &mut s, true)?
+            .to_vec2()
             .map_err(candle_err("reading logits"))
     }
 
@@ -571,27 +367,8 @@ impl Decoder {
     }
 }
 
-/// A per-request model state: the model with its own KV cache.
-enum Session {
-    Llama(llama::Llama, Box<llama::Cache>),
-    Qwen2(qwen2::ModelForCausalLM),
-    Mistral(mistral::Model),
-    Phi3(phi3::Model),
-    Gemma(gemma::Model),
-    Qwen3(qwen3::ModelForCausalLM),
-    Olmo2(olmo2::Model),
-    Starcoder2(starcoder2::Model),
-    Gemma2(gemma2::Model),
-    Olmo(olmo::Model),
-    Phi(phi::Model),
-    Mixtral(mixtral::Model),
-    Qwen2Moe(qwen2_moe::Model),
-    Qwen3Moe(qwen3_moe::ModelForCausalLM),
-    Helium(helium::Model),
-    SmolLm3(candle_transformers::models::smol::smollm3::ModelForCausalLM),
-    StableLm(Box<stable_lm::Model>),
-    BigCode(Box<bigcode::GPTBigCode>),
-}
+/// A per-request model state: its own KV cache.
+type Session = model::Cache;
 
 /// The decoder's side of a streaming generation (see [`TokenStream`], which cuts stop strings
 /// and holds back text): its own KV cache, the sampler and the tokens so far.

@@ -1,19 +1,12 @@
-//! Reading `model.safetensors` (or the shards of `model.safetensors.index.json`) and checking
-//! every tensor candle will ask for — name, float dtype, shape — before candle sees it.
-//!
-//! What candle asks for is learned by a dry run: the candle model is built once over a
-//! recording [`SimpleBackend`] that answers every request with a stride-0 zero tensor (no
-//! allocation) and writes down the name and shape. Those requests are then compared with the
-//! safetensors headers, so a missing or misshaped tensor is a typed error naming the file and
-//! the tensor (candle's llama would otherwise panic on a missing tensor).
+//! Reading `model.safetensors` (or the shards of `model.safetensors.index.json`). The decoder
+//! takes each tensor by name and expected shape ([`Weights::take`]: a missing or misshaped
+//! tensor is a typed error naming the file and the tensor), and a tensor nobody took is an
+//! error too ([`Weights::finish`]): it is a part of the checkpoint the decoder would ignore.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::VarBuilder;
-use candle_nn::var_builder::SimpleBackend;
+use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use skillgen_runtime::SkillError;
@@ -26,15 +19,17 @@ struct Entry {
     dtype: safetensors::Dtype,
 }
 
-/// The loaded tensors of a model directory, checked against a dry run.
+/// The loaded tensors of a model directory; the model takes them one by one, by name and
+/// expected shape, and every tensor in the files must be taken.
 #[derive(Debug)]
 pub(super) struct Weights {
     tensors: HashMap<String, Tensor>,
     entries: BTreeMap<String, Entry>,
-    /// `lm_head.weight`-style names served by another tensor (tied embeddings).
-    aliases: BTreeMap<String, String>,
+    used: HashSet<String>,
     /// The main weights path (for messages).
     pub(super) path: PathBuf,
+    device: Device,
+    dtype: DType,
 }
 
 fn invalid(path: &Path, detail: impl Into<String>) -> SkillError {
@@ -105,44 +100,12 @@ fn weight_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), SkillError> {
     Ok((index, files))
 }
 
-/// Tensor requests: name and shape (`None` for an unchecked get).
-type Asked = Arc<Mutex<Vec<(String, Option<Vec<usize>>)>>>;
-
-/// Records what a model constructor asks for; answers with stride-0 zeros.
-struct Recorder {
-    present: HashSet<String>,
-    asked: Asked,
-}
-
-impl Recorder {
-    fn note(&self, name: &str, shape: Option<Vec<usize>>) {
-        if let Ok(mut a) = self.asked.lock() {
-            a.push((name.to_owned(), shape));
-        }
-    }
-}
-
-impl SimpleBackend for Recorder {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _h: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
-        self.note(name, Some(s.dims().to_vec()));
-        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
-    }
-
-    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        self.note(name, None);
-        Tensor::zeros((), dtype, dev)
-    }
-
-    fn contains_tensor(&self, name: &str) -> bool {
-        self.present.contains(name)
-    }
+/// Buffers transformers saves that carry no weights (recomputed by every implementation).
+fn is_buffer(name: &str) -> bool {
+    name.ends_with("rotary_emb.inv_freq")
+        || name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with("position_ids")
 }
 
 impl Weights {
@@ -172,8 +135,10 @@ impl Weights {
         Ok(Self {
             tensors,
             entries,
-            aliases: BTreeMap::new(),
+            used: HashSet::new(),
             path,
+            device: device.clone(),
+            dtype: DType::F32,
         })
     }
 
@@ -186,7 +151,18 @@ impl Weights {
                 })?;
             }
         }
+        self.dtype = dtype;
         Ok(())
+    }
+
+    /// The device the tensors are on.
+    pub(super) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype the model runs in.
+    pub(super) fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Whether the files hold `name`.
@@ -194,11 +170,9 @@ impl Weights {
         self.entries.contains_key(name)
     }
 
-    /// Serve `alias` with tensor `target` (a tied `lm_head.weight`), when `alias` is absent.
-    pub(super) fn tie(&mut self, alias: &str, target: &str) {
-        if !self.has(alias) {
-            self.aliases.insert(alias.to_owned(), target.to_owned());
-        }
+    /// The shape of `name` in the files.
+    pub(super) fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
     /// The dtype of `name` in the file, if present.
@@ -206,65 +180,59 @@ impl Weights {
         self.entries.get(name).map(|e| e.dtype)
     }
 
-    /// Build a candle model with `build` after checking every tensor it asks for.
-    pub(super) fn build<T>(
-        &self,
-        dtype: DType,
-        device: &Device,
-        build: impl Fn(VarBuilder<'static>) -> candle_core::Result<T>,
-    ) -> Result<T, SkillError> {
-        let asked: Asked = Arc::default();
-        let mut present: HashSet<String> = self.entries.keys().cloned().collect();
-        present.extend(self.aliases.keys().cloned());
-        let recorder = Recorder {
-            present,
-            asked: Arc::clone(&asked),
+    /// Tensor `name`, which must exist with a float dtype and shape `shape`.
+    pub(super) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, SkillError> {
+        let Some(entry) = self.entries.get(name) else {
+            return Err(SkillError::TensorMissing {
+                path: self.path.clone(),
+                tensor: name.to_owned(),
+            });
         };
-        let vb = VarBuilder::from_backend(Box::new(recorder), dtype, device.clone());
-        // A failure here comes from the config (the recorder never fails on a name or shape).
-        build(vb).map_err(|e| invalid(&self.path, format!("building the candle model: {e}")))?;
-        let asked = asked.lock().map(|a| a.clone()).unwrap_or_default();
-        for (name, shape) in asked {
-            let real = self.aliases.get(&name).unwrap_or(&name);
-            let Some(entry) = self.entries.get(real) else {
-                return Err(SkillError::TensorMissing {
-                    path: self.path.clone(),
-                    tensor: name,
-                });
-            };
-            use safetensors::Dtype;
-            if !matches!(
-                entry.dtype,
-                Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
-            ) {
-                return Err(SkillError::TensorInvalid {
-                    path: entry.file.clone(),
-                    tensor: real.clone(),
-                    detail: format!("has dtype {:?}, expected a float dtype", entry.dtype),
-                });
-            }
-            if let Some(shape) = shape
-                && shape != entry.shape
-            {
-                return Err(SkillError::TensorInvalid {
-                    path: entry.file.clone(),
-                    tensor: real.clone(),
-                    detail: format!("has shape {:?}, config.json implies {shape:?}", entry.shape),
-                });
-            }
+        use safetensors::Dtype;
+        if !matches!(
+            entry.dtype,
+            Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64
+        ) {
+            return Err(SkillError::TensorInvalid {
+                path: entry.file.clone(),
+                tensor: name.to_owned(),
+                detail: format!("has dtype {:?}, expected a float dtype", entry.dtype),
+            });
         }
-        build(self.var_builder(dtype, device))
-            .map_err(|e| invalid(&self.path, format!("loading into candle: {e}")))
+        if entry.shape != shape {
+            return Err(SkillError::TensorInvalid {
+                path: entry.file.clone(),
+                tensor: name.to_owned(),
+                detail: format!("has shape {:?}, config.json implies {shape:?}", entry.shape),
+            });
+        }
+        let t = self
+            .tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SkillError::TensorMissing {
+                path: self.path.clone(),
+                tensor: name.to_owned(),
+            })?;
+        self.used.insert(name.to_owned());
+        Ok(t)
     }
 
-    /// A var builder over the loaded tensors (aliases included); cheap (tensors are shared).
-    pub(super) fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        let mut map = self.tensors.clone();
-        for (alias, target) in &self.aliases {
-            if let Some(t) = self.tensors.get(target) {
-                map.insert(alias.clone(), t.clone());
-            }
+    /// Every tensor in the files was used: one the decoder did not ask for means the
+    /// checkpoint has a part the decoder does not compute, so it is refused rather than run
+    /// without it.
+    pub(super) fn finish(&self) -> Result<(), SkillError> {
+        if let Some((name, e)) = self
+            .entries
+            .iter()
+            .find(|(n, _)| !self.used.contains(*n) && !is_buffer(n))
+        {
+            return Err(SkillError::TensorInvalid {
+                path: e.file.clone(),
+                tensor: name.clone(),
+                detail: "is not used by the decoder: the checkpoint has a part this model type's translation does not compute (refused rather than run without it)".to_owned(),
+            });
         }
-        VarBuilder::from_tensors(map, dtype, device)
+        Ok(())
     }
 }

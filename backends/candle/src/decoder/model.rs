@@ -1,0 +1,1324 @@
+//! The config-driven decoder: one implementation of the causal LMs transformers has, switched
+//! by a [`Spec`] and loaded through [`Names`] (candle tensors and ops, our own model code).
+//!
+//! Shapes: a sequence is `[positions, hidden]` (one request at a time); attention works on
+//! `[heads, positions, head_dim]`, with grouped-query heads folded into their KV group so
+//! keys and values are never repeated.
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::Linear;
+
+use skillgen_runtime::SkillError;
+
+use super::spec::{Absolute, Act, FusedQkv, Mla, Moe, Names, NormKind, Rope, Routing, Spec};
+use super::weights::Weights;
+
+type R<T> = Result<T, SkillError>;
+
+fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+    move |e| SkillError::Backend {
+        backend: skillgen_runtime::BackendKind::Candle,
+        detail: format!("decoder {context}: {e}"),
+    }
+}
+
+/// A normalisation with its parameters.
+#[derive(Debug, Clone)]
+struct Norm {
+    w: Tensor,
+    b: Option<Tensor>,
+    eps: f32,
+    rms: bool,
+}
+
+impl Norm {
+    fn load(w: &mut Weights, name: &str, kind: NormKind, dims: &[usize]) -> R<Self> {
+        let dev = w.device().clone();
+        let dtype = w.dtype();
+        Ok(match kind {
+            NormKind::Rms { eps, plus_one } => {
+                let mut t = w.take(&format!("{name}.weight"), dims)?;
+                if plus_one {
+                    t = (t + 1.0).map_err(ce("norm weight"))?;
+                }
+                Self {
+                    w: t,
+                    b: None,
+                    eps: eps as f32,
+                    rms: true,
+                }
+            }
+            NormKind::Layer { eps, bias } => Self {
+                w: w.take(&format!("{name}.weight"), dims)?,
+                b: if bias {
+                    Some(w.take(&format!("{name}.bias"), dims)?)
+                } else {
+                    None
+                },
+                eps: eps as f32,
+                rms: false,
+            },
+            NormKind::LayerNoAffine { eps } => Self {
+                w: Tensor::ones(dims, dtype, &dev).map_err(ce("norm"))?,
+                b: None,
+                eps: eps as f32,
+                rms: false,
+            },
+        })
+    }
+
+    /// Normalise over the last dimension; the weight broadcasts over the leading ones.
+    fn forward(&self, x: &Tensor) -> R<Tensor> {
+        let f = || -> candle_core::Result<Tensor> {
+            let x = x.contiguous()?;
+            let last = x.dim(D::Minus1)?;
+            if self.w.rank() == 1 && self.w.dim(0)? == last {
+                return match (&self.b, self.rms) {
+                    (_, true) => candle_nn::ops::rms_norm(&x, &self.w, self.eps),
+                    (Some(b), false) => candle_nn::ops::layer_norm(&x, &self.w, b, self.eps),
+                    (None, false) => {
+                        let zeros = self.w.zeros_like()?;
+                        candle_nn::ops::layer_norm(&x, &self.w, &zeros, self.eps)
+                    }
+                };
+            }
+            // A `[heads, head_dim]` weight (Cohere's per-head q/k norm): normalise with unit
+            // parameters, then scale.
+            let ones = Tensor::ones(last, x.dtype(), x.device())?;
+            let y = if self.rms {
+                candle_nn::ops::rms_norm(&x, &ones, self.eps)?
+            } else {
+                candle_nn::ops::layer_norm(&x, &ones, &ones.zeros_like()?, self.eps)?
+            };
+            let y = y.broadcast_mul(&self.w)?;
+            match &self.b {
+                Some(b) => y.broadcast_add(b),
+                None => Ok(y),
+            }
+        };
+        f().map_err(ce("norm"))
+    }
+}
+
+fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
+    match a {
+        Act::Silu => x.silu(),
+        Act::Gelu => x.gelu_erf(),
+        Act::GeluTanh => x.gelu(),
+        Act::Relu => x.relu(),
+        Act::Relu2 => x.relu()?.sqr(),
+    }
+}
+
+/// Load `[out, in]` (or a `Conv1D` `[in, out]`) weight and optional bias.
+fn linear(
+    w: &mut Weights,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+    conv1d: bool,
+) -> R<Linear> {
+    let weight = if conv1d {
+        w.take(&format!("{name}.weight"), &[inp, out])?
+            .t()
+            .and_then(|t| t.contiguous())
+            .map_err(ce("transposing a Conv1D weight"))?
+    } else {
+        w.take(&format!("{name}.weight"), &[out, inp])?
+    };
+    let b = if bias {
+        Some(w.take(&format!("{name}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, b))
+}
+
+fn cat_rows(parts: &[&Tensor]) -> R<Tensor> {
+    Tensor::cat(parts, 0).map_err(ce("fusing projections"))
+}
+
+/// Rotary tables of one layer kind.
+#[derive(Debug, Clone)]
+struct RopeTable {
+    cos: Tensor,
+    sin: Tensor,
+    dims: usize,
+    interleaved: bool,
+}
+
+impl RopeTable {
+    fn new(r: &Rope, max: usize, dtype: DType, dev: &Device) -> R<Self> {
+        let half = r.dims / 2;
+        let mut inv: Vec<f64> = (0..half)
+            .map(|i| 1.0 / r.theta.powf((2 * i) as f64 / r.dims as f64))
+            .collect();
+        if let Some((factor, low, high, orig)) = r.llama3 {
+            let low_wavelen = orig / low;
+            let high_wavelen = orig / high;
+            for f in &mut inv {
+                let wavelen = 2.0 * std::f64::consts::PI / *f;
+                if wavelen > low_wavelen {
+                    *f /= factor;
+                } else if wavelen >= high_wavelen {
+                    let smooth = (orig / wavelen - low) / (high - low);
+                    *f = (1.0 - smooth) * *f / factor + smooth * *f;
+                }
+            }
+        }
+        // Computed like transformers: f32 inverse frequencies times f32 positions.
+        let inv: Vec<f32> = inv.iter().map(|&x| x as f32).collect();
+        let scale = r.linear.unwrap_or(1.0) as f32;
+        let mut cos = Vec::with_capacity(max * half);
+        let mut sin = Vec::with_capacity(max * half);
+        for p in 0..max {
+            let p = p as f32 / scale;
+            for f in &inv {
+                let a = p * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        let t = |v: Vec<f32>| {
+            Tensor::from_vec(v, (max, half), dev)
+                .and_then(|t| t.to_dtype(dtype))
+                .map_err(ce("rope table"))
+        };
+        Ok(Self {
+            cos: t(cos)?,
+            sin: t(sin)?,
+            dims: r.dims,
+            interleaved: r.interleaved,
+        })
+    }
+
+    /// Rotate `x` `[heads, s, head_dim]` for positions `pos..pos + s`.
+    fn apply(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        let (_, s, d) = x.dims3()?;
+        let cos = self.cos.narrow(0, pos, s)?;
+        let sin = self.sin.narrow(0, pos, s)?;
+        let rot = |t: &Tensor| -> candle_core::Result<Tensor> {
+            let t = t.contiguous()?.unsqueeze(0)?;
+            let y = if self.interleaved {
+                candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?
+            } else {
+                candle_nn::rotary_emb::rope(&t, &cos, &sin)?
+            };
+            y.squeeze(0)
+        };
+        if self.dims == d {
+            return rot(x);
+        }
+        let a = rot(&x.narrow(D::Minus1, 0, self.dims)?)?;
+        let b = x.narrow(D::Minus1, self.dims, d - self.dims)?;
+        Tensor::cat(&[&a, &b], D::Minus1)
+    }
+}
+
+/// How q, k and v are computed.
+#[derive(Debug, Clone)]
+enum Proj {
+    /// One `[q; k; v]` projection.
+    Fused(Linear),
+    /// DeepSeek latent attention.
+    Mla(Box<MlaProj>),
+}
+
+#[derive(Debug, Clone)]
+struct MlaProj {
+    spec: Mla,
+    q_a: Option<(Linear, Norm)>,
+    q_b: Linear,
+    kv_a: Linear,
+    kv_norm: Norm,
+    kv_b: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    proj: Proj,
+    o: Linear,
+    q_norm: Option<(Norm, bool)>,
+    k_norm: Option<Norm>,
+    sinks: Option<Tensor>,
+}
+
+#[derive(Debug, Clone)]
+enum Ffn {
+    Dense(Dense),
+    Moe(Box<MoeFfn>),
+}
+
+#[derive(Debug, Clone)]
+struct Dense {
+    /// `[gate; up]` when gated, else `up`.
+    up: Linear,
+    down: Linear,
+    gated: bool,
+    act: Act,
+    width: usize,
+}
+
+impl Dense {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.up.forward(x)?;
+        let h = if self.gated {
+            let g = h.narrow(D::Minus1, 0, self.width)?;
+            let u = h.narrow(D::Minus1, self.width, self.width)?;
+            (act(self.act, &g)? * u)?
+        } else {
+            act(self.act, &h)?
+        };
+        self.down.forward(&h)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MoeFfn {
+    spec: Moe,
+    router: Linear,
+    e_bias: Option<Vec<f32>>,
+    experts: Vec<Dense>,
+    shared: Option<Dense>,
+    shared_gate: Option<Linear>,
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    attn: Attention,
+    ffn: Ffn,
+    attn_in: Option<Norm>,
+    attn_out: Option<Norm>,
+    ffn_in: Option<Norm>,
+    ffn_out: Option<Norm>,
+}
+
+/// Keys and values of one layer so far: `[kv_heads, positions, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub(super) struct LayerCache {
+    kv: Option<(Tensor, Tensor)>,
+}
+
+/// A per-request KV cache.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Cache {
+    layers: Vec<LayerCache>,
+}
+
+/// A loaded decoder.
+#[derive(Debug, Clone)]
+pub(super) struct Model {
+    spec: Spec,
+    embed: Tensor,
+    positions: Option<Tensor>,
+    embed_norm: Option<Norm>,
+    layers: Vec<Layer>,
+    final_norm: Option<Norm>,
+    head: Linear,
+    ropes: Vec<RopeTable>,
+    /// ALiBi slopes `[heads, 1, 1]`.
+    alibi: Option<Tensor>,
+    device: Device,
+}
+
+/// ALiBi slopes for `n` heads (as BLOOM/MPT/Falcon compute them).
+fn alibi_slopes(n: usize) -> Vec<f32> {
+    let closest = 1usize << (usize::BITS - 1 - n.leading_zeros());
+    let base = 2f64.powf(-(2f64.powf(-((closest as f64).log2() - 3.0))));
+    let mut s: Vec<f32> = (1..=closest).map(|i| base.powi(i as i32) as f32).collect();
+    if closest != n {
+        let extra_base = 2f64.powf(-(2f64.powf(-((2 * closest) as f64).log2() + 3.0)));
+        let rest = n - closest;
+        s.extend(
+            (0..rest)
+                .map(|i| extra_base.powi((1 + 2 * i) as i32) as f32)
+                .collect::<Vec<_>>(),
+        );
+    }
+    s
+}
+
+impl Model {
+    /// Build the model of `spec` from `w`, every tensor checked by name and shape.
+    pub(super) fn load(spec: Spec, names: &Names, w: &mut Weights) -> R<Self> {
+        let dev = w.device().clone();
+        let dtype = w.dtype();
+        let s = &spec;
+        let hd = s.hidden;
+        let embed = w.take(&format!("{}.weight", names.embed), &[s.vocab, hd])?;
+        let positions = match s.absolute {
+            Some(Absolute::Learned { offset }) => Some(w.take(
+                &format!("{}.weight", names.positions),
+                &[s.max_positions + offset, hd],
+            )?),
+            _ => None,
+        };
+        let embed_norm = if s.embed_norm {
+            Some(Norm::load(w, &names.embed_norm, s.norm, &[hd])?)
+        } else {
+            None
+        };
+        let mut layers = Vec::with_capacity(s.layers.len());
+        for (i, ls) in s.layers.iter().enumerate() {
+            let p = names.layer(i);
+            let n = |x: &String| format!("{p}.{x}");
+            let attn = Self::load_attention(s, names, w, &p)?;
+            let ffn = if ls.moe {
+                let moe = s.moe.clone().ok_or_else(|| SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: "a MoE layer without a MoE spec".into(),
+                })?;
+                Ffn::Moe(Box::new(Self::load_moe(moe, names, w, &p, hd)?))
+            } else {
+                Ffn::Dense(Self::load_dense(
+                    w,
+                    names,
+                    &p,
+                    hd,
+                    s.mlp.intermediate,
+                    s.mlp.gated,
+                    s.mlp.act,
+                    s.mlp.bias,
+                )?)
+            };
+            let mut norm = |slot: &Option<String>| -> R<Option<Norm>> {
+                match slot {
+                    Some(x) => Ok(Some(Norm::load(w, &n(x), s.norm, &[hd])?)),
+                    None => Ok(None),
+                }
+            };
+            layers.push(Layer {
+                attn,
+                ffn,
+                attn_in: norm(&names.attn_in)?,
+                attn_out: norm(&names.attn_out)?,
+                ffn_in: norm(&names.ffn_in)?,
+                ffn_out: norm(&names.ffn_out)?,
+            });
+        }
+        let final_norm = if s.final_norm {
+            Some(Norm::load(w, &names.final_norm, s.norm, &[hd])?)
+        } else {
+            None
+        };
+        let head_w = if s.tie {
+            if w.has(&format!("{}.weight", names.head)) {
+                // transformers would tie and ignore the stored head: refuse the ambiguity.
+                return Err(SkillError::ConfigField {
+                    path: w.path.with_file_name("config.json"),
+                    field: "tie_word_embeddings".into(),
+                    detail: format!(
+                        "`true`, but the weights hold a separate {}.weight",
+                        names.head
+                    ),
+                });
+            }
+            embed.clone()
+        } else {
+            w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
+        };
+        let head_b = if s.head_bias {
+            Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
+        } else {
+            None
+        };
+        let ropes = s
+            .ropes
+            .iter()
+            .map(|r| RopeTable::new(r, s.max_positions, dtype, &dev))
+            .collect::<R<Vec<_>>>()?;
+        let alibi = match s.absolute {
+            Some(Absolute::Alibi) => Some(
+                Tensor::from_vec(alibi_slopes(s.heads), (s.heads, 1, 1), &dev)
+                    .and_then(|t| t.to_dtype(dtype))
+                    .map_err(ce("alibi"))?,
+            ),
+            _ => None,
+        };
+        w.finish()?;
+        Ok(Self {
+            spec,
+            embed,
+            positions,
+            embed_norm,
+            layers,
+            final_norm,
+            head: Linear::new(head_w, head_b),
+            ropes,
+            alibi,
+            device: dev,
+        })
+    }
+
+    fn load_attention(s: &Spec, names: &Names, w: &mut Weights, p: &str) -> R<Attention> {
+        let (hd, h, kv, d) = (s.hidden, s.heads, s.kv_heads, s.head_dim);
+        let n = |x: &String| format!("{p}.{x}");
+        let (proj, o_in) = if let Some(m) = s.mla {
+            let qk = m.qk_nope + m.qk_rope;
+            let eps = NormKind::Rms {
+                eps: m.eps,
+                plus_one: false,
+            };
+            let (q_a, q_b) = match m.q_lora_rank {
+                Some(r) => {
+                    let a = linear(
+                        w,
+                        &format!("{p}.self_attn.q_a_proj"),
+                        r,
+                        hd,
+                        s.qkv_bias,
+                        false,
+                    )?;
+                    let nn = Norm::load(w, &format!("{p}.self_attn.q_a_layernorm"), eps, &[r])?;
+                    let b = linear(
+                        w,
+                        &format!("{p}.self_attn.q_b_proj"),
+                        h * qk,
+                        r,
+                        false,
+                        false,
+                    )?;
+                    (Some((a, nn)), b)
+                }
+                None => (
+                    None,
+                    linear(
+                        w,
+                        &format!("{p}.self_attn.q_proj"),
+                        h * qk,
+                        hd,
+                        false,
+                        false,
+                    )?,
+                ),
+            };
+            let kv_a = linear(
+                w,
+                &format!("{p}.self_attn.kv_a_proj_with_mqa"),
+                m.kv_lora_rank + m.qk_rope,
+                hd,
+                s.qkv_bias,
+                false,
+            )?;
+            let kv_norm = Norm::load(
+                w,
+                &format!("{p}.self_attn.kv_a_layernorm"),
+                eps,
+                &[m.kv_lora_rank],
+            )?;
+            let kv_b = linear(
+                w,
+                &format!("{p}.self_attn.kv_b_proj"),
+                h * (m.qk_nope + m.v_head),
+                m.kv_lora_rank,
+                false,
+                false,
+            )?;
+            (
+                Proj::Mla(Box::new(MlaProj {
+                    spec: m,
+                    q_a,
+                    q_b,
+                    kv_a,
+                    kv_norm,
+                    kv_b,
+                })),
+                h * m.v_head,
+            )
+        } else {
+            let (qn, kn) = (h * d, kv * d);
+            let fused = match &names.qkv {
+                Some((name, layout)) => {
+                    let lin = linear(
+                        w,
+                        &n(name),
+                        qn + 2 * kn,
+                        hd,
+                        s.qkv_bias,
+                        *layout == FusedQkv::Conv1d,
+                    )?;
+                    reorder_qkv(lin, *layout, h, kv, d)?
+                }
+                None => {
+                    let q = linear(w, &n(&names.q), qn, hd, s.qkv_bias, false)?;
+                    let k = linear(w, &n(&names.k), kn, hd, s.qkv_bias, false)?;
+                    let v = linear(w, &n(&names.v), kn, hd, s.qkv_bias, false)?;
+                    let weight = cat_rows(&[q.weight(), k.weight(), v.weight()])?;
+                    let bias = match (q.bias(), k.bias(), v.bias()) {
+                        (Some(a), Some(b), Some(c)) => Some(cat_rows(&[a, b, c])?),
+                        _ => None,
+                    };
+                    Linear::new(weight, bias)
+                }
+            };
+            (Proj::Fused(fused), h * d)
+        };
+        let o = linear(
+            w,
+            &n(&names.o),
+            hd,
+            o_in,
+            s.o_bias,
+            names.qkv.as_ref().is_some_and(|q| q.1 == FusedQkv::Conv1d),
+        )?;
+        let (q_norm, k_norm) = match s.qk_norm {
+            Some(qk) => {
+                // Per head (`[head_dim]`, or Cohere's `[heads, head_dim]`) or over the whole
+                // projection (`[heads * head_dim]`): the checkpoint's shape says which.
+                let qname = format!("{}.weight", n(&names.q_norm));
+                let (per_head, qd, kd): (bool, Vec<usize>, Vec<usize>) = match w.shape(&qname) {
+                    Some([a, b]) if *a == h && *b == d => (true, vec![h, d], vec![kv, d]),
+                    Some([x]) if *x == h * d && h > 1 => (false, vec![h * d], vec![kv * d]),
+                    _ => (true, vec![d], vec![d]),
+                };
+                (
+                    Some((Norm::load(w, &n(&names.q_norm), qk.kind, &qd)?, per_head)),
+                    Some(Norm::load(w, &n(&names.k_norm), qk.kind, &kd)?),
+                )
+            }
+            None => (None, None),
+        };
+        let sinks = if s.sinks {
+            Some(w.take(&n(&names.sinks), &[h])?)
+        } else {
+            None
+        };
+        Ok(Attention {
+            proj,
+            o,
+            q_norm,
+            k_norm,
+            sinks,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_dense(
+        w: &mut Weights,
+        names: &Names,
+        p: &str,
+        hd: usize,
+        width: usize,
+        gated: bool,
+        a: Act,
+        bias: bool,
+    ) -> R<Dense> {
+        let n = |x: &String| format!("{p}.{x}");
+        let up = if !gated {
+            linear(w, &n(&names.up), width, hd, bias, names.conv1d)?
+        } else if let Some(gu) = &names.gate_up {
+            linear(w, &n(gu), 2 * width, hd, bias, false)?
+        } else {
+            let g = linear(w, &n(&names.gate), width, hd, bias, false)?;
+            let u = linear(w, &n(&names.up), width, hd, bias, false)?;
+            let b = match (g.bias(), u.bias()) {
+                (Some(a), Some(b)) => Some(cat_rows(&[a, b])?),
+                _ => None,
+            };
+            Linear::new(cat_rows(&[g.weight(), u.weight()])?, b)
+        };
+        let down = linear(w, &n(&names.down), hd, width, bias, names.conv1d)?;
+        Ok(Dense {
+            up,
+            down,
+            gated,
+            act: a,
+            width,
+        })
+    }
+
+    fn load_moe(spec: Moe, names: &Names, w: &mut Weights, p: &str, hd: usize) -> R<MoeFfn> {
+        let n = |x: &String| format!("{p}.{x}");
+        let router = linear(
+            w,
+            &n(&names.router),
+            spec.experts,
+            hd,
+            spec.router_bias,
+            false,
+        )?;
+        let e_bias = if matches!(spec.routing, Routing::SigmoidGrouped { .. }) {
+            let t = w.take(&n(&names.e_bias), &[spec.experts])?;
+            Some(
+                t.to_dtype(DType::F32)
+                    .and_then(|t| t.to_vec1())
+                    .map_err(ce("e_score_correction_bias"))?,
+            )
+        } else {
+            None
+        };
+        let mut ex_names = names.clone();
+        ex_names.gate = names.ex_gate.clone();
+        ex_names.up = names.ex_up.clone();
+        ex_names.down = names.ex_down.clone();
+        ex_names.gate_up = None;
+        ex_names.conv1d = false;
+        let mut experts = Vec::with_capacity(spec.experts);
+        for e in 0..spec.experts {
+            let ep = format!("{p}.{}", names.expert.replace("{}", &e.to_string()));
+            experts.push(Self::load_dense(
+                w,
+                &ex_names,
+                &ep,
+                hd,
+                spec.intermediate,
+                true,
+                spec.act,
+                spec.expert_bias,
+            )?);
+        }
+        let mut sh_names = ex_names.clone();
+        sh_names.gate = "gate_proj".into();
+        sh_names.up = "up_proj".into();
+        sh_names.down = "down_proj".into();
+        let shared = match spec.shared {
+            Some(width) => Some(Self::load_dense(
+                w,
+                &sh_names,
+                &n(&names.shared),
+                hd,
+                width,
+                true,
+                spec.act,
+                false,
+            )?),
+            None => None,
+        };
+        let shared_gate = if spec.shared_gate {
+            Some(linear(w, &n(&names.shared_gate), 1, hd, false, false)?)
+        } else {
+            None
+        };
+        Ok(MoeFfn {
+            spec,
+            router,
+            e_bias,
+            experts,
+            shared,
+            shared_gate,
+        })
+    }
+
+    /// The vocabulary size.
+    pub(super) fn vocab(&self) -> usize {
+        self.spec.vocab
+    }
+
+    /// The context length.
+    pub(super) fn max_positions(&self) -> usize {
+        self.spec.max_positions
+    }
+
+    /// Feed `ids` at positions `pos..` through `cache`: logits `[positions, vocab]` of every
+    /// position when `all`, else of the last one only (`[1, vocab]`).
+    pub(super) fn forward(
+        &self,
+        ids: &[u32],
+        pos: usize,
+        cache: &mut Cache,
+        all: bool,
+    ) -> R<Tensor> {
+        let s = ids.len();
+        if cache.layers.len() != self.layers.len() {
+            cache.layers = vec![LayerCache::default(); self.layers.len()];
+        }
+        let input = Tensor::new(ids, &self.device).map_err(ce("input"))?;
+        let mut x = self
+            .embed
+            .index_select(&input, 0)
+            .map_err(ce("embedding"))?;
+        if let Some(m) = self.spec.embed_scale {
+            x = (x * m).map_err(ce("embedding scale"))?;
+        }
+        if let (Some(t), Some(Absolute::Learned { offset })) = (&self.positions, self.spec.absolute)
+        {
+            let p = t.narrow(0, pos + offset, s).map_err(ce("positions"))?;
+            x = (x + p).map_err(ce("positions"))?;
+        }
+        if let Some(n) = &self.embed_norm {
+            x = n.forward(&x)?;
+        }
+        // One mask per window size.
+        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        for (layer, (ls, c)) in self
+            .layers
+            .iter()
+            .zip(self.spec.layers.iter().zip(cache.layers.iter_mut()))
+        {
+            let mask = match masks.iter().find(|(w, _)| *w == ls.window) {
+                Some((_, m)) => m.clone(),
+                None => {
+                    let m = self.mask(s, pos, ls.window)?;
+                    masks.push((ls.window, m.clone()));
+                    m
+                }
+            };
+            let rope = ls.rope.and_then(|i| self.ropes.get(i));
+            x = self.layer(layer, &x, pos, c, mask.as_ref(), rope)?;
+        }
+        if !all && s > 1 {
+            x = x.narrow(0, s - 1, 1).map_err(ce("last position"))?;
+        }
+        if let Some(n) = &self.final_norm {
+            x = n.forward(&x)?;
+        }
+        let mut logits = self.head.forward(&x).map_err(ce("lm head"))?;
+        if let Some(m) = self.spec.logits_scale {
+            logits = (logits * m).map_err(ce("logit scale"))?;
+        }
+        if let Some(cap) = self.spec.final_softcap {
+            logits = ((logits / cap).and_then(|t| t.tanh()).and_then(|t| t * cap))
+                .map_err(ce("logit softcap"))?;
+        }
+        logits.to_dtype(DType::F32).map_err(ce("logits"))
+    }
+
+    /// Additive mask `[s, pos + s]` (0 or -inf), or `None` when nothing is masked.
+    fn mask(&self, s: usize, pos: usize, window: Option<usize>) -> R<Option<Tensor>> {
+        let t = pos + s;
+        if s == 1 && window.is_none_or(|w| t <= w) {
+            return Ok(None);
+        }
+        let mut m = vec![0f32; s * t];
+        for i in 0..s {
+            let q = pos + i;
+            for j in 0..t {
+                if j > q || window.is_some_and(|w| q - j >= w) {
+                    m[i * t + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Tensor::from_vec(m, (s, t), &self.device)
+            .and_then(|m| m.to_dtype(self.embed.dtype()))
+            .map(Some)
+            .map_err(ce("mask"))
+    }
+
+    fn layer(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut LayerCache,
+        mask: Option<&Tensor>,
+        rope: Option<&RopeTable>,
+    ) -> R<Tensor> {
+        let norm = |n: &Option<Norm>, x: &Tensor| -> R<Tensor> {
+            match n {
+                Some(n) => n.forward(x),
+                None => Ok(x.clone()),
+            }
+        };
+        let scale = |t: Tensor| -> R<Tensor> {
+            match self.spec.residual_scale {
+                Some(m) => (t * m).map_err(ce("residual scale")),
+                None => Ok(t),
+            }
+        };
+        let add = |a: &Tensor, b: &Tensor| (a + b).map_err(ce("residual"));
+        if self.spec.parallel {
+            let a_in = norm(&l.attn_in, x)?;
+            let f_in = match &l.ffn_in {
+                Some(n) => n.forward(x)?,
+                None => a_in.clone(),
+            };
+            let a = self.attention(&l.attn, &a_in, pos, cache, mask, rope)?;
+            let f = self.ffn(&l.ffn, &f_in)?;
+            return add(&add(x, &a)?, &f);
+        }
+        let h = norm(&l.attn_in, x)?;
+        let a = self.attention(&l.attn, &h, pos, cache, mask, rope)?;
+        let a = scale(norm(&l.attn_out, &a)?)?;
+        let x = add(x, &a)?;
+        let h = norm(&l.ffn_in, &x)?;
+        let f = self.ffn(&l.ffn, &h)?;
+        let f = scale(norm(&l.ffn_out, &f)?)?;
+        add(&x, &f)
+    }
+
+    fn ffn(&self, f: &Ffn, x: &Tensor) -> R<Tensor> {
+        match f {
+            Ffn::Dense(d) => d.forward(x).map_err(ce("mlp")),
+            Ffn::Moe(m) => self.moe(m, x),
+        }
+    }
+
+    fn attention(
+        &self,
+        a: &Attention,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut LayerCache,
+        mask: Option<&Tensor>,
+        rope: Option<&RopeTable>,
+    ) -> R<Tensor> {
+        let sp = &self.spec;
+        let s = x.dim(0).map_err(ce("attention"))?;
+        let (h, kvh) = (sp.heads, sp.kv_heads);
+        let mut f = || -> R<Tensor> {
+            let c = ce("attention");
+            let (q, k, v, kvh) = match &a.proj {
+                Proj::Fused(lin) => {
+                    let d = sp.head_dim;
+                    let mut qkv = lin.forward(x).map_err(&c)?;
+                    if let Some(m) = sp.clip_qkv {
+                        qkv = qkv.clamp(-m, m).map_err(&c)?;
+                    }
+                    let mut q = qkv.narrow(1, 0, h * d).map_err(&c)?;
+                    let mut k = qkv.narrow(1, h * d, kvh * d).map_err(&c)?;
+                    let v = qkv.narrow(1, (h + kvh) * d, kvh * d).map_err(&c)?;
+                    if let (Some((qn, false)), Some(kn)) = (&a.q_norm, &a.k_norm) {
+                        q = qn.forward(&q)?;
+                        k = kn.forward(&k)?;
+                    }
+                    let mut q = q.reshape((s, h, d)).map_err(&c)?;
+                    let mut k = k.reshape((s, kvh, d)).map_err(&c)?;
+                    if let (Some((qn, true)), Some(kn)) = (&a.q_norm, &a.k_norm) {
+                        q = qn.forward(&q)?;
+                        k = kn.forward(&k)?;
+                    }
+                    let heads = |t: Tensor| t.transpose(0, 1).and_then(|t| t.contiguous());
+                    let mut q = heads(q).map_err(&c)?;
+                    let mut k = heads(k).map_err(&c)?;
+                    let v = heads(v.reshape((s, kvh, d)).map_err(&c)?).map_err(&c)?;
+                    if let Some(r) = rope {
+                        q = r.apply(&q, pos).map_err(&c)?;
+                        k = r.apply(&k, pos).map_err(&c)?;
+                    }
+                    (q, k, v, kvh)
+                }
+                Proj::Mla(m) => {
+                    let (q, k, v) = self.mla_qkv(m, x, pos, rope)?;
+                    (q, k, v, h)
+                }
+            };
+            let (k, v) = match cache.kv.take() {
+                Some((pk, pv)) => (
+                    Tensor::cat(&[&pk, &k], 1).map_err(&c)?,
+                    Tensor::cat(&[&pv, &v], 1).map_err(&c)?,
+                ),
+                None => (k, v),
+            };
+            cache.kv = Some((k.clone(), v.clone()));
+            let t = k.dim(1).map_err(&c)?;
+            let g = h / kvh;
+            let dq = q.dim(2).map_err(&c)?;
+            // [kv, g * s, d] · [kv, d, t] → [kv, g, s, t]
+            let qg = q.reshape((kvh, g * s, dq)).map_err(&c)?;
+            let kt = k.transpose(1, 2).map_err(&c)?;
+            let mut w = (qg.matmul(&kt).map_err(&c)? * sp.attn_scale).map_err(&c)?;
+            if let Some(cap) = sp.attn_softcap {
+                w = ((w / cap).and_then(|t| t.tanh()).and_then(|t| t * cap)).map_err(&c)?;
+            }
+            let mut w = w.reshape((h, s, t)).map_err(&c)?;
+            if let Some(sl) = &self.alibi {
+                let j = Tensor::arange(0u32, t as u32, &self.device)
+                    .and_then(|j| j.to_dtype(w.dtype()))
+                    .and_then(|j| j.reshape((1, 1, t)))
+                    .map_err(&c)?;
+                w = w
+                    .broadcast_add(&sl.broadcast_mul(&j).map_err(&c)?)
+                    .map_err(&c)?;
+            }
+            if let Some(m) = mask {
+                w = w.broadcast_add(m).map_err(&c)?;
+            }
+            let p = match &a.sinks {
+                None => candle_nn::ops::softmax_last_dim(&w).map_err(&c)?,
+                Some(sinks) => {
+                    let col = sinks
+                        .reshape((h, 1, 1))
+                        .and_then(|t| t.broadcast_as((h, s, 1)))
+                        .map_err(&c)?;
+                    let all = Tensor::cat(&[&w, &col], 2).map_err(&c)?;
+                    let all = all
+                        .broadcast_sub(&all.max_keepdim(2).map_err(&c)?)
+                        .map_err(&c)?;
+                    candle_nn::ops::softmax_last_dim(&all)
+                        .and_then(|p| p.narrow(2, 0, t))
+                        .map_err(&c)?
+                }
+            };
+            let dv = v.dim(2).map_err(&c)?;
+            let p = p.reshape((kvh, g * s, t)).map_err(&c)?;
+            let o = p.matmul(&v).map_err(&c)?; // [kv, g*s, dv]
+            let o = o
+                .reshape((h, s, dv))
+                .and_then(|o| o.transpose(0, 1))
+                .and_then(|o| o.reshape((s, h * dv)))
+                .map_err(&c)?;
+            a.o.forward(&o).map_err(&c)
+        };
+        f()
+    }
+
+    /// DeepSeek MLA: q `[h, s, nope + rope]`, k the same, v `[h, s, v_head]`.
+    fn mla_qkv(
+        &self,
+        m: &MlaProj,
+        x: &Tensor,
+        pos: usize,
+        rope: Option<&RopeTable>,
+    ) -> R<(Tensor, Tensor, Tensor)> {
+        let c = ce("latent attention");
+        let sp = m.spec;
+        let h = self.spec.heads;
+        let s = x.dim(0).map_err(&c)?;
+        let qk = sp.qk_nope + sp.qk_rope;
+        let q = match &m.q_a {
+            Some((a, n)) => m.q_b.forward(&n.forward(&a.forward(x).map_err(&c)?)?),
+            None => m.q_b.forward(x),
+        }
+        .map_err(&c)?;
+        let q = q
+            .reshape((s, h, qk))
+            .and_then(|q| q.transpose(0, 1))
+            .map_err(&c)?;
+        let q_nope = q.narrow(2, 0, sp.qk_nope).map_err(&c)?;
+        let q_pe = q.narrow(2, sp.qk_nope, sp.qk_rope).map_err(&c)?;
+        let ckv = m.kv_a.forward(x).map_err(&c)?;
+        let compressed = ckv.narrow(1, 0, sp.kv_lora_rank).map_err(&c)?;
+        let k_pe = ckv
+            .narrow(1, sp.kv_lora_rank, sp.qk_rope)
+            .and_then(|t| t.reshape((1, s, sp.qk_rope)))
+            .map_err(&c)?;
+        let kv = m
+            .kv_b
+            .forward(&m.kv_norm.forward(&compressed)?)
+            .and_then(|t| t.reshape((s, h, sp.qk_nope + sp.v_head)))
+            .and_then(|t| t.transpose(0, 1))
+            .map_err(&c)?;
+        let k_nope = kv.narrow(2, 0, sp.qk_nope).map_err(&c)?;
+        let v = kv
+            .narrow(2, sp.qk_nope, sp.v_head)
+            .and_then(|t| t.contiguous())
+            .map_err(&c)?;
+        let (q_pe, k_pe) = match rope {
+            Some(r) => (
+                r.apply(&q_pe, pos).map_err(&c)?,
+                r.apply(&k_pe, pos).map_err(&c)?,
+            ),
+            None => (q_pe, k_pe),
+        };
+        let k_pe = k_pe.broadcast_as((h, s, sp.qk_rope)).map_err(&c)?;
+        let q = Tensor::cat(&[&q_nope, &q_pe], 2)
+            .and_then(|t| t.contiguous())
+            .map_err(&c)?;
+        let k = Tensor::cat(&[&k_nope, &k_pe], 2)
+            .and_then(|t| t.contiguous())
+            .map_err(&c)?;
+        Ok((q, k, v))
+    }
+
+    fn moe(&self, m: &MoeFfn, x: &Tensor) -> R<Tensor> {
+        let c = ce("mixture of experts");
+        let sp = &m.spec;
+        let logits: Vec<Vec<f32>> = m
+            .router
+            .forward(x)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        let mut per_expert: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); sp.experts];
+        for (tok, l) in logits.iter().enumerate() {
+            for (e, wt) in route(sp, l, m.e_bias.as_deref()) {
+                per_expert[e].0.push(tok as u32);
+                per_expert[e].1.push(wt);
+            }
+        }
+        let mut out = x.zeros_like().map_err(&c)?;
+        for (e, (toks, wts)) in per_expert.into_iter().enumerate() {
+            if toks.is_empty() {
+                continue;
+            }
+            let n = toks.len();
+            let idx = Tensor::from_vec(toks, n, &self.device).map_err(&c)?;
+            let xs = x.index_select(&idx, 0).map_err(&c)?;
+            let ex = &m.experts[e];
+            let y = match sp.swiglu_limit {
+                None => ex.forward(&xs),
+                Some(limit) => clamped_swiglu(ex, &xs, limit),
+            }
+            .map_err(&c)?;
+            let wt = Tensor::from_vec(wts, (n, 1), &self.device)
+                .and_then(|t| t.to_dtype(y.dtype()))
+                .map_err(&c)?;
+            let y = y.broadcast_mul(&wt).map_err(&c)?;
+            out = out.index_add(&idx, &y, 0).map_err(&c)?;
+        }
+        if let Some(sh) = &m.shared {
+            let mut y = sh.forward(x).map_err(&c)?;
+            if let Some(g) = &m.shared_gate {
+                let gate = candle_nn::ops::sigmoid(&g.forward(x).map_err(&c)?).map_err(&c)?;
+                y = y.broadcast_mul(&gate).map_err(&c)?;
+            }
+            out = (out + y).map_err(&c)?;
+        }
+        Ok(out)
+    }
+}
+
+/// GPT-OSS experts: interleaved gate/up columns, clamped, `(up + 1) * gate * σ(1.702 gate)`.
+fn clamped_swiglu(ex: &Dense, x: &Tensor, limit: f64) -> candle_core::Result<Tensor> {
+    let h = ex.up.forward(x)?;
+    let g = h.narrow(D::Minus1, 0, ex.width)?;
+    let u = h.narrow(D::Minus1, ex.width, ex.width)?;
+    let g = g.clamp(f64::NEG_INFINITY, limit)?;
+    let u = u.clamp(-limit, limit)?;
+    let glu = (&g * candle_nn::ops::sigmoid(&(&g * 1.702)?)?)?;
+    let y = ((u + 1.0)? * glu)?;
+    ex.down.forward(&y)
+}
+
+/// The experts one token goes to, with their weights.
+fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> {
+    let n = logits.len();
+    let softmax = |v: &[f32]| -> Vec<f32> {
+        let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+        let s: f32 = e.iter().sum();
+        e.iter().map(|x| x / s).collect()
+    };
+    // Top-k by `key`, ties to the lower index (as torch.topk on CPU).
+    let topk = |key: &[f32], k: usize| -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..key.len()).collect();
+        idx.sort_by(|&a, &b| key[b].total_cmp(&key[a]).then(a.cmp(&b)));
+        idx.truncate(k);
+        idx
+    };
+    let (chosen, mut weights): (Vec<usize>, Vec<f32>) = match &sp.routing {
+        Routing::SoftmaxTopK => {
+            let p = softmax(logits);
+            let c = topk(&p, sp.top_k);
+            let w = c.iter().map(|&i| p[i]).collect();
+            (c, w)
+        }
+        Routing::TopKSoftmax => {
+            let c = topk(logits, sp.top_k);
+            let v: Vec<f32> = c.iter().map(|&i| logits[i]).collect();
+            (c, softmax(&v))
+        }
+        Routing::SigmoidGrouped {
+            groups,
+            topk_groups,
+        } => {
+            let scores: Vec<f32> = logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect();
+            let choice: Vec<f32> = match e_bias {
+                Some(b) => scores.iter().zip(b).map(|(s, b)| s + b).collect(),
+                None => scores.clone(),
+            };
+            let per = n / groups;
+            let gscore: Vec<f32> = (0..*groups)
+                .map(|g| {
+                    let grp = &choice[g * per..(g + 1) * per];
+                    topk(grp, 2.min(per)).iter().map(|&i| grp[i]).sum()
+                })
+                .collect();
+            let keep = topk(&gscore, *topk_groups);
+            let masked: Vec<f32> = (0..n)
+                .map(|i| {
+                    if keep.contains(&(i / per)) {
+                        choice[i]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let c = topk(&masked, sp.top_k);
+            let w = c.iter().map(|&i| scores[i]).collect();
+            (c, w)
+        }
+        Routing::SoftmaxGroupedMax {
+            groups,
+            topk_groups,
+        } => {
+            let p = softmax(logits);
+            let per = n / groups;
+            let gscore: Vec<f32> = (0..*groups)
+                .map(|g| {
+                    p[g * per..(g + 1) * per]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .collect();
+            let keep = topk(&gscore, *topk_groups);
+            let masked: Vec<f32> = (0..n)
+                .map(|i| if keep.contains(&(i / per)) { p[i] } else { 0.0 })
+                .collect();
+            let c = topk(&masked, sp.top_k);
+            let w = c.iter().map(|&i| p[i]).collect();
+            (c, w)
+        }
+    };
+    if sp.norm_topk {
+        let s: f32 = weights.iter().sum();
+        let s = if matches!(sp.routing, Routing::SigmoidGrouped { .. }) {
+            s + 1e-20
+        } else {
+            s
+        };
+        for w in &mut weights {
+            *w /= s;
+        }
+    }
+    if sp.scale != 1.0 {
+        for w in &mut weights {
+            *w *= sp.scale as f32;
+        }
+    }
+    chosen.into_iter().zip(weights).collect()
+}
+
+/// Reorder a fused q/k/v projection into `[q; k; v]` rows.
+fn reorder_qkv(lin: Linear, layout: FusedQkv, h: usize, kv: usize, d: usize) -> R<Linear> {
+    let c = ce("splitting a fused qkv projection");
+    let w = lin.weight().clone();
+    let b = lin.bias().cloned();
+    let rows = |t: &Tensor, idx: &[u32]| -> R<Tensor> {
+        let i = Tensor::from_vec(idx.to_vec(), idx.len(), t.device()).map_err(&c)?;
+        t.index_select(&i, 0).map_err(&c)
+    };
+    let order: Option<Vec<u32>> = match layout {
+        FusedQkv::Rows | FusedQkv::Conv1d => None,
+        FusedQkv::PerHead => {
+            // [h, 3, d] → q rows, k rows, v rows.
+            let mut o = Vec::with_capacity(3 * h * d);
+            for part in 0..3 {
+                for head in 0..h {
+                    for i in 0..d {
+                        o.push(((head * 3 + part) * d + i) as u32);
+                    }
+                }
+            }
+            Some(o)
+        }
+        FusedQkv::PerGroup => {
+            // [kv, g + 2, d]: g query heads, then k, then v per group.
+            let g = h / kv;
+            let mut o = Vec::with_capacity((h + 2 * kv) * d);
+            for grp in 0..kv {
+                for qh in 0..g {
+                    for i in 0..d {
+                        o.push(((grp * (g + 2) + qh) * d + i) as u32);
+                    }
+                }
+            }
+            for part in [g, g + 1] {
+                for grp in 0..kv {
+                    for i in 0..d {
+                        o.push(((grp * (g + 2) + part) * d + i) as u32);
+                    }
+                }
+            }
+            Some(o)
+        }
+        FusedQkv::CodeGen => {
+            // 4 blocks (mp_num), each [q; v; k] of hd/4 rows.
+            let mp = 4;
+            let hd = h * d;
+            let local = hd / mp;
+            let mut o = Vec::with_capacity(3 * hd);
+            for part in [0, 2, 1] {
+                for blk in 0..mp {
+                    for i in 0..local {
+                        o.push((blk * 3 * local + part * local + i) as u32);
+                    }
+                }
+            }
+            Some(o)
+        }
+    };
+    match order {
+        None => Ok(Linear::new(w, b)),
+        Some(o) => {
+            let w = rows(&w, &o)?;
+            let b = match b {
+                Some(b) => Some(rows(&b, &o)?),
+                None => None,
+            };
+            Ok(Linear::new(w, b))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alibi_slopes_match_bloom() {
+        // BLOOM's build_alibi_tensor for 4 heads: 2^-2, 2^-4, 2^-6, 2^-8.
+        assert_eq!(alibi_slopes(4), vec![0.25, 0.0625, 0.015625, 0.00390625]);
+        // 6 heads: 4 from base 2^-2, then 2 odd powers of 2^-1.
+        let s = alibi_slopes(6);
+        assert_eq!(s.len(), 6);
+        assert_eq!(&s[4..], &[0.5, 0.125]);
+    }
+
+    fn moe(routing: Routing, norm: bool) -> Moe {
+        Moe {
+            experts: 4,
+            top_k: 2,
+            intermediate: 1,
+            routing,
+            norm_topk: norm,
+            scale: 1.0,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: None,
+            shared_gate: false,
+            act: Act::Silu,
+        }
+    }
+
+    #[test]
+    fn softmax_topk_renormalises_when_asked() {
+        let l = [0.0, 1.0, 2.0, 3.0];
+        let r = route(&moe(Routing::SoftmaxTopK, true), &l, None);
+        assert_eq!(r.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 2]);
+        assert!((r[0].1 + r[1].1 - 1.0).abs() < 1e-6);
+        let r = route(&moe(Routing::SoftmaxTopK, false), &l, None);
+        assert!(r[0].1 + r[1].1 < 0.95);
+        // Top-k-then-softmax equals softmax-top-k renormalised.
+        let a = route(&moe(Routing::TopKSoftmax, false), &l, None);
+        assert!((a[0].1 - route(&moe(Routing::SoftmaxTopK, true), &l, None)[0].1).abs() < 1e-6);
+    }
+
+    #[test]
+    fn grouped_routing_keeps_the_best_groups() {
+        // Groups {0,1} and {2,3}; group 2 holds the two best experts.
+        let l = [2.0, -5.0, 1.0, 1.5];
+        let r = route(
+            &moe(
+                Routing::SigmoidGrouped {
+                    groups: 2,
+                    topk_groups: 1,
+                },
+                true,
+            ),
+            &l,
+            Some(&[0.0; 4]),
+        );
+        let mut e: Vec<usize> = r.iter().map(|x| x.0).collect();
+        e.sort();
+        assert_eq!(e, vec![2, 3]);
+    }
+
+    #[test]
+    fn fused_layouts_reorder_to_q_k_v() {
+        let dev = Device::Cpu;
+        // h = 2, kv = 2, d = 1; per-head rows [q0, k0, v0, q1, k1, v1].
+        let w = Tensor::from_vec(vec![0f32, 1., 2., 3., 4., 5.], (6, 1), &dev).unwrap();
+        let l = reorder_qkv(Linear::new(w, None), FusedQkv::PerHead, 2, 2, 1).unwrap();
+        let v: Vec<f32> = l.weight().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![0., 3., 1., 4., 2., 5.]);
+        // Falcon groups: h = 2, kv = 1: [q0, q1, k, v].
+        let w = Tensor::from_vec(vec![0f32, 1., 2., 3.], (4, 1), &dev).unwrap();
+        let l = reorder_qkv(Linear::new(w, None), FusedQkv::PerGroup, 2, 1, 1).unwrap();
+        let v: Vec<f32> = l.weight().flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![0., 1., 2., 3.]);
+    }
+}

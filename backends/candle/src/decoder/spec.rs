@@ -1,0 +1,301 @@
+//! The typed description of one decoder checkpoint: what the config-driven decoder
+//! ([`super::model`]) computes, and where each tensor lives in the files ([`Names`]).
+//!
+//! A [`Spec`] is produced from `config.json` by [`super::translate`], field by field; every
+//! switch here is a behaviour some transformers model type has (see the coverage map in the
+//! repository's docs). Anything a config asks for that has no switch here is refused there,
+//! never approximated.
+
+/// An activation function, by its transformers name (`ACT2FN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// `silu` / `swish`.
+    Silu,
+    /// `gelu`: exact, through `erf`.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `relu2`: squared ReLU.
+    Relu2,
+}
+
+impl Act {
+    /// The activation transformers names `name`, if the decoder has it.
+    pub(crate) fn from_hf(name: &str) -> Option<Self> {
+        Some(match name {
+            "silu" | "swish" => Self::Silu,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "relu2" => Self::Relu2,
+            _ => return None,
+        })
+    }
+}
+
+/// How a block normalises.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum NormKind {
+    /// RMSNorm `x / rms(x) * w`; `plus_one`: Gemma's `* (1 + w)`.
+    Rms { eps: f64, plus_one: bool },
+    /// LayerNorm with weight, and bias when `bias`.
+    Layer { eps: f64, bias: bool },
+    /// LayerNorm without parameters (OLMo).
+    LayerNoAffine { eps: f64 },
+}
+
+/// Normalisation of queries and keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct QkNorm {
+    pub kind: NormKind,
+    /// Over each head (weight `[head_dim]` or `[heads, head_dim]`) rather than the whole
+    /// projection (weight `[heads * head_dim]`).
+    pub per_head: bool,
+}
+
+/// Rotary position embedding of one layer kind.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Rope {
+    pub theta: f64,
+    /// Rotated dimensions of each head (the rest pass through).
+    pub dims: usize,
+    /// Pairs are adjacent (`x[..., ::2]`, GPT-J) rather than split halves (GPT-NeoX).
+    pub interleaved: bool,
+    /// Llama 3 frequency scaling: (factor, low_freq_factor, high_freq_factor,
+    /// original_max_position_embeddings).
+    pub llama3: Option<(f64, f64, f64, f64)>,
+    /// Linear position scaling factor (`rope_type: linear`).
+    pub linear: Option<f64>,
+}
+
+/// Absolute positions, when the model has them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Absolute {
+    /// A learned table, indexed by position + `offset` (OPT: 2).
+    Learned { offset: usize },
+    /// ALiBi: per-head linear biases on attention scores.
+    Alibi,
+}
+
+/// Attention of one layer kind.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LayerSpec {
+    /// Keys older than this many positions are masked (sliding-window layers).
+    pub window: Option<usize>,
+    /// Index into [`Spec::ropes`]; `None`: no rotary embedding in this layer (NoPE).
+    pub rope: Option<usize>,
+    /// The FFN of this layer is [`Spec::moe`] (else the dense MLP).
+    pub moe: bool,
+}
+
+/// The dense MLP.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Mlp {
+    /// `down(act(gate(x)) * up(x))` rather than `down(act(up(x)))`.
+    pub gated: bool,
+    pub act: Act,
+    pub intermediate: usize,
+    pub bias: bool,
+}
+
+/// How the router turns logits into expert weights.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Routing {
+    /// Softmax over all experts, then top-k (Mixtral, Qwen-MoE, OLMoE, ...).
+    SoftmaxTopK,
+    /// Top-k of the logits, then softmax over the chosen (GPT-OSS): equal to `SoftmaxTopK`
+    /// with renormalisation.
+    TopKSoftmax,
+    /// DeepSeek-V3: sigmoid scores, `e_score_correction_bias` for the choice only, experts
+    /// grouped into `groups`, the best `topk_groups` groups (by the sum of their top-2
+    /// scores) kept.
+    SigmoidGrouped { groups: usize, topk_groups: usize },
+    /// DeepSeek-V2 `group_limited_greedy`: softmax scores, groups ranked by their best score.
+    SoftmaxGroupedMax { groups: usize, topk_groups: usize },
+}
+
+/// The mixture-of-experts FFN.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Moe {
+    pub experts: usize,
+    pub top_k: usize,
+    pub intermediate: usize,
+    pub routing: Routing,
+    /// Renormalise the chosen weights to sum to 1.
+    pub norm_topk: bool,
+    /// Multiply the chosen weights (DeepSeek `routed_scaling_factor`).
+    pub scale: f64,
+    /// The router has a bias.
+    pub router_bias: bool,
+    /// Experts' projections have biases (GPT-OSS).
+    pub expert_bias: bool,
+    /// GPT-OSS clamped SwiGLU: `swiglu_limit`, with `alpha` 1.702 and `(up + 1)`.
+    pub swiglu_limit: Option<f64>,
+    /// A shared expert MLP of this width.
+    pub shared: Option<usize>,
+    /// The shared expert's output is gated by `sigmoid(shared_expert_gate(x))` (Qwen-MoE).
+    pub shared_gate: bool,
+    /// The activation of every expert.
+    pub act: Act,
+}
+
+/// DeepSeek multi-head latent attention.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Mla {
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope: usize,
+    pub qk_rope: usize,
+    pub v_head: usize,
+    pub eps: f64,
+}
+
+/// Everything the decoder computes for one checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Spec {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub max_positions: usize,
+    pub layers: Vec<LayerSpec>,
+    pub ropes: Vec<Rope>,
+    pub absolute: Option<Absolute>,
+    pub norm: NormKind,
+    /// Attention and MLP read the same input and are added together (GPT-J, NeoX, Phi, ...).
+    pub parallel: bool,
+    pub qk_norm: Option<QkNorm>,
+    pub mla: Option<Mla>,
+    /// Biases on q, k, v; on the output projection.
+    pub qkv_bias: bool,
+    pub o_bias: bool,
+    /// Attention score scale (`head_dim^-0.5` unless the model says otherwise).
+    pub attn_scale: f64,
+    pub attn_softcap: Option<f64>,
+    /// Clamp q, k and v to ±this (OLMo, MPT `clip_qkv`).
+    pub clip_qkv: Option<f64>,
+    /// Learned per-head attention sinks (GPT-OSS).
+    pub sinks: bool,
+    pub mlp: Mlp,
+    pub moe: Option<Moe>,
+    /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).
+    pub embed_scale: Option<f64>,
+    /// LayerNorm after the embeddings (BLOOM).
+    pub embed_norm: bool,
+    /// Multiply each block's branch before the residual add (Granite).
+    pub residual_scale: Option<f64>,
+    /// The final norm exists.
+    pub final_norm: bool,
+    /// Multiply the logits (Cohere `logit_scale`; Granite `1 / logits_scaling`).
+    pub logits_scale: Option<f64>,
+    pub final_softcap: Option<f64>,
+    /// The LM head is the embedding matrix.
+    pub tie: bool,
+    pub head_bias: bool,
+}
+
+/// How a fused q/k/v tensor is laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FusedQkv {
+    /// `[q; k; v]` rows of a `[out, in]` weight.
+    Rows,
+    /// GPT-2 `Conv1D`: `[in, out]`, columns `[q | k | v]`.
+    Conv1d,
+    /// GPT-NeoX / BLOOM / Persimmon: per head `[q_h; k_h; v_h]`.
+    PerHead,
+    /// Falcon: per KV group `[q_1..q_g; k; v]`.
+    PerGroup,
+    /// GPT-J / CodeGen `qkv_proj`: 4 (TPU) blocks of `[q; v; k]`.
+    CodeGen,
+}
+
+/// Where the tensors are: names relative to the layer prefix unless noted.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Names {
+    /// Absolute names.
+    pub embed: String,
+    pub positions: String,
+    pub embed_norm: String,
+    pub final_norm: String,
+    pub head: String,
+    /// The prefix of layer `i`: `{}` is replaced by `i`.
+    pub layer: String,
+    pub q: String,
+    pub k: String,
+    pub v: String,
+    /// A fused q/k/v projection, when the checkpoint has one.
+    pub qkv: Option<(String, FusedQkv)>,
+    pub o: String,
+    pub q_norm: String,
+    pub k_norm: String,
+    /// Norm slots: before attention, after attention, before the FFN, after the FFN; a slot
+    /// is applied when named.
+    pub attn_in: Option<String>,
+    pub attn_out: Option<String>,
+    pub ffn_in: Option<String>,
+    pub ffn_out: Option<String>,
+    pub gate: String,
+    pub up: String,
+    pub down: String,
+    /// A fused `[gate; up]` projection, when the checkpoint has one.
+    pub gate_up: Option<String>,
+    /// The dense MLP's weights are `Conv1D` (`[in, out]`, GPT-2).
+    pub conv1d: bool,
+    pub router: String,
+    /// Prefix of expert `{}`, and its projections under it.
+    pub expert: String,
+    pub ex_gate: String,
+    pub ex_up: String,
+    pub ex_down: String,
+    pub shared: String,
+    pub shared_gate: String,
+    pub sinks: String,
+    pub e_bias: String,
+}
+
+impl Names {
+    /// The Llama layout: `model.layers.{i}.self_attn.q_proj`, `mlp.gate_proj`, ...
+    pub(crate) fn llama() -> Self {
+        Self {
+            embed: "model.embed_tokens".into(),
+            positions: "model.embed_positions".into(),
+            embed_norm: "model.embed_layer_norm".into(),
+            final_norm: "model.norm".into(),
+            head: "lm_head".into(),
+            layer: "model.layers.{}".into(),
+            q: "self_attn.q_proj".into(),
+            k: "self_attn.k_proj".into(),
+            v: "self_attn.v_proj".into(),
+            qkv: None,
+            o: "self_attn.o_proj".into(),
+            q_norm: "self_attn.q_norm".into(),
+            k_norm: "self_attn.k_norm".into(),
+            attn_in: Some("input_layernorm".into()),
+            attn_out: None,
+            ffn_in: Some("post_attention_layernorm".into()),
+            ffn_out: None,
+            gate: "mlp.gate_proj".into(),
+            up: "mlp.up_proj".into(),
+            down: "mlp.down_proj".into(),
+            gate_up: None,
+            conv1d: false,
+            router: "mlp.gate".into(),
+            expert: "mlp.experts.{}".into(),
+            ex_gate: "gate_proj".into(),
+            ex_up: "up_proj".into(),
+            ex_down: "down_proj".into(),
+            shared: "mlp.shared_expert".into(),
+            shared_gate: "mlp.shared_expert_gate".into(),
+            sinks: "self_attn.sinks".into(),
+            e_bias: "mlp.gate.e_score_correction_bias".into(),
+        }
+    }
+
+    /// The prefix of layer `i`.
+    pub(crate) fn layer(&self, i: usize) -> String {
+        self.layer.replace("{}", &i.to_string())
+    }
+}

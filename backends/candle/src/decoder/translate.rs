@@ -1,0 +1,1262 @@
+//! `config.json` → [`Spec`] and [`Names`], field by field, per model type.
+//!
+//! Each model type starts from the layout it shares (Llama, GPT-2, GPT-NeoX, GPT-J, Falcon,
+//! BLOOM, OPT, MPT) and turns on the switches its transformers implementation has. A config
+//! value with no switch (a rope type, a layer type, an option that changes the computation)
+//! is a [`SkillError::ConfigField`] naming the field; a model type with no translation is
+//! refused by [`translate`].
+
+use serde_json::Value;
+use skillgen_runtime::SkillError;
+
+use super::config::{DecoderFields, Fields};
+use super::spec::{
+    Absolute, Act, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope, Routing, Spec,
+};
+
+type R<T> = Result<T, SkillError>;
+
+/// The model types [`translate`] knows.
+pub const MODEL_TYPES: &[&str] = &[
+    "arcee",
+    "bloom",
+    "codegen",
+    "cohere",
+    "cohere2",
+    "cwm",
+    "deepseek_v2",
+    "deepseek_v3",
+    "ernie4_5",
+    "exaone4",
+    "falcon",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "glm",
+    "glm4",
+    "gpt2",
+    "gpt_bigcode",
+    "gpt_neox",
+    "gpt_oss",
+    "gptj",
+    "granite",
+    "granitemoe",
+    "helium",
+    "hunyuan_v1_dense",
+    "internlm3",
+    "llama",
+    "minicpm3",
+    "ministral",
+    "mistral",
+    "mixtral",
+    "mpt",
+    "nemotron",
+    "olmo",
+    "olmo2",
+    "olmo3",
+    "olmoe",
+    "opt",
+    "phi",
+    "phi3",
+    "qwen2",
+    "qwen2_moe",
+    "qwen3",
+    "qwen3_moe",
+    "seed_oss",
+    "smollm3",
+    "stablelm",
+    "starcoder2",
+    "vaultgemma",
+];
+
+/// Translate `config.json` (read into `f`) of `model_type`.
+pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    match model_type {
+        "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
+        "gpt_neox" => gpt_neox(f),
+        "gptj" | "codegen" => gptj(model_type, f),
+        "falcon" => falcon(f),
+        "bloom" => bloom(f),
+        "opt" => opt(f),
+        "mpt" => mpt(f),
+        "phi" => phi(f),
+        t if MODEL_TYPES.contains(&t) => llama_like(t, f),
+        other => Err(SkillError::Backend {
+            backend: skillgen_runtime::BackendKind::Candle,
+            detail: format!("model type `{other}` has no translation for the candle decoder"),
+        }),
+    }
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64().filter(|x| x.is_finite())
+}
+
+/// A positive float field, or `default` when absent or null.
+fn float_or(f: &Fields<'_>, field: &str, default: f64) -> R<f64> {
+    Ok(f.f64_opt(field)?.unwrap_or(default))
+}
+
+/// `rope_parameters` of one layer kind: `rope_parameters[kind]` when it is keyed by layer
+/// type (Gemma 3), else the shared parameters.
+fn rope_params<'a>(
+    f: &'a Fields<'_>,
+    kind: Option<&str>,
+) -> R<Option<&'a serde_json::Map<String, Value>>> {
+    let Some(p) = f.get("rope_parameters") else {
+        return Ok(None);
+    };
+    let Some(obj) = p.as_object() else {
+        return Err(f.err("rope_parameters", format!("expected an object, found {p}")));
+    };
+    if let Some(kind) = kind
+        && let Some(Value::Object(sub)) = obj.get(kind)
+    {
+        return Ok(Some(sub));
+    }
+    if obj.values().any(Value::is_object) {
+        return Err(f.err(
+            "rope_parameters",
+            format!(
+                "keyed by layer type, but has no entry for `{}`",
+                kind.unwrap_or("the layer")
+            ),
+        ));
+    }
+    Ok(Some(obj))
+}
+
+/// The rotary embedding of layer kind `kind` over `head_dim` dims (times
+/// `partial_rotary_factor`, or `rotary_dims` when given).
+fn rope(
+    f: &Fields<'_>,
+    kind: Option<&str>,
+    head_dim: usize,
+    interleaved: bool,
+    rotary_dims: Option<usize>,
+) -> R<Rope> {
+    let p = rope_params(f, kind)?;
+    let field = |k: &str| -> Option<&Value> {
+        p.and_then(|m| m.get(k))
+            .filter(|v| !v.is_null())
+            .or_else(|| f.get(k))
+    };
+    let pf = |k: &str| -> String {
+        match (p.is_some(), kind) {
+            (true, Some(kd)) if f.get("rope_parameters").and_then(|v| v.get(kd)).is_some() => {
+                format!("rope_parameters.{kd}.{k}")
+            }
+            (true, _) => format!("rope_parameters.{k}"),
+            _ => k.to_owned(),
+        }
+    };
+    let theta = match field("rope_theta") {
+        Some(v) => num(v).filter(|x| *x > 0.0).ok_or_else(|| {
+            f.err(
+                &pf("rope_theta"),
+                format!("expected a positive number, found {v}"),
+            )
+        })?,
+        None => {
+            return Err(f.err(
+                &pf("rope_theta"),
+                "missing (required; no default is assumed)",
+            ));
+        }
+    };
+    let dims = match rotary_dims {
+        Some(d) => d,
+        None => match field("partial_rotary_factor") {
+            None => head_dim,
+            Some(v) => {
+                let x = num(v).filter(|x| *x > 0.0 && *x <= 1.0).ok_or_else(|| {
+                    f.err(
+                        &pf("partial_rotary_factor"),
+                        format!("expected a number in (0, 1], found {v}"),
+                    )
+                })?;
+                (head_dim as f64 * x) as usize
+            }
+        },
+    };
+    if dims == 0 || dims % 2 != 0 || dims > head_dim {
+        return Err(f.err(
+            &pf("partial_rotary_factor"),
+            format!("gives {dims} rotary dims of head_dim {head_dim} (need an even number ≥ 2)"),
+        ));
+    }
+    let rope_type = match field("rope_type").or_else(|| field("type")) {
+        None => "default".to_owned(),
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| f.err(&pf("rope_type"), format!("expected a string, found {v}")))?
+            .to_owned(),
+    };
+    let need = |k: &str| -> R<f64> {
+        field(k).and_then(num).ok_or_else(|| {
+            f.err(
+                &pf(k),
+                format!("missing or not a number (required by rope type `{rope_type}`)"),
+            )
+        })
+    };
+    let (llama3, linear) = match rope_type.as_str() {
+        "default" => (None, None),
+        "llama3" => (
+            Some((
+                need("factor")?,
+                need("low_freq_factor")?,
+                need("high_freq_factor")?,
+                need("original_max_position_embeddings")?,
+            )),
+            None,
+        ),
+        "linear" => (None, Some(need("factor")?)),
+        other => {
+            return Err(f.err(
+                &pf("rope_type"),
+                format!("rope type `{other}` is not implemented by the decoder (default, llama3, linear)"),
+            ));
+        }
+    };
+    Ok(Rope {
+        theta,
+        dims,
+        interleaved,
+        llama3,
+        linear,
+    })
+}
+
+/// The first of `fields` present in the config.
+fn first_positive(f: &Fields<'_>, fields: &[&str]) -> R<usize> {
+    for k in fields {
+        if let Some(v) = f.positive_opt(k)? {
+            return Ok(v);
+        }
+    }
+    Err(f.err(fields[0], "missing (required)"))
+}
+
+/// Per-layer attention windows: `layer_types` (+ `sliding_window`) when present; else the
+/// window on every layer when `window_everywhere` and `sliding_window` is set.
+fn windows(f: &Fields<'_>, layers: usize, window_everywhere: bool) -> R<Vec<Option<usize>>> {
+    if let Some(types) = layer_types(f, layers)? {
+        let mut out = Vec::with_capacity(layers);
+        for (i, t) in types.iter().enumerate() {
+            out.push(match t.as_str() {
+                "full_attention" => None,
+                "sliding_attention" => Some(f.positive("sliding_window").map_err(|_| {
+                    f.err(
+                        "sliding_window",
+                        format!("layer {i} is a sliding_attention layer, but the window is missing or not positive"),
+                    )
+                })?),
+                other => {
+                    return Err(f.err(
+                        &format!("layer_types[{i}]"),
+                        format!("layer type `{other}` is not implemented by the decoder (full_attention, sliding_attention)"),
+                    ));
+                }
+            });
+        }
+        return Ok(out);
+    }
+    let w = if window_everywhere {
+        f.positive_opt("sliding_window")?
+    } else {
+        if f.bool_or("use_sliding_window", false)? {
+            return Err(f.err(
+                "use_sliding_window",
+                "`true` without `layer_types` is not implemented for this model type",
+            ));
+        }
+        None
+    };
+    Ok(vec![w; layers])
+}
+
+fn layer_types(f: &Fields<'_>, layers: usize) -> R<Option<Vec<String>>> {
+    let Some(v) = f.get("layer_types") else {
+        return Ok(None);
+    };
+    let Some(a) = v.as_array() else {
+        return Err(f.err("layer_types", format!("expected a list, found {v}")));
+    };
+    if a.len() != layers {
+        return Err(f.err(
+            "layer_types",
+            format!("has {} entries for {layers} layers", a.len()),
+        ));
+    }
+    a.iter()
+        .map(|x| {
+            x.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| f.err("layer_types", format!("expected strings, found {x}")))
+        })
+        .collect::<R<Vec<_>>>()
+        .map(Some)
+}
+
+fn act_field(f: &Fields<'_>, fields: &[&str]) -> R<Act> {
+    for k in fields {
+        if let Some(a) = f.activation(k)? {
+            return Ok(a);
+        }
+    }
+    Err(f.err(fields[0], "missing (required)"))
+}
+
+fn rms(eps: f64) -> NormKind {
+    NormKind::Rms {
+        eps,
+        plus_one: false,
+    }
+}
+
+/// Refuse a boolean option the decoder does not implement.
+fn refuse_true(f: &Fields<'_>, field: &str, why: &str) -> R<()> {
+    f.require_false(field, why)
+}
+
+/// Which layers are MoE (Qwen-MoE / DeepSeek / generic schedules).
+fn moe_layers(f: &Fields<'_>, layers: usize, experts: usize) -> R<Vec<bool>> {
+    if experts == 0 {
+        return Ok(vec![false; layers]);
+    }
+    if let Some(v) = f.get("mlp_layer_types") {
+        let a = v
+            .as_array()
+            .ok_or_else(|| f.err("mlp_layer_types", format!("expected a list, found {v}")))?;
+        return a
+            .iter()
+            .map(|x| match x.as_str() {
+                Some("sparse") => Ok(true),
+                Some("dense") => Ok(false),
+                _ => Err(f.err("mlp_layer_types", format!("unknown entry {x}"))),
+            })
+            .collect();
+    }
+    let only: Vec<usize> = match f.get("mlp_only_layers") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_u64().map(|n| n as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| f.err("mlp_only_layers", "expected a list of layer indices"))?,
+        _ => Vec::new(),
+    };
+    let step = f.positive_opt("decoder_sparse_step")?.unwrap_or(1);
+    let first_dense = f.usize_opt("first_k_dense_replace")?.unwrap_or(0);
+    let freq = f.positive_opt("moe_layer_freq")?.unwrap_or(1);
+    Ok((0..layers)
+        .map(|i| !only.contains(&i) && (i + 1) % step == 0 && i >= first_dense && i % freq == 0)
+        .collect())
+}
+
+/// Llama-layout decoders: `model.layers.{i}.self_attn.*`, `mlp.*`, RMSNorm unless noted.
+fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let mut n = Names::llama();
+    let hidden = f.positive("hidden_size")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let (heads, kv_heads, head_dim) = f.heads(hidden)?;
+    let vocab = f.positive("vocab_size")?;
+    let max_positions = f.positive("max_position_embeddings")?;
+    let eps_field = [
+        "rms_norm_eps",
+        "layer_norm_eps",
+        "norm_epsilon",
+        "layer_norm_epsilon",
+    ];
+    // OLMo's parameter-free LayerNorm has a fixed epsilon and no field.
+    let eps = match eps_field.iter().find_map(|k| f.get(k).and_then(num)) {
+        Some(e) => e,
+        None if t == "olmo" => 1e-5,
+        None => return Err(f.err("rms_norm_eps", "missing (required)")),
+    };
+    let act = act_field(f, &["hidden_act", "hidden_activation"])?;
+    let tie_default = matches!(
+        t,
+        "gemma" | "gemma2" | "gemma3_text" | "vaultgemma" | "cohere" | "cohere2"
+    );
+    let tie = f.bool_or("tie_word_embeddings", tie_default)?;
+    let attn_bias = f.bool_or("attention_bias", false)?;
+    let mlp_bias = f.bool_or("mlp_bias", false)?;
+    let interleaved = matches!(
+        t,
+        "helium" | "cohere" | "cohere2" | "glm" | "glm4" | "ernie4_5"
+    );
+    let window_everywhere = matches!(t, "mistral" | "mixtral" | "phi3" | "starcoder2");
+    let wins = windows(f, layers, window_everywhere)?;
+    let mut spec = Spec {
+        vocab,
+        hidden,
+        heads,
+        kv_heads,
+        head_dim,
+        max_positions,
+        layers: Vec::new(),
+        ropes: Vec::new(),
+        absolute: None,
+        norm: rms(eps),
+        parallel: false,
+        qk_norm: None,
+        mla: None,
+        qkv_bias: attn_bias,
+        o_bias: attn_bias,
+        attn_scale: 1.0 / (head_dim as f64).sqrt(),
+        attn_softcap: None,
+        clip_qkv: None,
+        sinks: false,
+        mlp: Mlp {
+            gated: true,
+            act,
+            intermediate: f.positive_opt("intermediate_size")?.unwrap_or(4 * hidden),
+            bias: mlp_bias,
+        },
+        moe: None,
+        embed_scale: None,
+        embed_norm: false,
+        residual_scale: None,
+        final_norm: true,
+        logits_scale: None,
+        final_softcap: None,
+        tie,
+        head_bias: false,
+    };
+    // Rope per layer kind (Gemma 3 keys rope_parameters by layer type).
+    let per_type = f
+        .get("rope_parameters")
+        .and_then(Value::as_object)
+        .is_some_and(|o| o.values().any(Value::is_object));
+    let mut rope_on: Vec<bool> = vec![true; layers];
+    let mut layer_rope = vec![Some(0usize); layers];
+    let mut mla = None;
+    match t {
+        "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" => {
+            refuse_true(f, "use_bidirectional_attention", "a causal LM")?;
+        }
+        "qwen2" => {
+            spec.qkv_bias = true;
+            spec.o_bias = false;
+        }
+        "qwen3" => {
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+        }
+        "seed_oss" => {
+            spec.o_bias = f.bool_or("attention_out_bias", false)?;
+        }
+        "ernie4_5" => {
+            let b = f.bool_or("use_bias", false)?;
+            spec.qkv_bias = b;
+            spec.o_bias = b;
+            spec.mlp.bias = b;
+        }
+        "gemma" | "gemma2" | "gemma3_text" | "vaultgemma" => {
+            spec.norm = NormKind::Rms {
+                eps,
+                plus_one: true,
+            };
+            spec.embed_scale = Some((hidden as f32).sqrt() as f64);
+            if t != "gemma" {
+                n.attn_out = Some("post_attention_layernorm".into());
+                n.ffn_in = Some("pre_feedforward_layernorm".into());
+                n.ffn_out = Some("post_feedforward_layernorm".into());
+                if t == "vaultgemma" {
+                    n.attn_out = None;
+                    n.ffn_out = None;
+                }
+                let q = f
+                    .positive_opt("query_pre_attn_scalar")?
+                    .ok_or_else(|| f.err("query_pre_attn_scalar", "missing (required)"))?;
+                spec.attn_scale = 1.0 / (q as f64).sqrt();
+                spec.attn_softcap = f.f64_opt("attn_logit_softcapping")?;
+                spec.final_softcap = f.f64_opt("final_logit_softcapping")?;
+            }
+            if t == "gemma3_text" {
+                spec.qk_norm = Some(QkNorm {
+                    kind: NormKind::Rms {
+                        eps,
+                        plus_one: true,
+                    },
+                    per_head: true,
+                });
+            }
+        }
+        "olmo" => {
+            spec.norm = NormKind::LayerNoAffine { eps: 1e-5 };
+            spec.clip_qkv = f.f64_opt("clip_qkv")?;
+        }
+        "olmo2" | "olmo3" | "exaone4" => {
+            n.attn_in = None;
+            n.ffn_in = None;
+            n.attn_out = Some("post_attention_layernorm".into());
+            n.ffn_out = Some("post_feedforward_layernorm".into());
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: t == "exaone4",
+            });
+            if t == "exaone4" {
+                // RoPE only on sliding layers when the model has them (NoPE global layers).
+                if wins.iter().any(Option::is_some) {
+                    rope_on = wins.iter().map(Option::is_some).collect();
+                }
+            }
+        }
+        "olmoe" => {
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: false,
+            });
+            spec.clip_qkv = f.f64_opt("clip_qkv")?;
+        }
+        "smollm3" => {
+            if let Some(Value::Array(a)) = f.get("no_rope_layers") {
+                if a.len() != layers {
+                    return Err(f.err(
+                        "no_rope_layers",
+                        format!("has {} entries for {layers} layers", a.len()),
+                    ));
+                }
+                rope_on = a.iter().map(|v| v.as_u64() != Some(0)).collect();
+            }
+        }
+        "stablelm" => {
+            spec.norm = NormKind::Layer { eps, bias: true };
+            spec.qkv_bias = f.bool_or("use_qkv_bias", false)?;
+            spec.o_bias = false;
+            refuse_true(
+                f,
+                "qk_layernorm",
+                "StableLM's per-head q/k LayerNorm modules are not implemented",
+            )?;
+            if f.bool_or("use_parallel_residual", false)? {
+                spec.parallel = true;
+                n.ffn_in = None;
+            }
+        }
+        "starcoder2" => {
+            spec.norm = NormKind::Layer { eps, bias: true };
+            let b = f.bool_or("use_bias", true)?;
+            spec.qkv_bias = b;
+            spec.o_bias = b;
+            spec.mlp.gated = false;
+            spec.mlp.bias = b;
+            n.up = "mlp.c_fc".into();
+            n.down = "mlp.c_proj".into();
+        }
+        "phi3" => {
+            n.qkv = Some(("self_attn.qkv_proj".into(), FusedQkv::Rows));
+            n.gate_up = Some("mlp.gate_up_proj".into());
+        }
+        "granite" | "granitemoe" => {
+            spec.embed_scale = f.f64_opt("embedding_multiplier")?;
+            spec.residual_scale = f.f64_opt("residual_multiplier")?;
+            if let Some(m) = f.f64_opt("attention_multiplier")? {
+                spec.attn_scale = m;
+            }
+            if let Some(s) = f.f64_opt("logits_scaling")? {
+                spec.logits_scale = Some(1.0 / s);
+            }
+        }
+        "cohere" | "cohere2" => {
+            spec.norm = NormKind::Layer { eps, bias: false };
+            spec.parallel = true;
+            n.ffn_in = None;
+            spec.logits_scale = f.f64_opt("logit_scale")?;
+            if f.bool_or("use_qk_norm", false)? {
+                spec.qk_norm = Some(QkNorm {
+                    kind: NormKind::Layer { eps, bias: false },
+                    per_head: true,
+                });
+            }
+            if t == "cohere2" && wins.iter().any(Option::is_some) {
+                rope_on = wins.iter().map(Option::is_some).collect();
+            }
+        }
+        "glm" | "glm4" => {
+            n.gate_up = Some("mlp.gate_up_proj".into());
+            spec.o_bias = false;
+            if t == "glm4" {
+                n.attn_out = Some("post_self_attn_layernorm".into());
+                n.ffn_out = Some("post_mlp_layernorm".into());
+            }
+        }
+        "hunyuan_v1_dense" => {
+            n.q_norm = "self_attn.query_layernorm".into();
+            n.k_norm = "self_attn.key_layernorm".into();
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+        }
+        "nemotron" => {
+            // LayerNorm1P: (1 + w), with bias.
+            spec.norm = NormKind::Layer { eps, bias: true };
+            return Err(f.err(
+                "model_type",
+                "nemotron's LayerNorm1P is not implemented by the decoder",
+            ));
+        }
+        "arcee" => {
+            spec.mlp.gated = false;
+        }
+        "mixtral" => {
+            n.router = "block_sparse_moe.gate".into();
+            n.expert = "block_sparse_moe.experts.{}".into();
+            n.ex_gate = "w1".into();
+            n.ex_up = "w3".into();
+            n.ex_down = "w2".into();
+        }
+        "qwen2_moe" => {
+            spec.qkv_bias = f.bool_or("qkv_bias", true)?;
+            spec.o_bias = false;
+        }
+        "qwen3_moe" => {
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+        }
+        "gpt_oss" => {
+            spec.sinks = true;
+            n.router = "mlp.router".into();
+        }
+        "deepseek_v2" | "deepseek_v3" | "minicpm3" => {
+            let m = Mla {
+                q_lora_rank: f.positive_opt("q_lora_rank")?,
+                kv_lora_rank: f.positive("kv_lora_rank")?,
+                qk_nope: f.positive("qk_nope_head_dim")?,
+                qk_rope: f.positive("qk_rope_head_dim")?,
+                v_head: f.positive("v_head_dim")?,
+                eps,
+            };
+            spec.attn_scale = 1.0 / ((m.qk_nope + m.qk_rope) as f64).sqrt();
+            spec.kv_heads = heads;
+            spec.head_dim = m.qk_nope + m.qk_rope;
+            mla = Some(m);
+            if t == "minicpm3" {
+                spec.embed_scale = f.f64_opt("scale_emb")?;
+                if let Some(d) = f.f64_opt("scale_depth")? {
+                    spec.residual_scale = Some(d / (layers as f64).sqrt());
+                }
+                if let Some(b) = f.f64_opt("dim_model_base")? {
+                    spec.logits_scale = Some(b / hidden as f64);
+                }
+            }
+        }
+        _ => {}
+    }
+    // Rope tables: one per distinct layer kind.
+    let rope_dims_for = |mla: &Option<Mla>| mla.map(|m| m.qk_rope);
+    let rope_head_dim = rope_dims_for(&mla).unwrap_or(head_dim);
+    let rope_interleaved = interleaved || mla.is_some() && t != "minicpm3";
+    if per_type {
+        let types = layer_types(f, layers)?.ok_or_else(|| {
+            f.err(
+                "layer_types",
+                "missing, but rope_parameters is keyed by layer type",
+            )
+        })?;
+        let mut kinds: Vec<String> = Vec::new();
+        for (i, k) in types.iter().enumerate() {
+            let idx = match kinds.iter().position(|x| x == k) {
+                Some(j) => j,
+                None => {
+                    kinds.push(k.clone());
+                    spec.ropes
+                        .push(rope(f, Some(k), rope_head_dim, rope_interleaved, None)?);
+                    kinds.len() - 1
+                }
+            };
+            layer_rope[i] = Some(idx);
+        }
+    } else {
+        spec.ropes
+            .push(rope(f, None, rope_head_dim, rope_interleaved, None)?);
+    }
+    // MoE.
+    let experts = ["num_experts", "num_local_experts", "n_routed_experts"]
+        .iter()
+        .find_map(|k| f.get(k).and_then(Value::as_u64))
+        .unwrap_or(0) as usize;
+    let is_moe_type = matches!(
+        t,
+        "mixtral"
+            | "qwen2_moe"
+            | "qwen3_moe"
+            | "olmoe"
+            | "granitemoe"
+            | "gpt_oss"
+            | "deepseek_v2"
+            | "deepseek_v3"
+    );
+    let moe_flags = if is_moe_type {
+        moe_layers(f, layers, experts)?
+    } else {
+        vec![false; layers]
+    };
+    if moe_flags.iter().any(|x| *x) {
+        let top_k = first_positive(f, &["num_experts_per_tok", "top_k", "experts_per_token"])?;
+        let intermediate = match f.positive_opt("moe_intermediate_size")? {
+            Some(x) => x,
+            None => f.positive("intermediate_size")?,
+        };
+        let mut moe = Moe {
+            experts,
+            top_k,
+            intermediate,
+            routing: Routing::SoftmaxTopK,
+            norm_topk: f.bool_or("norm_topk_prob", false)?,
+            scale: 1.0,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: None,
+            shared_gate: false,
+            act,
+        };
+        match t {
+            "mixtral" => moe.norm_topk = true,
+            "qwen2_moe" => {
+                moe.shared = f.positive_opt("shared_expert_intermediate_size")?;
+                moe.shared_gate = moe.shared.is_some();
+            }
+            "gpt_oss" => {
+                moe.routing = Routing::TopKSoftmax;
+                moe.router_bias = true;
+                moe.expert_bias = true;
+                moe.swiglu_limit = Some(float_or(f, "swiglu_limit", 7.0)?);
+            }
+            "granitemoe" => {
+                moe.routing = Routing::TopKSoftmax;
+            }
+            "deepseek_v2" | "deepseek_v3" => {
+                moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
+                moe.shared = f
+                    .positive_opt("n_shared_experts")?
+                    .map(|k| k * intermediate);
+                n.shared = "mlp.shared_experts".into();
+                let groups = f.positive_opt("n_group")?.unwrap_or(1);
+                let topk_groups = f.positive_opt("topk_group")?.unwrap_or(1);
+                if t == "deepseek_v3" {
+                    moe.routing = Routing::SigmoidGrouped {
+                        groups,
+                        topk_groups,
+                    };
+                } else {
+                    match f.str_opt("topk_method")?.unwrap_or("greedy") {
+                        "greedy" => {}
+                        "group_limited_greedy" => {
+                            moe.routing = Routing::SoftmaxGroupedMax {
+                                groups,
+                                topk_groups,
+                            };
+                        }
+                        other => {
+                            return Err(f.err(
+                                "topk_method",
+                                format!(
+                                    "`{other}` is not implemented (greedy, group_limited_greedy)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                if experts % groups != 0 {
+                    return Err(f.err(
+                        "n_group",
+                        format!("{groups} does not divide {experts} experts"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        spec.moe = Some(moe);
+    }
+    spec.mla = mla;
+    spec.layers = (0..layers)
+        .map(|i| LayerSpec {
+            window: wins[i],
+            rope: if rope_on[i] { layer_rope[i] } else { None },
+            moe: moe_flags[i],
+        })
+        .collect();
+    refuse_true(
+        f,
+        "use_bidirectional_attention",
+        "bidirectional attention is not a causal LM",
+    )?;
+    Ok((spec, n))
+}
+
+/// A spec with GPT-style defaults: LayerNorm with biases, plain MLP, learned positions.
+fn gpt_base(
+    vocab: usize,
+    hidden: usize,
+    heads: usize,
+    max_positions: usize,
+    eps: f64,
+    act: Act,
+    inner: usize,
+) -> Spec {
+    let head_dim = hidden / heads;
+    Spec {
+        vocab,
+        hidden,
+        heads,
+        kv_heads: heads,
+        head_dim,
+        max_positions,
+        layers: Vec::new(),
+        ropes: Vec::new(),
+        absolute: Some(Absolute::Learned { offset: 0 }),
+        norm: NormKind::Layer { eps, bias: true },
+        parallel: false,
+        qk_norm: None,
+        mla: None,
+        qkv_bias: true,
+        o_bias: true,
+        attn_scale: 1.0 / (head_dim as f64).sqrt(),
+        attn_softcap: None,
+        clip_qkv: None,
+        sinks: false,
+        mlp: Mlp {
+            gated: false,
+            act,
+            intermediate: inner,
+            bias: true,
+        },
+        moe: None,
+        embed_scale: None,
+        embed_norm: false,
+        residual_scale: None,
+        final_norm: true,
+        logits_scale: None,
+        final_softcap: None,
+        tie: true,
+        head_bias: false,
+    }
+}
+
+fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
+    vec![
+        LayerSpec {
+            window: None,
+            rope,
+            moe: false
+        };
+        n
+    ]
+}
+
+fn divisible(f: &Fields<'_>, field: &str, hidden: usize, heads: usize) -> R<()> {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
+        return Err(f.err(
+            field,
+            format!("{heads} does not divide the hidden size {hidden}"),
+        ));
+    }
+    Ok(())
+}
+
+/// GPT-2 and GPT-BigCode: `transformer.h.{i}`, fused `c_attn` (GPT-2: `Conv1D`).
+fn gpt2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("n_embd")?;
+    let heads = f.positive("n_head")?;
+    divisible(f, "n_head", hidden, heads)?;
+    let layers = f.positive("n_layer")?;
+    let inner = f.positive_opt("n_inner")?.unwrap_or(4 * hidden);
+    let act = act_field(f, &["activation_function"])?;
+    let eps = f.f64("layer_norm_epsilon")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("n_positions")?,
+        eps,
+        act,
+        inner,
+    );
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(layers, None);
+    refuse_true(
+        f,
+        "add_cross_attention",
+        "cross-attention layers are not part of a causal LM",
+    )?;
+    if !f.bool_or("scale_attn_weights", true)? {
+        spec.attn_scale = 1.0;
+    }
+    refuse_true(
+        f,
+        "scale_attn_by_inverse_layer_idx",
+        "per-layer attention scaling is not implemented",
+    )?;
+    let conv = t == "gpt2";
+    if t == "gpt_bigcode" && f.bool_or("multi_query", true)? {
+        spec.kv_heads = 1;
+    }
+    let mut n = Names::llama();
+    n.embed = "transformer.wte".into();
+    n.positions = "transformer.wpe".into();
+    n.final_norm = "transformer.ln_f".into();
+    n.layer = "transformer.h.{}".into();
+    n.qkv = Some((
+        "attn.c_attn".into(),
+        if conv {
+            FusedQkv::Conv1d
+        } else {
+            FusedQkv::Rows
+        },
+    ));
+    n.o = "attn.c_proj".into();
+    n.attn_in = Some("ln_1".into());
+    n.ffn_in = Some("ln_2".into());
+    n.up = "mlp.c_fc".into();
+    n.down = "mlp.c_proj".into();
+    n.conv1d = conv;
+    Ok((spec, n))
+}
+
+/// GPT-NeoX: `gpt_neox.layers.{i}`, per-head fused `query_key_value`, partial rotary.
+fn gpt_neox(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let act = act_field(f, &["hidden_act"])?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_eps")?,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.absolute = None;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    let b = f.bool_or("attention_bias", true)?;
+    spec.qkv_bias = b;
+    spec.o_bias = b;
+    spec.parallel = f.bool_or("use_parallel_residual", true)?;
+    spec.ropes.push(rope(f, None, spec.head_dim, false, None)?);
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, Some(0));
+    let mut n = Names::llama();
+    n.embed = "gpt_neox.embed_in".into();
+    n.final_norm = "gpt_neox.final_layer_norm".into();
+    n.head = "embed_out".into();
+    n.layer = "gpt_neox.layers.{}".into();
+    n.qkv = Some(("attention.query_key_value".into(), FusedQkv::PerHead));
+    n.o = "attention.dense".into();
+    n.up = "mlp.dense_h_to_4h".into();
+    n.down = "mlp.dense_4h_to_h".into();
+    Ok((spec, n))
+}
+
+/// GPT-J and CodeGen: parallel blocks, partial interleaved rotary, `lm_head` with bias.
+fn gptj(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("n_embd")?;
+    let heads = f.positive("n_head")?;
+    divisible(f, "n_head", hidden, heads)?;
+    let inner = f.positive_opt("n_inner")?.unwrap_or(4 * hidden);
+    let act = act_field(f, &["activation_function"])?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("n_positions")?,
+        f.f64("layer_norm_epsilon")?,
+        act,
+        inner,
+    );
+    spec.absolute = None;
+    spec.parallel = true;
+    spec.qkv_bias = false;
+    spec.o_bias = false;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.head_bias = true;
+    let rot = f.positive_opt("rotary_dim")?;
+    spec.ropes.push(rope_fixed(f, spec.head_dim, rot, 10000.0)?);
+    spec.layers = plain_layers(f.positive("n_layer")?, Some(0));
+    let mut n = Names::llama();
+    n.embed = "transformer.wte".into();
+    n.final_norm = "transformer.ln_f".into();
+    n.layer = "transformer.h.{}".into();
+    n.attn_in = Some("ln_1".into());
+    n.ffn_in = None;
+    n.q = "attn.q_proj".into();
+    n.k = "attn.k_proj".into();
+    n.v = "attn.v_proj".into();
+    n.o = "attn.out_proj".into();
+    n.up = "mlp.fc_in".into();
+    n.down = "mlp.fc_out".into();
+    if t == "codegen" {
+        n.qkv = Some(("attn.qkv_proj".into(), FusedQkv::CodeGen));
+    }
+    Ok((spec, n))
+}
+
+/// GPT-J / CodeGen rotary: `rope_parameters.rope_theta` when present, else their fixed base.
+fn rope_fixed(f: &Fields<'_>, head_dim: usize, rot: Option<usize>, base: f64) -> R<Rope> {
+    if f.get("rope_parameters").is_some() || f.get("rope_theta").is_some() {
+        return rope(f, None, head_dim, true, Some(rot.unwrap_or(head_dim)));
+    }
+    Ok(Rope {
+        theta: base,
+        dims: rot.unwrap_or(head_dim),
+        interleaved: true,
+        llama3: None,
+        linear: None,
+    })
+}
+
+/// Falcon: fused `query_key_value` in one of three layouts, parallel blocks, rope or ALiBi.
+fn falcon(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_epsilon")?,
+        act_field(f, &["activation"]).unwrap_or(Act::Gelu),
+        f.positive_opt("ffn_hidden_size")?.unwrap_or(4 * hidden),
+    );
+    spec.absolute = None;
+    let bias = f.bool_or("bias", false)?;
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp.bias = bias;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    let new_arch = f.bool_or("new_decoder_architecture", false)?;
+    let multi_query = f.bool_or("multi_query", true)?;
+    let layout = if new_arch {
+        spec.kv_heads = f.positive("num_kv_heads")?;
+        FusedQkv::PerGroup
+    } else if multi_query {
+        spec.kv_heads = 1;
+        FusedQkv::Rows
+    } else {
+        FusedQkv::PerHead
+    };
+    let layers = f.positive("num_hidden_layers")?;
+    if f.bool_or("alibi", false)? {
+        spec.absolute = Some(Absolute::Alibi);
+        spec.layers = plain_layers(layers, None);
+    } else {
+        spec.ropes.push(rope(f, None, spec.head_dim, false, None)?);
+        spec.layers = plain_layers(layers, Some(0));
+    }
+    let mut n = Names::llama();
+    n.embed = "transformer.word_embeddings".into();
+    n.final_norm = "transformer.ln_f".into();
+    n.layer = "transformer.h.{}".into();
+    n.qkv = Some(("self_attention.query_key_value".into(), layout));
+    n.o = "self_attention.dense".into();
+    n.up = "mlp.dense_h_to_4h".into();
+    n.down = "mlp.dense_4h_to_h".into();
+    let parallel = new_arch || f.bool_or("parallel_attn", true)?;
+    spec.parallel = parallel;
+    if new_arch && f.positive_opt("num_ln_in_parallel_attn")?.unwrap_or(2) == 2 {
+        n.attn_in = Some("ln_attn".into());
+        n.ffn_in = Some("ln_mlp".into());
+    } else if parallel {
+        n.ffn_in = None;
+    }
+    Ok((spec, n))
+}
+
+/// BLOOM: ALiBi, LayerNorm after the embeddings, per-head fused `query_key_value`.
+fn bloom(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = first_positive(f, &["hidden_size", "n_embed"])?;
+    let heads = first_positive(f, &["n_head", "num_attention_heads"])?;
+    divisible(f, "n_head", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        // ALiBi has no position table; the context is bounded by memory only.
+        f.positive_opt("seq_length")?.unwrap_or(2048),
+        f.f64("layer_norm_epsilon")?,
+        Act::GeluTanh,
+        4 * hidden,
+    );
+    refuse_true(
+        f,
+        "apply_residual_connection_post_layernorm",
+        "post-LayerNorm residuals are not implemented",
+    )?;
+    spec.absolute = Some(Absolute::Alibi);
+    spec.embed_norm = true;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(first_positive(f, &["n_layer", "num_hidden_layers"])?, None);
+    let mut n = Names::llama();
+    n.embed = "transformer.word_embeddings".into();
+    n.embed_norm = "transformer.word_embeddings_layernorm".into();
+    n.final_norm = "transformer.ln_f".into();
+    n.layer = "transformer.h.{}".into();
+    n.qkv = Some(("self_attention.query_key_value".into(), FusedQkv::PerHead));
+    n.o = "self_attention.dense".into();
+    n.up = "mlp.dense_h_to_4h".into();
+    n.down = "mlp.dense_4h_to_h".into();
+    Ok((spec, n))
+}
+
+/// OPT: learned positions offset by 2, pre-LayerNorm (`do_layer_norm_before`).
+fn opt(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    if !f.bool_or("do_layer_norm_before", true)? {
+        return Err(f.err(
+            "do_layer_norm_before",
+            "`false` (post-LayerNorm OPT) is not implemented",
+        ));
+    }
+    if let Some(p) = f.positive_opt("word_embed_proj_dim")?
+        && p != hidden
+    {
+        return Err(f.err(
+            "word_embed_proj_dim",
+            "embedding projections (project_in/out) are not implemented",
+        ));
+    }
+    let bias = f.bool_or("enable_bias", true)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        1e-5,
+        act_field(f, &["activation_function"])?,
+        f.positive("ffn_dim")?,
+    );
+    if !f.bool_or("layer_norm_elementwise_affine", true)? {
+        return Err(f.err(
+            "layer_norm_elementwise_affine",
+            "`false` is not implemented",
+        ));
+    }
+    spec.absolute = Some(Absolute::Learned { offset: 2 });
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp.bias = bias;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, None);
+    let mut n = Names::llama();
+    n.embed = "model.decoder.embed_tokens".into();
+    n.positions = "model.decoder.embed_positions".into();
+    n.final_norm = "model.decoder.final_layer_norm".into();
+    n.layer = "model.decoder.layers.{}".into();
+    n.o = "self_attn.out_proj".into();
+    n.attn_in = Some("self_attn_layer_norm".into());
+    n.ffn_in = Some("final_layer_norm".into());
+    n.up = "fc1".into();
+    n.down = "fc2".into();
+    Ok((spec, n))
+}
+
+/// MPT: ALiBi, fused `Wqkv`, bias-less LayerNorm when `no_bias`.
+fn mpt(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("d_model")?;
+    let heads = f.positive("n_heads")?;
+    divisible(f, "n_heads", hidden, heads)?;
+    let ratio = f.positive_opt("expansion_ratio")?.unwrap_or(4);
+    let no_bias = f.bool_or("no_bias", true)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_seq_len")?,
+        f.f64_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
+        Act::Gelu,
+        ratio * hidden,
+    );
+    spec.norm = NormKind::Layer {
+        eps: f.f64_opt("layer_norm_epsilon")?.unwrap_or(1e-5),
+        bias: !no_bias,
+    };
+    spec.qkv_bias = !no_bias;
+    spec.o_bias = !no_bias;
+    spec.mlp.bias = !no_bias;
+    let attn = f.get("attn_config").and_then(Value::as_object);
+    let a = |k: &str| attn.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    if a("alibi").and_then(Value::as_bool) == Some(false) {
+        return Err(f.err(
+            "attn_config.alibi",
+            "`false` (learned positions) is not implemented for mpt",
+        ));
+    }
+    if let Some(v) = a("alibi_bias_max").and_then(Value::as_f64)
+        && v != 8.0
+    {
+        return Err(f.err("attn_config.alibi_bias_max", "only 8 is implemented"));
+    }
+    if a("qk_ln").and_then(Value::as_bool) == Some(true) {
+        return Err(f.err("attn_config.qk_ln", "`true` is not implemented"));
+    }
+    spec.clip_qkv = a("clip_qkv").and_then(Value::as_f64);
+    if let Some(s) = a("softmax_scale").and_then(Value::as_f64) {
+        spec.attn_scale = s;
+    }
+    spec.absolute = Some(Absolute::Alibi);
+    spec.tie = true;
+    spec.layers = plain_layers(f.positive("n_layers")?, None);
+    let mut n = Names::llama();
+    n.embed = "transformer.wte".into();
+    n.final_norm = "transformer.norm_f".into();
+    n.layer = "transformer.blocks.{}".into();
+    n.qkv = Some(("attn.Wqkv".into(), FusedQkv::Rows));
+    n.o = "attn.out_proj".into();
+    n.attn_in = Some("norm_1".into());
+    n.ffn_in = Some("norm_2".into());
+    n.up = "ffn.up_proj".into();
+    n.down = "ffn.down_proj".into();
+    Ok((spec, n))
+}
+
+/// Phi (1, 1.5, 2): parallel block, partial rotary, biases everywhere, `lm_head` bias.
+fn phi(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("layer_norm_eps")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act_field(f, &["hidden_act"])?,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.absolute = None;
+    spec.parallel = true;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.head_bias = true;
+    if f.bool_or("qk_layernorm", false)? {
+        spec.qk_norm = Some(QkNorm {
+            kind: NormKind::Layer { eps, bias: true },
+            per_head: true,
+        });
+    }
+    spec.ropes.push(rope(f, None, head_dim, false, None)?);
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, Some(0));
+    let mut n = Names::llama();
+    n.final_norm = "model.final_layernorm".into();
+    n.o = "self_attn.dense".into();
+    n.q_norm = "self_attn.q_layernorm".into();
+    n.k_norm = "self_attn.k_layernorm".into();
+    n.ffn_in = None;
+    n.up = "mlp.fc1".into();
+    n.down = "mlp.fc2".into();
+    Ok((spec, n))
+}
