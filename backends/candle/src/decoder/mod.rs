@@ -113,6 +113,32 @@ pub fn decoder_incremental_logits(
     decoder(state.model(), target)?.incremental_logits(ids)
 }
 
+/// `n` greedy tokens after `prompt` (the prompt in one pass, then one token at a time through
+/// the KV cache; EOS does not stop it) with the decoder of `state` on `target`. For the
+/// conformance tests.
+pub fn decoder_greedy(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+    prompt: &[u32],
+    n: usize,
+) -> Result<Vec<u32>, SkillError> {
+    let d = decoder(state.model(), target)?;
+    d.check_ids(prompt)?;
+    let mut s = d.session()?;
+    let (mut pending, mut pos, mut out) = (prompt.to_vec(), 0, Vec::with_capacity(n));
+    for _ in 0..n {
+        let logits = d.forward(&mut s, &pending, pos)?;
+        pos += pending.len();
+        let id = logits
+            .argmax(0)
+            .and_then(|t| t.to_scalar::<u32>())
+            .map_err(candle_err("argmax"))?;
+        out.push(id);
+        pending = vec![id];
+    }
+    Ok(out)
+}
+
 /// Start generating `req` with the cached decoder of `state` on `target`.
 pub(crate) fn stream(
     state: &Model,

@@ -1,0 +1,203 @@
+//! The conformance matrix: every fixture under `fixtures/conformance/<model_type>/` (built by
+//! `fixtures/factory/make_fixture.py` from transformers 5.23 itself: a tiny seeded model of
+//! the type's own config class, its real tensor names and reference outputs) runs through the
+//! candle decoder on `cpu`:
+//! - the logits of every position of both prompts (one forward pass) match transformers';
+//! - 8 greedy tokens per prompt, fed through the KV cache, equal transformers'
+//!   `generate(do_sample=False)` exactly;
+//! - for the types the registry marks as running, the same tokens come out of the generated
+//!   skill (`skills::registry::load_dir`, dispatch, `generate`).
+//!
+//! The result *is* the support table: the set of types whose fixture passes must equal the
+//! set `models.yaml` marks `native: causal-lm: decoder` (which `SUPPORT.md` is generated
+//! from). A type that starts passing, or stops, fails this test until the registry says so.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use skillgen_candle::parity::{decoder_all_logits, decoder_greedy};
+use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
+use skillgen_runtime::{
+    BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
+};
+use skillgen_test_support::{repo, tolerance};
+
+/// `fixtures/conformance`.
+fn root() -> PathBuf {
+    repo().join("fixtures/conformance")
+}
+
+/// The tensors of `reference.safetensors`, as f32 (floats) or i64 (ints) with their shapes.
+struct Reference {
+    input_ids: Vec<Vec<u32>>,
+    /// `[prompt][position][vocab]`.
+    logits: Vec<Vec<Vec<f32>>>,
+    greedy: Vec<Vec<u32>>,
+}
+
+fn ints(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<i64>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(t.dtype(), safetensors::Dtype::I64, "{name}");
+    let v = t
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+fn rows(shape: &[usize], v: &[i64]) -> Vec<Vec<u32>> {
+    v.chunks(shape[1])
+        .map(|r| r.iter().map(|&x| u32::try_from(x).unwrap()).collect())
+        .collect()
+}
+
+fn reference(dir: &Path) -> Reference {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, ids) = ints(&st, "input_ids");
+    let input_ids = rows(&s, &ids);
+    let (s, g) = ints(&st, "greedy");
+    let greedy = rows(&s, &g);
+    let t = st.tensor("logits").unwrap();
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    let shape = t.shape().to_vec();
+    let flat: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let (seq, vocab) = (shape[1], shape[2]);
+    let logits = flat
+        .chunks(seq * vocab)
+        .map(|p| p.chunks(vocab).map(<[f32]>::to_vec).collect())
+        .collect();
+    Reference {
+        input_ids,
+        logits,
+        greedy,
+    }
+}
+
+/// Every causal-LM fixture: model type → directory.
+fn fixtures() -> BTreeMap<String, PathBuf> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(root()).unwrap() {
+        let dir = e.unwrap().path();
+        if dir.join("reference.safetensors").is_file() {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            out.insert(name, dir);
+        }
+    }
+    out
+}
+
+/// Run one fixture through the decoder; `Err` says why it does not conform.
+fn conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
+    let info = skills::registry::by_model_type(model_type)
+        .ok_or_else(|| format!("`{model_type}` is not in the registry"))?;
+    let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
+        .map_err(|e| format!("load: {e}"))?;
+    let r = reference(dir);
+    let (atol, rtol) = tolerance("decoders");
+    let mut worst = 0f32;
+    for (b, prompt) in r.input_ids.iter().enumerate() {
+        let got = decoder_all_logits(&state, Target::Cpu, prompt).map_err(|e| e.to_string())?;
+        for (p, (g, want)) in got.iter().zip(&r.logits[b]).enumerate() {
+            for (x, y) in g.iter().zip(want) {
+                let d = (x - y).abs();
+                worst = worst.max(d);
+                if !(d <= atol + rtol * y.abs()) {
+                    return Err(format!(
+                        "logits differ at prompt {b} position {p}: {x} vs {y} (|Δ| {d})"
+                    ));
+                }
+            }
+        }
+        let n = r.greedy[b].len();
+        let g = decoder_greedy(&state, Target::Cpu, prompt, n).map_err(|e| e.to_string())?;
+        if g != r.greedy[b] {
+            return Err(format!(
+                "greedy tokens of prompt {b}: {g:?} vs transformers {:?}",
+                r.greedy[b]
+            ));
+        }
+    }
+    Ok(worst)
+}
+
+/// The types `models.yaml` marks as running `causal-lm` on candle.
+fn marked() -> Vec<String> {
+    skills::registry::all()
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.support(Task::CausalLm, BackendKind::Candle),
+                Support::Verified(_)
+            )
+        })
+        .map(|i| i.model_type.to_owned())
+        .collect()
+}
+
+#[test]
+fn fixtures_conform_and_equal_the_support_table() {
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in fixtures() {
+        match conforms(&t, &dir) {
+            Ok(worst) => {
+                eprintln!("pass {t:<24} max |Δlogit| {worst:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    eprintln!("{} pass, {} do not", pass.len(), fail.len());
+    let marked = marked();
+    let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "marked `native: causal-lm: decoder` in models.yaml but no passing fixture: {:?}",
+        unproven
+            .iter()
+            .map(|t| (t, fail.get(t.as_str()).map_or("no fixture", String::as_str)))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        unmarked.is_empty(),
+        "fixtures pass but models.yaml does not mark them `native: causal-lm: decoder`: {unmarked:?}"
+    );
+}
+
+#[test]
+fn marked_types_generate_through_their_generated_skill() {
+    let caps = Capabilities::fixed_cpu_only();
+    for t in marked() {
+        let dir = root().join(&t);
+        let r = reference(&dir);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        assert_eq!(skill.info().model_type, t);
+        for (b, prompt) in r.input_ids.iter().enumerate() {
+            let req = GenerateRequest::new(Prompt::TokenIds(prompt.clone())).max_tokens(8);
+            let (out, d) = skill
+                .state()
+                .run_with(Call::Generate(req), &MapEnv::empty(), &caps)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            let Output::Generate(g) = out else {
+                panic!("{t}: {out:?}")
+            };
+            assert_eq!(d.used, Target::Cpu, "{t}");
+            // Generation stops at the checkpoint's EOS; the reference ignores it.
+            let n = g.token_ids.len();
+            assert_eq!(g.token_ids[..], r.greedy[b][..n], "{t} prompt {b}");
+            if n < 8 {
+                assert_eq!(g.finish_reason, FinishReason::Eos, "{t}");
+            }
+        }
+    }
+}
