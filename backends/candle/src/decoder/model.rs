@@ -154,6 +154,31 @@ impl RopeTable {
         let mut inv: Vec<f64> = (0..half)
             .map(|i| 1.0 / r.theta.powf((2 * i) as f64 / r.dims as f64))
             .collect();
+        let mut attention_factor = 1.0f32;
+        if let Some(y) = r.yarn {
+            let dim = r.dims as f64;
+            let corr = |rot: f64| {
+                dim * (y.original_max_positions / (rot * 2.0 * std::f64::consts::PI)).ln()
+                    / (2.0 * r.theta.ln())
+            };
+            let (mut low, mut high) = (corr(y.beta_fast), corr(y.beta_slow));
+            if y.truncate {
+                low = low.floor();
+                high = high.ceil();
+            }
+            let low = low.max(0.0);
+            let mut high = high.min(dim - 1.0);
+            if low == high {
+                high += 0.001;
+            }
+            for (i, f) in inv.iter_mut().enumerate() {
+                let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                let extrapolation = 1.0 - ramp;
+                let interpolation = *f / y.factor;
+                *f = interpolation * (1.0 - extrapolation) + *f * extrapolation;
+            }
+            attention_factor = y.attention_factor as f32;
+        }
         if let Some((factor, low, high, orig)) = r.llama3 {
             let low_wavelen = orig / low;
             let high_wavelen = orig / high;
@@ -176,8 +201,8 @@ impl RopeTable {
             let p = p as f32 / scale;
             for f in &inv {
                 let a = p * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
+                cos.push(a.cos() * attention_factor);
+                sin.push(a.sin() * attention_factor);
             }
         }
         let t = |v: Vec<f32>| {
@@ -655,7 +680,67 @@ impl Model {
         ex_names.gate_up = None;
         ex_names.conv1d = false;
         let mut experts = Vec::with_capacity(spec.experts);
+        if let Some(fe) = &names.fused_experts {
+            let (e_n, i_n) = (spec.experts, spec.intermediate);
+            let (gu_shape, dn_shape) = if fe.transposed {
+                ([e_n, hd, 2 * i_n], [e_n, i_n, hd])
+            } else {
+                ([e_n, 2 * i_n, hd], [e_n, hd, i_n])
+            };
+            let gu = w.take(&n(&fe.gate_up), &gu_shape)?;
+            let dn = w.take(&n(&fe.down), &dn_shape)?;
+            let biases = match &fe.biases {
+                Some((a, b)) => Some((
+                    w.take(&n(a), &[e_n, 2 * i_n])?,
+                    w.take(&n(b), &[e_n, hd])?,
+                )),
+                None => None,
+            };
+            let c = ce("splitting fused experts");
+            let order: Option<Tensor> = if fe.interleaved {
+                let idx: Vec<u32> = (0..i_n as u32)
+                    .map(|i| 2 * i)
+                    .chain((0..i_n as u32).map(|i| 2 * i + 1))
+                    .collect();
+                Some(Tensor::from_vec(idx, 2 * i_n, &w.device().clone()).map_err(&c)?)
+            } else {
+                None
+            };
+            for e in 0..e_n {
+                let mut g = gu.get(e).map_err(&c)?;
+                let mut d = dn.get(e).map_err(&c)?;
+                if fe.transposed {
+                    g = g.t().and_then(|t| t.contiguous()).map_err(&c)?;
+                    d = d.t().and_then(|t| t.contiguous()).map_err(&c)?;
+                }
+                let mut gb = match &biases {
+                    Some((a, _)) => Some(a.get(e).map_err(&c)?),
+                    None => None,
+                };
+                if let Some(o) = &order {
+                    g = g.index_select(o, 0).map_err(&c)?;
+                    gb = match gb {
+                        Some(b) => Some(b.index_select(o, 0).map_err(&c)?),
+                        None => None,
+                    };
+                }
+                let db = match &biases {
+                    Some((_, b)) => Some(b.get(e).map_err(&c)?),
+                    None => None,
+                };
+                experts.push(Dense {
+                    up: Linear::new(g, gb),
+                    down: Linear::new(d, db),
+                    gated: true,
+                    act: spec.act,
+                    width: i_n,
+                });
+            }
+        }
         for e in 0..spec.experts {
+            if names.fused_experts.is_some() {
+                break;
+            }
             let ep = format!("{p}.{}", names.expert.replace("{}", &e.to_string()));
             experts.push(Self::load_dense(
                 w,

@@ -68,6 +68,34 @@ pub(crate) struct Rope {
     pub llama3: Option<(f64, f64, f64, f64)>,
     /// Linear position scaling factor (`rope_type: linear`).
     pub linear: Option<f64>,
+    /// YaRN (`rope_type: yarn`).
+    pub yarn: Option<Yarn>,
+}
+
+/// YaRN frequency interpolation (transformers' `_compute_yarn_parameters`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Yarn {
+    pub factor: f64,
+    pub beta_fast: f64,
+    pub beta_slow: f64,
+    pub original_max_positions: f64,
+    pub truncate: bool,
+    /// cos and sin are multiplied by this.
+    pub attention_factor: f64,
+}
+
+/// Experts stored as 3-D tensors `[experts, ...]` rather than one module per expert.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FusedExperts {
+    /// `[gate; up]` projection and down projection names (relative to the layer).
+    pub gate_up: String,
+    pub down: String,
+    /// Stored `[in, out]` per expert (a plain matmul) rather than `[out, in]`.
+    pub transposed: bool,
+    /// Gate and up columns alternate (GPT-OSS) rather than being two halves.
+    pub interleaved: bool,
+    /// Bias names (`[experts, out]`), when the experts have biases.
+    pub biases: Option<(String, String)>,
 }
 
 /// Absolute positions, when the model has them.
@@ -250,6 +278,8 @@ pub(crate) struct Names {
     pub ex_gate: String,
     pub ex_up: String,
     pub ex_down: String,
+    /// Experts as 3-D tensors, when the checkpoint stores them so.
+    pub fused_experts: Option<FusedExperts>,
     pub shared: String,
     pub shared_gate: String,
     pub sinks: String,
@@ -287,6 +317,7 @@ impl Names {
             ex_gate: "gate_proj".into(),
             ex_up: "up_proj".into(),
             ex_down: "down_proj".into(),
+            fused_experts: None,
             shared: "mlp.shared_expert".into(),
             shared_gate: "mlp.shared_expert_gate".into(),
             sinks: "self_attn.sinks".into(),

@@ -11,7 +11,7 @@ use skillgen_runtime::SkillError;
 
 use super::config::{DecoderFields, Fields};
 use super::spec::{
-    Absolute, Act, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope, Routing, Spec,
+    Absolute, Act, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope, Routing, Spec, Yarn,
 };
 
 type R<T> = Result<T, SkillError>;
@@ -200,8 +200,44 @@ fn rope(
             )
         })
     };
+    let opt = |k: &str| field(k).and_then(num);
+    let mut yarn = None;
     let (llama3, linear) = match rope_type.as_str() {
         "default" => (None, None),
+        "yarn" => {
+            let orig = need("original_max_position_embeddings")?;
+            let factor = match opt("factor") {
+                Some(x) => x,
+                None => f.positive("max_position_embeddings")? as f64 / orig,
+            };
+            let mscale = |scale: f64, m: f64| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * m * scale.ln() + 1.0
+                }
+            };
+            let attention_factor = match opt("attention_factor") {
+                Some(a) => a,
+                None => match (opt("mscale").filter(|x| *x != 0.0), opt("mscale_all_dim").filter(|x| *x != 0.0)) {
+                    (Some(m), Some(a)) => mscale(factor, m) / mscale(factor, a),
+                    _ => mscale(factor, 1.0),
+                },
+            };
+            let truncate = match f.get("rope_parameters").and_then(|p| p.get("truncate")) {
+                Some(Value::Bool(b)) => *b,
+                _ => true,
+            };
+            yarn = Some(Yarn {
+                factor,
+                beta_fast: opt("beta_fast").filter(|x| *x != 0.0).unwrap_or(32.0),
+                beta_slow: opt("beta_slow").filter(|x| *x != 0.0).unwrap_or(1.0),
+                original_max_positions: orig,
+                truncate,
+                attention_factor,
+            });
+            (None, None)
+        }
         "llama3" => (
             Some((
                 need("factor")?,
@@ -215,7 +251,7 @@ fn rope(
         other => {
             return Err(f.err(
                 &pf("rope_type"),
-                format!("rope type `{other}` is not implemented by the decoder (default, llama3, linear)"),
+                format!("rope type `{other}` is not implemented by the decoder (default, llama3, linear, yarn)"),
             ));
         }
     };
@@ -225,6 +261,7 @@ fn rope(
         interleaved,
         llama3,
         linear,
+        yarn,
     })
 }
 
@@ -386,7 +423,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         t,
         "helium" | "cohere" | "cohere2" | "glm" | "glm4" | "ernie4_5"
     );
-    let window_everywhere = matches!(t, "mistral" | "mixtral" | "phi3" | "starcoder2");
+    // transformers applies `sliding_window` (when set) to every layer of these types.
+    let window_everywhere = matches!(t, "mistral" | "mixtral" | "phi3" | "starcoder2" | "qwen3_moe");
     let wins = windows(f, layers, window_everywhere)?;
     let mut spec = Spec {
         vocab,
@@ -624,6 +662,16 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "gpt_oss" => {
             spec.sinks = true;
             n.router = "mlp.router".into();
+            n.fused_experts = Some(FusedExperts {
+                gate_up: "mlp.experts.gate_up_proj".into(),
+                down: "mlp.experts.down_proj".into(),
+                transposed: true,
+                interleaved: true,
+                biases: Some((
+                    "mlp.experts.gate_up_proj_bias".into(),
+                    "mlp.experts.down_proj_bias".into(),
+                )),
+            });
         }
         "deepseek_v2" | "deepseek_v3" | "minicpm3" => {
             let m = Mla {
@@ -649,6 +697,16 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             }
         }
         _ => {}
+    }
+    if t == "granitemoe" {
+        n.router = "block_sparse_moe.router.layer".into();
+        n.fused_experts = Some(FusedExperts {
+            gate_up: "block_sparse_moe.input_linear.weight".into(),
+            down: "block_sparse_moe.output_linear.weight".into(),
+            transposed: false,
+            interleaved: false,
+            biases: None,
+        });
     }
     // Rope tables: one per distinct layer kind.
     let rope_dims_for = |mla: &Option<Mla>| mla.map(|m| m.qk_rope);
@@ -1011,6 +1069,7 @@ fn rope_fixed(f: &Fields<'_>, head_dim: usize, rot: Option<usize>, base: f64) ->
         interleaved: true,
         llama3: None,
         linear: None,
+        yarn: None,
     })
 }
 
