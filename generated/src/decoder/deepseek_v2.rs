@@ -23,9 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV2`)
-//!
-//! - candle-transformers has a `deepseek2` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `deepseekV2`)
 /// Skill for the `deepseek_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +39,7 @@
     ),
     candle = "deepseek2",
     max("deepseekV2"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct DeepseekV2 {

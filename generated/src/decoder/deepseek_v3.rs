@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `deepseekV3`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `deepseekV3`)
 /// Skill for the `deepseek_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         token_classification("DeepseekV3ForTokenClassification")
     ),
     max("deepseekV3"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct DeepseekV3 {

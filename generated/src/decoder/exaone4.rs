@@ -26,7 +26,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `exaone4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +43,7 @@
         sequence_classification("Exaone4ForSequenceClassification"),
         token_classification("Exaone4ForTokenClassification")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Exaone4 {

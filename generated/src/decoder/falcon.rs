@@ -25,23 +25,7 @@
 //!
 //! # Implementations
 //!
-//! - `base-model`: candle **refused** (see below); MAX not implemented
-//! - `causal-lm`: candle **refused** (see below); MAX not implemented
-//! - `question-answering`: candle **refused** (see below); MAX not implemented
-//! - `sequence-classification`: candle **refused** (see below); MAX not implemented
-//! - `token-classification`: candle **refused** (see below); MAX not implemented
-//!
-//! Refused on candle: candle-transformers 0.11.1 hard-codes rope\_theta 10000, rejects num\_kv\_heads and the new decoder architecture, and its FFN/GELU differ from transformers
-//!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `falcon` module; skillgen refuses to run it.
-//!
-//! # Notes
-//!
-//! ```text
-//! candle module exists but is NOT native-verified: candle 0.11.1 hard-codes rope_theta 10000, refuses num_kv_heads and the new decoder architecture, and its FFN/GELU differ from transformers; skillgen does not run it on candle
-//! ```
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `falcon` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -58,9 +42,7 @@
         token_classification("FalconForTokenClassification")
     ),
     candle = "falcon",
-    refused(
-        candle = "candle-transformers 0.11.1 hard-codes rope_theta 10000, rejects num_kv_heads and the new decoder architecture, and its FFN/GELU differ from transformers"
-    ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Falcon {

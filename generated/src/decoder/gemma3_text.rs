@@ -24,9 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gemma3`)
-//!
-//! - candle-transformers has a `gemma3` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `gemma3`)
 /// Skill for the `gemma3_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +40,7 @@
     ),
     candle = "gemma3",
     max("gemma3"),
+    native(causal_lm = decoder),
     sub_config_of("gemma3"),
     backends = crate::backends,
 )]

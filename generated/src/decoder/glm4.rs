@@ -24,9 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `glm4_new` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `glm4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +40,7 @@
         token_classification("Glm4ForTokenClassification")
     ),
     candle = "glm4_new",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Glm4 {

@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `gpt_oss`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `gpt_oss`)
 /// Skill for the `gpt_oss` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         token_classification("GptOssForTokenClassification")
     ),
     max("gpt_oss"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct GptOss {

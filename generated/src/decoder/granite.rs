@@ -21,18 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `base-model`: candle **refused** (see below); MAX not implemented
-//! - `causal-lm`: candle **refused** (see below); MAX **delegated** (architecture `granite`)
-//!
-//! Refused on candle: candle-transformers 0.11.1 ignores Granite's embedding, residual, attention and logits multipliers, so its logits differ from transformers
-//!
-//! - candle-transformers has a `granite` module; skillgen refuses to run it.
-//!
-//! # Notes
-//!
-//! ```text
-//! candle module exists but is NOT native-verified: candle 0.11.1 ignores Granite's embedding/residual/attention/logits multipliers, so its logits would be wrong; skillgen does not run it on candle
-//! ```
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `granite`)
 /// Skill for the `granite` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,9 +33,7 @@
     tasks(base_model("GraniteModel"), causal_lm("GraniteForCausalLM")),
     candle = "granite",
     max("granite"),
-    refused(
-        candle = "candle-transformers 0.11.1 ignores Granite's embedding, residual, attention and logits multipliers, so its logits differ from transformers"
-    ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Granite {

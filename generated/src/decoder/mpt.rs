@@ -26,9 +26,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `mpt` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +44,7 @@
         token_classification("MptForTokenClassification")
     ),
     candle = "mpt",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Mpt {

@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `olmo3`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `olmo3`)
 /// Skill for the `olmo3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +38,7 @@
         sequence_classification("Olmo3ForSequenceClassification")
     ),
     max("olmo3"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Olmo3 {
