@@ -44,16 +44,23 @@ fn every_verified_type_has_its_reference_fixture() {
             )
         });
         if runs {
-            let reference =
+            // The hand-written parity fixtures, or the factory's conformance fixture (which
+            // `conformance.rs` runs; the decoder types are held to it exactly there).
+            let native =
                 skillgen_test_support::native_fixture(info.model_type).join("reference.json");
+            let conformance = skillgen_test_support::repo()
+                .join("fixtures/conformance")
+                .join(info.model_type)
+                .join("reference.safetensors");
             assert!(
-                reference.is_file(),
-                "`{}` is verified on candle in models.yaml but {} is missing (fixtures/make_native_fixtures*.py)",
+                native.is_file() || conformance.is_file(),
+                "`{}` is verified on candle in models.yaml but has neither {} (fixtures/make_native_fixtures*.py) nor {} (fixtures/factory/make_fixture.py)",
                 info.model_type,
-                reference.display()
+                native.display(),
+                conformance.display()
             );
             verified.push(info.model_type);
         }
     }
-    assert_eq!(verified.len(), 24, "{verified:?}");
+    assert!(verified.len() >= 24, "{verified:?}");
 }
