@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `granitemoeshared` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "GraniteMoeSharedConfig",
     hf_module = "granitemoeshared",
     tasks(base_model("GraniteMoeSharedModel"), causal_lm("GraniteMoeSharedForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Granitemoeshared {

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama3`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `llama3`)
 /// Skill for the `iquestcoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "iquestcoder",
     tasks(base_model("LlamaModel"), causal_lm("LlamaForCausalLM")),
     max("llama3"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Iquestcoder {

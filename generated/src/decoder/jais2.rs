@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `jais2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "Jais2Config",
     hf_module = "jais2",
     tasks(base_model("Jais2Model"), causal_lm("Jais2ForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Jais2 {

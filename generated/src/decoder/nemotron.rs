@@ -25,7 +25,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `nemotron` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +41,7 @@
         sequence_classification("NemotronForSequenceClassification"),
         token_classification("NemotronForTokenClassification")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Nemotron {

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `youtu` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "YoutuConfig",
     hf_module = "youtu",
     tasks(base_model("YoutuModel"), causal_lm("YoutuForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Youtu {

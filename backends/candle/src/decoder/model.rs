@@ -58,6 +58,12 @@ impl Norm {
                 eps: eps as f32,
                 rms: false,
             },
+            NormKind::Layer1P { eps } => Self {
+                w: (w.take(&format!("{name}.weight"), dims)? + 1.0).map_err(ce("norm weight"))?,
+                b: Some(w.take(&format!("{name}.bias"), dims)?),
+                eps: eps as f32,
+                rms: false,
+            },
             NormKind::LayerNoAffine { eps } => Self {
                 w: Tensor::ones(dims, dtype, &dev).map_err(ce("norm"))?,
                 b: None,
@@ -690,10 +696,7 @@ impl Model {
             let gu = w.take(&n(&fe.gate_up), &gu_shape)?;
             let dn = w.take(&n(&fe.down), &dn_shape)?;
             let biases = match &fe.biases {
-                Some((a, b)) => Some((
-                    w.take(&n(a), &[e_n, 2 * i_n])?,
-                    w.take(&n(b), &[e_n, hd])?,
-                )),
+                Some((a, b)) => Some((w.take(&n(a), &[e_n, 2 * i_n])?, w.take(&n(b), &[e_n, hd])?)),
                 None => None,
             };
             let c = ce("splitting fused experts");
@@ -757,8 +760,16 @@ impl Model {
         sh_names.gate = "gate_proj".into();
         sh_names.up = "up_proj".into();
         sh_names.down = "down_proj".into();
-        let shared = match spec.shared {
-            Some(width) => Some(Self::load_dense(
+        let shared = match (spec.shared, &names.shared_fused) {
+            (Some(width), Some((gu, dn))) => {
+                let mut f = sh_names.clone();
+                f.gate_up = Some(gu.clone());
+                f.down = dn.clone();
+                Some(Self::load_dense(
+                    w, &f, p, hd, width, true, spec.act, false,
+                )?)
+            }
+            (Some(width), None) => Some(Self::load_dense(
                 w,
                 &sh_names,
                 &n(&names.shared),
@@ -768,7 +779,7 @@ impl Model {
                 spec.act,
                 false,
             )?),
-            None => None,
+            (None, _) => None,
         };
         let shared_gate = if spec.shared_gate {
             Some(linear(w, &n(&names.shared_gate), 1, hd, false, false)?)
@@ -959,7 +970,8 @@ impl Model {
                     }
                     let mut q = q.reshape((s, h, d)).map_err(&c)?;
                     let mut k = k.reshape((s, kvh, d)).map_err(&c)?;
-                    if let (Some((qn, true)), Some(kn)) = (&a.q_norm, &a.k_norm) {
+                    let after = sp.qk_norm_after_rope;
+                    if let (Some((qn, true)), Some(kn), false) = (&a.q_norm, &a.k_norm, after) {
                         q = qn.forward(&q)?;
                         k = kn.forward(&k)?;
                     }
@@ -970,6 +982,19 @@ impl Model {
                     if let Some(r) = rope {
                         q = r.apply(&q, pos).map_err(&c)?;
                         k = r.apply(&k, pos).map_err(&c)?;
+                    }
+                    if let (Some((qn, true)), Some(kn), true) = (&a.q_norm, &a.k_norm, after) {
+                        q = qn.forward(&q)?;
+                        k = kn.forward(&k)?;
+                    }
+                    if let Some((beta, orig)) = sp.attn_temperature {
+                        let t: Vec<f32> = (pos..pos + s)
+                            .map(|p| (1.0 + beta * (1.0 + (p as f64 / orig).floor()).ln()) as f32)
+                            .collect();
+                        let t = Tensor::from_vec(t, (1, s, 1), &self.device)
+                            .and_then(|t| t.to_dtype(q.dtype()))
+                            .map_err(&c)?;
+                        q = q.broadcast_mul(&t).map_err(&c)?;
                     }
                     (q, k, v, kvh)
                 }
@@ -1235,6 +1260,34 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
             let c = topk(&masked, sp.top_k);
             let w = c.iter().map(|&i| p[i]).collect();
             (c, w)
+        }
+        Routing::SparseMixer { jitter_eps } => {
+            let eps = 2.0 * *jitter_eps as f32;
+            let pick =
+                |scores: &[f32]| -> (usize, f32) {
+                    let (i, m) = scores.iter().copied().enumerate().fold(
+                        (0, f32::NEG_INFINITY),
+                        |a, (i, x)| if x > a.1 { (i, x) } else { a },
+                    );
+                    let masked: Vec<f32> = scores
+                        .iter()
+                        .zip(logits)
+                        .map(|(&s, &raw)| {
+                            let factor = raw.abs().max(m);
+                            if (m - raw) / factor > eps {
+                                f32::NEG_INFINITY
+                            } else {
+                                s
+                            }
+                        })
+                        .collect();
+                    (i, softmax(&masked)[i])
+                };
+            let (i1, w1) = pick(logits);
+            let mut second = logits.to_vec();
+            second[i1] = f32::NEG_INFINITY;
+            let (i2, w2) = pick(&second);
+            (vec![i1, i2], vec![w1, w2])
         }
     };
     if sp.norm_topk {

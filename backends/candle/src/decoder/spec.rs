@@ -44,6 +44,8 @@ pub(crate) enum NormKind {
     Layer { eps: f64, bias: bool },
     /// LayerNorm without parameters (OLMo).
     LayerNoAffine { eps: f64 },
+    /// LayerNorm with weight `1 + w` and a bias (Nemotron's `LayerNorm1P`).
+    Layer1P { eps: f64 },
 }
 
 /// Normalisation of queries and keys.
@@ -142,6 +144,9 @@ pub(crate) enum Routing {
     SigmoidGrouped { groups: usize, topk_groups: usize },
     /// DeepSeek-V2 `group_limited_greedy`: softmax scores, groups ranked by their best score.
     SoftmaxGroupedMax { groups: usize, topk_groups: usize },
+    /// PhiMoE `sparsemixer` (evaluation path, top-2): each pick's weight is a softmax over the
+    /// logits within a relative `2 * jitter_eps` of it.
+    SparseMixer { jitter_eps: f64 },
 }
 
 /// The mixture-of-experts FFN.
@@ -196,6 +201,8 @@ pub(crate) struct Spec {
     /// Attention and MLP read the same input and are added together (GPT-J, NeoX, Phi, ...).
     pub parallel: bool,
     pub qk_norm: Option<QkNorm>,
+    /// q/k norms apply after the rotary embedding (HunYuan).
+    pub qk_norm_after_rope: bool,
     pub mla: Option<Mla>,
     /// Biases on q, k, v; on the output projection.
     pub qkv_bias: bool,
@@ -203,6 +210,9 @@ pub(crate) struct Spec {
     /// Attention score scale (`head_dim^-0.5` unless the model says otherwise).
     pub attn_scale: f64,
     pub attn_softcap: Option<f64>,
+    /// Llama-4-style attention temperature (Ministral 3): queries at position `p` are scaled
+    /// by `1 + beta * ln(1 + floor(p / original))`: (beta, original).
+    pub attn_temperature: Option<(f64, f64)>,
     /// Clamp q, k and v to ±this (OLMo, MPT `clip_qkv`).
     pub clip_qkv: Option<f64>,
     /// Learned per-head attention sinks (GPT-OSS).
@@ -281,6 +291,8 @@ pub(crate) struct Names {
     /// Experts as 3-D tensors, when the checkpoint stores them so.
     pub fused_experts: Option<FusedExperts>,
     pub shared: String,
+    /// The shared expert as fused `[gate; up]` and down projections (GraniteMoE-shared).
+    pub shared_fused: Option<(String, String)>,
     pub shared_gate: String,
     pub sinks: String,
     pub e_bias: String,
@@ -319,6 +331,7 @@ impl Names {
             ex_down: "down_proj".into(),
             fused_experts: None,
             shared: "mlp.shared_expert".into(),
+            shared_fused: None,
             shared_gate: "mlp.shared_expert_gate".into(),
             sinks: "self_attn.sinks".into(),
             e_bias: "mlp.gate.e_score_correction_bias".into(),

@@ -11,13 +11,29 @@ use skillgen_runtime::SkillError;
 
 use super::config::{DecoderFields, Fields};
 use super::spec::{
-    Absolute, Act, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope, Routing, Spec, Yarn,
+    Absolute, Act, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope,
+    Routing, Spec, Yarn,
 };
 
 type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "granitemoeshared",
+    "ministral3",
+    "biogpt",
+    "gpt_neo",
+    "hyperclovax",
+    "jais2",
+    "nemotron",
+    "phimoe",
+    "flex_olmo",
+    "glm4_moe_lite",
+    "youtu",
+    "solar_open",
+    "dots1",
+    "glm4_moe",
+    "iquestcoder",
     "arcee",
     "bloom",
     "codegen",
@@ -73,6 +89,8 @@ pub const MODEL_TYPES: &[&str] = &[
 pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     match model_type {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
+        "gpt_neo" => gpt_neo(f),
+        "biogpt" => biogpt(f),
         "gpt_neox" => gpt_neox(f),
         "gptj" | "codegen" => gptj(model_type, f),
         "falcon" => falcon(f),
@@ -219,7 +237,10 @@ fn rope(
             };
             let attention_factor = match opt("attention_factor") {
                 Some(a) => a,
-                None => match (opt("mscale").filter(|x| *x != 0.0), opt("mscale_all_dim").filter(|x| *x != 0.0)) {
+                None => match (
+                    opt("mscale").filter(|x| *x != 0.0),
+                    opt("mscale_all_dim").filter(|x| *x != 0.0),
+                ) {
                     (Some(m), Some(a)) => mscale(factor, m) / mscale(factor, a),
                     _ => mscale(factor, 1.0),
                 },
@@ -404,6 +425,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "layer_norm_eps",
         "norm_epsilon",
         "layer_norm_epsilon",
+        "norm_eps",
     ];
     // OLMo's parameter-free LayerNorm has a fixed epsilon and no field.
     let eps = match eps_field.iter().find_map(|k| f.get(k).and_then(num)) {
@@ -424,7 +446,10 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "helium" | "cohere" | "cohere2" | "glm" | "glm4" | "ernie4_5"
     );
     // transformers applies `sliding_window` (when set) to every layer of these types.
-    let window_everywhere = matches!(t, "mistral" | "mixtral" | "phi3" | "starcoder2" | "qwen3_moe");
+    let window_everywhere = matches!(
+        t,
+        "mistral" | "mixtral" | "phi3" | "starcoder2" | "qwen3_moe" | "phimoe" | "ministral3"
+    );
     let wins = windows(f, layers, window_everywhere)?;
     let mut spec = Spec {
         vocab,
@@ -439,11 +464,13 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         norm: rms(eps),
         parallel: false,
         qk_norm: None,
+        qk_norm_after_rope: false,
         mla: None,
         qkv_bias: attn_bias,
         o_bias: attn_bias,
         attn_scale: 1.0 / (head_dim as f64).sqrt(),
         attn_softcap: None,
+        attn_temperature: None,
         clip_qkv: None,
         sinks: false,
         mlp: Mlp {
@@ -471,7 +498,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let mut layer_rope = vec![Some(0usize); layers];
     let mut mla = None;
     match t {
-        "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" => {
+        "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" | "iquestcoder" => {
             refuse_true(f, "use_bidirectional_attention", "a causal LM")?;
         }
         "qwen2" => {
@@ -630,17 +657,79 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 kind: rms(eps),
                 per_head: true,
             });
-        }
-        "nemotron" => {
-            // LayerNorm1P: (1 + w), with bias.
-            spec.norm = NormKind::Layer { eps, bias: true };
-            return Err(f.err(
-                "model_type",
-                "nemotron's LayerNorm1P is not implemented by the decoder",
-            ));
+            spec.qk_norm_after_rope = true;
         }
         "arcee" => {
             spec.mlp.gated = false;
+        }
+        "ministral3" => {
+            if let Some(p) = rope_params(f, None)?
+                && let Some(beta) = p.get("llama_4_scaling_beta").and_then(num)
+            {
+                let orig = p
+                    .get("original_max_position_embeddings")
+                    .and_then(num)
+                    .ok_or_else(|| {
+                        f.err(
+                            "rope_parameters.original_max_position_embeddings",
+                            "missing (required with llama_4_scaling_beta)",
+                        )
+                    })?;
+                spec.attn_temperature = Some((beta, orig));
+            }
+        }
+        "glm4_moe" | "dots1" | "solar_open" => {
+            n.shared = "mlp.shared_experts".into();
+            if f.bool_or("use_qk_norm", t == "dots1")? {
+                spec.qk_norm = Some(QkNorm {
+                    kind: rms(eps),
+                    per_head: true,
+                });
+            }
+        }
+        "youtu" | "glm4_moe_lite" => {
+            n.shared = "mlp.shared_experts".into();
+        }
+        "flex_olmo" => {
+            n.attn_in = None;
+            n.ffn_in = None;
+            n.attn_out = Some("post_attention_layernorm".into());
+            n.ffn_out = Some("post_feedforward_layernorm".into());
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: false,
+            });
+        }
+        "phimoe" => {
+            spec.norm = NormKind::Layer { eps, bias: true };
+            spec.head_bias = f.bool_or("lm_head_bias", false)?;
+            n.router = "block_sparse_moe.gate".into();
+            n.expert = "block_sparse_moe.experts.{}".into();
+            n.ex_gate = "w1".into();
+            n.ex_up = "w3".into();
+            n.ex_down = "w2".into();
+        }
+        "nemotron" => {
+            spec.norm = NormKind::Layer1P { eps };
+            spec.mlp.gated = false;
+        }
+        "jais2" => {
+            spec.norm = NormKind::Layer { eps, bias: true };
+            spec.mlp.gated = false;
+        }
+        "hyperclovax" => {
+            spec.embed_scale = f.f64_opt("embedding_multiplier")?;
+            spec.residual_scale = f.f64_opt("residual_multiplier")?;
+            if let Some(m) = f.f64_opt("attention_multiplier")? {
+                spec.attn_scale = m;
+            }
+            if let Some(s) = f.f64_opt("logits_scaling")? {
+                spec.logits_scale = Some(1.0 / s);
+            }
+            if f.bool_or("use_post_norm", false)? {
+                n.attn_out = Some("post_norm1".into());
+                n.ffn_out = Some("post_norm2".into());
+            }
         }
         "mixtral" => {
             n.router = "block_sparse_moe.gate".into();
@@ -673,7 +762,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 )),
             });
         }
-        "deepseek_v2" | "deepseek_v3" | "minicpm3" => {
+        "deepseek_v2" | "deepseek_v3" | "minicpm3" | "youtu_mla" | "glm4_moe_lite_mla" => {
             let m = Mla {
                 q_lora_rank: f.positive_opt("q_lora_rank")?,
                 kv_lora_rank: f.positive("kv_lora_rank")?,
@@ -698,7 +787,37 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
         _ => {}
     }
-    if t == "granitemoe" {
+    if matches!(t, "youtu" | "glm4_moe_lite") {
+        let m = Mla {
+            q_lora_rank: f.positive_opt("q_lora_rank")?,
+            kv_lora_rank: f.positive("kv_lora_rank")?,
+            qk_nope: f.positive("qk_nope_head_dim")?,
+            qk_rope: f.positive("qk_rope_head_dim")?,
+            v_head: f.positive("v_head_dim")?,
+            eps,
+        };
+        spec.attn_scale = 1.0 / ((m.qk_nope + m.qk_rope) as f64).sqrt();
+        spec.kv_heads = heads;
+        spec.head_dim = m.qk_nope + m.qk_rope;
+        mla = Some(m);
+    }
+    if matches!(t, "granitemoe" | "granitemoeshared") {
+        spec.embed_scale = f.f64_opt("embedding_multiplier")?;
+        spec.residual_scale = f.f64_opt("residual_multiplier")?;
+        if let Some(m) = f.f64_opt("attention_multiplier")? {
+            spec.attn_scale = m;
+        }
+        if let Some(s) = f.f64_opt("logits_scaling")? {
+            spec.logits_scale = Some(1.0 / s);
+        }
+        if t == "granitemoeshared" {
+            n.shared_fused = Some((
+                "shared_mlp.input_linear".into(),
+                "shared_mlp.output_linear".into(),
+            ));
+        }
+    }
+    if matches!(t, "granitemoe" | "granitemoeshared") {
         n.router = "block_sparse_moe.router.layer".into();
         n.fused_experts = Some(FusedExperts {
             gate_up: "block_sparse_moe.input_linear.weight".into(),
@@ -711,7 +830,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     // Rope tables: one per distinct layer kind.
     let rope_dims_for = |mla: &Option<Mla>| mla.map(|m| m.qk_rope);
     let rope_head_dim = rope_dims_for(&mla).unwrap_or(head_dim);
-    let rope_interleaved = interleaved || mla.is_some() && t != "minicpm3";
+    let rope_interleaved =
+        interleaved || mla.is_some() && t != "minicpm3" && f.bool_or("rope_interleave", true)?;
     if per_type {
         let types = layer_types(f, layers)?.ok_or_else(|| {
             f.err(
@@ -751,6 +871,13 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "gpt_oss"
             | "deepseek_v2"
             | "deepseek_v3"
+            | "granitemoeshared"
+            | "glm4_moe"
+            | "glm4_moe_lite"
+            | "dots1"
+            | "solar_open"
+            | "flex_olmo"
+            | "phimoe"
     );
     let moe_flags = if is_moe_type {
         moe_layers(f, layers, experts)?
@@ -789,8 +916,32 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 moe.expert_bias = true;
                 moe.swiglu_limit = Some(float_or(f, "swiglu_limit", 7.0)?);
             }
-            "granitemoe" => {
+            "granitemoe" | "granitemoeshared" => {
                 moe.routing = Routing::TopKSoftmax;
+                moe.shared = f.positive_opt("shared_intermediate_size")?;
+            }
+            "phimoe" => {
+                if top_k != 2 {
+                    return Err(f.err(
+                        "num_experts_per_tok",
+                        "sparsemixer routing is implemented for top-2 only",
+                    ));
+                }
+                moe.routing = Routing::SparseMixer {
+                    jitter_eps: float_or(f, "router_jitter_noise", 0.01)?,
+                };
+            }
+            "glm4_moe" | "glm4_moe_lite" | "dots1" | "solar_open" => {
+                moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
+                moe.shared = f
+                    .positive_opt("n_shared_experts")?
+                    .map(|k| k * intermediate);
+                let groups = f.positive_opt("n_group")?.unwrap_or(1);
+                let topk_groups = f.positive_opt("topk_group")?.unwrap_or(1);
+                moe.routing = Routing::SigmoidGrouped {
+                    groups,
+                    topk_groups,
+                };
             }
             "deepseek_v2" | "deepseek_v3" => {
                 moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
@@ -875,11 +1026,13 @@ fn gpt_base(
         norm: NormKind::Layer { eps, bias: true },
         parallel: false,
         qk_norm: None,
+        qk_norm_after_rope: false,
         mla: None,
         qkv_bias: true,
         o_bias: true,
         attn_scale: 1.0 / (head_dim as f64).sqrt(),
         attn_softcap: None,
+        attn_temperature: None,
         clip_qkv: None,
         sinks: false,
         mlp: Mlp {
@@ -1317,5 +1470,103 @@ fn phi(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = None;
     n.up = "mlp.fc1".into();
     n.down = "mlp.fc2".into();
+    Ok((spec, n))
+}
+
+/// GPT-Neo: learned positions, unscaled attention, local (windowed) and global layers.
+fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_heads")?;
+    divisible(f, "num_heads", hidden, heads)?;
+    let layers = f.positive("num_layers")?;
+    let inner = f.positive_opt("intermediate_size")?.unwrap_or(4 * hidden);
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_epsilon")?,
+        act_field(f, &["activation_function"])?,
+        inner,
+    );
+    spec.attn_scale = 1.0;
+    spec.qkv_bias = false;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    let window = f.positive("window_size")?;
+    let kinds = match f.get("attention_layers") {
+        Some(Value::Array(a)) if a.len() == layers => a,
+        _ => {
+            return Err(f.err(
+                "attention_layers",
+                format!("expected a list of {layers} layer kinds"),
+            ));
+        }
+    };
+    spec.layers = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match k.as_str() {
+            Some("global") => Ok(None),
+            Some("local") => Ok(Some(window)),
+            _ => Err(f.err(
+                &format!("attention_layers[{i}]"),
+                format!("`{k}` is not global or local"),
+            )),
+        })
+        .map(|w| {
+            w.map(|window| LayerSpec {
+                window,
+                rope: None,
+                moe: false,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    let mut n = Names::llama();
+    n.embed = "transformer.wte".into();
+    n.positions = "transformer.wpe".into();
+    n.final_norm = "transformer.ln_f".into();
+    n.layer = "transformer.h.{}".into();
+    n.q = "attn.attention.q_proj".into();
+    n.k = "attn.attention.k_proj".into();
+    n.v = "attn.attention.v_proj".into();
+    n.o = "attn.attention.out_proj".into();
+    n.attn_in = Some("ln_1".into());
+    n.ffn_in = Some("ln_2".into());
+    n.up = "mlp.c_fc".into();
+    n.down = "mlp.c_proj".into();
+    Ok((spec, n))
+}
+
+/// BioGPT: learned positions offset by 2, √hidden embedding scale, pre-LayerNorm.
+fn biogpt(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_eps")?,
+        act_field(f, &["hidden_act"])?,
+        f.positive("intermediate_size")?,
+    );
+    spec.absolute = Some(Absolute::Learned { offset: 2 });
+    if f.bool_or("scale_embedding", true)? {
+        spec.embed_scale = Some((hidden as f64).sqrt());
+    }
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, None);
+    let mut n = Names::llama();
+    n.embed = "biogpt.embed_tokens".into();
+    n.positions = "biogpt.embed_positions".into();
+    n.final_norm = "biogpt.layer_norm".into();
+    n.head = "output_projection".into();
+    n.layer = "biogpt.layers.{}".into();
+    n.o = "self_attn.out_proj".into();
+    n.attn_in = Some("self_attn_layer_norm".into());
+    n.ffn_in = Some("final_layer_norm".into());
+    n.up = "fc1".into();
+    n.down = "fc2".into();
     Ok((spec, n))
 }
