@@ -975,7 +975,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                         }
                     }
                 }
-                if experts % groups != 0 {
+                if !experts.is_multiple_of(groups) {
                     return Err(f.err(
                         "n_group",
                         format!("{groups} does not divide {experts} experts"),
@@ -983,6 +983,21 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 }
             }
             _ => {}
+        }
+        if let Routing::SigmoidGrouped {
+            groups,
+            topk_groups,
+        }
+        | Routing::SoftmaxGroupedMax {
+            groups,
+            topk_groups,
+        } = moe.routing
+            && (!experts.is_multiple_of(groups) || topk_groups > groups)
+        {
+            return Err(f.err(
+                "n_group",
+                format!("{groups} groups (keeping {topk_groups}) do not fit {experts} experts"),
+            ));
         }
         spec.moe = Some(moe);
     }
