@@ -15,8 +15,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use skillgen_candle::parity::{decoder_all_logits, decoder_greedy};
-use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
+use skillgen_candle::parity::{decoder_all_logits, decoder_classify_logits, decoder_greedy};
+use skillgen_runtime::request::{
+    Call, ClassifyRequest, FinishReason, GenerateRequest, Output, Prompt, TextBatch,
+};
 use skillgen_runtime::{
     BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
 };
@@ -126,18 +128,173 @@ fn conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
     Ok(worst)
 }
 
-/// The types `models.yaml` marks as running `causal-lm` on candle.
-fn marked() -> Vec<String> {
+/// The types `models.yaml` marks as running `task` on candle.
+fn marked_for(task: Task) -> Vec<String> {
     skills::registry::all()
         .iter()
-        .filter(|i| {
-            matches!(
-                i.support(Task::CausalLm, BackendKind::Candle),
-                Support::Verified(_)
-            )
-        })
+        .filter(|i| matches!(i.support(task, BackendKind::Candle), Support::Verified(_)))
         .map(|i| i.model_type.to_owned())
         .collect()
+}
+
+fn marked() -> Vec<String> {
+    marked_for(Task::CausalLm)
+}
+
+/// A classify fixture (`<type>/classify/`): unpadded inputs and transformers' logits.
+struct ClassifyReference {
+    inputs: Vec<Vec<u32>>,
+    logits: Vec<Vec<f32>>,
+}
+
+fn classify_reference(dir: &Path) -> ClassifyReference {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    let inputs = ids
+        .chunks(s[1])
+        .zip(mask.chunks(s[1]))
+        .map(|(r, m)| {
+            r.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(&x, _)| u32::try_from(x).unwrap())
+                .collect()
+        })
+        .collect();
+    let t = st.tensor("logits").unwrap();
+    let labels = t.shape()[1];
+    let flat: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    ClassifyReference {
+        inputs,
+        logits: flat.chunks(labels).map(<[f32]>::to_vec).collect(),
+    }
+}
+
+/// Every sequence-classification fixture: model type → directory.
+fn classify_fixtures() -> BTreeMap<String, PathBuf> {
+    fixtures()
+        .into_iter()
+        .map(|(t, d)| (t, d.join("classify")))
+        .filter(|(_, d)| d.join("reference.safetensors").is_file())
+        .collect()
+}
+
+fn classify_conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
+    let info = skills::registry::by_model_type(model_type)
+        .ok_or_else(|| format!("`{model_type}` is not in the registry"))?;
+    let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
+        .map_err(|e| format!("load: {e}"))?;
+    let r = classify_reference(dir);
+    let got = decoder_classify_logits(&state, Target::Cpu, &r.inputs).map_err(|e| e.to_string())?;
+    let (atol, rtol) = tolerance("decoders");
+    let mut worst = 0f32;
+    for (b, (g, want)) in got.iter().zip(&r.logits).enumerate() {
+        if g.len() != want.len() {
+            return Err(format!("input {b}: {} labels vs {}", g.len(), want.len()));
+        }
+        for (x, y) in g.iter().zip(want) {
+            let d = (x - y).abs();
+            worst = worst.max(d);
+            if !(d <= atol + rtol * y.abs()) {
+                return Err(format!("classifier logits of input {b}: {g:?} vs {want:?}"));
+            }
+        }
+    }
+    Ok(worst)
+}
+
+#[test]
+fn classify_fixtures_conform_and_equal_the_support_table() {
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in classify_fixtures() {
+        match classify_conforms(&t, &dir) {
+            Ok(worst) => {
+                eprintln!("pass {t:<24} classify max |Δlogit| {worst:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} classify {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    eprintln!(
+        "{} classify fixtures pass, {} do not",
+        pass.len(),
+        fail.len()
+    );
+    let marked = marked_for(Task::SequenceClassification);
+    let unproven: Vec<_> = marked
+        .iter()
+        .filter(|t| !pass.contains(t))
+        .map(|t| (t, fail.get(t.as_str()).map_or("no fixture", String::as_str)))
+        .collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "marked `native: sequence-classification: decoder` but no passing fixture: {unproven:?}"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "classify fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+}
+
+#[test]
+fn marked_types_classify_through_their_generated_skill() {
+    let caps = Capabilities::fixed_cpu_only();
+    for t in marked_for(Task::SequenceClassification) {
+        let dir = root().join(&t).join("classify");
+        let r = classify_reference(&dir);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        // The byte-level tokenizer: the fixture's ids are the bytes of ASCII text.
+        let texts: Vec<String> = r
+            .inputs
+            .iter()
+            .map(|ids| {
+                ids.iter()
+                    .map(|&b| char::from(u8::try_from(b).unwrap()))
+                    .collect()
+            })
+            .collect();
+        let req = ClassifyRequest {
+            input: TextBatch::Texts(texts),
+            top_k: 0,
+        };
+        let (out, d) = skill
+            .state()
+            .run_with(Call::Classify(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::Classify(c) = out else {
+            panic!("{t}: {out:?}")
+        };
+        for (labels, logits) in c.labels.iter().zip(&r.logits) {
+            // Softmax of transformers' logits, named by id2label, best first.
+            let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = logits.iter().map(|x| (x - m).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            let names = ["negative", "neutral", "positive"];
+            let mut want: Vec<(&str, f32)> = names
+                .iter()
+                .copied()
+                .zip(e.iter().map(|x| x / sum))
+                .collect();
+            want.sort_by(|a, b| b.1.total_cmp(&a.1));
+            assert_eq!(labels.len(), 3, "{t}");
+            for (got, (name, p)) in labels.iter().zip(&want) {
+                assert_eq!(got.label, *name, "{t}");
+                assert!((got.score - p).abs() < 1e-4, "{t}: {} vs {p}", got.score);
+            }
+        }
+    }
 }
 
 #[test]

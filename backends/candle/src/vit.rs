@@ -237,25 +237,7 @@ fn vit_config(
         Some(Value::Bool(b)) => *b,
         Some(v) => return Err(f.err("qkv_bias", format!("expected a boolean, found {v}"))),
     };
-    let labels = match f.get("id2label") {
-        Some(Value::Object(o)) if !o.is_empty() => (0..o.len())
-            .map(|i| {
-                o.get(&i.to_string())
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .ok_or_else(|| {
-                        f.err(
-                            "id2label",
-                            format!(
-                                "ids must be 0..{} with string labels; `{i}` is not",
-                                o.len()
-                            ),
-                        )
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(f.err("id2label", "missing or empty (needed for the classifier)")),
-    };
+    let labels = f.labels()?;
     Ok((
         vit::Config {
             hidden_size,

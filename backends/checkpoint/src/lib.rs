@@ -49,6 +49,29 @@ impl Fields<'_> {
         }
     }
 
+    /// The class labels of a classifier: `id2label` with ids `0..n` (strings), in id order.
+    pub fn labels(&self) -> Result<Vec<String>, SkillError> {
+        match self.get("id2label") {
+            Some(Value::Object(o)) if !o.is_empty() => (0..o.len())
+                .map(|i| {
+                    o.get(&i.to_string())
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                        .ok_or_else(|| {
+                            self.err(
+                                "id2label",
+                                format!(
+                                    "ids must be 0..{} with string labels; `{i}` is not",
+                                    o.len()
+                                ),
+                            )
+                        })
+                })
+                .collect(),
+            _ => Err(self.err("id2label", "missing or empty (needed for the classifier)")),
+        }
+    }
+
     /// A present, non-null value.
     pub fn get(&self, field: &str) -> Option<&Value> {
         self.map.get(field).filter(|v| !v.is_null())

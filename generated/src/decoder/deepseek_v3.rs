@@ -25,6 +25,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `deepseekV3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `deepseek_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,7 +41,7 @@
         token_classification("DeepseekV3ForTokenClassification")
     ),
     max("deepseekV3"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct DeepseekV3 {

@@ -27,6 +27,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `exaone4` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,7 +44,7 @@
         sequence_classification("Exaone4ForSequenceClassification"),
         token_classification("Exaone4ForTokenClassification")
     ),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Exaone4 {

@@ -25,6 +25,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `gemma3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma3_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,7 +41,7 @@
     ),
     candle = "gemma3",
     max("gemma3"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     sub_config_of("gemma3"),
     backends = crate::backends,
 )]

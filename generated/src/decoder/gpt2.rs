@@ -27,6 +27,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gpt2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,7 +44,7 @@
         sequence_classification("GPT2ForSequenceClassification"),
         token_classification("GPT2ForTokenClassification")
     ),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Gpt2 {

@@ -26,6 +26,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gpt_neox` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,7 +42,7 @@
         sequence_classification("GPTNeoXForSequenceClassification"),
         token_classification("GPTNeoXForTokenClassification")
     ),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct GptNeox {

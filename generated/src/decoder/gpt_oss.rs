@@ -25,6 +25,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `gpt_oss`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gpt_oss` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,7 +41,7 @@
         token_classification("GptOssForTokenClassification")
     ),
     max("gpt_oss"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct GptOss {

@@ -26,6 +26,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `llama3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `llama` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,7 +44,7 @@
     ),
     candle = "llama",
     max("llama3"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Llama {

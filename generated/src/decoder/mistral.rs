@@ -26,6 +26,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `mistral`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mistral` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,7 +44,7 @@
     ),
     candle = "mistral",
     max("mistral"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Mistral {

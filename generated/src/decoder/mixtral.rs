@@ -26,6 +26,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mixtral` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,7 +43,7 @@
         token_classification("MixtralForTokenClassification")
     ),
     candle = "mixtral",
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Mixtral {

@@ -27,6 +27,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,7 +45,7 @@
         token_classification("MptForTokenClassification")
     ),
     candle = "mpt",
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Mpt {

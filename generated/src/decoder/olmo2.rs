@@ -24,6 +24,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `olmo2`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `olmo2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,7 +40,7 @@
     ),
     candle = "olmo2",
     max("olmo2"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Olmo2 {

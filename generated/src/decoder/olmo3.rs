@@ -24,6 +24,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `olmo3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `olmo3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,7 +39,7 @@
         sequence_classification("Olmo3ForSequenceClassification")
     ),
     max("olmo3"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Olmo3 {

@@ -25,6 +25,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `phi3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `phi3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,7 +42,7 @@
     ),
     candle = "phi3",
     max("phi3"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Phi3 {

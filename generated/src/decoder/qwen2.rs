@@ -27,6 +27,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen2`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `qwen2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,7 +46,7 @@
     ),
     candle = "qwen2",
     max("qwen2"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Qwen2 {

@@ -26,6 +26,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen3`)
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `qwen3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,7 +44,7 @@
     ),
     candle = "qwen3",
     max("qwen3", "qwen3_embedding"),
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Qwen3 {

@@ -25,6 +25,7 @@
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `starcoder2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,7 +41,7 @@
         token_classification("Starcoder2ForTokenClassification")
     ),
     candle = "starcoder2",
-    native(causal_lm = decoder),
+    native(causal_lm = decoder, sequence_classification = decoder),
     backends = crate::backends,
 )]
 pub struct Starcoder2 {

@@ -26,7 +26,10 @@ use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
 use skillgen_runtime::Model;
-use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
+use skillgen_runtime::request::{
+    Call, Classifications, ClassifyRequest, FinishReason, GenerateRequest, Label, Output, Prompt,
+    TextBatch,
+};
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
 
@@ -36,7 +39,7 @@ pub(crate) mod spec;
 pub mod translate;
 mod weights;
 
-use config::Fields;
+use config::{DecoderFields, Fields};
 use weights::Weights;
 
 /// The `decoder` implementation: every causal LM the config-driven decoder loads.
@@ -71,6 +74,9 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::Generate(req) => stream(state, target, req)?
             .collect_generation()
             .map(Output::Generate),
+        Call::Classify(req) => classifier(state, target)?
+            .classify(&req)
+            .map(Output::Classify),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -79,8 +85,27 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 pub(crate) fn decoder(state: &Model, target: Target) -> Result<Arc<Decoder>, SkillError> {
     let model_type = state.info().model_type;
     state.cached(&format!("candle/{model_type}/{target}"), || {
-        Decoder::load(model_type, state.dir(), &crate::device(target)?)
+        Decoder::load(model_type, state.dir(), &crate::device(target)?, false)
     })
+}
+
+/// The cached sequence classifier (`*ForSequenceClassification`) of `state` on `target`.
+pub(crate) fn classifier(state: &Model, target: Target) -> Result<Arc<Decoder>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(&format!("candle/{model_type}/{target}/classify"), || {
+        Decoder::load(model_type, state.dir(), &crate::device(target)?, true)
+    })
+}
+
+/// The classifier logits of each input (at its last non-padding token) with the classifier of
+/// `state` on `target`. For the conformance tests.
+pub fn decoder_classify_logits(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+    inputs: &[Vec<u32>],
+) -> Result<Vec<Vec<f32>>, SkillError> {
+    let c = classifier(state.model(), target)?;
+    inputs.iter().map(|ids| c.class_logits(ids)).collect()
 }
 
 /// The last-position logits of one forward pass over `ids` with the decoder of `state` on
@@ -179,6 +204,10 @@ pub struct Decoder {
     eos: Vec<u32>,
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     tokenizer_path: PathBuf,
+    /// A classifier's labels (`id2label`), its padding id and whether its scores are sigmoids.
+    labels: Vec<String>,
+    pad: Option<u32>,
+    sigmoid: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -210,7 +239,15 @@ fn pick_dtype(weights: &Weights, embed: &str, device: &Device) -> DType {
 impl Decoder {
     /// Load `dir` (a Hugging Face model directory of `model_type`) on `device`; typed errors
     /// name the file, field or tensor at fault.
-    pub fn load(model_type: &str, dir: &Path, device: &Device) -> Result<Self, SkillError> {
+    ///
+    /// `classifier`: load `*ForSequenceClassification` (a `score` head over `id2label`) rather
+    /// than the causal LM.
+    pub fn load(
+        model_type: &str,
+        dir: &Path,
+        device: &Device,
+        classifier: bool,
+    ) -> Result<Self, SkillError> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(SkillError::ConfigMissing {
@@ -227,7 +264,26 @@ impl Decoder {
         let mut weights = Weights::read(dir, device)?;
         let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
-        let model = model::Model::load(spec, &names, &mut weights)?;
+        let (labels, head) = if classifier {
+            let labels = f.labels()?;
+            let n = labels.len();
+            (labels, model::Head::Score { labels: n })
+        } else {
+            (Vec::new(), model::Head::Lm)
+        };
+        let sigmoid = match f.str_opt("problem_type")? {
+            Some("multi_label_classification") => true,
+            Some("single_label_classification") => false,
+            Some("regression") if classifier => {
+                return Err(f.err(
+                    "problem_type",
+                    "`regression` heads are not classifiers (scores would be raw values)",
+                ));
+            }
+            _ => labels.len() == 1,
+        };
+        let pad = f.token_ids("pad_token_id")?.first().copied();
+        let model = model::Model::load(spec, &names, &mut weights, head)?;
         let (vocab_size, max_positions) = (model.vocab(), model.max_positions());
         let eos = config::eos_ids(dir, &f)?;
         let tokenizer_path = dir.join("tokenizer.json");
@@ -252,7 +308,83 @@ impl Decoder {
             eos,
             tokenizer,
             tokenizer_path,
+            labels,
+            pad,
+            sigmoid,
         })
+    }
+
+    /// The classifier logits of `ids` at its last non-padding token (transformers'
+    /// `*ForSequenceClassification` pooling; inputs run one at a time, unpadded, which is what
+    /// a right-padded batch computes under causal attention).
+    fn class_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        self.check_ids(ids)?;
+        let at = match self.pad {
+            // The last token that is not padding (position 0 when all are).
+            Some(p) => ids.iter().rposition(|&t| t != p).unwrap_or(0),
+            None => ids.len() - 1,
+        };
+        let mut s = self.session()?;
+        let all = self.model.forward(ids, 0, &mut s, true)?;
+        all.get(at)
+            .and_then(|r| r.to_vec1())
+            .map_err(candle_err("reading classifier logits"))
+    }
+
+    /// `classify`: each input's labels, best first (`top_k`, 0 = all), with softmax scores
+    /// (sigmoid for multi-label or single-logit heads, as transformers' pipeline does).
+    fn classify(&self, req: &ClassifyRequest) -> Result<Classifications, SkillError> {
+        let inputs: Vec<Vec<u32>> = match &req.input {
+            TextBatch::TokenIds(ids) => ids.clone(),
+            TextBatch::Texts(texts) => {
+                let tok =
+                    self.tokenizer("the tokenizer (tokenizer.json), needed for text inputs")?;
+                texts
+                    .iter()
+                    .map(|t| {
+                        tok.encode(t.as_str(), true)
+                            .map(|e| e.get_ids().to_vec())
+                            .map_err(|e| SkillError::Tokenizer {
+                                path: self.tokenizer_path.clone(),
+                                detail: format!("encoding an input: {e}"),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        let mut labels = Vec::with_capacity(inputs.len());
+        for ids in &inputs {
+            if ids.is_empty() {
+                return Err(SkillError::InvalidRequest {
+                    capability: Capability::Classify,
+                    detail: "an input has no tokens".into(),
+                });
+            }
+            let logits = self.class_logits(ids)?;
+            let scores: Vec<f32> = if self.sigmoid {
+                logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect()
+            } else {
+                let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f32> = logits.iter().map(|x| (x - m).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                e.iter().map(|x| x / sum).collect()
+            };
+            let mut ranked: Vec<Label> = self
+                .labels
+                .iter()
+                .zip(scores)
+                .map(|(l, score)| Label {
+                    label: l.clone(),
+                    score,
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+            if req.top_k > 0 {
+                ranked.truncate(req.top_k);
+            }
+            labels.push(ranked);
+        }
+        Ok(Classifications { labels })
     }
 
     /// A fresh KV cache.

@@ -337,9 +337,19 @@ pub(super) struct Cache {
     layers: Vec<LayerCache>,
 }
 
+/// What sits on top of the final hidden states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The language-model head (`lm_head`, or the tied embeddings): next-token logits.
+    Lm,
+    /// A sequence classifier (`score`, `[labels, hidden]`), as in `*ForSequenceClassification`.
+    Score { labels: usize },
+}
+
 /// A loaded decoder.
 #[derive(Debug, Clone)]
 pub(super) struct Model {
+    kind: Head,
     spec: Spec,
     embed: Tensor,
     positions: Option<Tensor>,
@@ -372,7 +382,7 @@ fn alibi_slopes(n: usize) -> Vec<f32> {
 
 impl Model {
     /// Build the model of `spec` from `w`, every tensor checked by name and shape.
-    pub(super) fn load(spec: Spec, names: &Names, w: &mut Weights) -> R<Self> {
+    pub(super) fn load(spec: Spec, names: &Names, w: &mut Weights, kind: Head) -> R<Self> {
         let dev = w.device().clone();
         let dtype = w.dtype();
         let s = &spec;
@@ -433,26 +443,39 @@ impl Model {
         } else {
             None
         };
-        let head_w = if s.tie {
-            if w.has(&format!("{}.weight", names.head)) {
-                // transformers would tie and ignore the stored head: refuse the ambiguity.
-                return Err(SkillError::ConfigField {
-                    path: w.path.with_file_name("config.json"),
-                    field: "tie_word_embeddings".into(),
-                    detail: format!(
-                        "`true`, but the weights hold a separate {}.weight",
-                        names.head
-                    ),
-                });
+        let (head_w, head_b) = match kind {
+            Head::Score { labels } => {
+                let b = if w.has("score.bias") {
+                    Some(w.take("score.bias", &[labels])?)
+                } else {
+                    None
+                };
+                (w.take("score.weight", &[labels, hd])?, b)
             }
-            embed.clone()
-        } else {
-            w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
-        };
-        let head_b = if s.head_bias {
-            Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
-        } else {
-            None
+            Head::Lm => {
+                let head_w = if s.tie {
+                    if w.has(&format!("{}.weight", names.head)) {
+                        // transformers would tie and ignore the stored head: refuse the ambiguity.
+                        return Err(SkillError::ConfigField {
+                            path: w.path.with_file_name("config.json"),
+                            field: "tie_word_embeddings".into(),
+                            detail: format!(
+                                "`true`, but the weights hold a separate {}.weight",
+                                names.head
+                            ),
+                        });
+                    }
+                    embed.clone()
+                } else {
+                    w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
+                };
+                let head_b = if s.head_bias {
+                    Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
+                } else {
+                    None
+                };
+                (head_w, head_b)
+            }
         };
         let ropes = s
             .ropes
@@ -469,6 +492,7 @@ impl Model {
         };
         w.finish()?;
         Ok(Self {
+            kind,
             spec,
             embed,
             positions,
@@ -859,7 +883,10 @@ impl Model {
         if let Some(n) = &self.final_norm {
             x = n.forward(&x)?;
         }
-        let mut logits = self.head.forward(&x).map_err(ce("lm head"))?;
+        let mut logits = self.head.forward(&x).map_err(ce("head"))?;
+        if self.kind != Head::Lm {
+            return logits.to_dtype(DType::F32).map_err(ce("logits"));
+        }
         if let Some(m) = self.spec.logits_scale {
             logits = (logits * m).map_err(ce("logit scale"))?;
         }
