@@ -360,6 +360,9 @@ pub(super) struct Model {
     ropes: Vec<RopeTable>,
     /// ALiBi slopes `[heads, 1, 1]`.
     alibi: Option<Tensor>,
+    /// Attention runs in candle's fused CPU kernel (f32 on the CPU, causal masks only, no
+    /// ALiBi, softcap or sinks); the KV cache is then `[positions, kv_heads, head_dim]`.
+    fused_attn: bool,
     device: Device,
 }
 
@@ -491,7 +494,15 @@ impl Model {
             _ => None,
         };
         w.finish()?;
+        let fused_attn = dev.is_cpu()
+            && dtype == DType::F32
+            && s.mla.is_none()
+            && !s.sinks
+            && alibi.is_none()
+            && s.attn_softcap.is_none()
+            && s.layers.iter().all(|l| l.window.is_none());
         Ok(Self {
+            fused_attn,
             kind,
             spec,
             embed,
@@ -1030,6 +1041,38 @@ impl Model {
                     (q, k, v, h)
                 }
             };
+            if self.fused_attn {
+                // candle's fused CPU kernel: (1, s, heads, d) queries, (1, t, kv_heads, d) keys
+                // and values, causal from `pos`.
+                let seq = |t: &Tensor| t.transpose(0, 1).and_then(|t| t.contiguous());
+                let (k, v) = (seq(&k).map_err(&c)?, seq(&v).map_err(&c)?);
+                let (k, v) = match cache.kv.take() {
+                    Some((pk, pv)) => (
+                        Tensor::cat(&[&pk, &k], 0).map_err(&c)?,
+                        Tensor::cat(&[&pv, &v], 0).map_err(&c)?,
+                    ),
+                    None => (k, v),
+                };
+                cache.kv = Some((k.clone(), v.clone()));
+                let q = seq(&q).and_then(|q| q.unsqueeze(0)).map_err(&c)?;
+                let o = candle_nn::attention::flash_attn::<f32>(
+                    &q,
+                    &k.unsqueeze(0).map_err(&c)?,
+                    &v.unsqueeze(0).map_err(&c)?,
+                    sp.attn_scale as f32,
+                    candle_nn::attention::AttnMask::causal_with_offset(pos),
+                    None,
+                    None,
+                )
+                .map_err(&c)?;
+                let dv = o.dim(3).map_err(&c)?;
+                let o = o
+                    .squeeze(0)
+                    .and_then(|o| o.transpose(0, 1))
+                    .and_then(|o| o.reshape((s, h * dv)))
+                    .map_err(&c)?;
+                return a.o.forward(&o).map_err(&c);
+            }
             let (k, v) = match cache.kv.take() {
                 Some((pk, pv)) => (
                     Tensor::cat(&[&pk, &k], 1).map_err(&c)?,
