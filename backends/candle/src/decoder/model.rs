@@ -58,6 +58,12 @@ impl Norm {
                 eps: eps as f32,
                 rms: false,
             },
+            NormKind::RmsNoAffine { eps } => Self {
+                w: Tensor::ones(dims, dtype, &dev).map_err(ce("norm"))?,
+                b: None,
+                eps: eps as f32,
+                rms: true,
+            },
             NormKind::Layer1P { eps } => Self {
                 w: (w.take(&format!("{name}.weight"), dims)? + 1.0).map_err(ce("norm weight"))?,
                 b: Some(w.take(&format!("{name}.bias"), dims)?),
@@ -208,7 +214,8 @@ impl RopeTable {
             for f in &inv {
                 let a = p * f;
                 cos.push(a.cos() * attention_factor);
-                sin.push(a.sin() * attention_factor);
+                let sn = a.sin() * attention_factor;
+                sin.push(if r.inverse { -sn } else { sn });
             }
         }
         let t = |v: Vec<f32>| {
@@ -366,6 +373,47 @@ pub(super) struct Model {
     device: Device,
 }
 
+/// XGLM's sinusoidal table: `n` rows of `[sin | cos]`, row `padding_idx` zero.
+fn sinusoidal_xglm(
+    n: usize,
+    d: usize,
+    padding_idx: Option<usize>,
+    dtype: DType,
+    dev: &Device,
+) -> R<Tensor> {
+    let half = d / 2;
+    let step = (10000f64.ln() / (half as f64 - 1.0)) as f32;
+    let freqs: Vec<f32> = (0..half).map(|i| (i as f32 * -step).exp()).collect();
+    let mut v = vec![0f32; n * d];
+    for p in 0..n {
+        if Some(p) == padding_idx {
+            continue;
+        }
+        for (i, f) in freqs.iter().enumerate() {
+            let a = p as f32 * f;
+            v[p * d + i] = a.sin();
+            v[p * d + half + i] = a.cos();
+        }
+    }
+    Tensor::from_vec(v, (n, d), dev)
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(ce("sinusoidal positions"))
+}
+
+/// CTRL's sinusoidal table: angle `p / 10000^(2⌊i/2⌋/d)`; sines of the even columns, then
+/// cosines of the odd ones.
+fn sinusoidal_ctrl(n: usize, d: usize, dtype: DType, dev: &Device) -> R<Tensor> {
+    let mut v = Vec::with_capacity(n * d);
+    for p in 0..n {
+        let angle = |i: usize| p as f32 * (1.0 / 10000f32.powf((2 * (i / 2)) as f32 / d as f32));
+        v.extend((0..d).step_by(2).map(|i| angle(i).sin()));
+        v.extend((1..d).step_by(2).map(|i| angle(i).cos()));
+    }
+    Tensor::from_vec(v, (n, d), dev)
+        .and_then(|t| t.to_dtype(dtype))
+        .map_err(ce("sinusoidal positions"))
+}
+
 /// ALiBi slopes for `n` heads (as BLOOM/MPT/Falcon compute them).
 fn alibi_slopes(n: usize) -> Vec<f32> {
     let closest = 1usize << (usize::BITS - 1 - n.leading_zeros());
@@ -396,6 +444,16 @@ impl Model {
                 &format!("{}.weight", names.positions),
                 &[s.max_positions + offset, hd],
             )?),
+            Some(Absolute::SinusoidalXglm { padding_idx }) => Some(sinusoidal_xglm(
+                s.max_positions + 2,
+                hd,
+                padding_idx,
+                dtype,
+                &dev,
+            )?),
+            Some(Absolute::SinusoidalCtrl) => {
+                Some(sinusoidal_ctrl(s.max_positions, hd, dtype, &dev)?)
+            }
             _ => None,
         };
         let embed_norm = if s.embed_norm {
@@ -862,8 +920,12 @@ impl Model {
         if let Some(m) = self.spec.embed_scale {
             x = (x * m).map_err(ce("embedding scale"))?;
         }
-        if let (Some(t), Some(Absolute::Learned { offset })) = (&self.positions, self.spec.absolute)
-        {
+        if let Some(t) = &self.positions {
+            let offset = match self.spec.absolute {
+                Some(Absolute::Learned { offset }) => offset,
+                Some(Absolute::SinusoidalXglm { .. }) => 2,
+                _ => 0,
+            };
             let p = t.narrow(0, pos + offset, s).map_err(ce("positions"))?;
             x = (x + p).map_err(ce("positions"))?;
         }
@@ -960,6 +1022,12 @@ impl Model {
             let a = self.attention(&l.attn, &a_in, pos, cache, mask, rope)?;
             let f = self.ffn(&l.ffn, &f_in)?;
             return add(&add(x, &a)?, &f);
+        }
+        if self.spec.post_norm {
+            let a = self.attention(&l.attn, x, pos, cache, mask, rope)?;
+            let x = norm(&l.attn_in, &add(x, &a)?)?;
+            let f = self.ffn(&l.ffn, &x)?;
+            return norm(&l.ffn_in, &add(&x, &f)?);
         }
         let h = norm(&l.attn_in, x)?;
         let a = self.attention(&l.attn, &h, pos, cache, mask, rope)?;

@@ -44,6 +44,8 @@ pub(crate) enum NormKind {
     Layer { eps: f64, bias: bool },
     /// LayerNorm without parameters (OLMo).
     LayerNoAffine { eps: f64 },
+    /// RMSNorm without parameters (NanoChat).
+    RmsNoAffine { eps: f64 },
     /// LayerNorm with weight `1 + w` and a bias (Nemotron's `LayerNorm1P`).
     Layer1P { eps: f64 },
 }
@@ -72,6 +74,8 @@ pub(crate) struct Rope {
     pub linear: Option<f64>,
     /// YaRN (`rope_type: yarn`).
     pub yarn: Option<Yarn>,
+    /// Rotate by `-θ` (NanoChat's `rotate_half` is `(x2, -x1)`).
+    pub inverse: bool,
 }
 
 /// YaRN frequency interpolation (transformers' `_compute_yarn_parameters`).
@@ -107,6 +111,11 @@ pub(crate) enum Absolute {
     Learned { offset: usize },
     /// ALiBi: per-head linear biases on attention scores.
     Alibi,
+    /// Fixed sinusoidal table (XGLM: `[sin | cos]` over `d/2` frequencies, row `padding_idx`
+    /// zero, positions offset by 2).
+    SinusoidalXglm { padding_idx: Option<usize> },
+    /// Fixed sinusoidal table (CTRL: angle rates `1/10000^(2⌊i/2⌋/d)`, `[sin(even) | cos(odd)]`).
+    SinusoidalCtrl,
 }
 
 /// Attention of one layer kind.
@@ -200,6 +209,9 @@ pub(crate) struct Spec {
     pub norm: NormKind,
     /// Attention and MLP read the same input and are added together (GPT-J, NeoX, Phi, ...).
     pub parallel: bool,
+    /// Post-LayerNorm blocks: `x = norm_attn(x + attn(x)); x = norm_ffn(x + ffn(x))` (the
+    /// `attn_in` / `ffn_in` norms applied after the residual add; OpenAI GPT).
+    pub post_norm: bool,
     pub qk_norm: Option<QkNorm>,
     /// q/k norms apply after the rotary embedding (HunYuan).
     pub qk_norm_after_rope: bool,

@@ -19,6 +19,12 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "nanochat",
+    "granite_swa",
+    "ctrl",
+    "xglm",
+    "persimmon",
+    "openai-gpt",
     "granitemoeshared",
     "ministral3",
     "biogpt",
@@ -90,6 +96,10 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     match model_type {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
         "gpt_neo" => gpt_neo(f),
+        "openai-gpt" => openai_gpt(f),
+        "persimmon" => persimmon(f),
+        "xglm" => xglm(f),
+        "ctrl" => ctrl(f),
         "biogpt" => biogpt(f),
         "gpt_neox" => gpt_neox(f),
         "gptj" | "codegen" => gptj(model_type, f),
@@ -283,6 +293,7 @@ fn rope(
         llama3,
         linear,
         yarn,
+        inverse: false,
     })
 }
 
@@ -463,6 +474,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         absolute: None,
         norm: rms(eps),
         parallel: false,
+        post_norm: false,
         qk_norm: None,
         qk_norm_after_rope: false,
         mla: None,
@@ -617,7 +629,17 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             n.qkv = Some(("self_attn.qkv_proj".into(), FusedQkv::Rows));
             n.gate_up = Some("mlp.gate_up_proj".into());
         }
-        "granite" | "granitemoe" => {
+        "granite" | "granitemoe" | "granite_swa" => {
+            spec.sinks = t == "granite_swa";
+            if let Some(Value::Array(thetas)) = f.get("layer_rope_theta") {
+                let base = rope(f, None, head_dim, false, None)?.theta;
+                if thetas.iter().any(|x| num(x) != Some(base)) {
+                    return Err(f.err(
+                        "layer_rope_theta",
+                        "per-layer rope bases that differ from rope_theta are not implemented",
+                    ));
+                }
+            }
             spec.embed_scale = f.f64_opt("embedding_multiplier")?;
             spec.residual_scale = f.f64_opt("residual_multiplier")?;
             if let Some(m) = f.f64_opt("attention_multiplier")? {
@@ -661,6 +683,20 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
         "arcee" => {
             spec.mlp.gated = false;
+        }
+        "nanochat" => {
+            spec.norm = NormKind::RmsNoAffine { eps };
+            spec.embed_norm = true;
+            spec.mlp.gated = false;
+            n.up = "mlp.fc1".into();
+            n.down = "mlp.fc2".into();
+            n.embed_norm = "model.norm".into();
+            spec.qk_norm = Some(QkNorm {
+                kind: NormKind::RmsNoAffine { eps },
+                per_head: true,
+            });
+            spec.qk_norm_after_rope = true;
+            spec.final_softcap = f.f64_opt("final_logit_softcapping")?;
         }
         "ministral3" => {
             if let Some(p) = rope_params(f, None)?
@@ -856,6 +892,11 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         spec.ropes
             .push(rope(f, None, rope_head_dim, rope_interleaved, None)?);
     }
+    if t == "nanochat" {
+        for r in &mut spec.ropes {
+            r.inverse = true;
+        }
+    }
     // MoE.
     let experts = ["num_experts", "num_local_experts", "n_routed_experts"]
         .iter()
@@ -1040,6 +1081,7 @@ fn gpt_base(
         absolute: Some(Absolute::Learned { offset: 0 }),
         norm: NormKind::Layer { eps, bias: true },
         parallel: false,
+        post_norm: false,
         qk_norm: None,
         qk_norm_after_rope: false,
         mla: None,
@@ -1238,6 +1280,7 @@ fn rope_fixed(f: &Fields<'_>, head_dim: usize, rot: Option<usize>, base: f64) ->
         llama3: None,
         linear: None,
         yarn: None,
+        inverse: false,
     })
 }
 
@@ -1583,5 +1626,154 @@ fn biogpt(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("final_layer_norm".into());
     n.up = "fc1".into();
     n.down = "fc2".into();
+    Ok((spec, n))
+}
+
+/// OpenAI GPT: post-LayerNorm blocks, `Conv1D` projections, learned positions.
+fn openai_gpt(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("n_embd")?;
+    let heads = f.positive("n_head")?;
+    divisible(f, "n_head", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("n_positions")?,
+        f.f64("layer_norm_epsilon")?,
+        act_field(f, &["afn"])?,
+        4 * hidden,
+    );
+    spec.post_norm = true;
+    spec.final_norm = false;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(f.positive("n_layer")?, None);
+    let mut n = Names::llama();
+    n.embed = "transformer.tokens_embed".into();
+    n.positions = "transformer.positions_embed".into();
+    n.layer = "transformer.h.{}".into();
+    n.qkv = Some(("attn.c_attn".into(), FusedQkv::Conv1d));
+    n.o = "attn.c_proj".into();
+    n.attn_in = Some("ln_1".into());
+    n.ffn_in = Some("ln_2".into());
+    n.up = "mlp.c_fc".into();
+    n.down = "mlp.c_proj".into();
+    n.conv1d = true;
+    Ok((spec, n))
+}
+
+/// Persimmon: per-head fused `query_key_value`, per-head q/k LayerNorm, partial rotary,
+/// squared-ReLU MLP, biases everywhere.
+fn persimmon(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let eps = f.f64("layer_norm_eps")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act_field(f, &["hidden_act"])?,
+        f.positive("intermediate_size")?,
+    );
+    spec.absolute = None;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    if f.bool_or("qk_layernorm", true)? {
+        spec.qk_norm = Some(QkNorm {
+            kind: NormKind::Layer { eps, bias: true },
+            per_head: true,
+        });
+    }
+    spec.ropes.push(rope(f, None, spec.head_dim, false, None)?);
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, Some(0));
+    let mut n = Names::llama();
+    n.final_norm = "model.final_layernorm".into();
+    n.qkv = Some(("self_attn.query_key_value".into(), FusedQkv::PerHead));
+    n.o = "self_attn.dense".into();
+    n.q_norm = "self_attn.q_layernorm".into();
+    n.k_norm = "self_attn.k_layernorm".into();
+    n.up = "mlp.dense_h_to_4h".into();
+    n.down = "mlp.dense_4h_to_h".into();
+    Ok((spec, n))
+}
+
+/// XGLM: sinusoidal positions (offset 2), √d embedding scale, pre-LayerNorm.
+fn xglm(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("d_model")?;
+    let heads = f.positive("attention_heads")?;
+    divisible(f, "attention_heads", hidden, heads)?;
+    refuse_true(
+        f,
+        "add_cross_attention",
+        "cross-attention layers are not part of a causal LM",
+    )?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        1e-5,
+        act_field(f, &["activation_function"])?,
+        f.positive("ffn_dim")?,
+    );
+    spec.absolute = Some(Absolute::SinusoidalXglm {
+        padding_idx: f.token_ids("pad_token_id")?.first().map(|&p| p as usize),
+    });
+    if f.bool_or("scale_embedding", true)? {
+        spec.embed_scale = Some((hidden as f64).sqrt());
+    }
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(f.positive("num_layers")?, None);
+    let mut n = Names::llama();
+    n.final_norm = "model.layer_norm".into();
+    n.o = "self_attn.out_proj".into();
+    n.attn_in = Some("self_attn_layer_norm".into());
+    n.ffn_in = Some("final_layer_norm".into());
+    n.up = "fc1".into();
+    n.down = "fc2".into();
+    Ok((spec, n))
+}
+
+/// CTRL: sinusoidal positions, √d embedding scale, pre-LayerNorm (ε 1e-6 in the blocks),
+/// ReLU MLP, `lm_head` with a bias.
+fn ctrl(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("n_embd")?;
+    let heads = f.positive("n_head")?;
+    divisible(f, "n_head", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("n_positions")?,
+        1e-6,
+        Act::Relu,
+        f.positive("dff")?,
+    );
+    let final_eps = f.f64("layer_norm_epsilon")?;
+    if final_eps != 1e-6 {
+        // The blocks use 1e-6 whatever the config says; one epsilon for all norms here.
+        return Err(f.err(
+            "layer_norm_epsilon",
+            "only 1e-6 (the value CTRL's blocks hard-code) is implemented",
+        ));
+    }
+    spec.absolute = Some(Absolute::SinusoidalCtrl);
+    spec.embed_scale = Some((hidden as f64).sqrt());
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.head_bias = true;
+    spec.layers = plain_layers(f.positive("n_layer")?, None);
+    let mut n = Names::llama();
+    n.embed = "transformer.w".into();
+    n.final_norm = "transformer.layernorm".into();
+    n.layer = "transformer.h.{}".into();
+    n.q = "multi_head_attention.Wq".into();
+    n.k = "multi_head_attention.Wk".into();
+    n.v = "multi_head_attention.Wv".into();
+    n.o = "multi_head_attention.dense".into();
+    n.attn_in = Some("layernorm1".into());
+    n.ffn_in = Some("layernorm2".into());
+    n.up = "ffn.0".into();
+    n.down = "ffn.2".into();
     Ok((spec, n))
 }
