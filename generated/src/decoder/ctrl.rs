@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `ctrl` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +39,7 @@
         pretraining("CTRLLMHeadModel"),
         sequence_classification("CTRLForSequenceClassification")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Ctrl {
