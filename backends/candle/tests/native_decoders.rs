@@ -797,3 +797,27 @@ fn tied_lm_head_absent_from_the_file_uses_the_embeddings() {
         e => panic!("{e}"),
     }
 }
+
+/// A tensor the translation does not use (here: a q/k norm the llama config does not ask for)
+/// means the checkpoint has a part the decoder would not compute: refused, never run without it.
+#[test]
+fn unused_tensors_are_refused() {
+    let tmp = copy_fixture("llama");
+    let path = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let extra = vec![1f32; 8];
+    let extra_bytes: Vec<u8> = extra.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8], &extra_bytes)
+        .unwrap();
+    let mut all = st.tensors();
+    all.push(("model.layers.0.self_attn.q_norm.weight".to_owned(), view));
+    std::fs::write(&path, safetensors::serialize(all, None).unwrap()).unwrap();
+    match load_err("llama", tmp.path()) {
+        SkillError::TensorInvalid { tensor, detail, .. } => {
+            assert_eq!(tensor, "model.layers.0.self_attn.q_norm.weight");
+            assert!(detail.contains("not used"), "{detail}");
+        }
+        e => panic!("{e}"),
+    }
+}
