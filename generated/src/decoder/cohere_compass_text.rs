@@ -24,7 +24,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `cohere_compass_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +39,7 @@
         causal_lm("CohereCompassForCausalLM"),
         sequence_classification("CohereCompassTextForSequenceClassification")
     ),
+    native(causal_lm = decoder, sequence_classification = decoder),
     sub_config_of("cohere_compass"),
     backends = crate::backends,
 )]

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "cohere_compass_text",
     "nanochat",
     "granite_swa",
     "ctrl",
@@ -649,7 +650,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 spec.logits_scale = Some(1.0 / s);
             }
         }
-        "cohere" | "cohere2" => {
+        "cohere" | "cohere2" | "cohere_compass_text" => {
             spec.norm = NormKind::Layer { eps, bias: false };
             spec.parallel = true;
             n.ffn_in = None;
@@ -660,7 +661,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     per_head: true,
                 });
             }
-            if t == "cohere2" && wins.iter().any(Option::is_some) {
+            if matches!(t, "cohere2" | "cohere_compass_text") && wins.iter().any(Option::is_some) {
                 rope_on = wins.iter().map(Option::is_some).collect();
             }
         }
@@ -876,7 +877,13 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             )
         })?;
         let mut kinds: Vec<String> = Vec::new();
+        let params = f.get("rope_parameters").and_then(Value::as_object);
         for (i, k) in types.iter().enumerate() {
+            // `rope_parameters[kind]: null`: that layer kind has no rotary embedding (NoPE).
+            if params.is_some_and(|p| p.get(k.as_str()).is_some_and(Value::is_null)) {
+                layer_rope[i] = None;
+                continue;
+            }
             let idx = match kinds.iter().position(|x| x == k) {
                 Some(j) => j,
                 None => {
