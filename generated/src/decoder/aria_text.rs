@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `aria_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     config_class = "AriaTextConfig",
     hf_module = "aria",
     tasks(base_model("AriaTextModel"), causal_lm("AriaTextForCausalLM")),
+    native(causal_lm = decoder),
     sub_config_of("aria"),
     backends = crate::backends,
 )]

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `hy_v3`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `hy_v3`)
 /// Skill for the `hy_v3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "hy_v3",
     tasks(base_model("HYV3Model"), causal_lm("HYV3ForCausalLM")),
     max("hy_v3"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct HyV3 {

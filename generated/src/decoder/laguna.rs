@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `laguna`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `laguna`)
 /// Skill for the `laguna` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "laguna",
     tasks(base_model("LagunaModel"), causal_lm("LagunaForCausalLM")),
     max("laguna"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Laguna {

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `minimax_m2`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `minimax_m2`)
 /// Skill for the `minimax_m2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "minimax_m2",
     tasks(base_model("MiniMaxM2Model"), causal_lm("MiniMaxM2ForCausalLM")),
     max("minimax_m2"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct MinimaxM2 {

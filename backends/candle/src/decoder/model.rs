@@ -10,7 +10,9 @@ use candle_nn::Linear;
 
 use skillgen_runtime::SkillError;
 
-use super::spec::{Absolute, Act, FusedQkv, Mla, Moe, Names, NormKind, Rope, Routing, Spec};
+use super::spec::{
+    Absolute, Act, AttnGate, FusedQkv, Mla, Moe, Names, NormKind, Rope, Routing, Spec,
+};
 use super::weights::Weights;
 
 type R<T> = Result<T, SkillError>;
@@ -119,7 +121,20 @@ fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
         Act::GeluTanh => x.gelu(),
         Act::Relu => x.relu(),
         Act::Relu2 => x.relu()?.sqr(),
+        // Needs its parameters: computed by `Dense::forward`.
+        Act::XieLu => candle_core::bail!("xielu without its parameters"),
     }
+}
+
+/// xIELU with `[alpha_p, alpha_n, beta, eps]` as stored (transformers' python path).
+fn xielu(x: &Tensor, p: [f32; 4]) -> candle_core::Result<Tensor> {
+    let softplus = |v: f32| (1.0 + v.exp()).ln();
+    let (ap, beta, eps) = (softplus(p[0]), p[2], p[3]);
+    let an = beta + softplus(p[1]);
+    let pos = ((x.sqr()? * ap as f64)? + (x * beta as f64)?)?;
+    let neg = ((((x.clamp(f32::NEG_INFINITY, eps)?.exp()? - 1.0)? - x)? * an as f64)?
+        + (x * beta as f64)?)?;
+    x.gt(0f32)?.where_cond(&pos, &neg)
 }
 
 /// Load `[out, in]` (or a `Conv1D` `[in, out]`) weight and optional bias.
@@ -277,6 +292,8 @@ struct MlaProj {
 struct Attention {
     proj: Proj,
     o: Linear,
+    gate: Option<(Linear, AttnGate)>,
+    sub_norm: Option<Norm>,
     q_norm: Option<(Norm, bool)>,
     k_norm: Option<Norm>,
     sinks: Option<Tensor>,
@@ -296,17 +313,34 @@ struct Dense {
     gated: bool,
     act: Act,
     width: usize,
+    /// xIELU parameters `[alpha_p, alpha_n, beta, eps]`.
+    xielu: Option<[f32; 4]>,
+    /// BitNet's norm over the hidden activations.
+    sub_norm: Option<Norm>,
 }
 
 impl Dense {
+    fn activate(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self.xielu {
+            Some(p) => xielu(x, p),
+            None => act(self.act, x),
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.up.forward(x)?;
         let h = if self.gated {
             let g = h.narrow(D::Minus1, 0, self.width)?;
             let u = h.narrow(D::Minus1, self.width, self.width)?;
-            (act(self.act, &g)? * u)?
+            (self.activate(&g)? * u)?
         } else {
-            act(self.act, &h)?
+            self.activate(&h)?
+        };
+        let h = match &self.sub_norm {
+            Some(n) => n
+                .forward(&h)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            None => h,
         };
         self.down.forward(&h)
     }
@@ -320,6 +354,7 @@ struct MoeFfn {
     experts: Vec<Dense>,
     shared: Option<Dense>,
     shared_gate: Option<Linear>,
+    out_norm: Option<Norm>,
 }
 
 #[derive(Debug, Clone)]
@@ -471,9 +506,9 @@ impl Model {
                     backend: skillgen_runtime::BackendKind::Candle,
                     detail: "a MoE layer without a MoE spec".into(),
                 })?;
-                Ffn::Moe(Box::new(Self::load_moe(moe, names, w, &p, hd)?))
+                Ffn::Moe(Box::new(Self::load_moe(moe, names, w, &p, hd, s.norm)?))
             } else {
-                Ffn::Dense(Self::load_dense(
+                let mut d = Self::load_dense(
                     w,
                     names,
                     &p,
@@ -482,7 +517,33 @@ impl Model {
                     s.mlp.gated,
                     s.mlp.act,
                     s.mlp.bias,
-                )?)
+                )?;
+                if s.sub_norms {
+                    d.sub_norm = Some(Norm::load(
+                        w,
+                        &n(&names.ffn_sub_norm),
+                        s.norm,
+                        &[s.mlp.intermediate],
+                    )?);
+                }
+                if s.mlp.act == Act::XieLu {
+                    let mut v = [0f32; 4];
+                    for (slot, (name, dims)) in v.iter_mut().zip([
+                        ("alpha_p", &[1usize][..]),
+                        ("alpha_n", &[1][..]),
+                        ("beta", &[][..]),
+                        ("eps", &[][..]),
+                    ]) {
+                        *slot = w
+                            .take(&format!("{p}.mlp.act_fn.{name}"), dims)?
+                            .to_dtype(DType::F32)
+                            .and_then(|t| t.flatten_all())
+                            .and_then(|t| t.to_vec1::<f32>())
+                            .map_err(ce("xielu parameters"))?[0];
+                    }
+                    d.xielu = Some(v);
+                }
+                Ffn::Dense(d)
             };
             let mut norm = |slot: &Option<String>| -> R<Option<Norm>> {
                 match slot {
@@ -708,9 +769,26 @@ impl Model {
         } else {
             None
         };
+        let gate = match s.attn_gate {
+            Some(g) => {
+                let out = match g {
+                    AttnGate::Sigmoid => o_in,
+                    AttnGate::SoftplusPerHead => h,
+                };
+                Some((linear(w, &n(&names.attn_gate), out, hd, false, false)?, g))
+            }
+            None => None,
+        };
+        let sub_norm = if s.sub_norms {
+            Some(Norm::load(w, &n(&names.attn_sub_norm), s.norm, &[o_in])?)
+        } else {
+            None
+        };
         Ok(Attention {
             proj,
             o,
+            gate,
+            sub_norm,
             q_norm,
             k_norm,
             sinks,
@@ -749,10 +827,19 @@ impl Model {
             gated,
             act: a,
             width,
+            xielu: None,
+            sub_norm: None,
         })
     }
 
-    fn load_moe(spec: Moe, names: &Names, w: &mut Weights, p: &str, hd: usize) -> R<MoeFfn> {
+    fn load_moe(
+        spec: Moe,
+        names: &Names,
+        w: &mut Weights,
+        p: &str,
+        hd: usize,
+        norm: NormKind,
+    ) -> R<MoeFfn> {
         let n = |x: &String| format!("{p}.{x}");
         let router = linear(
             w,
@@ -762,10 +849,17 @@ impl Model {
             spec.router_bias,
             false,
         )?;
-        let e_bias = if matches!(spec.routing, Routing::SigmoidGrouped { .. }) {
-            let t = w.take(&n(&names.e_bias), &[spec.experts])?;
+        let e_bias = if spec.e_bias {
+            // `[experts]`, or ERNIE's `[1, experts]`.
+            let name = n(&names.e_bias);
+            let dims: Vec<usize> = match w.shape(&name) {
+                Some([1, e]) if *e == spec.experts => vec![1, spec.experts],
+                _ => vec![spec.experts],
+            };
+            let t = w.take(&name, &dims)?;
             Some(
                 t.to_dtype(DType::F32)
+                    .and_then(|t| t.flatten_all())
                     .and_then(|t| t.to_vec1())
                     .map_err(ce("e_score_correction_bias"))?,
             )
@@ -779,6 +873,36 @@ impl Model {
         ex_names.gate_up = None;
         ex_names.conv1d = false;
         let mut experts = Vec::with_capacity(spec.experts);
+        if let Some(prefix) = &names.dbrx_experts {
+            // `w1`, `v1`: `[E * F, H]` (per expert `[out, in]`); `w2`: `[E * F, H]` (per
+            // expert `[in, out]`).
+            let (e_n, f_n) = (spec.experts, spec.intermediate);
+            let c = ce("splitting DBRX experts");
+            let get = |w: &mut Weights, k: &str| -> R<Tensor> {
+                w.take(&format!("{p}.{prefix}.{k}"), &[e_n * f_n, hd])?
+                    .reshape((e_n, f_n, hd))
+                    .map_err(&c)
+            };
+            let (w1, v1, w2) = (get(w, "w1")?, get(w, "v1")?, get(w, "w2")?);
+            for e in 0..e_n {
+                let g = w1.get(e).map_err(&c)?;
+                let u = v1.get(e).map_err(&c)?;
+                let d = w2
+                    .get(e)
+                    .and_then(|t| t.t())
+                    .and_then(|t| t.contiguous())
+                    .map_err(&c)?;
+                experts.push(Dense {
+                    up: Linear::new(cat_rows(&[&g, &u])?, None),
+                    down: Linear::new(d, None),
+                    gated: true,
+                    act: spec.act,
+                    width: f_n,
+                    xielu: None,
+                    sub_norm: None,
+                });
+            }
+        }
         if let Some(fe) = &names.fused_experts {
             let (e_n, i_n) = (spec.experts, spec.intermediate);
             let (gu_shape, dn_shape) = if fe.transposed {
@@ -830,11 +954,13 @@ impl Model {
                     gated: true,
                     act: spec.act,
                     width: i_n,
+                    xielu: None,
+                    sub_norm: None,
                 });
             }
         }
         for e in 0..spec.experts {
-            if names.fused_experts.is_some() {
+            if names.fused_experts.is_some() || names.dbrx_experts.is_some() {
                 break;
             }
             let ep = format!("{p}.{}", names.expert.replace("{}", &e.to_string()));
@@ -879,6 +1005,11 @@ impl Model {
         } else {
             None
         };
+        let out_norm = if spec.out_norm {
+            Some(Norm::load(w, &n(&names.moe_out_norm), norm, &[hd])?)
+        } else {
+            None
+        };
         Ok(MoeFfn {
             spec,
             router,
@@ -886,6 +1017,7 @@ impl Model {
             experts,
             shared,
             shared_gate,
+            out_norm,
         })
     }
 
@@ -1139,7 +1271,7 @@ impl Model {
                     .and_then(|o| o.transpose(0, 1))
                     .and_then(|o| o.reshape((s, h * dv)))
                     .map_err(&c)?;
-                return a.o.forward(&o).map_err(&c);
+                return self.attn_out(a, x, o, dv);
             }
             let (k, v) = match cache.kv.take() {
                 Some((pk, pv)) => (
@@ -1196,9 +1328,40 @@ impl Model {
                 .and_then(|o| o.transpose(0, 1))
                 .and_then(|o| o.reshape((s, h * dv)))
                 .map_err(&c)?;
-            a.o.forward(&o).map_err(&c)
+            self.attn_out(a, x, o, dv)
         };
         f()
+    }
+
+    /// The attention output `o` `[s, heads * dv]` through the gate, the sub-norm and `o_proj`
+    /// (`x` is the attention's input).
+    fn attn_out(&self, a: &Attention, x: &Tensor, o: Tensor, dv: usize) -> R<Tensor> {
+        let c = ce("attention output");
+        let s = o.dim(0).map_err(&c)?;
+        let h = self.spec.heads;
+        let o = match &a.gate {
+            None => o,
+            Some((g, AttnGate::Sigmoid)) => {
+                let gate = candle_nn::ops::sigmoid(&g.forward(x).map_err(&c)?).map_err(&c)?;
+                (o * gate).map_err(&c)?
+            }
+            Some((g, AttnGate::SoftplusPerHead)) => {
+                // softplus(z) = ln(1 + e^z), one value per head.
+                let z = g.forward(x).map_err(&c)?;
+                let gate = (z.exp().and_then(|e| e + 1.0).and_then(|e| e.log()))
+                    .and_then(|t| t.reshape((s, h, 1)))
+                    .map_err(&c)?;
+                o.reshape((s, h, dv))
+                    .and_then(|o| o.broadcast_mul(&gate))
+                    .and_then(|o| o.reshape((s, h * dv)))
+                    .map_err(&c)?
+            }
+        };
+        let o = match &a.sub_norm {
+            Some(n) => n.forward(&o)?,
+            None => o,
+        };
+        a.o.forward(&o).map_err(&c)
     }
 
     /// DeepSeek MLA: q `[h, s, nope + rope]`, k the same, v `[h, s, v_head]`.
@@ -1302,8 +1465,14 @@ impl Model {
                 y = y.broadcast_mul(&gate).map_err(&c)?;
             }
             out = (out + y).map_err(&c)?;
+            if sp.shared_average {
+                out = (out / 2.0).map_err(&c)?;
+            }
         }
-        Ok(out)
+        match &m.out_norm {
+            Some(n) => n.forward(&out),
+            None => Ok(out),
+        }
     }
 }
 
@@ -1399,6 +1568,28 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
             let w = c.iter().map(|&i| p[i]).collect();
             (c, w)
         }
+        Routing::SigmoidLogitBias => {
+            let choice: Vec<f32> = match e_bias {
+                Some(b) => logits.iter().zip(b).map(|(l, b)| l + b).collect(),
+                None => logits.to_vec(),
+            };
+            let c = topk(&choice, sp.top_k);
+            let w = c
+                .iter()
+                .map(|&i| 1.0 / (1.0 + (-logits[i]).exp()))
+                .collect();
+            (c, w)
+        }
+        Routing::SoftmaxBiased => {
+            let p = softmax(logits);
+            let choice: Vec<f32> = match e_bias {
+                Some(b) => p.iter().zip(b).map(|(p, b)| p + b).collect(),
+                None => p.clone(),
+            };
+            let c = topk(&choice, sp.top_k);
+            let w = c.iter().map(|&i| p[i]).collect();
+            (c, w)
+        }
         Routing::SparseMixer { jitter_eps } => {
             let eps = 2.0 * *jitter_eps as f32;
             let pick =
@@ -1430,10 +1621,10 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
     };
     if sp.norm_topk {
         let s: f32 = weights.iter().sum();
-        let s = if matches!(sp.routing, Routing::SigmoidGrouped { .. }) {
-            s + 1e-20
-        } else {
-            s
+        let s = match sp.routing {
+            Routing::SigmoidGrouped { .. } => s + 1e-20,
+            Routing::SoftmaxBiased => s.max(1e-12),
+            _ => s,
         };
         for w in &mut weights {
             *w /= s;

@@ -19,6 +19,9 @@ pub(crate) enum Act {
     Relu,
     /// `relu2`: squared ReLU.
     Relu2,
+    /// `xielu` (Apertus): learnable per-layer parameters (`mlp.act_fn.{alpha_p, alpha_n, beta,
+    /// eps}`), loaded with the MLP.
+    XieLu,
 }
 
 impl Act {
@@ -30,6 +33,7 @@ impl Act {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
             "relu" => Self::Relu,
             "relu2" => Self::Relu2,
+            "xielu" => Self::XieLu,
             _ => return None,
         })
     }
@@ -156,6 +160,11 @@ pub(crate) enum Routing {
     /// PhiMoE `sparsemixer` (evaluation path, top-2): each pick's weight is a softmax over the
     /// logits within a relative `2 * jitter_eps` of it.
     SparseMixer { jitter_eps: f64 },
+    /// Kolibri: choose by `logits + bias`, weigh by `sigmoid(logits)`.
+    SigmoidLogitBias,
+    /// ERNIE 4.5: softmax scores, choose by `scores + bias`, weigh by the scores (renormalised
+    /// with the sum clamped at `1e-12`).
+    SoftmaxBiased,
 }
 
 /// The mixture-of-experts FFN.
@@ -181,6 +190,21 @@ pub(crate) struct Moe {
     pub shared_gate: bool,
     /// The activation of every expert.
     pub act: Act,
+    /// The router has a choice bias (`e_score_correction_bias` or its renamings).
+    pub e_bias: bool,
+    /// Routed and shared outputs are averaged rather than added (Cohere 2 MoE).
+    pub shared_average: bool,
+    /// A norm over the MoE output, inside the block (AXK1's `post_mlp_layernorm`).
+    pub out_norm: bool,
+}
+
+/// A gate on the attention output, before `o_proj`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttnGate {
+    /// `attn * sigmoid(gate_proj(x))`, elementwise over `heads * head_dim` (AFMoE).
+    Sigmoid,
+    /// `attn * softplus(g_proj(x))`, one value per head (Laguna).
+    SoftplusPerHead,
 }
 
 /// DeepSeek multi-head latent attention.
@@ -229,6 +253,11 @@ pub(crate) struct Spec {
     pub clip_qkv: Option<f64>,
     /// Learned per-head attention sinks (GPT-OSS).
     pub sinks: bool,
+    /// A gate on the attention output.
+    pub attn_gate: Option<AttnGate>,
+    /// BitNet sub-norms: over the attention output before `o_proj`, and over the MLP's
+    /// hidden activations before `down_proj`.
+    pub sub_norms: bool,
     pub mlp: Mlp,
     pub moe: Option<Moe>,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).
@@ -308,6 +337,13 @@ pub(crate) struct Names {
     pub shared_gate: String,
     pub sinks: String,
     pub e_bias: String,
+    pub attn_gate: String,
+    pub attn_sub_norm: String,
+    pub ffn_sub_norm: String,
+    /// The MoE output norm (relative to the layer).
+    pub moe_out_norm: String,
+    /// Fused `[E * F, H]` expert tensors (DBRX: `w1`, `v1`, `w2`, the last one `[in, out]`).
+    pub dbrx_experts: Option<String>,
 }
 
 impl Names {
@@ -347,6 +383,11 @@ impl Names {
             shared_gate: "mlp.shared_expert_gate".into(),
             sinks: "self_attn.sinks".into(),
             e_bias: "mlp.gate.e_score_correction_bias".into(),
+            attn_gate: "self_attn.gate_proj".into(),
+            attn_sub_norm: "self_attn.attn_sub_norm".into(),
+            ffn_sub_norm: "mlp.ffn_sub_norm".into(),
+            moe_out_norm: "post_mlp_layernorm".into(),
+            dbrx_experts: None,
         }
     }
 

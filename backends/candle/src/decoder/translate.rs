@@ -11,14 +11,31 @@ use skillgen_runtime::SkillError;
 
 use super::config::{DecoderFields, Fields};
 use super::spec::{
-    Absolute, Act, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind, QkNorm, Rope,
-    Routing, Spec, Yarn,
+    Absolute, Act, AttnGate, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind,
+    QkNorm, Rope, Routing, Spec, Yarn,
 };
 
 type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "apertus",
+    "axk1",
+    "dbrx",
+    "cohere2_moe",
+    "laguna",
+    "afmoe",
+    "kolibri1",
+    "flint",
+    "granitemoe_swa",
+    "bitnet",
+    "exaone_moe",
+    "ernie4_5_moe",
+    "hy_v3",
+    "mellum",
+    "minimax_m2",
+    "hunyuan_v1_moe",
+    "aria_text",
     "cohere_compass_text",
     "nanochat",
     "granite_swa",
@@ -97,6 +114,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     match model_type {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
         "gpt_neo" => gpt_neo(f),
+        "dbrx" => dbrx(f),
         "openai-gpt" => openai_gpt(f),
         "persimmon" => persimmon(f),
         "xglm" => xglm(f),
@@ -416,6 +434,18 @@ fn moe_layers(f: &Fields<'_>, layers: usize, experts: usize) -> R<Vec<bool>> {
             .ok_or_else(|| f.err("mlp_only_layers", "expected a list of layer indices"))?,
         _ => Vec::new(),
     };
+    if let Some(start) = f.usize_opt("moe_layer_start_index")? {
+        // ERNIE 4.5: MoE iff `(i + 1) % interval == 0 and start <= i <= end`.
+        let end = f.usize_opt("moe_layer_end_index")?.unwrap_or(layers - 1);
+        let interval = f.positive_opt("moe_layer_interval")?.unwrap_or(1);
+        return Ok((0..layers)
+            .map(|i| (i + 1) % interval == 0 && start <= i && i <= end)
+            .collect());
+    }
+    if let Some(dense) = f.usize_opt("num_dense_layers")? {
+        // AFMoE: the first `num_dense_layers` layers are dense.
+        return Ok((0..layers).map(|i| i >= dense).collect());
+    }
     let step = f.positive_opt("decoder_sparse_step")?.unwrap_or(1);
     let first_dense = f.usize_opt("first_k_dense_replace")?.unwrap_or(0);
     let freq = f.positive_opt("moe_layer_freq")?.unwrap_or(1);
@@ -455,7 +485,14 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let mlp_bias = f.bool_or("mlp_bias", false)?;
     let interleaved = matches!(
         t,
-        "helium" | "cohere" | "cohere2" | "glm" | "glm4" | "ernie4_5"
+        "helium"
+            | "cohere"
+            | "cohere2"
+            | "glm"
+            | "glm4"
+            | "ernie4_5"
+            | "ernie4_5_moe"
+            | "cohere2_moe"
     );
     // transformers applies `sliding_window` (when set) to every layer of these types.
     let window_everywhere = matches!(
@@ -486,6 +523,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         attn_temperature: None,
         clip_qkv: None,
         sinks: false,
+        attn_gate: None,
+        sub_norms: false,
         mlp: Mlp {
             gated: true,
             act,
@@ -630,8 +669,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             n.qkv = Some(("self_attn.qkv_proj".into(), FusedQkv::Rows));
             n.gate_up = Some("mlp.gate_up_proj".into());
         }
-        "granite" | "granitemoe" | "granite_swa" => {
-            spec.sinks = t == "granite_swa";
+        "granite" | "granitemoe" | "granite_swa" | "granitemoe_swa" => {
+            spec.sinks = matches!(t, "granite_swa" | "granitemoe_swa");
             if let Some(Value::Array(thetas)) = f.get("layer_rope_theta") {
                 let base = rope(f, None, head_dim, false, None)?.theta;
                 if thetas.iter().any(|x| num(x) != Some(base)) {
@@ -650,7 +689,11 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 spec.logits_scale = Some(1.0 / s);
             }
         }
-        "cohere" | "cohere2" | "cohere_compass_text" => {
+        "cohere" | "cohere2" | "cohere_compass_text" | "cohere2_moe" => {
+            if let Some(w) = f.positive_opt("prefix_dense_intermediate_size")? {
+                spec.mlp.intermediate = w;
+            }
+            n.shared = "mlp.shared_experts".into();
             spec.norm = NormKind::Layer { eps, bias: false };
             spec.parallel = true;
             n.ffn_in = None;
@@ -661,7 +704,9 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     per_head: true,
                 });
             }
-            if matches!(t, "cohere2" | "cohere_compass_text") && wins.iter().any(Option::is_some) {
+            if matches!(t, "cohere2" | "cohere_compass_text" | "cohere2_moe")
+                && wins.iter().any(Option::is_some)
+            {
                 rope_on = wins.iter().map(Option::is_some).collect();
             }
         }
@@ -768,6 +813,136 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 n.ffn_out = Some("post_norm2".into());
             }
         }
+        "aria_text" => {
+            n.router = "mlp.router".into();
+            n.shared = "mlp.shared_experts".into();
+            n.fused_experts = Some(FusedExperts {
+                gate_up: "mlp.experts.fc1.weight".into(),
+                down: "mlp.experts.fc2.weight".into(),
+                transposed: true,
+                interleaved: false,
+                biases: None,
+            });
+        }
+        "hunyuan_v1_moe" => {
+            n.q_norm = "self_attn.query_layernorm".into();
+            n.k_norm = "self_attn.key_layernorm".into();
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+            spec.qk_norm_after_rope = true;
+            n.router = "mlp.gate.wg".into();
+            n.shared = "mlp.shared_mlp".into();
+        }
+        "minimax_m2" => {
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: false,
+            });
+            n.router = "block_sparse_moe.gate".into();
+            n.e_bias = "block_sparse_moe.e_score_correction_bias".into();
+            n.expert = "block_sparse_moe.experts.{}".into();
+            n.ex_gate = "w1".into();
+            n.ex_up = "w3".into();
+            n.ex_down = "w2".into();
+        }
+        "mellum" | "hy_v3" | "exaone_moe" | "flint" | "kolibri1" | "afmoe" | "laguna" | "axk1" => {
+            if t != "axk1" {
+                spec.qk_norm = Some(QkNorm {
+                    kind: rms(eps),
+                    per_head: true,
+                });
+            }
+            n.shared = "mlp.shared_experts".into();
+            match t {
+                "hy_v3" => {
+                    n.router = "mlp.router.gate".into();
+                    n.e_bias = "mlp.expert_bias".into();
+                    n.shared = "mlp.shared_mlp".into();
+                }
+                "exaone_moe" => n.e_bias = "mlp.e_score_correction_bias".into(),
+                "flint" => {
+                    spec.sinks = true;
+                    n.sinks = "self_attn.softmax_offset".into();
+                    n.shared = "mlp.shared_expert".into();
+                }
+                "kolibri1" => {
+                    n.e_bias = "moe.router.expert_bias".into();
+                    n.attn_out = Some("post_attn_norm".into());
+                    n.ffn_out = Some("post_ffn_norm".into());
+                }
+                "afmoe" => {
+                    n.router = "mlp.router.gate".into();
+                    n.e_bias = "mlp.expert_bias".into();
+                    n.attn_out = Some("post_attention_layernorm".into());
+                    n.ffn_in = Some("pre_mlp_layernorm".into());
+                    n.ffn_out = Some("post_mlp_layernorm".into());
+                    spec.attn_gate = Some(AttnGate::Sigmoid);
+                    if f.bool_or("mup_enabled", false)? {
+                        spec.embed_scale = Some((hidden as f64).sqrt());
+                    }
+                }
+                "laguna" => {
+                    n.e_bias = "mlp.experts.e_score_correction_bias".into();
+                    n.shared = "mlp.shared_expert".into();
+                    n.attn_gate = "self_attn.g_proj".into();
+                    match f.get("gating") {
+                        Some(Value::Bool(false)) | None => {}
+                        Some(Value::Bool(true)) => spec.attn_gate = Some(AttnGate::SoftplusPerHead),
+                        Some(v) => {
+                            return Err(f.err(
+                                "gating",
+                                format!("{v} is not implemented (true: one gate per head)"),
+                            ));
+                        }
+                    }
+                    if let Some(Value::Array(a)) = f.get("num_attention_heads_per_layer")
+                        && a.iter().any(|x| x.as_u64() != Some(heads as u64))
+                    {
+                        return Err(f.err(
+                            "num_attention_heads_per_layer",
+                            "a head count that differs between layers is not implemented",
+                        ));
+                    }
+                    if f.f64_opt("moe_router_logit_softcapping")?
+                        .is_some_and(|c| c > 0.0)
+                    {
+                        return Err(f.err(
+                            "moe_router_logit_softcapping",
+                            "router softcapping is not implemented",
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            // RoPE only on sliding layers when the model has them (NoPE global layers).
+            if matches!(t, "exaone_moe" | "flint" | "kolibri1" | "afmoe")
+                && wins.iter().any(Option::is_some)
+            {
+                rope_on = wins.iter().map(Option::is_some).collect();
+            }
+        }
+        "ernie4_5_moe" => {
+            let b = f.bool_or("use_bias", false)?;
+            spec.qkv_bias = b;
+            spec.o_bias = b;
+            spec.mlp.bias = b;
+            n.e_bias = "mlp.moe_statics.e_score_correction_bias".into();
+            n.shared = "mlp.shared_experts".into();
+        }
+        "bitnet" => {
+            spec.sub_norms = true;
+        }
+        "apertus" => {
+            spec.mlp.gated = false;
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+            n.attn_in = Some("attention_layernorm".into());
+            n.ffn_in = Some("feedforward_layernorm".into());
+        }
         "mixtral" => {
             n.router = "block_sparse_moe.gate".into();
             n.expert = "block_sparse_moe.experts.{}".into();
@@ -824,7 +999,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
         _ => {}
     }
-    if matches!(t, "youtu" | "glm4_moe_lite") {
+    if matches!(t, "youtu" | "glm4_moe_lite" | "axk1") {
         let m = Mla {
             q_lora_rank: f.positive_opt("q_lora_rank")?,
             kv_lora_rank: f.positive("kv_lora_rank")?,
@@ -837,6 +1012,20 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         spec.kv_heads = heads;
         spec.head_dim = m.qk_nope + m.qk_rope;
         mla = Some(m);
+    }
+    if t == "granitemoe_swa" {
+        n.router = "block_sparse_moe.router".into();
+        n.fused_experts = Some(FusedExperts {
+            gate_up: "block_sparse_moe.experts.gate_up_proj".into(),
+            down: "block_sparse_moe.experts.down_proj".into(),
+            transposed: false,
+            interleaved: false,
+            biases: None,
+        });
+        n.shared_fused = Some((
+            "shared_mlp.input_linear".into(),
+            "shared_mlp.output_linear".into(),
+        ));
     }
     if matches!(t, "granitemoe" | "granitemoeshared") {
         spec.embed_scale = f.f64_opt("embedding_multiplier")?;
@@ -905,10 +1094,15 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
     }
     // MoE.
-    let experts = ["num_experts", "num_local_experts", "n_routed_experts"]
-        .iter()
-        .find_map(|k| f.get(k).and_then(Value::as_u64))
-        .unwrap_or(0) as usize;
+    let experts = [
+        "num_experts",
+        "num_local_experts",
+        "n_routed_experts",
+        "moe_num_experts",
+    ]
+    .iter()
+    .find_map(|k| f.get(k).and_then(Value::as_u64))
+    .unwrap_or(0) as usize;
     let is_moe_type = matches!(
         t,
         "mixtral"
@@ -920,6 +1114,20 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "deepseek_v2"
             | "deepseek_v3"
             | "granitemoeshared"
+            | "aria_text"
+            | "hunyuan_v1_moe"
+            | "minimax_m2"
+            | "mellum"
+            | "hy_v3"
+            | "ernie4_5_moe"
+            | "exaone_moe"
+            | "granitemoe_swa"
+            | "flint"
+            | "kolibri1"
+            | "afmoe"
+            | "laguna"
+            | "cohere2_moe"
+            | "axk1"
             | "glm4_moe"
             | "glm4_moe_lite"
             | "dots1"
@@ -933,7 +1141,16 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         vec![false; layers]
     };
     if moe_flags.iter().any(|x| *x) {
-        let top_k = first_positive(f, &["num_experts_per_tok", "top_k", "experts_per_token"])?;
+        let top_k = first_positive(
+            f,
+            &[
+                "num_experts_per_tok",
+                "top_k",
+                "experts_per_token",
+                "moe_topk",
+                "moe_k",
+            ],
+        )?;
         let intermediate = match f.positive_opt("moe_intermediate_size")? {
             Some(x) => x,
             None => f.positive("intermediate_size")?,
@@ -951,6 +1168,9 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             shared: None,
             shared_gate: false,
             act,
+            e_bias: false,
+            shared_average: false,
+            out_norm: false,
         };
         match t {
             "mixtral" => moe.norm_topk = true,
@@ -965,6 +1185,115 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 moe.swiglu_limit = Some(float_or(f, "swiglu_limit", 7.0)?);
             }
             "granitemoe" | "granitemoeshared" => {
+                moe.routing = Routing::TopKSoftmax;
+                moe.shared = f.positive_opt("shared_intermediate_size")?;
+            }
+            "aria_text" => {
+                moe.routing = Routing::TopKSoftmax;
+                moe.shared = f
+                    .positive_opt("moe_num_shared_experts")?
+                    .map(|k| k * intermediate);
+                moe.act = Act::Silu;
+            }
+            "hunyuan_v1_moe" => {
+                moe.norm_topk = true;
+                moe.shared = Some(intermediate);
+            }
+            "minimax_m2" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                };
+                moe.e_bias = true;
+                moe.norm_topk = true;
+            }
+            "hy_v3" | "afmoe" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                };
+                moe.e_bias = true;
+                moe.norm_topk = true;
+                moe.scale = if t == "hy_v3" {
+                    float_or(f, "router_scaling_factor", 1.0)?
+                } else {
+                    float_or(f, "route_scale", 1.0)?
+                };
+                moe.shared = f
+                    .positive_opt("num_shared_experts")?
+                    .map(|k| k * intermediate);
+            }
+            "exaone_moe" | "axk1" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: f.positive_opt("n_group")?.unwrap_or(1),
+                    topk_groups: f.positive_opt("topk_group")?.unwrap_or(1),
+                };
+                moe.e_bias = true;
+                moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
+                moe.shared = f
+                    .positive_opt(if t == "axk1" {
+                        "n_shared_experts"
+                    } else {
+                        "num_shared_experts"
+                    })?
+                    .map(|k| k * intermediate);
+                moe.out_norm = t == "axk1";
+            }
+            "flint" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                };
+                moe.shared = f.positive_opt("shared_expert_intermediate_size")?;
+            }
+            "kolibri1" => {
+                moe.routing = Routing::SigmoidLogitBias;
+                moe.e_bias = true;
+                moe.shared = f.positive_opt("shared_expert_intermediate_size")?;
+            }
+            "laguna" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                };
+                moe.e_bias = true;
+                moe.norm_topk = true;
+                moe.scale = float_or(f, "moe_routed_scaling_factor", 1.0)?;
+                moe.shared = f.positive_opt("shared_expert_intermediate_size")?;
+            }
+            "ernie4_5_moe" => {
+                moe.routing = Routing::SoftmaxBiased;
+                moe.e_bias = true;
+                moe.norm_topk = true;
+                moe.shared = f
+                    .positive_opt("moe_num_shared_experts")?
+                    .map(|k| k * intermediate);
+            }
+            "cohere2_moe" => {
+                match f.str_opt("expert_selection_fn")?.unwrap_or("softmax") {
+                    "softmax" => moe.routing = Routing::TopKSoftmax,
+                    other => {
+                        return Err(f.err(
+                            "expert_selection_fn",
+                            format!("`{other}` is not implemented (softmax)"),
+                        ));
+                    }
+                }
+                moe.shared = f
+                    .positive_opt("num_shared_experts")?
+                    .map(|k| k * intermediate);
+                moe.shared_average = match f.str_opt("shared_expert_combination_strategy")? {
+                    None | Some("sum") => false,
+                    Some("average") => true,
+                    Some(other) => {
+                        return Err(f.err(
+                            "shared_expert_combination_strategy",
+                            format!("`{other}` is not implemented (sum, average)"),
+                        ));
+                    }
+                };
+            }
+            "granitemoe_swa" => {
                 moe.routing = Routing::TopKSoftmax;
                 moe.shared = f.positive_opt("shared_intermediate_size")?;
             }
@@ -990,6 +1319,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     groups,
                     topk_groups,
                 };
+                moe.e_bias = true;
             }
             "deepseek_v2" | "deepseek_v3" => {
                 moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
@@ -1004,6 +1334,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                         groups,
                         topk_groups,
                     };
+                    moe.e_bias = true;
                 } else {
                     match f.str_opt("topk_method")?.unwrap_or("greedy") {
                         "greedy" => {}
@@ -1099,6 +1430,8 @@ fn gpt_base(
         attn_temperature: None,
         clip_qkv: None,
         sinks: false,
+        attn_gate: None,
+        sub_norms: false,
         mlp: Mlp {
             gated: false,
             act,
@@ -1782,5 +2115,103 @@ fn ctrl(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("layernorm2".into());
     n.up = "ffn.0".into();
     n.down = "ffn.2".into();
+    Ok((spec, n))
+}
+
+/// DBRX: `transformer.blocks.{i}.norm_attn_norm.*`, fused `Wqkv` with `clip_qkv`, bias-less
+/// LayerNorm, experts as `[E * F, H]` tensors, router weights normalised by their L1 norm.
+fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("d_model")?;
+    let heads = f.positive("n_heads")?;
+    divisible(f, "n_heads", hidden, heads)?;
+    let attn = f.get("attn_config").and_then(Value::as_object);
+    let ffn = f.get("ffn_config").and_then(Value::as_object);
+    let a = |k: &str| attn.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    let g = |k: &str| ffn.and_then(|m| m.get(k)).filter(|v| !v.is_null());
+    let need = |v: Option<&Value>, field: &str| -> R<usize> {
+        v.and_then(Value::as_u64)
+            .filter(|x| *x > 0)
+            .map(|x| x as usize)
+            .ok_or_else(|| f.err(field, "missing or not a positive integer"))
+    };
+    let kv = need(a("kv_n_heads"), "attn_config.kv_n_heads")?;
+    let experts = need(g("moe_num_experts"), "ffn_config.moe_num_experts")?;
+    let top_k = need(g("moe_top_k"), "ffn_config.moe_top_k")?;
+    let width = need(g("ffn_hidden_size"), "ffn_config.ffn_hidden_size")?;
+    match g("moe_normalize_expert_weights").and_then(Value::as_f64) {
+        Some(p) if p == 1.0 => {}
+        other => {
+            return Err(f.err(
+                "ffn_config.moe_normalize_expert_weights",
+                format!("{other:?} is not implemented (1: weights divided by their sum)"),
+            ));
+        }
+    }
+    let act = match g("ffn_act_fn")
+        .and_then(|v| v.get("name"))
+        .and_then(Value::as_str)
+    {
+        None | Some("silu") => Act::Silu,
+        Some(other) => {
+            return Err(f.err(
+                "ffn_config.ffn_act_fn",
+                format!("`{other}` is not implemented (silu)"),
+            ));
+        }
+    };
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_seq_len")?,
+        1e-5,
+        act,
+        width,
+    );
+    spec.norm = NormKind::Layer {
+        eps: 1e-5,
+        bias: false,
+    };
+    spec.kv_heads = kv;
+    spec.absolute = None;
+    spec.qkv_bias = false;
+    spec.o_bias = false;
+    spec.clip_qkv = a("clip_qkv").and_then(Value::as_f64);
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.ropes.push(rope(f, None, spec.head_dim, false, None)?);
+    spec.moe = Some(Moe {
+        experts,
+        top_k,
+        intermediate: width,
+        routing: Routing::SoftmaxTopK,
+        norm_topk: true,
+        scale: 1.0,
+        router_bias: false,
+        expert_bias: false,
+        swiglu_limit: None,
+        shared: None,
+        shared_gate: false,
+        act,
+        e_bias: false,
+        shared_average: false,
+        out_norm: false,
+    });
+    spec.layers = (0..f.positive("n_layers")?)
+        .map(|_| LayerSpec {
+            window: None,
+            rope: Some(0),
+            moe: true,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.embed = "transformer.wte".into();
+    n.final_norm = "transformer.norm_f".into();
+    n.layer = "transformer.blocks.{}".into();
+    n.qkv = Some(("norm_attn_norm.attn.Wqkv".into(), FusedQkv::Rows));
+    n.o = "norm_attn_norm.attn.out_proj".into();
+    n.attn_in = Some("norm_attn_norm.norm_1".into());
+    n.ffn_in = Some("norm_attn_norm.norm_2".into());
+    n.router = "ffn.router.layer".into();
+    n.dbrx_experts = Some("ffn.experts.mlp".into());
     Ok((spec, n))
 }
