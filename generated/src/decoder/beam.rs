@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `beam` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "BeamConfig",
     hf_module = "beam",
     tasks(base_model("BeamModel"), causal_lm("BeamForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Beam {

@@ -293,7 +293,11 @@ struct Attention {
     proj: Proj,
     o: Linear,
     gate: Option<(Linear, AttnGate)>,
+    /// Beam's per-head gate bias `[heads, 1]`.
+    gate_bias: Option<Tensor>,
     sub_norm: Option<Norm>,
+    /// Added after `o_proj` (GPT-NeoX Japanese, last layer).
+    out_bias: Option<Tensor>,
     q_norm: Option<(Norm, bool)>,
     k_norm: Option<Norm>,
     sinks: Option<Tensor>,
@@ -359,6 +363,7 @@ struct MoeFfn {
 
 #[derive(Debug, Clone)]
 struct Layer {
+    index: usize,
     attn: Attention,
     ffn: Ffn,
     attn_in: Option<Norm>,
@@ -552,6 +557,7 @@ impl Model {
                 }
             };
             layers.push(Layer {
+                index: i,
                 attn,
                 ffn,
                 attn_in: norm(&names.attn_in)?,
@@ -559,6 +565,10 @@ impl Model {
                 ffn_in: norm(&names.ffn_in)?,
                 ffn_out: norm(&names.ffn_out)?,
             });
+        }
+        if let (Some(name), Some(last)) = (&names.last_o_bias, layers.last_mut()) {
+            let full = format!("{}.{name}", names.layer(s.layers.len() - 1));
+            last.attn.out_bias = Some(w.take(&full, &[hd])?);
         }
         let final_norm = if s.final_norm {
             Some(Norm::load(w, &names.final_norm, s.norm, &[hd])?)
@@ -772,7 +782,7 @@ impl Model {
         let gate = match s.attn_gate {
             Some(g) => {
                 let out = match g {
-                    AttnGate::Sigmoid => o_in,
+                    AttnGate::Sigmoid | AttnGate::SigmoidHeadBias => o_in,
                     AttnGate::SoftplusPerHead => h,
                 };
                 Some((linear(w, &n(&names.attn_gate), out, hd, false, false)?, g))
@@ -784,10 +794,21 @@ impl Model {
         } else {
             None
         };
+        let gate_bias = if s.attn_gate == Some(AttnGate::SigmoidHeadBias) {
+            Some(
+                w.take(&n(&names.gate_bias), &[h])?
+                    .reshape((h, 1))
+                    .map_err(ce("gate bias"))?,
+            )
+        } else {
+            None
+        };
         Ok(Attention {
             proj,
             o,
             gate,
+            gate_bias,
+            out_bias: None,
             sub_norm,
             q_norm,
             k_norm,
@@ -1161,14 +1182,28 @@ impl Model {
             let f = self.ffn(&l.ffn, &x)?;
             return norm(&l.ffn_in, &add(&x, &f)?);
         }
+        // Beam's depth-scaled residual add `y / √n + x · √((n - 1) / n)`.
+        let depth = |y: &Tensor, x: &Tensor, n: usize| -> R<Tensor> {
+            let n = n as f64;
+            ((y / n.sqrt()).and_then(|y| y + (x * ((n - 1.0) / n).sqrt())?)).map_err(ce("residual"))
+        };
         let h = norm(&l.attn_in, x)?;
         let a = self.attention(&l.attn, &h, pos, cache, mask, rope)?;
         let a = scale(norm(&l.attn_out, &a)?)?;
-        let x = add(x, &a)?;
+        let n1 = 2 * (l.index + 1);
+        let x = if self.spec.depth_scaled_residual {
+            depth(&a, x, n1)?
+        } else {
+            add(x, &a)?
+        };
         let h = norm(&l.ffn_in, &x)?;
         let f = self.ffn(&l.ffn, &h)?;
         let f = scale(norm(&l.ffn_out, &f)?)?;
-        add(&x, &f)
+        if self.spec.depth_scaled_residual {
+            depth(&f, &x, n1 + 1)
+        } else {
+            add(&x, &f)
+        }
     }
 
     fn ffn(&self, f: &Ffn, x: &Tensor) -> R<Tensor> {
@@ -1224,6 +1259,15 @@ impl Model {
                     if let (Some((qn, true)), Some(kn), true) = (&a.q_norm, &a.k_norm, after) {
                         q = qn.forward(&q)?;
                         k = kn.forward(&k)?;
+                    }
+                    if sp.nope_query_scale && rope.is_none() {
+                        let t: Vec<f32> = (pos..pos + s)
+                            .map(|p| (0.1 * ((p as f64 + 1.0) / 2048.0).ln_1p()).exp() as f32)
+                            .collect();
+                        let t = Tensor::from_vec(t, (1, s, 1), &self.device)
+                            .and_then(|t| t.to_dtype(q.dtype()))
+                            .map_err(&c)?;
+                        q = q.broadcast_mul(&t).map_err(&c)?;
                     }
                     if let Some((beta, orig)) = sp.attn_temperature {
                         let t: Vec<f32> = (pos..pos + s)
@@ -1345,6 +1389,21 @@ impl Model {
                 let gate = candle_nn::ops::sigmoid(&g.forward(x).map_err(&c)?).map_err(&c)?;
                 (o * gate).map_err(&c)?
             }
+            Some((g, AttnGate::SigmoidHeadBias)) => {
+                let z = g
+                    .forward(x)
+                    .and_then(|z| z.reshape((s, h, dv)))
+                    .map_err(&c)?;
+                let z = match &a.gate_bias {
+                    Some(b) => z.broadcast_add(b).map_err(&c)?,
+                    None => z,
+                };
+                let gate = candle_nn::ops::sigmoid(&z).map_err(&c)?;
+                o.reshape((s, h, dv))
+                    .and_then(|o| o * gate)
+                    .and_then(|o| o.reshape((s, h * dv)))
+                    .map_err(&c)?
+            }
             Some((g, AttnGate::SoftplusPerHead)) => {
                 // softplus(z) = ln(1 + e^z), one value per head.
                 let z = g.forward(x).map_err(&c)?;
@@ -1361,7 +1420,11 @@ impl Model {
             Some(n) => n.forward(&o)?,
             None => o,
         };
-        a.o.forward(&o).map_err(&c)
+        let y = a.o.forward(&o).map_err(&c)?;
+        match &a.out_bias {
+            Some(b) => y.broadcast_add(b).map_err(&c),
+            None => Ok(y),
+        }
     }
 
     /// DeepSeek MLA: q `[h, s, nope + rope]`, k the same, v `[h, s, v_head]`.

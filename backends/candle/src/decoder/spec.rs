@@ -205,6 +205,8 @@ pub(crate) enum AttnGate {
     Sigmoid,
     /// `attn * softplus(g_proj(x))`, one value per head (Laguna).
     SoftplusPerHead,
+    /// `attn * sigmoid(gate_proj(x) + gate_bias[head])`, elementwise (Beam).
+    SigmoidHeadBias,
 }
 
 /// DeepSeek multi-head latent attention.
@@ -258,6 +260,12 @@ pub(crate) struct Spec {
     /// BitNet sub-norms: over the attention output before `o_proj`, and over the MLP's
     /// hidden activations before `down_proj`.
     pub sub_norms: bool,
+    /// Layers without RoPE scale queries by `(1 + (p + 1) / 2048)^0.1` (Beam's scalable
+    /// softmax).
+    pub nope_query_scale: bool,
+    /// Residual adds are depth-scaled: `y / √n + x · √((n - 1) / n)` with `n = 2(i + 1)` for
+    /// the attention and `n + 1` for the FFN of layer `i` (Beam).
+    pub depth_scaled_residual: bool,
     pub mlp: Mlp,
     pub moe: Option<Moe>,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).
@@ -342,6 +350,9 @@ pub(crate) struct Names {
     pub ffn_sub_norm: String,
     /// The MoE output norm (relative to the layer).
     pub moe_out_norm: String,
+    /// A bias added after `o_proj` on the last layer only (GPT-NeoX Japanese `dense_bias`).
+    pub last_o_bias: Option<String>,
+    pub gate_bias: String,
     /// Fused `[E * F, H]` expert tensors (DBRX: `w1`, `v1`, `w2`, the last one `[in, out]`).
     pub dbrx_experts: Option<String>,
 }
@@ -388,6 +399,8 @@ impl Names {
             ffn_sub_norm: "mlp.ffn_sub_norm".into(),
             moe_out_norm: "post_mlp_layernorm".into(),
             dbrx_experts: None,
+            last_o_bias: None,
+            gate_bias: "self_attn.gate_bias".into(),
         }
     }
 

@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "gpt_neox_japanese",
+    "beam",
     "apertus",
     "axk1",
     "dbrx",
@@ -120,7 +122,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "xglm" => xglm(f),
         "ctrl" => ctrl(f),
         "biogpt" => biogpt(f),
-        "gpt_neox" => gpt_neox(f),
+        "gpt_neox" | "gpt_neox_japanese" => gpt_neox(model_type, f),
         "gptj" | "codegen" => gptj(model_type, f),
         "falcon" => falcon(f),
         "bloom" => bloom(f),
@@ -525,6 +527,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         sinks: false,
         attn_gate: None,
         sub_norms: false,
+        nope_query_scale: false,
+        depth_scaled_residual: false,
         mlp: Mlp {
             gated: true,
             act,
@@ -812,6 +816,19 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 n.attn_out = Some("post_norm1".into());
                 n.ffn_out = Some("post_norm2".into());
             }
+        }
+        "beam" => {
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+            n.attn_out = Some("post_attention_layernorm".into());
+            n.ffn_in = Some("pre_feedforward_layernorm".into());
+            n.ffn_out = Some("post_feedforward_layernorm".into());
+            spec.attn_gate = Some(AttnGate::SigmoidHeadBias);
+            spec.nope_query_scale = true;
+            spec.depth_scaled_residual = true;
+            spec.final_softcap = f.f64_opt("final_logit_softcapping")?;
         }
         "aria_text" => {
             n.router = "mlp.router".into();
@@ -1115,6 +1132,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "deepseek_v3"
             | "granitemoeshared"
             | "aria_text"
+            | "beam"
             | "hunyuan_v1_moe"
             | "minimax_m2"
             | "mellum"
@@ -1223,7 +1241,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     .positive_opt("num_shared_experts")?
                     .map(|k| k * intermediate);
             }
-            "exaone_moe" | "axk1" => {
+            "exaone_moe" | "axk1" | "beam" => {
                 moe.routing = Routing::SigmoidGrouped {
                     groups: f.positive_opt("n_group")?.unwrap_or(1),
                     topk_groups: f.positive_opt("topk_group")?.unwrap_or(1),
@@ -1238,6 +1256,10 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     })?
                     .map(|k| k * intermediate);
                 moe.out_norm = t == "axk1";
+                if t == "beam" {
+                    moe.norm_topk = f.bool_or("norm_topk_prob", true)?;
+                    moe.shared = None;
+                }
             }
             "flint" => {
                 moe.routing = Routing::SigmoidGrouped {
@@ -1432,6 +1454,8 @@ fn gpt_base(
         sinks: false,
         attn_gate: None,
         sub_norms: false,
+        nope_query_scale: false,
+        depth_scaled_residual: false,
         mlp: Mlp {
             gated: false,
             act,
@@ -1531,7 +1555,10 @@ fn gpt2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
 }
 
 /// GPT-NeoX: `gpt_neox.layers.{i}`, per-head fused `query_key_value`, partial rotary.
-fn gpt_neox(f: &Fields<'_>) -> R<(Spec, Names)> {
+fn gpt_neox(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    if t == "gpt_neox_japanese" {
+        return gpt_neox_japanese(f);
+    }
     let hidden = f.positive("hidden_size")?;
     let heads = f.positive("num_attention_heads")?;
     divisible(f, "num_attention_heads", hidden, heads)?;
@@ -2213,5 +2240,42 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("norm_attn_norm.norm_2".into());
     n.router = "ffn.router.layer".into();
     n.dbrx_experts = Some("ffn.experts.mlp".into());
+    Ok((spec, n))
+}
+
+/// GPT-NeoX Japanese: per-head fused `query_key_value` and `dense` without biases, a
+/// `dense_bias` on the last layer only, sequential blocks, MLP width
+/// `hidden * intermediate_multiple_size` without biases.
+fn gpt_neox_japanese(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let mult = f.positive_opt("intermediate_multiple_size")?.unwrap_or(4);
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_eps")?,
+        act_field(f, &["hidden_act"])?,
+        hidden * mult,
+    );
+    spec.absolute = None;
+    spec.qkv_bias = false;
+    spec.o_bias = false;
+    spec.mlp.bias = false;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.ropes.push(rope(f, None, spec.head_dim, false, None)?);
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, Some(0));
+    let mut n = Names::llama();
+    n.embed = "gpt_neox_japanese.embed_in".into();
+    n.final_norm = "gpt_neox_japanese.final_layer_norm".into();
+    n.head = "embed_out".into();
+    n.layer = "gpt_neox_japanese.layers.{}".into();
+    n.qkv = Some(("attention.query_key_value".into(), FusedQkv::PerHead));
+    n.o = "attention.dense".into();
+    n.up = "mlp.dense_h_to_4h".into();
+    n.down = "mlp.dense_4h_to_h".into();
+    n.last_o_bias = Some("attention.dense_bias".into());
     Ok((spec, n))
 }
