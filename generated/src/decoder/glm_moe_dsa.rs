@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `glm5_1`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `glm5_1`)
 /// Skill for the `glm_moe_dsa` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "glm_moe_dsa",
     tasks(base_model("GlmMoeDsaModel"), causal_lm("GlmMoeDsaForCausalLM")),
     max("glm5_1"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct GlmMoeDsa {

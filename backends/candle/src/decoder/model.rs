@@ -248,12 +248,17 @@ impl RopeTable {
 
     /// Rotate `x` `[heads, s, head_dim]` for positions `pos..pos + s`.
     fn apply(&self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        self.apply_as(x, pos, self.interleaved)
+    }
+
+    /// [`Self::apply`] with the pair layout given.
+    fn apply_as(&self, x: &Tensor, pos: usize, interleaved: bool) -> candle_core::Result<Tensor> {
         let (_, s, d) = x.dims3()?;
         let cos = self.cos.narrow(0, pos, s)?;
         let sin = self.sin.narrow(0, pos, s)?;
         let rot = |t: &Tensor| -> candle_core::Result<Tensor> {
             let t = t.contiguous()?.unsqueeze(0)?;
-            let y = if self.interleaved {
+            let y = if interleaved {
                 candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?
             } else {
                 candle_nn::rotary_emb::rope(&t, &cos, &sin)?
@@ -279,7 +284,17 @@ enum Proj {
 }
 
 #[derive(Debug, Clone)]
+struct IndexerWeights {
+    spec: super::spec::Indexer,
+    wq_b: Linear,
+    wk: Linear,
+    k_norm: Norm,
+    weights_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
 struct MlaProj {
+    indexer: Option<IndexerWeights>,
     spec: Mla,
     q_a: Option<(Linear, Norm)>,
     q_b: Linear,
@@ -376,6 +391,8 @@ struct Layer {
 #[derive(Debug, Clone, Default)]
 pub(super) struct LayerCache {
     kv: Option<(Tensor, Tensor)>,
+    /// The DSA indexer's keys so far, `[positions, dim]`.
+    index_k: Option<Tensor>,
 }
 
 /// A per-request KV cache.
@@ -710,8 +727,48 @@ impl Model {
                 false,
                 false,
             )?;
+            let indexer = match m.indexer {
+                Some(ix) => {
+                    let r = m.q_lora_rank.ok_or_else(|| SkillError::Backend {
+                        backend: skillgen_runtime::BackendKind::Candle,
+                        detail: "the DSA indexer needs q_lora_rank".into(),
+                    })?;
+                    let pre = format!("{p}.self_attn.indexer");
+                    Some(IndexerWeights {
+                        spec: ix,
+                        wq_b: linear(
+                            w,
+                            &format!("{pre}.wq_b"),
+                            ix.heads * ix.dim,
+                            r,
+                            false,
+                            false,
+                        )?,
+                        wk: linear(w, &format!("{pre}.wk"), ix.dim, hd, false, false)?,
+                        k_norm: Norm::load(
+                            w,
+                            &format!("{pre}.k_norm"),
+                            NormKind::Layer {
+                                eps: 1e-6,
+                                bias: true,
+                            },
+                            &[ix.dim],
+                        )?,
+                        weights_proj: linear(
+                            w,
+                            &format!("{pre}.weights_proj"),
+                            ix.heads,
+                            hd,
+                            false,
+                            false,
+                        )?,
+                    })
+                }
+                None => None,
+            };
             (
                 Proj::Mla(Box::new(MlaProj {
+                    indexer,
                     spec: m,
                     q_a,
                     q_b,
@@ -1227,6 +1284,7 @@ impl Model {
         let (h, kvh) = (sp.heads, sp.kv_heads);
         let mut f = || -> R<Tensor> {
             let c = ce("attention");
+            let mut index_mask: Option<Tensor> = None;
             let (q, k, v, kvh) = match &a.proj {
                 Proj::Fused(lin) => {
                     let d = sp.head_dim;
@@ -1281,7 +1339,10 @@ impl Model {
                     (q, k, v, kvh)
                 }
                 Proj::Mla(m) => {
-                    let (q, k, v) = self.mla_qkv(m, x, pos, rope)?;
+                    let (q, k, v, q_resid) = self.mla_qkv(m, x, pos, rope)?;
+                    if let (Some(ix), Some(r)) = (&m.indexer, &q_resid) {
+                        index_mask = Some(self.index_mask(ix, x, r, pos, rope, cache)?);
+                    }
                     (q, k, v, h)
                 }
             };
@@ -1346,6 +1407,9 @@ impl Model {
                     .map_err(&c)?;
             }
             if let Some(m) = mask {
+                w = w.broadcast_add(m).map_err(&c)?;
+            }
+            if let Some(m) = &index_mask {
                 w = w.broadcast_add(m).map_err(&c)?;
             }
             let p = match &a.sinks {
@@ -1434,14 +1498,18 @@ impl Model {
         x: &Tensor,
         pos: usize,
         rope: Option<&RopeTable>,
-    ) -> R<(Tensor, Tensor, Tensor)> {
+    ) -> R<(Tensor, Tensor, Tensor, Option<Tensor>)> {
         let c = ce("latent attention");
         let sp = m.spec;
         let h = self.spec.heads;
         let s = x.dim(0).map_err(&c)?;
         let qk = sp.qk_nope + sp.qk_rope;
-        let q = match &m.q_a {
-            Some((a, n)) => m.q_b.forward(&n.forward(&a.forward(x).map_err(&c)?)?),
+        let q_resid = match &m.q_a {
+            Some((a, n)) => Some(n.forward(&a.forward(x).map_err(&c)?)?),
+            None => None,
+        };
+        let q = match &q_resid {
+            Some(r) => m.q_b.forward(r),
             None => m.q_b.forward(x),
         }
         .map_err(&c)?;
@@ -1482,7 +1550,99 @@ impl Model {
         let k = Tensor::cat(&[&k_nope, &k_pe], 2)
             .and_then(|t| t.contiguous())
             .map_err(&c)?;
-        Ok((q, k, v))
+        Ok((q, k, v, q_resid))
+    }
+
+    /// The DSA indexer's additive mask `[s, t]`: 0 on each query's `topk` keys (by index
+    /// score, causal), -inf elsewhere. Appends this step's keys to `cache`.
+    #[allow(clippy::too_many_arguments)]
+    fn index_mask(
+        &self,
+        ix: &IndexerWeights,
+        x: &Tensor,
+        q_resid: &Tensor,
+        pos: usize,
+        rope: Option<&RopeTable>,
+        cache: &mut LayerCache,
+    ) -> R<Tensor> {
+        let c = ce("sparse attention indexer");
+        let sp = ix.spec;
+        let s = x.dim(0).map_err(&c)?;
+        let rot = self.spec.mla.map_or(0, |m| m.qk_rope);
+        // q: [heads, s, dim]; k: [1, s, dim]; RoPE on the first `rot` dims.
+        let q = ix
+            .wq_b
+            .forward(q_resid)
+            .and_then(|q| q.reshape((s, sp.heads, sp.dim)))
+            .and_then(|q| q.transpose(0, 1))
+            .and_then(|q| q.contiguous())
+            .map_err(&c)?;
+        let k = ix.k_norm.forward(&ix.wk.forward(x).map_err(&c)?)?;
+        let k = k.reshape((1, s, sp.dim)).map_err(&c)?;
+        let rotate = |t: &Tensor| -> candle_core::Result<Tensor> {
+            match rope {
+                Some(r) if rot > 0 => {
+                    let a = r.apply_as(&t.narrow(2, 0, rot)?, pos, sp.interleaved)?;
+                    if rot == sp.dim {
+                        Ok(a)
+                    } else {
+                        Tensor::cat(&[&a, &t.narrow(2, rot, sp.dim - rot)?], 2)
+                    }
+                }
+                _ => Ok(t.clone()),
+            }
+        };
+        let q = rotate(&q).map_err(&c)?;
+        let k = rotate(&k).and_then(|k| k.squeeze(0)).map_err(&c)?;
+        let k = match cache.index_k.take() {
+            Some(prev) => Tensor::cat(&[&prev, &k], 0).map_err(&c)?,
+            None => k,
+        };
+        cache.index_k = Some(k.clone());
+        let t = k.dim(0).map_err(&c)?;
+        // scores [heads, s, t] = relu(q · kᵀ / √dim); index [s, t] = Σ_h w[s, h] · scores.
+        let kt = k.t().and_then(|t| t.unsqueeze(0)).map_err(&c)?;
+        let scores = q
+            .broadcast_matmul(&kt)
+            .and_then(|x| x * (sp.dim as f64).powf(-0.5))
+            .and_then(|x| x.relu())
+            .map_err(&c)?;
+        let wts = ix
+            .weights_proj
+            .forward(x)
+            .and_then(|w| w * (sp.heads as f64).powf(-0.5))
+            .and_then(|w| w.t())
+            .and_then(|w| w.unsqueeze(2))
+            .map_err(&c)?; // [heads, s, 1]
+        let index: Vec<Vec<f32>> = scores
+            .broadcast_mul(&wts)
+            .and_then(|x| x.sum(0))
+            .and_then(|x| x.to_dtype(DType::F32))
+            .and_then(|x| x.to_vec2())
+            .map_err(&c)?;
+        let mut mask = vec![f32::NEG_INFINITY; s * t];
+        for (i, row) in index.iter().enumerate() {
+            let q_pos = pos + i;
+            let mut keys: Vec<usize> = (0..t).collect();
+            // Causal keys first (the reference adds -inf to the rest), best score first, ties
+            // to the lower position.
+            let score = |j: usize| {
+                if j <= q_pos {
+                    row[j]
+                } else {
+                    f32::NEG_INFINITY
+                }
+            };
+            keys.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+            for &j in keys.iter().take(sp.topk.min(t)) {
+                if j <= q_pos {
+                    mask[i * t + j] = 0.0;
+                }
+            }
+        }
+        Tensor::from_vec(mask, (s, t), &self.device)
+            .and_then(|m| m.to_dtype(self.embed.dtype()))
+            .map_err(&c)
     }
 
     fn moe(&self, m: &MoeFfn, x: &Tensor) -> R<Tensor> {

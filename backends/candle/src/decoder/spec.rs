@@ -209,6 +209,17 @@ pub(crate) enum AttnGate {
     SigmoidHeadBias,
 }
 
+/// The DeepSeek Sparse Attention indexer: each query attends only to the `topk` keys with the
+/// highest index score `Σ_h w_h · relu(q_h · k / √dim)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Indexer {
+    pub heads: usize,
+    pub dim: usize,
+    pub topk: usize,
+    /// RoPE on the indexer's q/k pairs is interleaved (GLM-MoE-DSA) rather than half-split.
+    pub interleaved: bool,
+}
+
 /// DeepSeek multi-head latent attention.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Mla {
@@ -218,6 +229,7 @@ pub(crate) struct Mla {
     pub qk_rope: usize,
     pub v_head: usize,
     pub eps: f64,
+    pub indexer: Option<Indexer>,
 }
 
 /// Everything the decoder computes for one checkpoint.

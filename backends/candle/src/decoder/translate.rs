@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "glm_moe_dsa",
+    "deepseek_v32",
     "gpt_neox_japanese",
     "beam",
     "apertus",
@@ -335,7 +337,8 @@ fn windows(f: &Fields<'_>, layers: usize, window_everywhere: bool) -> R<Vec<Opti
         let mut out = Vec::with_capacity(layers);
         for (i, t) in types.iter().enumerate() {
             out.push(match t.as_str() {
-                "full_attention" => None,
+                // DSA layers: full causal attention narrowed by the indexer (see `Mla::indexer`).
+                "full_attention" | "indexed_attention" => None,
                 "sliding_attention" => Some(f.positive("sliding_window").map_err(|_| {
                     f.err(
                         "sliding_window",
@@ -773,7 +776,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 });
             }
         }
-        "youtu" | "glm4_moe_lite" => {
+        "youtu" | "glm4_moe_lite" | "deepseek_v32" | "glm_moe_dsa" => {
             n.shared = "mlp.shared_experts".into();
         }
         "flex_olmo" => {
@@ -991,15 +994,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 )),
             });
         }
-        "deepseek_v2" | "deepseek_v3" | "minicpm3" | "youtu_mla" | "glm4_moe_lite_mla" => {
-            let m = Mla {
-                q_lora_rank: f.positive_opt("q_lora_rank")?,
-                kv_lora_rank: f.positive("kv_lora_rank")?,
-                qk_nope: f.positive("qk_nope_head_dim")?,
-                qk_rope: f.positive("qk_rope_head_dim")?,
-                v_head: f.positive("v_head_dim")?,
-                eps,
-            };
+        "deepseek_v2" | "deepseek_v3" | "minicpm3" => {
+            let m = mla_of(f, eps)?;
             spec.attn_scale = 1.0 / ((m.qk_nope + m.qk_rope) as f64).sqrt();
             spec.kv_heads = heads;
             spec.head_dim = m.qk_nope + m.qk_rope;
@@ -1016,18 +1012,31 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
         _ => {}
     }
-    if matches!(t, "youtu" | "glm4_moe_lite" | "axk1") {
-        let m = Mla {
-            q_lora_rank: f.positive_opt("q_lora_rank")?,
-            kv_lora_rank: f.positive("kv_lora_rank")?,
-            qk_nope: f.positive("qk_nope_head_dim")?,
-            qk_rope: f.positive("qk_rope_head_dim")?,
-            v_head: f.positive("v_head_dim")?,
-            eps,
-        };
+    if matches!(
+        t,
+        "youtu" | "glm4_moe_lite" | "axk1" | "deepseek_v32" | "glm_moe_dsa"
+    ) {
+        let m = mla_of(f, eps)?;
         spec.attn_scale = 1.0 / ((m.qk_nope + m.qk_rope) as f64).sqrt();
         spec.kv_heads = heads;
         spec.head_dim = m.qk_nope + m.qk_rope;
+        let mut m = m;
+        if matches!(t, "deepseek_v32" | "glm_moe_dsa") {
+            if let Some(Value::Array(kinds)) = f.get("indexer_types")
+                && kinds.iter().any(|k| k.as_str() != Some("full"))
+            {
+                return Err(f.err(
+                    "indexer_types",
+                    "layers that reuse another layer's selection (`shared`) are not implemented",
+                ));
+            }
+            m.indexer = Some(super::spec::Indexer {
+                heads: f.positive("index_n_heads")?,
+                dim: f.positive("index_head_dim")?,
+                topk: f.positive("index_topk")?,
+                interleaved: t == "glm_moe_dsa",
+            });
+        }
         mla = Some(m);
     }
     if t == "granitemoe_swa" {
@@ -1146,6 +1155,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "laguna"
             | "cohere2_moe"
             | "axk1"
+            | "deepseek_v32"
+            | "glm_moe_dsa"
             | "glm4_moe"
             | "glm4_moe_lite"
             | "dots1"
@@ -1330,7 +1341,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     jitter_eps: float_or(f, "router_jitter_noise", 0.01)?,
                 };
             }
-            "glm4_moe" | "glm4_moe_lite" | "dots1" | "solar_open" => {
+            "glm4_moe" | "glm4_moe_lite" | "dots1" | "solar_open" | "deepseek_v32"
+            | "glm_moe_dsa" => {
                 moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
                 moe.shared = f
                     .positive_opt("n_shared_experts")?
@@ -1416,6 +1428,19 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "bidirectional attention is not a causal LM",
     )?;
     Ok((spec, n))
+}
+
+/// DeepSeek latent attention from `q_lora_rank`, `kv_lora_rank` and the head dims.
+fn mla_of(f: &Fields<'_>, eps: f64) -> R<Mla> {
+    Ok(Mla {
+        q_lora_rank: f.positive_opt("q_lora_rank")?,
+        kv_lora_rank: f.positive("kv_lora_rank")?,
+        qk_nope: f.positive("qk_nope_head_dim")?,
+        qk_rope: f.positive("qk_rope_head_dim")?,
+        v_head: f.positive("v_head_dim")?,
+        eps,
+        indexer: None,
+    })
 }
 
 /// A spec with GPT-style defaults: LayerNorm with biases, plain MLP, learned positions.
