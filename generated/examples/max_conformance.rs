@@ -49,7 +49,24 @@ fn main() {
         .expect("usage: max_conformance FIXTURE_ROOT TYPE...");
     let caps = skills::backends().probe(&ProcessEnv);
     for t in args {
-        let dir = Path::new(&root).join(&t);
+        // Only the model's own files: MAX loads every `*.safetensors` it finds (the reference
+        // outputs and the classifier would be taken for weights).
+        let src = Path::new(&root).join(&t);
+        let dir = std::env::temp_dir().join(format!(
+            "skillgen-max-conformance-{}-{t}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for f in [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+        ] {
+            if src.join(f).is_file() {
+                std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+            }
+        }
         let info = skills::registry::by_model_type(&t).expect("a registry type");
         let start = Instant::now();
         let state = match SkillState::load(
@@ -64,7 +81,7 @@ fn main() {
                 continue;
             }
         };
-        let (inputs, greedy) = reference(&dir);
+        let (inputs, greedy) = reference(&src);
         let mut line = String::from("match");
         for (prompt, want) in inputs.iter().zip(&greedy) {
             let req = GenerateRequest::new(Prompt::TokenIds(prompt.clone())).max_tokens(want.len());
@@ -89,5 +106,6 @@ fn main() {
         }
         println!("{t}\t{line}\t({:.0?})", start.elapsed());
         drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

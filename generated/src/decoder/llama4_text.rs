@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `llama4`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `llama4`)
 /// Skill for the `llama4_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +33,7 @@
     hf_module = "llama4",
     tasks(base_model("Llama4TextModel"), causal_lm("Llama4ForCausalLM")),
     max("llama4"),
+    native(causal_lm = decoder),
     sub_config_of("llama4"),
     backends = crate::backends,
 )]

@@ -11,7 +11,7 @@ use candle_nn::Linear;
 use skillgen_runtime::SkillError;
 
 use super::spec::{
-    Absolute, Act, AttnGate, FusedQkv, Mla, Moe, Names, NormKind, Rope, Routing, Spec,
+    Absolute, Act, AttnGate, FusedQkv, Mla, Moe, Names, NopeScale, NormKind, Rope, Routing, Spec,
 };
 use super::weights::Weights;
 
@@ -646,7 +646,9 @@ impl Model {
             && !s.sinks
             && alibi.is_none()
             && s.attn_softcap.is_none()
-            && s.layers.iter().all(|l| l.window.is_none());
+            && s.layers
+                .iter()
+                .all(|l| l.window.is_none() && l.chunk.is_none());
         Ok(Self {
             fused_attn,
             kind,
@@ -1142,18 +1144,20 @@ impl Model {
         if let Some(n) = &self.embed_norm {
             x = n.forward(&x)?;
         }
-        // One mask per window size.
-        let mut masks: Vec<(Option<usize>, Option<Tensor>)> = Vec::new();
+        // One mask per (window, chunk).
+        type Key = (Option<usize>, Option<usize>);
+        let mut masks: Vec<(Key, Option<Tensor>)> = Vec::new();
         for (layer, (ls, c)) in self
             .layers
             .iter()
             .zip(self.spec.layers.iter().zip(cache.layers.iter_mut()))
         {
-            let mask = match masks.iter().find(|(w, _)| *w == ls.window) {
+            let key = (ls.window, ls.chunk);
+            let mask = match masks.iter().find(|(k, _)| *k == key) {
                 Some((_, m)) => m.clone(),
                 None => {
-                    let m = self.mask(s, pos, ls.window)?;
-                    masks.push((ls.window, m.clone()));
+                    let m = self.mask(s, pos, ls.window, ls.chunk)?;
+                    masks.push((key, m.clone()));
                     m
                 }
             };
@@ -1181,16 +1185,25 @@ impl Model {
     }
 
     /// Additive mask `[s, pos + s]` (0 or -inf), or `None` when nothing is masked.
-    fn mask(&self, s: usize, pos: usize, window: Option<usize>) -> R<Option<Tensor>> {
+    fn mask(
+        &self,
+        s: usize,
+        pos: usize,
+        window: Option<usize>,
+        chunk: Option<usize>,
+    ) -> R<Option<Tensor>> {
         let t = pos + s;
-        if s == 1 && window.is_none_or(|w| t <= w) {
+        if s == 1 && window.is_none_or(|w| t <= w) && chunk.is_none_or(|c| t <= c) {
             return Ok(None);
         }
         let mut m = vec![0f32; s * t];
         for i in 0..s {
             let q = pos + i;
             for j in 0..t {
-                if j > q || window.is_some_and(|w| q - j >= w) {
+                if j > q
+                    || window.is_some_and(|w| q - j >= w)
+                    || chunk.is_some_and(|c| j / c != q / c)
+                {
                     m[i * t + j] = f32::NEG_INFINITY;
                 }
             }
@@ -1314,13 +1327,25 @@ impl Model {
                         q = r.apply(&q, pos).map_err(&c)?;
                         k = r.apply(&k, pos).map_err(&c)?;
                     }
-                    if let (Some((qn, true)), Some(kn), true) = (&a.q_norm, &a.k_norm, after) {
+                    let normed = !sp.qk_norm_rope_layers_only || rope.is_some();
+                    if let (Some((qn, true)), Some(kn), true, true) =
+                        (&a.q_norm, &a.k_norm, after, normed)
+                    {
                         q = qn.forward(&q)?;
                         k = kn.forward(&k)?;
                     }
-                    if sp.nope_query_scale && rope.is_none() {
+                    if let (Some(how), None) = (sp.nope_query_scale, rope) {
                         let t: Vec<f32> = (pos..pos + s)
-                            .map(|p| (0.1 * ((p as f64 + 1.0) / 2048.0).ln_1p()).exp() as f32)
+                            .map(|p| {
+                                let p = p as f64 + 1.0;
+                                (match how {
+                                    NopeScale::Beam => (0.1 * (p / 2048.0).ln_1p()).exp(),
+                                    NopeScale::Llama4 {
+                                        floor_scale,
+                                        attn_scale,
+                                    } => (p / floor_scale).floor().ln_1p() * attn_scale + 1.0,
+                                }) as f32
+                            })
                             .collect();
                         let t = Tensor::from_vec(t, (1, s, 1), &self.device)
                             .and_then(|t| t.to_dtype(q.dtype()))
@@ -1670,15 +1695,24 @@ impl Model {
             let idx = Tensor::from_vec(toks, n, &self.device).map_err(&c)?;
             let xs = x.index_select(&idx, 0).map_err(&c)?;
             let ex = &m.experts[e];
+            let wt = Tensor::from_vec(wts, (n, 1), &self.device)
+                .and_then(|t| t.to_dtype(xs.dtype()))
+                .map_err(&c)?;
+            let xs = if sp.weight_input {
+                xs.broadcast_mul(&wt).map_err(&c)?
+            } else {
+                xs
+            };
             let y = match sp.swiglu_limit {
                 None => ex.forward(&xs),
                 Some(limit) => clamped_swiglu(ex, &xs, limit),
             }
             .map_err(&c)?;
-            let wt = Tensor::from_vec(wts, (n, 1), &self.device)
-                .and_then(|t| t.to_dtype(y.dtype()))
-                .map_err(&c)?;
-            let y = y.broadcast_mul(&wt).map_err(&c)?;
+            let y = if sp.weight_input {
+                y
+            } else {
+                y.broadcast_mul(&wt).map_err(&c)?
+            };
             out = out.index_add(&idx, &y, 0).map_err(&c)?;
         }
         if let Some(sh) = &m.shared {
@@ -1789,6 +1823,14 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
                 .collect();
             let c = topk(&masked, sp.top_k);
             let w = c.iter().map(|&i| p[i]).collect();
+            (c, w)
+        }
+        Routing::TopKSigmoid => {
+            let c = topk(logits, sp.top_k);
+            let w = c
+                .iter()
+                .map(|&i| 1.0 / (1.0 + (-logits[i]).exp()))
+                .collect();
             (c, w)
         }
         Routing::SigmoidLogitBias => {
@@ -1961,6 +2003,10 @@ mod tests {
             shared: None,
             shared_gate: false,
             act: Act::Silu,
+            e_bias: false,
+            shared_average: false,
+            out_norm: false,
+            weight_input: false,
         }
     }
 

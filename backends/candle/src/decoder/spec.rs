@@ -131,6 +131,9 @@ pub(crate) struct LayerSpec {
     pub rope: Option<usize>,
     /// The FFN of this layer is [`Spec::moe`] (else the dense MLP).
     pub moe: bool,
+    /// Chunked attention (Llama 4): keys only from the query's own chunk of this many
+    /// positions.
+    pub chunk: Option<usize>,
 }
 
 /// The dense MLP.
@@ -160,6 +163,8 @@ pub(crate) enum Routing {
     /// PhiMoE `sparsemixer` (evaluation path, top-2): each pick's weight is a softmax over the
     /// logits within a relative `2 * jitter_eps` of it.
     SparseMixer { jitter_eps: f64 },
+    /// Llama 4: top-k of the logits, weighed by `sigmoid(logit)`.
+    TopKSigmoid,
     /// Kolibri: choose by `logits + bias`, weigh by `sigmoid(logits)`.
     SigmoidLogitBias,
     /// ERNIE 4.5: softmax scores, choose by `scores + bias`, weigh by the scores (renormalised
@@ -196,6 +201,17 @@ pub(crate) struct Moe {
     pub shared_average: bool,
     /// A norm over the MoE output, inside the block (AXK1's `post_mlp_layernorm`).
     pub out_norm: bool,
+    /// The routing weight multiplies the expert's input rather than its output (Llama 4).
+    pub weight_input: bool,
+}
+
+/// Position-dependent query scaling on NoPE layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum NopeScale {
+    /// Beam: `(1 + (p + 1) / 2048)^0.1`.
+    Beam,
+    /// Llama 4 temperature tuning: `ln(1 + ⌊(p + 1) / floor_scale⌋) · attn_scale + 1`.
+    Llama4 { floor_scale: f64, attn_scale: f64 },
 }
 
 /// A gate on the attention output, before `o_proj`.
@@ -272,9 +288,10 @@ pub(crate) struct Spec {
     /// BitNet sub-norms: over the attention output before `o_proj`, and over the MLP's
     /// hidden activations before `down_proj`.
     pub sub_norms: bool,
-    /// Layers without RoPE scale queries by `(1 + (p + 1) / 2048)^0.1` (Beam's scalable
-    /// softmax).
-    pub nope_query_scale: bool,
+    /// How layers without RoPE scale their queries, if at all.
+    pub nope_query_scale: Option<NopeScale>,
+    /// q/k norms only on the layers that have RoPE (Llama 4).
+    pub qk_norm_rope_layers_only: bool,
     /// Residual adds are depth-scaled: `y / √n + x · √((n - 1) / n)` with `n = 2(i + 1)` for
     /// the attention and `n + 1` for the FFN of layer `i` (Beam).
     pub depth_scaled_residual: bool,

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "llama4_text",
     "glm_moe_dsa",
     "deepseek_v32",
     "gpt_neox_japanese",
@@ -339,6 +340,8 @@ fn windows(f: &Fields<'_>, layers: usize, window_everywhere: bool) -> R<Vec<Opti
             out.push(match t.as_str() {
                 // DSA layers: full causal attention narrowed by the indexer (see `Mla::indexer`).
                 "full_attention" | "indexed_attention" => None,
+                // Chunked layers: masked by `LayerSpec::chunk` (see `chunks`), no window.
+                "chunked_attention" => None,
                 "sliding_attention" => Some(f.positive("sliding_window").map_err(|_| {
                     f.err(
                         "sliding_window",
@@ -367,6 +370,20 @@ fn windows(f: &Fields<'_>, layers: usize, window_everywhere: bool) -> R<Vec<Opti
         None
     };
     Ok(vec![w; layers])
+}
+
+/// Per-layer attention chunks: `attention_chunk_size` on `chunked_attention` layers.
+fn chunks(f: &Fields<'_>, layers: usize) -> R<Vec<Option<usize>>> {
+    let Some(types) = layer_types(f, layers)? else {
+        return Ok(vec![None; layers]);
+    };
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "chunked_attention" => f.positive("attention_chunk_size").map(Some),
+            _ => Ok(None),
+        })
+        .collect()
 }
 
 fn layer_types(f: &Fields<'_>, layers: usize) -> R<Option<Vec<String>>> {
@@ -439,6 +456,15 @@ fn moe_layers(f: &Fields<'_>, layers: usize, experts: usize) -> R<Vec<bool>> {
             .ok_or_else(|| f.err("mlp_only_layers", "expected a list of layer indices"))?,
         _ => Vec::new(),
     };
+    if let Some(Value::Array(list)) = f.get("moe_layers") {
+        // Llama 4: the listed layers are MoE.
+        let list: Vec<usize> = list
+            .iter()
+            .map(|x| x.as_u64().map(|n| n as usize))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| f.err("moe_layers", "expected a list of layer indices"))?;
+        return Ok((0..layers).map(|i| list.contains(&i)).collect());
+    }
     if let Some(start) = f.usize_opt("moe_layer_start_index")? {
         // ERNIE 4.5: MoE iff `(i + 1) % interval == 0 and start <= i <= end`.
         let end = f.usize_opt("moe_layer_end_index")?.unwrap_or(layers - 1);
@@ -488,23 +514,25 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let tie = f.bool_or("tie_word_embeddings", tie_default)?;
     let attn_bias = f.bool_or("attention_bias", false)?;
     let mlp_bias = f.bool_or("mlp_bias", false)?;
-    let interleaved = matches!(
-        t,
-        "helium"
-            | "cohere"
-            | "cohere2"
-            | "glm"
-            | "glm4"
-            | "ernie4_5"
-            | "ernie4_5_moe"
-            | "cohere2_moe"
-    );
+    let interleaved = t == "llama4_text"
+        || matches!(
+            t,
+            "helium"
+                | "cohere"
+                | "cohere2"
+                | "glm"
+                | "glm4"
+                | "ernie4_5"
+                | "ernie4_5_moe"
+                | "cohere2_moe"
+        );
     // transformers applies `sliding_window` (when set) to every layer of these types.
     let window_everywhere = matches!(
         t,
         "mistral" | "mixtral" | "phi3" | "starcoder2" | "qwen3_moe" | "phimoe" | "ministral3"
     );
     let wins = windows(f, layers, window_everywhere)?;
+    let chunks = chunks(f, layers)?;
     let mut spec = Spec {
         vocab,
         hidden,
@@ -530,7 +558,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         sinks: false,
         attn_gate: None,
         sub_norms: false,
-        nope_query_scale: false,
+        nope_query_scale: None,
+        qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
         mlp: Mlp {
             gated: true,
@@ -820,6 +849,44 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 n.ffn_out = Some("post_norm2".into());
             }
         }
+        "llama4_text" => {
+            if let Some(Value::Array(a)) = f.get("no_rope_layers") {
+                if a.len() != layers {
+                    return Err(f.err(
+                        "no_rope_layers",
+                        format!("has {} entries for {layers} layers", a.len()),
+                    ));
+                }
+                rope_on = a.iter().map(|v| v.as_u64() != Some(0)).collect();
+            }
+            if f.bool_or("use_qk_norm", false)? {
+                spec.qk_norm = Some(QkNorm {
+                    kind: NormKind::RmsNoAffine { eps },
+                    per_head: true,
+                });
+                spec.qk_norm_after_rope = true;
+                spec.qk_norm_rope_layers_only = true;
+            }
+            if f.bool_or("attn_temperature_tuning", false)? {
+                spec.nope_query_scale = Some(super::spec::NopeScale::Llama4 {
+                    floor_scale: f.f64("floor_scale")?,
+                    attn_scale: f.f64("attn_scale")?,
+                });
+            }
+            spec.mlp.intermediate = f.positive("intermediate_size_mlp")?;
+            n.gate = "feed_forward.gate_proj".into();
+            n.up = "feed_forward.up_proj".into();
+            n.down = "feed_forward.down_proj".into();
+            n.router = "feed_forward.router".into();
+            n.shared = "feed_forward.shared_expert".into();
+            n.fused_experts = Some(FusedExperts {
+                gate_up: "feed_forward.experts.gate_up_proj".into(),
+                down: "feed_forward.experts.down_proj".into(),
+                transposed: true,
+                interleaved: false,
+                biases: None,
+            });
+        }
         "beam" => {
             spec.qk_norm = Some(QkNorm {
                 kind: rms(eps),
@@ -829,7 +896,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             n.ffn_in = Some("pre_feedforward_layernorm".into());
             n.ffn_out = Some("post_feedforward_layernorm".into());
             spec.attn_gate = Some(AttnGate::SigmoidHeadBias);
-            spec.nope_query_scale = true;
+            spec.nope_query_scale = Some(super::spec::NopeScale::Beam);
             spec.depth_scaled_residual = true;
             spec.final_softcap = f.f64_opt("final_logit_softcapping")?;
         }
@@ -1141,6 +1208,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "deepseek_v3"
             | "granitemoeshared"
             | "aria_text"
+            | "llama4_text"
             | "beam"
             | "hunyuan_v1_moe"
             | "minimax_m2"
@@ -1200,6 +1268,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             e_bias: false,
             shared_average: false,
             out_norm: false,
+            weight_input: false,
         };
         match t {
             "mixtral" => moe.norm_topk = true,
@@ -1223,6 +1292,11 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     .positive_opt("moe_num_shared_experts")?
                     .map(|k| k * intermediate);
                 moe.act = Act::Silu;
+            }
+            "llama4_text" => {
+                moe.routing = Routing::TopKSigmoid;
+                moe.weight_input = true;
+                moe.shared = Some(intermediate);
             }
             "hunyuan_v1_moe" => {
                 moe.norm_topk = true;
@@ -1420,6 +1494,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             window: wins[i],
             rope: if rope_on[i] { layer_rope[i] } else { None },
             moe: moe_flags[i],
+            chunk: chunks[i],
         })
         .collect();
     refuse_true(
@@ -1479,7 +1554,8 @@ fn gpt_base(
         sinks: false,
         attn_gate: None,
         sub_norms: false,
-        nope_query_scale: false,
+        nope_query_scale: None,
+        qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
         mlp: Mlp {
             gated: false,
@@ -1504,7 +1580,8 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
         LayerSpec {
             window: None,
             rope,
-            moe: false
+            moe: false,
+            chunk: None,
         };
         n
     ]
@@ -1968,6 +2045,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 window,
                 rope: None,
                 moe: false,
+                chunk: None,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2247,12 +2325,14 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
         e_bias: false,
         shared_average: false,
         out_norm: false,
+        weight_input: false,
     });
     spec.layers = (0..f.positive("n_layers")?)
         .map(|_| LayerSpec {
             window: None,
             rope: Some(0),
             moe: true,
+            chunk: None,
         })
         .collect();
     let mut n = Names::llama();
