@@ -22,9 +22,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `mamba`)
-//!
-//! - candle-transformers has a `mamba` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `mamba`)
 /// Skill for the `mamba` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +38,7 @@
     ),
     candle = "mamba",
     max("mamba"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Mamba {

@@ -318,6 +318,29 @@ struct Attention {
     sinks: Option<Tensor>,
 }
 
+/// The token mixer of a layer.
+#[derive(Debug, Clone)]
+enum Mixer {
+    Attn(Attention),
+    Mamba(Box<MambaMixer>),
+}
+
+/// A Mamba (S6) mixer: parameters as plain vectors for the scan.
+#[derive(Debug, Clone)]
+struct MambaMixer {
+    spec: super::spec::Mamba,
+    in_proj: Linear,
+    /// `[inner][kernel]`.
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    x_proj: Linear,
+    dt_proj: Linear,
+    /// `-exp(A_log)`, `[inner][state]`.
+    a: Vec<f32>,
+    d: Vec<f32>,
+    out_proj: Linear,
+}
+
 #[derive(Debug, Clone)]
 enum Ffn {
     Dense(Dense),
@@ -379,8 +402,9 @@ struct MoeFfn {
 #[derive(Debug, Clone)]
 struct Layer {
     index: usize,
-    attn: Attention,
-    ffn: Ffn,
+    mixer: Mixer,
+    /// `None` for pure Mamba blocks.
+    ffn: Option<Ffn>,
     attn_in: Option<Norm>,
     attn_out: Option<Norm>,
     ffn_in: Option<Norm>,
@@ -391,6 +415,9 @@ struct Layer {
 #[derive(Debug, Clone, Default)]
 pub(super) struct LayerCache {
     kv: Option<(Tensor, Tensor)>,
+    /// A Mamba layer's last `kernel - 1` conv inputs `[(kernel - 1) * inner]` and SSM state
+    /// `[inner * state]`.
+    ssm: Option<(Vec<f32>, Vec<f32>)>,
     /// The DSA indexer's keys so far, `[positions, dim]`.
     index_k: Option<Tensor>,
 }
@@ -522,13 +549,30 @@ impl Model {
         for (i, ls) in s.layers.iter().enumerate() {
             let p = names.layer(i);
             let n = |x: &String| format!("{p}.{x}");
-            let attn = Self::load_attention(s, names, w, &p)?;
-            let ffn = if ls.moe {
+            let mixer = if ls.mamba {
+                let m = s.mamba.ok_or_else(|| SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: "a Mamba layer without a Mamba spec".into(),
+                })?;
+                Mixer::Mamba(Box::new(Self::load_mamba(
+                    m,
+                    w,
+                    &format!("{p}.{}", names.mixer),
+                    hd,
+                )?))
+            } else {
+                Mixer::Attn(Self::load_attention(s, names, w, &p)?)
+            };
+            let ffn = if !s.ffn {
+                None
+            } else if ls.moe {
                 let moe = s.moe.clone().ok_or_else(|| SkillError::Backend {
                     backend: skillgen_runtime::BackendKind::Candle,
                     detail: "a MoE layer without a MoE spec".into(),
                 })?;
-                Ffn::Moe(Box::new(Self::load_moe(moe, names, w, &p, hd, s.norm)?))
+                Some(Ffn::Moe(Box::new(Self::load_moe(
+                    moe, names, w, &p, hd, s.norm,
+                )?)))
             } else {
                 let mut d = Self::load_dense(
                     w,
@@ -565,7 +609,7 @@ impl Model {
                     }
                     d.xielu = Some(v);
                 }
-                Ffn::Dense(d)
+                Some(Ffn::Dense(d))
             };
             let mut norm = |slot: &Option<String>| -> R<Option<Norm>> {
                 match slot {
@@ -575,7 +619,7 @@ impl Model {
             };
             layers.push(Layer {
                 index: i,
-                attn,
+                mixer,
                 ffn,
                 attn_in: norm(&names.attn_in)?,
                 attn_out: norm(&names.attn_out)?,
@@ -583,9 +627,11 @@ impl Model {
                 ffn_out: norm(&names.ffn_out)?,
             });
         }
-        if let (Some(name), Some(last)) = (&names.last_o_bias, layers.last_mut()) {
+        if let (Some(name), Some(last)) = (&names.last_o_bias, layers.last_mut())
+            && let Mixer::Attn(a) = &mut last.mixer
+        {
             let full = format!("{}.{name}", names.layer(s.layers.len() - 1));
-            last.attn.out_bias = Some(w.take(&full, &[hd])?);
+            a.out_bias = Some(w.take(&full, &[hd])?);
         }
         let final_norm = if s.final_norm {
             Some(Norm::load(w, &names.final_norm, s.norm, &[hd])?)
@@ -663,6 +709,138 @@ impl Model {
             alibi,
             device: dev,
         })
+    }
+
+    fn load_mamba(m: super::spec::Mamba, w: &mut Weights, p: &str, hd: usize) -> R<MambaMixer> {
+        let c = ce("Mamba parameters");
+        let vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(&c)
+        };
+        let (i, k, n) = (m.inner, m.conv_kernel, m.state);
+        let in_proj = linear(w, &format!("{p}.in_proj"), 2 * i, hd, m.proj_bias, false)?;
+        let conv_w = vec(w.take(&format!("{p}.conv1d.weight"), &[i, 1, k])?)?;
+        let conv_b = if m.conv_bias {
+            vec(w.take(&format!("{p}.conv1d.bias"), &[i])?)?
+        } else {
+            vec![0.0; i]
+        };
+        let x_proj = linear(
+            w,
+            &format!("{p}.x_proj"),
+            m.dt_rank + 2 * n,
+            i,
+            false,
+            false,
+        )?;
+        let dt_proj = linear(w, &format!("{p}.dt_proj"), i, m.dt_rank, true, false)?;
+        let a = vec(w.take(&format!("{p}.A_log"), &[i, n])?)?
+            .into_iter()
+            .map(|x| -x.exp())
+            .collect();
+        let d = vec(w.take(&format!("{p}.D"), &[i])?)?;
+        let out_proj = linear(w, &format!("{p}.out_proj"), hd, i, m.proj_bias, false)?;
+        Ok(MambaMixer {
+            spec: m,
+            in_proj,
+            conv_w,
+            conv_b,
+            x_proj,
+            dt_proj,
+            a,
+            d,
+            out_proj,
+        })
+    }
+
+    /// The Mamba mixer over `x` `[s, hidden]` at the cache's state (transformers' slow path:
+    /// causal depthwise conv, SiLU, selective scan, `D` skip, SiLU gate).
+    fn mamba(&self, m: &MambaMixer, x: &Tensor, cache: &mut LayerCache) -> R<Tensor> {
+        let c = ce("Mamba mixer");
+        let sp = m.spec;
+        let (inner, n, k, r) = (sp.inner, sp.state, sp.conv_kernel, sp.dt_rank);
+        let s = x.dim(0).map_err(&c)?;
+        let proj: Vec<Vec<f32>> = m
+            .in_proj
+            .forward(x)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        let (mut conv_state, mut state) = cache
+            .ssm
+            .take()
+            .unwrap_or_else(|| (vec![0.0; (k - 1) * inner], vec![0.0; inner * n]));
+        // Causal depthwise conv over [previous k - 1 inputs | this step's inputs].
+        let mut window: Vec<f32> = conv_state.clone();
+        for row in &proj {
+            window.extend_from_slice(&row[..inner]);
+        }
+        let silu = |v: f32| v / (1.0 + (-v).exp());
+        let mut xc = vec![0f32; s * inner];
+        for t in 0..s {
+            for ch in 0..inner {
+                let mut acc = m.conv_b[ch];
+                for j in 0..k {
+                    acc += m.conv_w[ch * k + j] * window[(t + j) * inner + ch];
+                }
+                xc[t * inner + ch] = silu(acc);
+            }
+        }
+        conv_state.copy_from_slice(&window[s * inner..]);
+        let xt = Tensor::from_vec(xc.clone(), (s, inner), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .map_err(&c)?;
+        let mut ssm: Vec<Vec<f32>> = m
+            .x_proj
+            .forward(&xt)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        if let Some(eps) = sp.bcdt_norm {
+            let rms = |v: &mut [f32]| {
+                let ms = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
+                let f = 1.0 / (ms + eps as f32).sqrt();
+                v.iter_mut().for_each(|x| *x *= f);
+            };
+            for row in &mut ssm {
+                rms(&mut row[..r]);
+                rms(&mut row[r..r + n]);
+                rms(&mut row[r + n..]);
+            }
+        }
+        let dt_in: Vec<f32> = ssm.iter().flat_map(|row| row[..r].to_vec()).collect();
+        let dt: Vec<Vec<f32>> = Tensor::from_vec(dt_in, (s, r), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| m.dt_proj.forward(&t))
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        // softplus with torch's threshold 20.
+        let softplus = |v: f32| if v > 20.0 { v } else { v.exp().ln_1p() };
+        let mut y = vec![0f32; s * inner];
+        for t in 0..s {
+            let b = &ssm[t][r..r + n];
+            let cc = &ssm[t][r + n..r + 2 * n];
+            for ch in 0..inner {
+                let dtv = softplus(dt[t][ch]);
+                let xv = xc[t * inner + ch];
+                let mut acc = 0f32;
+                for j in 0..n {
+                    let st = &mut state[ch * n + j];
+                    *st = (m.a[ch * n + j] * dtv).exp() * *st + dtv * b[j] * xv;
+                    acc += *st * cc[j];
+                }
+                let z = proj[t][inner + ch];
+                y[t * inner + ch] = (acc + xv * m.d[ch]) * silu(z);
+            }
+        }
+        cache.ssm = Some((conv_state, state));
+        Tensor::from_vec(y, (s, inner), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| m.out_proj.forward(&t))
+            .map_err(&c)
     }
 
     fn load_attention(s: &Spec, names: &Names, w: &mut Weights, p: &str) -> R<Attention> {
@@ -1236,20 +1414,32 @@ impl Model {
             }
         };
         let add = |a: &Tensor, b: &Tensor| (a + b).map_err(ce("residual"));
+        let mut mix = |h: &Tensor| -> R<Tensor> {
+            match &l.mixer {
+                Mixer::Attn(a) => self.attention(a, h, pos, cache, mask, rope),
+                Mixer::Mamba(m) => self.mamba(m, h, cache),
+            }
+        };
+        let Some(ffn) = &l.ffn else {
+            // A pure Mamba block: x + mixer(norm(x)).
+            let h = norm(&l.attn_in, x)?;
+            let a = mix(&h)?;
+            return add(x, &a);
+        };
         if self.spec.parallel {
             let a_in = norm(&l.attn_in, x)?;
             let f_in = match &l.ffn_in {
                 Some(n) => n.forward(x)?,
                 None => a_in.clone(),
             };
-            let a = self.attention(&l.attn, &a_in, pos, cache, mask, rope)?;
-            let f = self.ffn(&l.ffn, &f_in)?;
+            let a = mix(&a_in)?;
+            let f = self.ffn(ffn, &f_in)?;
             return add(&add(x, &a)?, &f);
         }
         if self.spec.post_norm {
-            let a = self.attention(&l.attn, x, pos, cache, mask, rope)?;
+            let a = mix(x)?;
             let x = norm(&l.attn_in, &add(x, &a)?)?;
-            let f = self.ffn(&l.ffn, &x)?;
+            let f = self.ffn(ffn, &x)?;
             return norm(&l.ffn_in, &add(&x, &f)?);
         }
         // Beam's depth-scaled residual add `y / √n + x · √((n - 1) / n)`.
@@ -1258,7 +1448,7 @@ impl Model {
             ((y / n.sqrt()).and_then(|y| y + (x * ((n - 1.0) / n).sqrt())?)).map_err(ce("residual"))
         };
         let h = norm(&l.attn_in, x)?;
-        let a = self.attention(&l.attn, &h, pos, cache, mask, rope)?;
+        let a = mix(&h)?;
         let a = scale(norm(&l.attn_out, &a)?)?;
         let n1 = 2 * (l.index + 1);
         let x = if self.spec.depth_scaled_residual {
@@ -1267,7 +1457,7 @@ impl Model {
             add(x, &a)?
         };
         let h = norm(&l.ffn_in, &x)?;
-        let f = self.ffn(&l.ffn, &h)?;
+        let f = self.ffn(ffn, &h)?;
         let f = scale(norm(&l.ffn_out, &f)?)?;
         if self.spec.depth_scaled_residual {
             depth(&f, &x, n1 + 1)

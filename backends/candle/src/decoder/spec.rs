@@ -134,6 +134,25 @@ pub(crate) struct LayerSpec {
     /// Chunked attention (Llama 4): keys only from the query's own chunk of this many
     /// positions.
     pub chunk: Option<usize>,
+    /// The token mixer is a Mamba selective-scan block ([`Spec::mamba`]) instead of attention.
+    pub mamba: bool,
+}
+
+/// A Mamba (S6) selective-scan mixer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Mamba {
+    /// Inner width (`intermediate_size`).
+    pub inner: usize,
+    /// SSM state size.
+    pub state: usize,
+    pub conv_kernel: usize,
+    /// `time_step_rank`.
+    pub dt_rank: usize,
+    pub conv_bias: bool,
+    /// Biases on `in_proj` / `out_proj`.
+    pub proj_bias: bool,
+    /// Weightless RMS norms on `dt`, `B` and `C` with this epsilon (Falcon-Mamba).
+    pub bcdt_norm: Option<f64>,
 }
 
 /// The dense MLP.
@@ -297,6 +316,10 @@ pub(crate) struct Spec {
     pub depth_scaled_residual: bool,
     pub mlp: Mlp,
     pub moe: Option<Moe>,
+    /// The Mamba mixer of the layers that have one.
+    pub mamba: Option<Mamba>,
+    /// Layers have an FFN after the mixer (false for pure Mamba).
+    pub ffn: bool,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).
     pub embed_scale: Option<f64>,
     /// LayerNorm after the embeddings (BLOOM).
@@ -377,6 +400,8 @@ pub(crate) struct Names {
     pub attn_gate: String,
     pub attn_sub_norm: String,
     pub ffn_sub_norm: String,
+    /// The Mamba mixer's prefix (relative to the layer).
+    pub mixer: String,
     /// The MoE output norm (relative to the layer).
     pub moe_out_norm: String,
     /// A bias added after `o_proj` on the last layer only (GPT-NeoX Japanese `dense_bias`).
@@ -427,6 +452,7 @@ impl Names {
             attn_sub_norm: "self_attn.attn_sub_norm".into(),
             ffn_sub_norm: "mlp.ffn_sub_norm".into(),
             moe_out_norm: "post_mlp_layernorm".into(),
+            mixer: "mixer".into(),
             dbrx_experts: None,
             last_o_bias: None,
             gate_bias: "self_attn.gate_bias".into(),

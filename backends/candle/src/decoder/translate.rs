@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "falcon_mamba",
+    "mamba",
     "llama4_text",
     "glm_moe_dsa",
     "deepseek_v32",
@@ -119,6 +121,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     match model_type {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
         "gpt_neo" => gpt_neo(f),
+        "mamba" | "falcon_mamba" => mamba(model_type, f),
         "dbrx" => dbrx(f),
         "openai-gpt" => openai_gpt(f),
         "persimmon" => persimmon(f),
@@ -561,6 +564,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
+        mamba: None,
+        ffn: true,
         mlp: Mlp {
             gated: true,
             act,
@@ -1495,6 +1500,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             rope: if rope_on[i] { layer_rope[i] } else { None },
             moe: moe_flags[i],
             chunk: chunks[i],
+            mamba: false,
         })
         .collect();
     refuse_true(
@@ -1557,6 +1563,8 @@ fn gpt_base(
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
+        mamba: None,
+        ffn: true,
         mlp: Mlp {
             gated: false,
             act,
@@ -1582,6 +1590,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             rope,
             moe: false,
             chunk: None,
+            mamba: false,
         };
         n
     ]
@@ -2046,6 +2055,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 rope: None,
                 moe: false,
                 chunk: None,
+                mamba: false,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2333,6 +2343,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             rope: Some(0),
             moe: true,
             chunk: None,
+            mamba: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2382,5 +2393,73 @@ fn gpt_neox_japanese(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.up = "mlp.dense_h_to_4h".into();
     n.down = "mlp.dense_4h_to_h".into();
     n.last_o_bias = Some("attention.dense_bias".into());
+    Ok((spec, n))
+}
+
+/// Mamba and Falcon-Mamba: every layer `x + mixer(RMSNorm(x))` with a selective-scan mixer,
+/// no attention and no FFN.
+fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let inner = match f.positive_opt("intermediate_size")? {
+        Some(i) => i,
+        None => f.positive_opt("expand")?.unwrap_or(2) * hidden,
+    };
+    let dt_rank = match f.get("time_step_rank") {
+        Some(Value::String(s)) if s == "auto" => hidden.div_ceil(16),
+        _ => f.positive("time_step_rank")?,
+    };
+    match f.str_opt("hidden_act")? {
+        None | Some("silu") => {}
+        Some(other) => {
+            return Err(f.err(
+                "hidden_act",
+                format!("`{other}` is not implemented for the Mamba mixer (silu)"),
+            ));
+        }
+    }
+    let eps = f.f64("layer_norm_epsilon")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        1,
+        // A recurrent state: no position table bounds the context.
+        f.positive_opt("max_position_embeddings")?
+            .unwrap_or(1 << 20),
+        eps,
+        Act::Silu,
+        inner,
+    );
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    spec.ffn = false;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.mamba = Some(super::spec::Mamba {
+        inner,
+        state: f.positive("state_size")?,
+        conv_kernel: f.positive("conv_kernel")?,
+        dt_rank,
+        conv_bias: f.bool_or("use_conv_bias", true)?,
+        proj_bias: f.bool_or("use_bias", false)?,
+        bcdt_norm: if t == "falcon_mamba" {
+            Some(f.f64_opt("mixer_rms_eps")?.unwrap_or(1e-6))
+        } else {
+            None
+        },
+    });
+    spec.layers = (0..f.positive("num_hidden_layers")?)
+        .map(|_| LayerSpec {
+            window: None,
+            rope: None,
+            moe: false,
+            chunk: None,
+            mamba: true,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.embed = "backbone.embeddings".into();
+    n.final_norm = "backbone.norm_f".into();
+    n.layer = "backbone.layers.{}".into();
+    n.attn_in = Some("norm".into());
+    n.ffn_in = None;
     Ok((spec, n))
 }
