@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `jamba` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +37,7 @@
         causal_lm("JambaForCausalLM"),
         sequence_classification("JambaForSequenceClassification")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Jamba {

@@ -22,9 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `mamba2` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mamba2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +37,7 @@
         pretraining("Mamba2ForCausalLM")
     ),
     candle = "mamba2",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Mamba2 {

@@ -323,6 +323,23 @@ struct Attention {
 enum Mixer {
     Attn(Attention),
     Mamba(Box<MambaMixer>),
+    Mamba2(Box<Mamba2Mixer>),
+}
+
+/// A Mamba-2 mixer.
+#[derive(Debug, Clone)]
+struct Mamba2Mixer {
+    spec: super::spec::Mamba2,
+    in_proj: Linear,
+    /// `[conv_dim][kernel]`.
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    dt_bias: Vec<f32>,
+    /// `-exp(A_log)`, per head.
+    a: Vec<f32>,
+    d: Vec<f32>,
+    norm_w: Vec<f32>,
+    out_proj: Linear,
 }
 
 /// A Mamba (S6) mixer: parameters as plain vectors for the scan.
@@ -339,6 +356,8 @@ struct MambaMixer {
     a: Vec<f32>,
     d: Vec<f32>,
     out_proj: Linear,
+    /// Jamba's `dt` / `B` / `C` norm weights.
+    bcdt_w: Option<[Vec<f32>; 3]>,
 }
 
 #[derive(Debug, Clone)]
@@ -550,16 +569,19 @@ impl Model {
             let p = names.layer(i);
             let n = |x: &String| format!("{p}.{x}");
             let mixer = if ls.mamba {
-                let m = s.mamba.ok_or_else(|| SkillError::Backend {
-                    backend: skillgen_runtime::BackendKind::Candle,
-                    detail: "a Mamba layer without a Mamba spec".into(),
-                })?;
-                Mixer::Mamba(Box::new(Self::load_mamba(
-                    m,
-                    w,
-                    &format!("{p}.{}", names.mixer),
-                    hd,
-                )?))
+                let prefix = format!("{p}.{}", names.mixer);
+                match (s.mamba, s.mamba2) {
+                    (Some(m), _) => Mixer::Mamba(Box::new(Self::load_mamba(m, w, &prefix, hd)?)),
+                    (None, Some(m)) => {
+                        Mixer::Mamba2(Box::new(Self::load_mamba2(m, w, &prefix, hd)?))
+                    }
+                    (None, None) => {
+                        return Err(SkillError::Backend {
+                            backend: skillgen_runtime::BackendKind::Candle,
+                            detail: "a Mamba layer without a Mamba spec".into(),
+                        });
+                    }
+                }
             } else {
                 Mixer::Attn(Self::load_attention(s, names, w, &p)?)
             };
@@ -742,7 +764,16 @@ impl Model {
             .collect();
         let d = vec(w.take(&format!("{p}.D"), &[i])?)?;
         let out_proj = linear(w, &format!("{p}.out_proj"), hd, i, m.proj_bias, false)?;
+        let bcdt_w = match m.bcdt_norm {
+            Some((_, true)) => Some([
+                vec(w.take(&format!("{p}.dt_layernorm.weight"), &[m.dt_rank])?)?,
+                vec(w.take(&format!("{p}.b_layernorm.weight"), &[n])?)?,
+                vec(w.take(&format!("{p}.c_layernorm.weight"), &[n])?)?,
+            ]),
+            _ => None,
+        };
         Ok(MambaMixer {
+            bcdt_w,
             spec: m,
             in_proj,
             conv_w,
@@ -798,16 +829,22 @@ impl Model {
             .and_then(|t| t.to_dtype(DType::F32))
             .and_then(|t| t.to_vec2())
             .map_err(&c)?;
-        if let Some(eps) = sp.bcdt_norm {
-            let rms = |v: &mut [f32]| {
+        if let Some((eps, _)) = sp.bcdt_norm {
+            let rms = |v: &mut [f32], w: Option<&Vec<f32>>| {
                 let ms = v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32;
                 let f = 1.0 / (ms + eps as f32).sqrt();
-                v.iter_mut().for_each(|x| *x *= f);
+                v.iter_mut().enumerate().for_each(|(i, x)| {
+                    *x *= f;
+                    if let Some(w) = w {
+                        *x *= w[i];
+                    }
+                });
             };
+            let ws = m.bcdt_w.as_ref();
             for row in &mut ssm {
-                rms(&mut row[..r]);
-                rms(&mut row[r..r + n]);
-                rms(&mut row[r + n..]);
+                rms(&mut row[..r], ws.map(|w| &w[0]));
+                rms(&mut row[r..r + n], ws.map(|w| &w[1]));
+                rms(&mut row[r + n..], ws.map(|w| &w[2]));
             }
         }
         let dt_in: Vec<f32> = ssm.iter().flat_map(|row| row[..r].to_vec()).collect();
@@ -836,6 +873,125 @@ impl Model {
                 y[t * inner + ch] = (acc + xv * m.d[ch]) * silu(z);
             }
         }
+        cache.ssm = Some((conv_state, state));
+        Tensor::from_vec(y, (s, inner), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| m.out_proj.forward(&t))
+            .map_err(&c)
+    }
+
+    fn load_mamba2(m: super::spec::Mamba2, w: &mut Weights, p: &str, hd: usize) -> R<Mamba2Mixer> {
+        let c = ce("Mamba-2 parameters");
+        let vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(&c)
+        };
+        let inner = m.heads * m.head_dim;
+        let conv_dim = inner + 2 * m.groups * m.state;
+        let in_proj = linear(
+            w,
+            &format!("{p}.in_proj"),
+            inner + conv_dim + m.heads,
+            hd,
+            m.proj_bias,
+            false,
+        )?;
+        let conv_w = vec(w.take(&format!("{p}.conv1d.weight"), &[conv_dim, 1, m.conv_kernel])?)?;
+        let conv_b = if m.conv_bias {
+            vec(w.take(&format!("{p}.conv1d.bias"), &[conv_dim])?)?
+        } else {
+            vec![0.0; conv_dim]
+        };
+        Ok(Mamba2Mixer {
+            spec: m,
+            in_proj,
+            conv_w,
+            conv_b,
+            dt_bias: vec(w.take(&format!("{p}.dt_bias"), &[m.heads])?)?,
+            a: vec(w.take(&format!("{p}.A_log"), &[m.heads])?)?
+                .into_iter()
+                .map(|x| -x.exp())
+                .collect(),
+            d: vec(w.take(&format!("{p}.D"), &[m.heads])?)?,
+            norm_w: vec(w.take(&format!("{p}.norm.weight"), &[inner])?)?,
+            out_proj: linear(w, &format!("{p}.out_proj"), hd, inner, m.proj_bias, false)?,
+        })
+    }
+
+    /// The Mamba-2 mixer (the recurrence transformers' chunked scan computes): causal conv +
+    /// SiLU over `[x | B | C]`, per head `h ← exp(dt·A)·h + dt·x⊗B`, `y = C·h + D·x`, then
+    /// `RMSNorm_groups(y · silu(z)) · w`.
+    fn mamba2(&self, m: &Mamba2Mixer, x: &Tensor, cache: &mut LayerCache) -> R<Tensor> {
+        let c = ce("Mamba-2 mixer");
+        let sp = m.spec;
+        let (nh, p, g, n, k) = (sp.heads, sp.head_dim, sp.groups, sp.state, sp.conv_kernel);
+        let inner = nh * p;
+        let conv_dim = inner + 2 * g * n;
+        let s = x.dim(0).map_err(&c)?;
+        let proj: Vec<Vec<f32>> = m
+            .in_proj
+            .forward(x)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        let (mut conv_state, mut state) = cache
+            .ssm
+            .take()
+            .unwrap_or_else(|| (vec![0.0; (k - 1) * conv_dim], vec![0.0; nh * p * n]));
+        let mut window: Vec<f32> = conv_state.clone();
+        for row in &proj {
+            window.extend_from_slice(&row[inner..inner + conv_dim]);
+        }
+        let silu = |v: f32| v / (1.0 + (-v).exp());
+        let softplus = |v: f32| if v > 20.0 { v } else { v.exp().ln_1p() };
+        let mut y = vec![0f32; s * inner];
+        let mut xbc = vec![0f32; conv_dim];
+        for t in 0..s {
+            for (ch, out) in xbc.iter_mut().enumerate() {
+                let mut acc = m.conv_b[ch];
+                for j in 0..k {
+                    acc += m.conv_w[ch * k + j] * window[(t + j) * conv_dim + ch];
+                }
+                *out = silu(acc);
+            }
+            let (xs, rest) = xbc.split_at(inner);
+            let (bs, cs) = rest.split_at(g * n);
+            for h in 0..nh {
+                let grp = h / (nh / g);
+                let b = &bs[grp * n..(grp + 1) * n];
+                let cc = &cs[grp * n..(grp + 1) * n];
+                let dt = softplus(proj[t][inner + conv_dim + h] + m.dt_bias[h])
+                    .clamp(sp.dt_min as f32, sp.dt_max as f32);
+                let decay = (dt * m.a[h]).exp();
+                for i in 0..p {
+                    let xv = xs[h * p + i];
+                    let mut acc = 0f32;
+                    for j in 0..n {
+                        let st = &mut state[(h * p + i) * n + j];
+                        *st = decay * *st + dt * xv * b[j];
+                        acc += *st * cc[j];
+                    }
+                    y[t * inner + h * p + i] = acc + m.d[h] * xv;
+                }
+            }
+            // Gated RMSNorm over groups of `inner / g`.
+            let row = &mut y[t * inner..(t + 1) * inner];
+            for (i, v) in row.iter_mut().enumerate() {
+                *v *= silu(proj[t][i]);
+            }
+            let gs = inner / g;
+            for grp in row.chunks_mut(gs) {
+                let ms = grp.iter().map(|x| x * x).sum::<f32>() / gs as f32;
+                let f = 1.0 / (ms + sp.eps as f32).sqrt();
+                grp.iter_mut().for_each(|x| *x *= f);
+            }
+            for (i, v) in row.iter_mut().enumerate() {
+                *v *= m.norm_w[i];
+            }
+        }
+        conv_state.copy_from_slice(&window[s * conv_dim..]);
         cache.ssm = Some((conv_state, state));
         Tensor::from_vec(y, (s, inner), &self.device)
             .and_then(|t| t.to_dtype(self.embed.dtype()))
@@ -1418,6 +1574,7 @@ impl Model {
             match &l.mixer {
                 Mixer::Attn(a) => self.attention(a, h, pos, cache, mask, rope),
                 Mixer::Mamba(m) => self.mamba(m, h, cache),
+                Mixer::Mamba2(m) => self.mamba2(m, h, cache),
             }
         };
         let Some(ffn) = &l.ffn else {

@@ -151,8 +151,26 @@ pub(crate) struct Mamba {
     pub conv_bias: bool,
     /// Biases on `in_proj` / `out_proj`.
     pub proj_bias: bool,
-    /// Weightless RMS norms on `dt`, `B` and `C` with this epsilon (Falcon-Mamba).
-    pub bcdt_norm: Option<f64>,
+    /// RMS norms on `dt`, `B` and `C` with this epsilon: weightless (Falcon-Mamba) or with
+    /// `dt_layernorm` / `b_layernorm` / `c_layernorm` weights (Jamba).
+    pub bcdt_norm: Option<(f64, bool)>,
+}
+
+/// A Mamba-2 (SSD) mixer: multi-head scalar-decay selective scan with a gated RMSNorm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Mamba2 {
+    pub heads: usize,
+    pub head_dim: usize,
+    pub groups: usize,
+    pub state: usize,
+    pub conv_kernel: usize,
+    pub conv_bias: bool,
+    pub proj_bias: bool,
+    /// The gated RMSNorm's epsilon.
+    pub eps: f64,
+    /// `time_step_limit`: `dt` is clamped to this range.
+    pub dt_min: f64,
+    pub dt_max: f64,
 }
 
 /// The dense MLP.
@@ -318,6 +336,8 @@ pub(crate) struct Spec {
     pub moe: Option<Moe>,
     /// The Mamba mixer of the layers that have one.
     pub mamba: Option<Mamba>,
+    /// ... or a Mamba-2 mixer.
+    pub mamba2: Option<Mamba2>,
     /// Layers have an FFN after the mixer (false for pure Mamba).
     pub ffn: bool,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).

@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "jamba",
+    "mamba2",
     "falcon_mamba",
     "mamba",
     "llama4_text",
@@ -122,6 +124,8 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
         "gpt_neo" => gpt_neo(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
+        "mamba2" => mamba2(f),
+        "jamba" => jamba(f),
         "dbrx" => dbrx(f),
         "openai-gpt" => openai_gpt(f),
         "persimmon" => persimmon(f),
@@ -565,6 +569,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
         mamba: None,
+        mamba2: None,
         ffn: true,
         mlp: Mlp {
             gated: true,
@@ -1564,6 +1569,7 @@ fn gpt_base(
         qk_norm_rope_layers_only: false,
         depth_scaled_residual: false,
         mamba: None,
+        mamba2: None,
         ffn: true,
         mlp: Mlp {
             gated: false,
@@ -2441,7 +2447,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         conv_bias: f.bool_or("use_conv_bias", true)?,
         proj_bias: f.bool_or("use_bias", false)?,
         bcdt_norm: if t == "falcon_mamba" {
-            Some(f.f64_opt("mixer_rms_eps")?.unwrap_or(1e-6))
+            Some((f.f64_opt("mixer_rms_eps")?.unwrap_or(1e-6), false))
         } else {
             None
         },
@@ -2461,5 +2467,191 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     n.layer = "backbone.layers.{}".into();
     n.attn_in = Some("norm".into());
     n.ffn_in = None;
+    Ok((spec, n))
+}
+
+/// A float that JSON may spell as `{"__float__": "Infinity"}` (transformers' encoding).
+fn float_or_inf(v: &Value) -> Option<f64> {
+    match v {
+        Value::Object(o) => match o.get("__float__").and_then(Value::as_str) {
+            Some("Infinity") => Some(f64::INFINITY),
+            Some("-Infinity") => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        v => v.as_f64(),
+    }
+}
+
+/// Mamba-2: every layer `x + mixer(RMSNorm(x))` with an SSD mixer.
+fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_heads")?;
+    let head_dim = f.positive("head_dim")?;
+    let inner = f.positive_opt("expand")?.unwrap_or(2) * hidden;
+    if heads * head_dim != inner {
+        return Err(f.err(
+            "num_heads",
+            format!("{heads} heads × head_dim {head_dim} ≠ expand × hidden_size = {inner}"),
+        ));
+    }
+    let groups = f.positive_opt("n_groups")?.unwrap_or(1);
+    if !heads.is_multiple_of(groups) {
+        return Err(f.err(
+            "n_groups",
+            format!("{groups} does not divide {heads} heads"),
+        ));
+    }
+    match f.str_opt("hidden_act")? {
+        None | Some("silu") => {}
+        Some(other) => {
+            return Err(f.err(
+                "hidden_act",
+                format!("`{other}` is not implemented for the Mamba-2 mixer (silu)"),
+            ));
+        }
+    }
+    let (dt_min, dt_max) = match f.get("time_step_limit") {
+        None => (0.0, f64::INFINITY),
+        Some(Value::Array(a)) if a.len() == 2 => match (float_or_inf(&a[0]), float_or_inf(&a[1])) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => return Err(f.err("time_step_limit", "expected two numbers")),
+        },
+        Some(v) => return Err(f.err("time_step_limit", format!("expected [min, max], found {v}"))),
+    };
+    let eps = f.f64("layer_norm_epsilon")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        1,
+        f.positive_opt("max_position_embeddings")?
+            .unwrap_or(1 << 20),
+        eps,
+        Act::Silu,
+        inner,
+    );
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    spec.ffn = false;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.mamba2 = Some(super::spec::Mamba2 {
+        heads,
+        head_dim,
+        groups,
+        state: f.positive("state_size")?,
+        conv_kernel: f.positive("conv_kernel")?,
+        conv_bias: f.bool_or("use_conv_bias", true)?,
+        proj_bias: f.bool_or("use_bias", false)?,
+        eps,
+        dt_min,
+        dt_max,
+    });
+    spec.layers = (0..f.positive("num_hidden_layers")?)
+        .map(|_| LayerSpec {
+            window: None,
+            rope: None,
+            moe: false,
+            chunk: None,
+            mamba: true,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.embed = "backbone.embeddings".into();
+    n.final_norm = "backbone.norm_f".into();
+    n.layer = "backbone.layers.{}".into();
+    n.attn_in = Some("norm".into());
+    n.ffn_in = None;
+    Ok((spec, n))
+}
+
+/// Jamba: Mamba layers (with weighted `dt`/`B`/`C` norms) and attention layers without
+/// positions, dense and MoE FFNs, on periodic schedules.
+fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("rms_norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let act = act_field(f, &["hidden_act"])?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    spec.qkv_bias = false;
+    spec.o_bias = false;
+    spec.mlp = Mlp {
+        gated: true,
+        act,
+        intermediate: f.positive("intermediate_size")?,
+        bias: false,
+    };
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    let dt_rank = match f.get("mamba_dt_rank") {
+        Some(Value::String(s)) if s == "auto" => hidden.div_ceil(16),
+        _ => f.positive("mamba_dt_rank")?,
+    };
+    spec.mamba = Some(super::spec::Mamba {
+        inner: f.positive_opt("mamba_expand")?.unwrap_or(2) * hidden,
+        state: f.positive("mamba_d_state")?,
+        conv_kernel: f.positive("mamba_d_conv")?,
+        dt_rank,
+        conv_bias: f.bool_or("mamba_conv_bias", true)?,
+        proj_bias: f.bool_or("mamba_proj_bias", false)?,
+        bcdt_norm: Some((eps, true)),
+    });
+    let period = |k: &str| f.positive_opt(k).map(|v| v.unwrap_or(1));
+    let offset = |k: &str| f.usize_opt(k).map(|v| v.unwrap_or(0));
+    let (ap, ao) = (period("attn_layer_period")?, offset("attn_layer_offset")?);
+    let (ep, eo) = (
+        period("expert_layer_period")?,
+        offset("expert_layer_offset")?,
+    );
+    let experts = f.usize_opt("num_experts")?.unwrap_or(0);
+    spec.layers = (0..layers)
+        .map(|i| LayerSpec {
+            window: None,
+            rope: None,
+            moe: experts > 1 && i % ep == eo,
+            chunk: None,
+            mamba: i % ap != ao,
+        })
+        .collect();
+    if experts > 1 {
+        spec.moe = Some(Moe {
+            experts,
+            top_k: f.positive("num_experts_per_tok")?,
+            intermediate: f.positive("intermediate_size")?,
+            routing: Routing::SoftmaxTopK,
+            norm_topk: false,
+            scale: 1.0,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: None,
+            shared_gate: false,
+            act,
+            e_bias: false,
+            shared_average: false,
+            out_norm: false,
+            weight_input: false,
+        });
+    }
+    let mut n = Names::llama();
+    n.final_norm = "model.final_layernorm".into();
+    n.mixer = "mamba".into();
+    n.ffn_in = Some("pre_ff_layernorm".into());
+    n.gate = "feed_forward.gate_proj".into();
+    n.up = "feed_forward.up_proj".into();
+    n.down = "feed_forward.down_proj".into();
+    n.router = "feed_forward.router".into();
+    n.expert = "feed_forward.experts.{}".into();
     Ok((spec, n))
 }
