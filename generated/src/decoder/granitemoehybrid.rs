@@ -21,9 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `granitemoehybrid` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `granitemoehybrid` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +32,7 @@
     hf_module = "granitemoehybrid",
     tasks(base_model("GraniteMoeHybridModel"), causal_lm("GraniteMoeHybridForCausalLM")),
     candle = "granitemoehybrid",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Granitemoehybrid {

@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "granitemoehybrid",
+    "bamba",
     "jamba",
     "mamba2",
     "falcon_mamba",
@@ -125,6 +127,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "gpt_neo" => gpt_neo(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "bamba" | "granitemoehybrid" => mamba2_hybrid(model_type, f),
         "jamba" => jamba(f),
         "dbrx" => dbrx(f),
         "openai-gpt" => openai_gpt(f),
@@ -2653,5 +2656,186 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.down = "feed_forward.down_proj".into();
     n.router = "feed_forward.router".into();
     n.expert = "feed_forward.experts.{}".into();
+    Ok((spec, n))
+}
+
+/// The Mamba-2 mixer of a hybrid's `mamba_*` fields.
+fn mamba2_mixer(f: &Fields<'_>, hidden: usize, eps: f64) -> R<super::spec::Mamba2> {
+    let heads = f.positive("mamba_n_heads")?;
+    let head_dim = f.positive("mamba_d_head")?;
+    let inner = f.positive_opt("mamba_expand")?.unwrap_or(2) * hidden;
+    if heads * head_dim != inner {
+        return Err(f.err(
+            "mamba_n_heads",
+            format!(
+                "{heads} heads × mamba_d_head {head_dim} ≠ mamba_expand × hidden_size = {inner}"
+            ),
+        ));
+    }
+    let groups = f.positive_opt("mamba_n_groups")?.unwrap_or(1);
+    if !heads.is_multiple_of(groups) {
+        return Err(f.err(
+            "mamba_n_groups",
+            format!("{groups} does not divide {heads} heads"),
+        ));
+    }
+    let (dt_min, dt_max) = match f.get("time_step_limit") {
+        None => (0.0, f64::INFINITY),
+        Some(Value::Array(a)) if a.len() == 2 => match (float_or_inf(&a[0]), float_or_inf(&a[1])) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => return Err(f.err("time_step_limit", "expected two numbers")),
+        },
+        Some(v) => return Err(f.err("time_step_limit", format!("expected [min, max], found {v}"))),
+    };
+    Ok(super::spec::Mamba2 {
+        heads,
+        head_dim,
+        groups,
+        state: f.positive("mamba_d_state")?,
+        conv_kernel: f.positive("mamba_d_conv")?,
+        conv_bias: f.bool_or("mamba_conv_bias", true)?,
+        proj_bias: f.bool_or("mamba_proj_bias", false)?,
+        eps,
+        dt_min,
+        dt_max,
+    })
+}
+
+/// Bamba and GraniteMoE-hybrid: Mamba-2 layers and attention layers, each followed by an FFN
+/// (dense for Bamba; GraniteMoE experts plus a shared MLP, with Granite's multipliers, for
+/// GraniteMoE-hybrid).
+fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("rms_norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let act = act_field(f, &["hidden_act"])?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    let bias = f.bool_or("attention_bias", false)?;
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp = Mlp {
+        gated: true,
+        act,
+        intermediate: f.positive("intermediate_size")?,
+        bias: f.bool_or("mlp_bias", false)?,
+    };
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.mamba2 = Some(mamba2_mixer(f, hidden, eps)?);
+    let attention: Vec<bool> = if t == "bamba" {
+        let idx: Vec<usize> = match f.get("attn_layer_indices") {
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_u64().map(|n| n as usize))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| f.err("attn_layer_indices", "expected a list of layer indices"))?,
+            _ => Vec::new(),
+        };
+        (0..layers).map(|i| idx.contains(&i)).collect()
+    } else {
+        let types =
+            layer_types(f, layers)?.ok_or_else(|| f.err("layer_types", "missing (required)"))?;
+        types
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match k.as_str() {
+                "full_attention" | "attention" => Ok(true),
+                "linear_attention" | "mamba" => Ok(false),
+                other => Err(f.err(
+                    &format!("layer_types[{i}]"),
+                    format!("`{other}` is not implemented"),
+                )),
+            })
+            .collect::<R<Vec<_>>>()?
+    };
+    let rope = match t {
+        "granitemoehybrid" => match f.str_opt("position_embedding_type")? {
+            None => false,
+            Some("rope") => true,
+            Some(other) => {
+                return Err(f.err(
+                    "position_embedding_type",
+                    format!("`{other}` is not implemented (rope or null)"),
+                ));
+            }
+        },
+        _ => true,
+    };
+    if rope {
+        spec.ropes
+            .push(super::translate::rope(f, None, head_dim, false, None)?);
+    }
+    let mut n = Names::llama();
+    if t == "granitemoehybrid" {
+        spec.embed_scale = f.f64_opt("embedding_multiplier")?;
+        spec.residual_scale = f.f64_opt("residual_multiplier")?;
+        if let Some(m) = f.f64_opt("attention_multiplier")? {
+            spec.attn_scale = m;
+        }
+        if let Some(s) = f.f64_opt("logits_scaling")? {
+            spec.logits_scale = Some(1.0 / s);
+        }
+        let experts = f.positive("num_local_experts")?;
+        spec.moe = Some(Moe {
+            experts,
+            top_k: f.positive("num_experts_per_tok")?,
+            intermediate: f.positive("intermediate_size")?,
+            routing: Routing::TopKSoftmax,
+            norm_topk: false,
+            scale: 1.0,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: f.positive_opt("shared_intermediate_size")?,
+            shared_gate: false,
+            act,
+            e_bias: false,
+            shared_average: false,
+            out_norm: false,
+            weight_input: false,
+        });
+        n.router = "block_sparse_moe.router.layer".into();
+        n.fused_experts = Some(FusedExperts {
+            gate_up: "block_sparse_moe.input_linear.weight".into(),
+            down: "block_sparse_moe.output_linear.weight".into(),
+            transposed: false,
+            interleaved: false,
+            biases: None,
+        });
+        n.shared_fused = Some((
+            "shared_mlp.input_linear".into(),
+            "shared_mlp.output_linear".into(),
+        ));
+    } else {
+        n.final_norm = "model.final_layernorm".into();
+        n.ffn_in = Some("pre_ff_layernorm".into());
+        n.gate = "feed_forward.gate_proj".into();
+        n.up = "feed_forward.up_proj".into();
+        n.down = "feed_forward.down_proj".into();
+    }
+    let moe = spec.moe.is_some();
+    spec.layers = (0..layers)
+        .map(|i| LayerSpec {
+            window: None,
+            rope: if rope && attention[i] { Some(0) } else { None },
+            moe,
+            chunk: None,
+            mamba: !attention[i],
+        })
+        .collect();
+    n.mixer = "mamba".into();
     Ok((spec, n))
 }
