@@ -421,7 +421,8 @@ struct MoeFfn {
 #[derive(Debug, Clone)]
 struct Layer {
     index: usize,
-    mixer: Mixer,
+    /// `None` for FFN-only layers.
+    mixer: Option<Mixer>,
     /// `None` for pure Mamba blocks.
     ffn: Option<Ffn>,
     attn_in: Option<Norm>,
@@ -568,7 +569,9 @@ impl Model {
         for (i, ls) in s.layers.iter().enumerate() {
             let p = names.layer(i);
             let n = |x: &String| format!("{p}.{x}");
-            let mixer = if ls.mamba {
+            let mixer = if ls.ffn_only {
+                None
+            } else if ls.mamba {
                 let prefix = format!("{p}.{}", names.mixer);
                 match (s.mamba, s.mamba2) {
                     (Some(m), _) => Mixer::Mamba(Box::new(Self::load_mamba(m, w, &prefix, hd)?)),
@@ -582,10 +585,11 @@ impl Model {
                         });
                     }
                 }
+                .into()
             } else {
-                Mixer::Attn(Self::load_attention(s, names, w, &p)?)
+                Some(Mixer::Attn(Self::load_attention(s, names, w, &p)?))
             };
-            let ffn = if !s.ffn {
+            let ffn = if !s.ffn && !ls.ffn_only {
                 None
             } else if ls.moe {
                 let moe = s.moe.clone().ok_or_else(|| SkillError::Backend {
@@ -650,7 +654,7 @@ impl Model {
             });
         }
         if let (Some(name), Some(last)) = (&names.last_o_bias, layers.last_mut())
-            && let Mixer::Attn(a) = &mut last.mixer
+            && let Some(Mixer::Attn(a)) = &mut last.mixer
         {
             let full = format!("{}.{name}", names.layer(s.layers.len() - 1));
             a.out_bias = Some(w.take(&full, &[hd])?);
@@ -1384,7 +1388,7 @@ impl Model {
                 &ep,
                 hd,
                 spec.intermediate,
-                true,
+                !spec.plain_experts,
                 spec.act,
                 spec.expert_bias,
             )?);
@@ -1408,7 +1412,7 @@ impl Model {
                 &n(&names.shared),
                 hd,
                 width,
-                true,
+                !spec.plain_experts,
                 spec.act,
                 false,
             )?),
@@ -1570,8 +1574,17 @@ impl Model {
             }
         };
         let add = |a: &Tensor, b: &Tensor| (a + b).map_err(ce("residual"));
+        let Some(mixer) = &l.mixer else {
+            // An FFN-only layer: x + ffn(norm(x)).
+            let ffn = l.ffn.as_ref().ok_or_else(|| SkillError::Backend {
+                backend: skillgen_runtime::BackendKind::Candle,
+                detail: "a layer with neither a mixer nor an FFN".into(),
+            })?;
+            let h = norm(&l.attn_in, x)?;
+            return add(x, &self.ffn(ffn, &h)?);
+        };
         let mut mix = |h: &Tensor| -> R<Tensor> {
-            match &l.mixer {
+            match mixer {
                 Mixer::Attn(a) => self.attention(a, h, pos, cache, mask, rope),
                 Mixer::Mamba(m) => self.mamba(m, h, cache),
                 Mixer::Mamba2(m) => self.mamba2(m, h, cache),
@@ -2354,6 +2367,7 @@ mod tests {
             shared_average: false,
             out_norm: false,
             weight_input: false,
+            plain_experts: false,
         }
     }
 

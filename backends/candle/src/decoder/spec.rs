@@ -136,6 +136,9 @@ pub(crate) struct LayerSpec {
     pub chunk: Option<usize>,
     /// The token mixer is a Mamba selective-scan block ([`Spec::mamba`]) instead of attention.
     pub mamba: bool,
+    /// The layer has no token mixer, only its FFN: `x + ffn(norm(x))` (Nemotron-H's MLP and
+    /// MoE layers).
+    pub ffn_only: bool,
 }
 
 /// A Mamba (S6) selective-scan mixer.
@@ -240,6 +243,8 @@ pub(crate) struct Moe {
     pub out_norm: bool,
     /// The routing weight multiplies the expert's input rather than its output (Llama 4).
     pub weight_input: bool,
+    /// Experts (and the shared expert) are `down(act(up(x)))` rather than gated.
+    pub plain_experts: bool,
 }
 
 /// Position-dependent query scaling on NoPE layers.

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "nemotron_h",
     "granitemoehybrid",
     "bamba",
     "jamba",
@@ -127,6 +128,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "gpt_neo" => gpt_neo(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "nemotron_h" => nemotron_h(f),
         "bamba" | "granitemoehybrid" => mamba2_hybrid(model_type, f),
         "jamba" => jamba(f),
         "dbrx" => dbrx(f),
@@ -1282,6 +1284,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             shared_average: false,
             out_norm: false,
             weight_input: false,
+            plain_experts: false,
         };
         match t {
             "mixtral" => moe.norm_topk = true,
@@ -1509,6 +1512,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             moe: moe_flags[i],
             chunk: chunks[i],
             mamba: false,
+            ffn_only: false,
         })
         .collect();
     refuse_true(
@@ -1600,6 +1604,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             moe: false,
             chunk: None,
             mamba: false,
+            ffn_only: false,
         };
         n
     ]
@@ -2065,6 +2070,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 moe: false,
                 chunk: None,
                 mamba: false,
+                ffn_only: false,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2345,6 +2351,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
         shared_average: false,
         out_norm: false,
         weight_input: false,
+        plain_experts: false,
     });
     spec.layers = (0..f.positive("n_layers")?)
         .map(|_| LayerSpec {
@@ -2353,6 +2360,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             moe: true,
             chunk: None,
             mamba: false,
+            ffn_only: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2462,6 +2470,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             moe: false,
             chunk: None,
             mamba: true,
+            ffn_only: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2555,6 +2564,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             moe: false,
             chunk: None,
             mamba: true,
+            ffn_only: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2625,6 +2635,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             moe: experts > 1 && i % ep == eo,
             chunk: None,
             mamba: i % ap != ao,
+            ffn_only: false,
         })
         .collect();
     if experts > 1 {
@@ -2645,6 +2656,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             shared_average: false,
             out_norm: false,
             weight_input: false,
+            plain_experts: false,
         });
     }
     let mut n = Names::llama();
@@ -2806,6 +2818,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             shared_average: false,
             out_norm: false,
             weight_input: false,
+            plain_experts: false,
         });
         n.router = "block_sparse_moe.router.layer".into();
         n.fused_experts = Some(FusedExperts {
@@ -2834,8 +2847,151 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             moe,
             chunk: None,
             mamba: !attention[i],
+            ffn_only: false,
         })
         .collect();
     n.mixer = "mamba".into();
+    Ok((spec, n))
+}
+
+/// Nemotron-H: each layer is one of a Mamba-2 mixer, attention (no positions), a squared-ReLU
+/// MLP or a MoE of squared-ReLU experts with DeepSeek-V3 routing, as `x + block(RMSNorm(x))`.
+fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("layer_norm_epsilon")?;
+    let act = act_field(f, &["mlp_hidden_act"])?;
+    let kinds: Vec<String> = match f.get("layers_block_type") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| f.err("layers_block_type", "expected a list of strings"))?,
+        _ => return Err(f.err("layers_block_type", "missing (required)")),
+    };
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    let bias = f.bool_or("attention_bias", false)?;
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp.bias = f.bool_or("mlp_bias", false)?;
+    spec.ffn = false;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    if f.positive_opt("moe_latent_size")?.is_some() {
+        return Err(f.err(
+            "moe_latent_size",
+            "latent MoE projections are not implemented",
+        ));
+    }
+    let m2 = {
+        let heads = f.positive("mamba_num_heads")?;
+        let head_dim = f.positive("mamba_head_dim")?;
+        let groups = f.positive_opt("n_groups")?.unwrap_or(1);
+        let (dt_min, dt_max) = match f.get("time_step_limit") {
+            None => (0.0, f64::INFINITY),
+            Some(Value::Array(a)) if a.len() == 2 => {
+                match (float_or_inf(&a[0]), float_or_inf(&a[1])) {
+                    (Some(lo), Some(hi)) => (lo, hi),
+                    _ => return Err(f.err("time_step_limit", "expected two numbers")),
+                }
+            }
+            Some(v) => {
+                return Err(f.err("time_step_limit", format!("expected [min, max], found {v}")));
+            }
+        };
+        super::spec::Mamba2 {
+            heads,
+            head_dim,
+            groups,
+            state: f.positive("ssm_state_size")?,
+            conv_kernel: f.positive("conv_kernel")?,
+            conv_bias: f.bool_or("use_conv_bias", true)?,
+            proj_bias: f.bool_or("mamba_proj_bias", false)?,
+            eps,
+            dt_min,
+            dt_max,
+        }
+    };
+    spec.mamba2 = Some(m2);
+    if kinds.iter().any(|k| k == "moe") {
+        let intermediate = f.positive("moe_intermediate_size")?;
+        spec.moe = Some(Moe {
+            experts: f.positive("n_routed_experts")?,
+            top_k: f.positive("num_experts_per_tok")?,
+            intermediate,
+            routing: Routing::SigmoidGrouped {
+                groups: f.positive_opt("n_group")?.unwrap_or(1),
+                topk_groups: f.positive_opt("topk_group")?.unwrap_or(1),
+            },
+            norm_topk: f.bool_or("norm_topk_prob", true)?,
+            scale: float_or(f, "routed_scaling_factor", 1.0)?,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: f.positive_opt("moe_shared_expert_intermediate_size")?,
+            shared_gate: false,
+            act,
+            e_bias: true,
+            shared_average: false,
+            out_norm: false,
+            weight_input: false,
+            plain_experts: true,
+        });
+    }
+    spec.mlp.gated = false;
+    spec.layers = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let (mamba, ffn_only, moe) = match k.as_str() {
+                "linear_attention" | "mamba" => (true, false, false),
+                "full_attention" | "attention" => (false, false, false),
+                "mlp" => (false, true, false),
+                "moe" => (false, true, true),
+                other => {
+                    return Err(f.err(
+                        &format!("layers_block_type[{i}]"),
+                        format!("`{other}` is not implemented"),
+                    ));
+                }
+            };
+            Ok(LayerSpec {
+                window: None,
+                rope: None,
+                moe,
+                chunk: None,
+                mamba,
+                ffn_only,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    let mut n = Names::llama();
+    n.embed = "backbone.embeddings".into();
+    n.final_norm = "backbone.norm_f".into();
+    n.layer = "backbone.layers.{}".into();
+    n.attn_in = Some("norm".into());
+    n.ffn_in = None;
+    n.q = "mixer.q_proj".into();
+    n.k = "mixer.k_proj".into();
+    n.v = "mixer.v_proj".into();
+    n.o = "mixer.o_proj".into();
+    n.up = "mixer.up_proj".into();
+    n.down = "mixer.down_proj".into();
+    n.router = "mixer.gate".into();
+    n.e_bias = "mixer.gate.e_score_correction_bias".into();
+    n.expert = "mixer.experts.{}".into();
+    n.shared = "mixer.shared_experts".into();
     Ok((spec, n))
 }
