@@ -21,9 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `lfm2`)
-//!
-//! - candle-transformers has a `lfm2` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `lfm2`)
 /// Skill for the `lfm2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +33,7 @@
     tasks(base_model("Lfm2Model"), causal_lm("Lfm2ForCausalLM")),
     candle = "lfm2",
     max("lfm2"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Lfm2 {

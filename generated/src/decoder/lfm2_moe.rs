@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `lfm2_moe` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "Lfm2MoeConfig",
     hf_module = "lfm2_moe",
     tasks(base_model("Lfm2MoeModel"), causal_lm("Lfm2MoeForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Lfm2Moe {

@@ -324,6 +324,18 @@ enum Mixer {
     Attn(Attention),
     Mamba(Box<MambaMixer>),
     Mamba2(Box<Mamba2Mixer>),
+    ShortConv(Box<ShortConvMixer>),
+}
+
+/// LFM2's gated short convolution.
+#[derive(Debug, Clone)]
+struct ShortConvMixer {
+    kernel: usize,
+    in_proj: Linear,
+    /// `[hidden][kernel]`.
+    conv_w: Vec<f32>,
+    conv_b: Option<Vec<f32>>,
+    out_proj: Linear,
 }
 
 /// A Mamba-2 mixer.
@@ -571,6 +583,17 @@ impl Model {
             let n = |x: &String| format!("{p}.{x}");
             let mixer = if ls.ffn_only {
                 None
+            } else if ls.short_conv {
+                let sc = s.short_conv.ok_or_else(|| SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: "a short-conv layer without its spec".into(),
+                })?;
+                Some(Mixer::ShortConv(Box::new(Self::load_short_conv(
+                    sc,
+                    w,
+                    &format!("{p}.{}", names.mixer),
+                    hd,
+                )?)))
             } else if ls.mamba {
                 let prefix = format!("{p}.{}", names.mixer);
                 match (s.mamba, s.mamba2) {
@@ -879,6 +902,71 @@ impl Model {
         }
         cache.ssm = Some((conv_state, state));
         Tensor::from_vec(y, (s, inner), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| m.out_proj.forward(&t))
+            .map_err(&c)
+    }
+
+    fn load_short_conv(
+        sc: super::spec::ShortConv,
+        w: &mut Weights,
+        p: &str,
+        hd: usize,
+    ) -> R<ShortConvMixer> {
+        let c = ce("short conv parameters");
+        let vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(&c)
+        };
+        Ok(ShortConvMixer {
+            kernel: sc.kernel,
+            in_proj: linear(w, &format!("{p}.in_proj"), 3 * hd, hd, sc.bias, false)?,
+            conv_w: vec(w.take(&format!("{p}.conv.weight"), &[hd, 1, sc.kernel])?)?,
+            conv_b: if sc.bias {
+                Some(vec(w.take(&format!("{p}.conv.bias"), &[hd])?)?)
+            } else {
+                None
+            },
+            out_proj: linear(w, &format!("{p}.out_proj"), hd, hd, sc.bias, false)?,
+        })
+    }
+
+    /// LFM2's short convolution over `x` `[s, hidden]` with the cached last `kernel - 1`
+    /// inputs of the conv.
+    fn short_conv(&self, m: &ShortConvMixer, x: &Tensor, cache: &mut LayerCache) -> R<Tensor> {
+        let c = ce("short conv");
+        let (s, hd) = x.dims2().map_err(&c)?;
+        let k = m.kernel;
+        let proj: Vec<Vec<f32>> = m
+            .in_proj
+            .forward(x)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        let (mut conv_state, state) = cache
+            .ssm
+            .take()
+            .unwrap_or_else(|| (vec![0.0; (k - 1) * hd], Vec::new()));
+        let mut window = conv_state.clone();
+        for row in &proj {
+            // B · x
+            window.extend((0..hd).map(|i| row[i] * row[2 * hd + i]));
+        }
+        let mut y = vec![0f32; s * hd];
+        for t in 0..s {
+            for ch in 0..hd {
+                let mut acc = m.conv_b.as_ref().map_or(0.0, |b| b[ch]);
+                for j in 0..k {
+                    acc += m.conv_w[ch * k + j] * window[(t + j) * hd + ch];
+                }
+                y[t * hd + ch] = proj[t][hd + ch] * acc;
+            }
+        }
+        conv_state.copy_from_slice(&window[s * hd..]);
+        cache.ssm = Some((conv_state, state));
+        Tensor::from_vec(y, (s, hd), &self.device)
             .and_then(|t| t.to_dtype(self.embed.dtype()))
             .and_then(|t| m.out_proj.forward(&t))
             .map_err(&c)
@@ -1588,6 +1676,7 @@ impl Model {
                 Mixer::Attn(a) => self.attention(a, h, pos, cache, mask, rope),
                 Mixer::Mamba(m) => self.mamba(m, h, cache),
                 Mixer::Mamba2(m) => self.mamba2(m, h, cache),
+                Mixer::ShortConv(m) => self.short_conv(m, h, cache),
             }
         };
         let Some(ffn) = &l.ffn else {
@@ -2246,10 +2335,11 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
     };
     if sp.norm_topk {
         let s: f32 = weights.iter().sum();
-        let s = match sp.routing {
-            Routing::SigmoidGrouped { .. } => s + 1e-20,
-            Routing::SoftmaxBiased => s.max(1e-12),
-            _ => s,
+        let s = match (sp.norm_eps, &sp.routing) {
+            (Some(e), _) => s + e as f32,
+            (None, Routing::SigmoidGrouped { .. }) => s + 1e-20,
+            (None, Routing::SoftmaxBiased) => s.max(1e-12),
+            (None, _) => s,
         };
         for w in &mut weights {
             *w /= s;
@@ -2368,6 +2458,7 @@ mod tests {
             out_norm: false,
             weight_input: false,
             plain_experts: false,
+            norm_eps: None,
         }
     }
 

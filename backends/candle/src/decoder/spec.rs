@@ -139,6 +139,15 @@ pub(crate) struct LayerSpec {
     /// The layer has no token mixer, only its FFN: `x + ffn(norm(x))` (Nemotron-H's MLP and
     /// MoE layers).
     pub ffn_only: bool,
+    /// The token mixer is LFM2's gated short convolution.
+    pub short_conv: bool,
+}
+
+/// LFM2's short convolution: `out(C · conv(B · x))` with `[B | C | x] = in(h)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct ShortConv {
+    pub kernel: usize,
+    pub bias: bool,
 }
 
 /// A Mamba (S6) selective-scan mixer.
@@ -245,6 +254,8 @@ pub(crate) struct Moe {
     pub weight_input: bool,
     /// Experts (and the shared expert) are `down(act(up(x)))` rather than gated.
     pub plain_experts: bool,
+    /// Added to the sum when renormalising (LFM2-MoE: 1e-6); `None`: the routing's own rule.
+    pub norm_eps: Option<f64>,
 }
 
 /// Position-dependent query scaling on NoPE layers.
@@ -343,6 +354,8 @@ pub(crate) struct Spec {
     pub mamba: Option<Mamba>,
     /// ... or a Mamba-2 mixer.
     pub mamba2: Option<Mamba2>,
+    /// The short convolution of the layers that have one.
+    pub short_conv: Option<ShortConv>,
     /// Layers have an FFN after the mixer (false for pure Mamba).
     pub ffn: bool,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).

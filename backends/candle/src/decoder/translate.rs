@@ -19,6 +19,8 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "lfm2_moe",
+    "lfm2",
     "nemotron_h",
     "granitemoehybrid",
     "bamba",
@@ -128,6 +130,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "gpt_neo" => gpt_neo(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "lfm2" | "lfm2_moe" => lfm2(model_type, f),
         "nemotron_h" => nemotron_h(f),
         "bamba" | "granitemoehybrid" => mamba2_hybrid(model_type, f),
         "jamba" => jamba(f),
@@ -575,6 +578,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         depth_scaled_residual: false,
         mamba: None,
         mamba2: None,
+        short_conv: None,
         ffn: true,
         mlp: Mlp {
             gated: true,
@@ -1285,6 +1289,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             out_norm: false,
             weight_input: false,
             plain_experts: false,
+            norm_eps: None,
         };
         match t {
             "mixtral" => moe.norm_topk = true,
@@ -1513,6 +1518,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: chunks[i],
             mamba: false,
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     refuse_true(
@@ -1577,6 +1583,7 @@ fn gpt_base(
         depth_scaled_residual: false,
         mamba: None,
         mamba2: None,
+        short_conv: None,
         ffn: true,
         mlp: Mlp {
             gated: false,
@@ -1605,6 +1612,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             chunk: None,
             mamba: false,
             ffn_only: false,
+            short_conv: false,
         };
         n
     ]
@@ -2071,6 +2079,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 chunk: None,
                 mamba: false,
                 ffn_only: false,
+                short_conv: false,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2352,6 +2361,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
         out_norm: false,
         weight_input: false,
         plain_experts: false,
+        norm_eps: None,
     });
     spec.layers = (0..f.positive("n_layers")?)
         .map(|_| LayerSpec {
@@ -2361,6 +2371,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: None,
             mamba: false,
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2471,6 +2482,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: None,
             mamba: true,
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2565,6 +2577,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: None,
             mamba: true,
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     let mut n = Names::llama();
@@ -2636,6 +2649,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: None,
             mamba: i % ap != ao,
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     if experts > 1 {
@@ -2657,6 +2671,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             out_norm: false,
             weight_input: false,
             plain_experts: false,
+            norm_eps: None,
         });
     }
     let mut n = Names::llama();
@@ -2819,6 +2834,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             out_norm: false,
             weight_input: false,
             plain_experts: false,
+            norm_eps: None,
         });
         n.router = "block_sparse_moe.router.layer".into();
         n.fused_experts = Some(FusedExperts {
@@ -2848,6 +2864,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             chunk: None,
             mamba: !attention[i],
             ffn_only: false,
+            short_conv: false,
         })
         .collect();
     n.mixer = "mamba".into();
@@ -2948,6 +2965,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
             out_norm: false,
             weight_input: false,
             plain_experts: true,
+            norm_eps: None,
         });
     }
     spec.mlp.gated = false;
@@ -2974,6 +2992,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
                 chunk: None,
                 mamba,
                 ffn_only,
+                short_conv: false,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2993,5 +3012,134 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.e_bias = "mixer.gate.e_score_correction_bias".into();
     n.expert = "mixer.experts.{}".into();
     n.shared = "mixer.shared_experts".into();
+    Ok((spec, n))
+}
+
+/// LFM2 and LFM2-MoE: gated short-convolution layers and attention layers (per-head q/k
+/// RMSNorm), SwiGLU FFNs (`w1`/`w3`/`w2`, LFM2's width rule) or sigmoid-routed MoE, the final
+/// norm named `embedding_norm`.
+fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let mut width = f.positive("intermediate_size")?;
+    if t == "lfm2" && f.bool_or("block_auto_adjust_ff_dim", false)? {
+        width = 2 * width / 3;
+        if let Some(m) = f.f64_opt("block_ffn_dim_multiplier")? {
+            width = (m * width as f64) as usize;
+        }
+        let multiple = f.positive_opt("block_multiple_of")?.unwrap_or(1);
+        width = multiple * width.div_ceil(multiple);
+    }
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        Act::Silu,
+        width,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    spec.qkv_bias = false;
+    spec.o_bias = false;
+    spec.mlp = Mlp {
+        gated: true,
+        act: Act::Silu,
+        intermediate: width,
+        bias: false,
+    };
+    spec.qk_norm = Some(QkNorm {
+        kind: rms(eps),
+        per_head: true,
+    });
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.short_conv = Some(super::spec::ShortConv {
+        kernel: f.positive("conv_L_cache")?,
+        bias: f.bool_or("conv_bias", false)?,
+    });
+    spec.ropes.push(rope(f, None, head_dim, false, None)?);
+    let types =
+        layer_types(f, layers)?.ok_or_else(|| f.err("layer_types", "missing (required)"))?;
+    let conv: Vec<bool> = types
+        .iter()
+        .enumerate()
+        .map(|(i, k)| match k.as_str() {
+            "conv" => Ok(true),
+            "full_attention" => Ok(false),
+            other => Err(f.err(
+                &format!("layer_types[{i}]"),
+                format!("`{other}` is not implemented (conv, full_attention)"),
+            )),
+        })
+        .collect::<R<Vec<_>>>()?;
+    let mut n = Names::llama();
+    let moe_flags = if t == "lfm2_moe" {
+        let experts = f.positive("num_experts")?;
+        let e_bias = f.bool_or("use_expert_bias", false)?;
+        spec.moe = Some(Moe {
+            experts,
+            top_k: f.positive("num_experts_per_tok")?,
+            intermediate: f.positive("moe_intermediate_size")?,
+            routing: if e_bias {
+                Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                }
+            } else {
+                Routing::TopKSigmoid
+            },
+            norm_topk: f.bool_or("norm_topk_prob", false)?,
+            scale: float_or(f, "routed_scaling_factor", 1.0)?,
+            router_bias: false,
+            expert_bias: false,
+            swiglu_limit: None,
+            shared: None,
+            shared_gate: false,
+            act: Act::Silu,
+            e_bias,
+            shared_average: false,
+            out_norm: false,
+            weight_input: false,
+            plain_experts: false,
+            norm_eps: Some(1e-6),
+        });
+        n.router = "feed_forward.gate".into();
+        n.e_bias = "feed_forward.expert_bias".into();
+        n.expert = "feed_forward.experts.{}".into();
+        n.ex_gate = "w1".into();
+        n.ex_up = "w3".into();
+        n.ex_down = "w2".into();
+        let dense = f.usize_opt("num_dense_layers")?.unwrap_or(0);
+        (0..layers).map(|i| i >= dense).collect()
+    } else {
+        vec![false; layers]
+    };
+    spec.layers = (0..layers)
+        .map(|i| LayerSpec {
+            window: None,
+            rope: if conv[i] { None } else { Some(0) },
+            moe: moe_flags[i],
+            chunk: None,
+            mamba: false,
+            ffn_only: false,
+            short_conv: conv[i],
+        })
+        .collect();
+    n.final_norm = "model.embedding_norm".into();
+    n.attn_in = Some("operator_norm".into());
+    n.ffn_in = Some("ffn_norm".into());
+    n.o = "self_attn.out_proj".into();
+    n.q_norm = "self_attn.q_layernorm".into();
+    n.k_norm = "self_attn.k_layernorm".into();
+    n.mixer = "conv".into();
+    n.gate = "feed_forward.w1".into();
+    n.up = "feed_forward.w3".into();
+    n.down = "feed_forward.w2".into();
     Ok((spec, n))
 }
