@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! - `causal-lm`: candle not implemented; MAX **delegated** (architecture `nemotron_h`)
+//! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `nemotron_h`)
 /// Skill for the `nemotron_h` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     hf_module = "nemotron_h",
     tasks(base_model("NemotronHModel"), causal_lm("NemotronHForCausalLM")),
     max("nemotron_h"),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct NemotronH {

@@ -2916,18 +2916,8 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
         let heads = f.positive("mamba_num_heads")?;
         let head_dim = f.positive("mamba_head_dim")?;
         let groups = f.positive_opt("n_groups")?.unwrap_or(1);
-        let (dt_min, dt_max) = match f.get("time_step_limit") {
-            None => (0.0, f64::INFINITY),
-            Some(Value::Array(a)) if a.len() == 2 => {
-                match (float_or_inf(&a[0]), float_or_inf(&a[1])) {
-                    (Some(lo), Some(hi)) => (lo, hi),
-                    _ => return Err(f.err("time_step_limit", "expected two numbers")),
-                }
-            }
-            Some(v) => {
-                return Err(f.err("time_step_limit", format!("expected [min, max], found {v}")));
-            }
-        };
+        // Nemotron-H clamps `dt` to `[time_step_min, ∞)` (its `time_step_limit` field is unused).
+        let (dt_min, dt_max) = (f.f64("time_step_min")?, f64::INFINITY);
         super::spec::Mamba2 {
             heads,
             head_dim,
