@@ -313,6 +313,8 @@ struct Attention {
     sub_norm: Option<Norm>,
     /// Added after `o_proj` (GPT-NeoX Japanese, last layer).
     out_bias: Option<Tensor>,
+    /// Differential attention: (λ, λ_init) of this layer.
+    diff: Option<(f64, f64)>,
     q_norm: Option<(Norm, bool)>,
     k_norm: Option<Norm>,
     sinks: Option<Tensor>,
@@ -741,6 +743,7 @@ impl Model {
             && !s.sinks
             && alibi.is_none()
             && s.attn_softcap.is_none()
+            && !s.differential
             && s.layers
                 .iter()
                 .all(|l| l.window.is_none() && l.chunk.is_none());
@@ -1288,12 +1291,36 @@ impl Model {
         } else {
             None
         };
+        let diff = if s.differential {
+            let layer: usize = p
+                .rsplit('.')
+                .next()
+                .and_then(|i| i.parse().ok())
+                .unwrap_or(0);
+            let lambda_init = 0.8 - 0.6 * (-0.3 * layer as f64).exp();
+            let mut dot = |a: &str, b: &str| -> R<f64> {
+                let x = w.take(&n(&format!("self_attn.{a}")), &[d])?;
+                let y = w.take(&n(&format!("self_attn.{b}")), &[d])?;
+                (x * y)
+                    .and_then(|t| t.sum_all())
+                    .and_then(|t| t.to_dtype(DType::F32))
+                    .and_then(|t| t.to_scalar::<f32>())
+                    .map(|v| v as f64)
+                    .map_err(ce("differential attention λ"))
+            };
+            let l1 = dot("lambda_q1", "lambda_k1")?.exp();
+            let l2 = dot("lambda_q2", "lambda_k2")?.exp();
+            Some((l1 - l2 + lambda_init, lambda_init))
+        } else {
+            None
+        };
         Ok(Attention {
             proj,
             o,
             gate,
             gate_bias,
             out_bias: None,
+            diff,
             sub_norm,
             q_norm,
             k_norm,
@@ -1903,6 +1930,34 @@ impl Model {
                 }
             };
             let dv = v.dim(2).map_err(&c)?;
+            if let Some((lambda, lambda_init)) = a.diff {
+                // Query head j reads kv head j / g; the two value halves are the first and the
+                // second half of the kv heads.
+                let m = kvh / 2;
+                let pick = |off: usize| -> R<Tensor> {
+                    let idx: Vec<u32> = (0..h).map(|j| (off + (j / g) % m) as u32).collect();
+                    let idx = Tensor::from_vec(idx, h, &self.device).map_err(&c)?;
+                    v.index_select(&idx, 0).map_err(&c)
+                };
+                let p = p.reshape((h, s, t)).map_err(&c)?;
+                let o1 = p.matmul(&pick(0)?).map_err(&c)?;
+                let o2 = p.matmul(&pick(m)?).map_err(&c)?;
+                let full = Tensor::cat(&[&o1, &o2], 2).map_err(&c)?; // [h, s, 2dv]
+                let a1 = full.narrow(0, 0, h / 2).map_err(&c)?;
+                let a2 = full.narrow(0, h / 2, h / 2).map_err(&c)?;
+                let y = (a1 - (a2 * lambda).map_err(&c)?).map_err(&c)?;
+                let ones = Tensor::ones(2 * dv, y.dtype(), &self.device).map_err(&c)?;
+                let eps = match sp.norm {
+                    NormKind::Rms { eps, .. } => eps as f32,
+                    _ => 1e-5,
+                };
+                let y = candle_nn::ops::rms_norm(&y.contiguous().map_err(&c)?, &ones, eps)
+                    .and_then(|y| y * (1.0 - lambda_init))
+                    .and_then(|y| y.transpose(0, 1))
+                    .and_then(|y| y.reshape((s, h * dv)))
+                    .map_err(&c)?;
+                return self.attn_out(a, x, y, dv);
+            }
             let p = p.reshape((kvh, g * s, t)).map_err(&c)?;
             let o = p.matmul(&v).map_err(&c)?; // [kv, g*s, dv]
             let o = o

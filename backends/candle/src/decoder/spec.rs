@@ -338,6 +338,9 @@ pub(crate) struct Spec {
     pub sinks: bool,
     /// A gate on the attention output.
     pub attn_gate: Option<AttnGate>,
+    /// Differential attention (DiffLlama): `(softmax₁ − λ·softmax₂)·V` over head pairs, with
+    /// the λ parameters `self_attn.lambda_{q,k}{1,2}` and a parameter-free RMSNorm.
+    pub differential: bool,
     /// BitNet sub-norms: over the attention output before `o_proj`, and over the MLP's
     /// hidden activations before `down_proj`.
     pub sub_norms: bool,

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "diffllama",
     "lfm2_moe",
     "lfm2",
     "nemotron_h",
@@ -572,6 +573,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         clip_qkv: None,
         sinks: false,
         attn_gate: None,
+        differential: false,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -605,6 +607,15 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let mut layer_rope = vec![Some(0usize); layers];
     let mut mla = None;
     match t {
+        "diffllama" => {
+            if !heads.is_multiple_of(2) || !kv_heads.is_multiple_of(2) {
+                return Err(f.err(
+                    "num_attention_heads",
+                    "differential attention needs even head counts",
+                ));
+            }
+            spec.differential = true;
+        }
         "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" | "iquestcoder" => {
             refuse_true(f, "use_bidirectional_attention", "a causal LM")?;
         }
@@ -1577,6 +1588,7 @@ fn gpt_base(
         clip_qkv: None,
         sinks: false,
         attn_gate: None,
+        differential: false,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
