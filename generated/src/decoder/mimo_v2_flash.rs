@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mimo_v2_flash` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "MiMoV2FlashConfig",
     hf_module = "mimo_v2_flash",
     tasks(base_model("MiMoV2FlashModel"), causal_lm("MiMoV2FlashForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct MimoV2Flash {

@@ -305,6 +305,8 @@ struct MlaProj {
 
 #[derive(Debug, Clone)]
 struct Attention {
+    /// KV heads of this layer.
+    kvh: usize,
     proj: Proj,
     o: Linear,
     gate: Option<(Linear, AttnGate)>,
@@ -612,7 +614,7 @@ impl Model {
                 }
                 .into()
             } else {
-                Some(Mixer::Attn(Self::load_attention(s, names, w, &p)?))
+                Some(Mixer::Attn(Self::load_attention(s, names, w, &p, ls)?))
             };
             let ffn = if !s.ffn && !ls.ffn_only {
                 None
@@ -1094,8 +1096,20 @@ impl Model {
             .map_err(&c)
     }
 
-    fn load_attention(s: &Spec, names: &Names, w: &mut Weights, p: &str) -> R<Attention> {
-        let (hd, h, kv, d) = (s.hidden, s.heads, s.kv_heads, s.head_dim);
+    fn load_attention(
+        s: &Spec,
+        names: &Names,
+        w: &mut Weights,
+        p: &str,
+        ls: &super::spec::LayerSpec,
+    ) -> R<Attention> {
+        let (hd, h, d) = (s.hidden, s.heads, s.head_dim);
+        let sliding = ls.window.is_some();
+        let kv = if s.sliding_doubles_kv && sliding {
+            2 * s.kv_heads
+        } else {
+            s.kv_heads
+        };
         let n = |x: &String| format!("{p}.{x}");
         let (proj, o_in) = if let Some(m) = s.mla {
             let qk = m.qk_nope + m.qk_rope;
@@ -1262,7 +1276,7 @@ impl Model {
             }
             None => (None, None),
         };
-        let sinks = if s.sinks {
+        let sinks = if s.sinks && (!s.sliding_doubles_kv || sliding) {
             Some(w.take(&n(&names.sinks), &[h])?)
         } else {
             None
@@ -1315,6 +1329,7 @@ impl Model {
             None
         };
         Ok(Attention {
+            kvh: kv,
             proj,
             o,
             gate,
@@ -1770,7 +1785,7 @@ impl Model {
     ) -> R<Tensor> {
         let sp = &self.spec;
         let s = x.dim(0).map_err(ce("attention"))?;
-        let (h, kvh) = (sp.heads, sp.kv_heads);
+        let (h, kvh) = (sp.heads, a.kvh);
         let mut f = || -> R<Tensor> {
             let c = ce("attention");
             let mut index_mask: Option<Tensor> = None;
@@ -1783,7 +1798,10 @@ impl Model {
                     }
                     let mut q = qkv.narrow(1, 0, h * d).map_err(&c)?;
                     let mut k = qkv.narrow(1, h * d, kvh * d).map_err(&c)?;
-                    let v = qkv.narrow(1, (h + kvh) * d, kvh * d).map_err(&c)?;
+                    let mut v = qkv.narrow(1, (h + kvh) * d, kvh * d).map_err(&c)?;
+                    if let Some(m) = sp.v_scale {
+                        v = (v * m).map_err(&c)?;
+                    }
                     if let (Some((qn, false)), Some(kn)) = (&a.q_norm, &a.k_norm) {
                         q = qn.forward(&q)?;
                         k = kn.forward(&k)?;

@@ -336,6 +336,11 @@ pub(crate) struct Spec {
     pub clip_qkv: Option<f64>,
     /// Learned per-head attention sinks (GPT-OSS).
     pub sinks: bool,
+    /// MiMo-V2-Flash: sliding-window layers have `kv_heads × 2` KV heads and the sinks; full
+    /// layers have neither.
+    pub sliding_doubles_kv: bool,
+    /// Values are multiplied by this after `v_proj` (MiMo `attention_value_scale`).
+    pub v_scale: Option<f64>,
     /// A gate on the attention output.
     pub attn_gate: Option<AttnGate>,
     /// Differential attention (DiffLlama): `(softmax₁ − λ·softmax₂)·V` over head pairs, with

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "mimo_v2_flash",
     "diffllama",
     "lfm2_moe",
     "lfm2",
@@ -574,6 +575,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         sinks: false,
         attn_gate: None,
         differential: false,
+        sliding_doubles_kv: false,
+        v_scale: None,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -607,6 +610,18 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let mut layer_rope = vec![Some(0usize); layers];
     let mut mla = None;
     match t {
+        "mimo_v2_flash" => {
+            if f.positive_opt("v_head_dim")?.is_some_and(|v| v != head_dim) {
+                return Err(f.err(
+                    "v_head_dim",
+                    "a value head size other than head_dim is not implemented",
+                ));
+            }
+            spec.sliding_doubles_kv = true;
+            spec.sinks = true;
+            n.sinks = "self_attn.attention_sink_bias".into();
+            spec.v_scale = f.f64_opt("attention_value_scale")?;
+        }
         "diffllama" => {
             if !heads.is_multiple_of(2) || !kv_heads.is_multiple_of(2) {
                 return Err(f.err(
@@ -1254,6 +1269,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "cohere2_moe"
             | "axk1"
             | "deepseek_v32"
+            | "mimo_v2_flash"
             | "glm_moe_dsa"
             | "glm4_moe"
             | "glm4_moe_lite"
@@ -1448,7 +1464,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 };
             }
             "glm4_moe" | "glm4_moe_lite" | "dots1" | "solar_open" | "deepseek_v32"
-            | "glm_moe_dsa" => {
+            | "glm_moe_dsa" | "mimo_v2_flash" => {
                 moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
                 moe.shared = f
                     .positive_opt("n_shared_experts")?
@@ -1589,6 +1605,8 @@ fn gpt_base(
         sinks: false,
         attn_gate: None,
         differential: false,
+        sliding_doubles_kv: false,
+        v_scale: None,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
