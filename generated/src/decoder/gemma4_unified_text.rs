@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma4_unified_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     config_class = "Gemma4UnifiedTextConfig",
     hf_module = "gemma4_unified",
     tasks(base_model("Gemma4UnifiedTextModel"), causal_lm("Gemma4UnifiedForCausalLM")),
+    native(causal_lm = decoder),
     sub_config_of("gemma4_unified"),
     backends = crate::backends,
 )]

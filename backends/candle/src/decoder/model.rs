@@ -179,7 +179,10 @@ impl RopeTable {
     fn new(r: &Rope, max: usize, dtype: DType, dev: &Device) -> R<Self> {
         let half = r.dims / 2;
         let mut inv: Vec<f64> = (0..half)
-            .map(|i| 1.0 / r.theta.powf((2 * i) as f64 / r.dims as f64))
+            .map(|i| match r.proportional {
+                Some(rotated) if i >= rotated => 0.0,
+                _ => 1.0 / r.theta.powf((2 * i) as f64 / r.dims as f64),
+            })
             .collect();
         let mut attention_factor = 1.0f32;
         if let Some(y) = r.yarn {
@@ -305,8 +308,9 @@ struct MlaProj {
 
 #[derive(Debug, Clone)]
 struct Attention {
-    /// KV heads of this layer.
+    /// KV heads and head size of this layer.
     kvh: usize,
+    d: usize,
     proj: Proj,
     o: Linear,
     gate: Option<(Linear, AttnGate)>,
@@ -437,6 +441,8 @@ struct MoeFfn {
 #[derive(Debug, Clone)]
 struct Layer {
     index: usize,
+    /// Gemma 4's `layer_scalar` `[1]`.
+    scalar: Option<Tensor>,
     /// `None` for FFN-only layers.
     mixer: Option<Mixer>,
     /// `None` for pure Mamba blocks.
@@ -664,6 +670,11 @@ impl Model {
                 }
                 Some(Ffn::Dense(d))
             };
+            let scalar = if s.layer_scalar {
+                Some(w.take(&format!("{p}.layer_scalar"), &[1])?)
+            } else {
+                None
+            };
             let mut norm = |slot: &Option<String>| -> R<Option<Norm>> {
                 match slot {
                     Some(x) => Ok(Some(Norm::load(w, &n(x), s.norm, &[hd])?)),
@@ -671,6 +682,7 @@ impl Model {
                 }
             };
             layers.push(Layer {
+                scalar,
                 index: i,
                 mixer,
                 ffn,
@@ -1103,12 +1115,13 @@ impl Model {
         p: &str,
         ls: &super::spec::LayerSpec,
     ) -> R<Attention> {
-        let (hd, h, d) = (s.hidden, s.heads, s.head_dim);
+        let (hd, h) = (s.hidden, s.heads);
+        let d = ls.head_dim.unwrap_or(s.head_dim);
         let sliding = ls.window.is_some();
         let kv = if s.sliding_doubles_kv && sliding {
             2 * s.kv_heads
         } else {
-            s.kv_heads
+            ls.kv_heads.unwrap_or(s.kv_heads)
         };
         let n = |x: &String| format!("{p}.{x}");
         let (proj, o_in) = if let Some(m) = s.mla {
@@ -1330,6 +1343,7 @@ impl Model {
         };
         Ok(Attention {
             kvh: kv,
+            d,
             proj,
             o,
             gate,
@@ -1691,6 +1705,22 @@ impl Model {
         mask: Option<&Tensor>,
         rope: Option<&RopeTable>,
     ) -> R<Tensor> {
+        let y = self.layer_inner(l, x, pos, cache, mask, rope)?;
+        match &l.scalar {
+            Some(t) => y.broadcast_mul(t).map_err(ce("layer scalar")),
+            None => Ok(y),
+        }
+    }
+
+    fn layer_inner(
+        &self,
+        l: &Layer,
+        x: &Tensor,
+        pos: usize,
+        cache: &mut LayerCache,
+        mask: Option<&Tensor>,
+        rope: Option<&RopeTable>,
+    ) -> R<Tensor> {
         let norm = |n: &Option<Norm>, x: &Tensor| -> R<Tensor> {
             match n {
                 Some(n) => n.forward(x),
@@ -1791,7 +1821,7 @@ impl Model {
             let mut index_mask: Option<Tensor> = None;
             let (q, k, v, kvh) = match &a.proj {
                 Proj::Fused(lin) => {
-                    let d = sp.head_dim;
+                    let d = a.d;
                     let mut qkv = lin.forward(x).map_err(&c)?;
                     if let Some(m) = sp.clip_qkv {
                         qkv = qkv.clamp(-m, m).map_err(&c)?;
@@ -1816,7 +1846,17 @@ impl Model {
                     let heads = |t: Tensor| t.transpose(0, 1).and_then(|t| t.contiguous());
                     let mut q = heads(q).map_err(&c)?;
                     let mut k = heads(k).map_err(&c)?;
-                    let v = heads(v.reshape((s, kvh, d)).map_err(&c)?).map_err(&c)?;
+                    let mut v = v.reshape((s, kvh, d)).map_err(&c)?;
+                    if sp.v_norm {
+                        let ones = Tensor::ones(d, v.dtype(), &self.device).map_err(&c)?;
+                        let eps = match sp.norm {
+                            NormKind::Rms { eps, .. } => eps as f32,
+                            _ => 1e-6,
+                        };
+                        v = candle_nn::ops::rms_norm(&v.contiguous().map_err(&c)?, &ones, eps)
+                            .map_err(&c)?;
+                    }
+                    let v = heads(v).map_err(&c)?;
                     if let Some(r) = rope {
                         q = r.apply(&q, pos).map_err(&c)?;
                         k = r.apply(&k, pos).map_err(&c)?;

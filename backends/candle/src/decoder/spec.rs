@@ -80,6 +80,9 @@ pub(crate) struct Rope {
     pub yarn: Option<Yarn>,
     /// Rotate by `-θ` (NanoChat's `rotate_half` is `(x2, -x1)`).
     pub inverse: bool,
+    /// Gemma 4 "proportional" RoPE: only the first this-many frequencies (exponents over the
+    /// whole head) rotate; the rest are zero (pass through).
+    pub proportional: Option<usize>,
 }
 
 /// YaRN frequency interpolation (transformers' `_compute_yarn_parameters`).
@@ -141,6 +144,9 @@ pub(crate) struct LayerSpec {
     pub ffn_only: bool,
     /// The token mixer is LFM2's gated short convolution.
     pub short_conv: bool,
+    /// This layer's head size and KV heads when they differ from the model's (Gemma 4).
+    pub head_dim: Option<usize>,
+    pub kv_heads: Option<usize>,
 }
 
 /// LFM2's short convolution: `out(C · conv(B · x))` with `[B | C | x] = in(h)`.
@@ -341,6 +347,10 @@ pub(crate) struct Spec {
     pub sliding_doubles_kv: bool,
     /// Values are multiplied by this after `v_proj` (MiMo `attention_value_scale`).
     pub v_scale: Option<f64>,
+    /// A parameter-free RMSNorm over each value head (Gemma 4).
+    pub v_norm: bool,
+    /// Each layer's output is multiplied by its `layer_scalar` tensor (Gemma 4).
+    pub layer_scalar: bool,
     /// A gate on the attention output.
     pub attn_gate: Option<AttnGate>,
     /// Differential attention (DiffLlama): `(softmax₁ − λ·softmax₂)·V` over head pairs, with

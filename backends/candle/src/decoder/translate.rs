@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "gemma4_unified_text",
     "mimo_v2_flash",
     "diffllama",
     "lfm2_moe",
@@ -271,8 +272,18 @@ fn rope(
     };
     let opt = |k: &str| field(k).and_then(num);
     let mut yarn = None;
+    let mut proportional = None;
+    let mut dims = dims;
     let (llama3, linear) = match rope_type.as_str() {
         "default" => (None, None),
+        "proportional" => {
+            // Gemma 4: the whole head rotates as pairs (i, i + d/2); only the first
+            // ⌊factor · d / 2⌋ frequencies are non-zero, with exponents over the whole head.
+            let factor = opt("partial_rotary_factor").unwrap_or(1.0);
+            proportional = Some((factor * head_dim as f64 / 2.0).floor() as usize);
+            dims = head_dim;
+            (None, None)
+        }
         "yarn" => {
             let orig = need("original_max_position_embeddings")?;
             let factor = match opt("factor") {
@@ -323,7 +334,7 @@ fn rope(
         other => {
             return Err(f.err(
                 &pf("rope_type"),
-                format!("rope type `{other}` is not implemented by the decoder (default, llama3, linear, yarn)"),
+                format!("rope type `{other}` is not implemented by the decoder (default, llama3, linear, yarn, proportional)"),
             ));
         }
     };
@@ -335,6 +346,7 @@ fn rope(
         linear,
         yarn,
         inverse: false,
+        proportional,
     })
 }
 
@@ -526,7 +538,13 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let act = act_field(f, &["hidden_act", "hidden_activation"])?;
     let tie_default = matches!(
         t,
-        "gemma" | "gemma2" | "gemma3_text" | "vaultgemma" | "cohere" | "cohere2"
+        "gemma"
+            | "gemma2"
+            | "gemma3_text"
+            | "vaultgemma"
+            | "cohere"
+            | "cohere2"
+            | "gemma4_unified_text"
     );
     let tie = f.bool_or("tie_word_embeddings", tie_default)?;
     let attn_bias = f.bool_or("attention_bias", false)?;
@@ -577,6 +595,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         differential: false,
         sliding_doubles_kv: false,
         v_scale: None,
+        v_norm: false,
+        layer_scalar: false,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -607,9 +627,71 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         .and_then(Value::as_object)
         .is_some_and(|o| o.values().any(Value::is_object));
     let mut rope_on: Vec<bool> = vec![true; layers];
+    // Per-layer head sizes / KV heads (Gemma 4's `per_layer_config`).
+    let mut layer_hd: Vec<Option<usize>> = vec![None; layers];
+    let mut layer_kv: Vec<Option<usize>> = vec![None; layers];
     let mut layer_rope = vec![Some(0usize); layers];
     let mut mla = None;
     match t {
+        "gemma4_unified_text" => {
+            spec.norm = rms(eps);
+            spec.embed_scale = Some((hidden as f32).sqrt() as f64);
+            n.attn_out = Some("post_attention_layernorm".into());
+            n.ffn_in = Some("pre_feedforward_layernorm".into());
+            n.ffn_out = Some("post_feedforward_layernorm".into());
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+            spec.v_norm = true;
+            spec.attn_scale = 1.0;
+            spec.layer_scalar = true;
+            spec.final_softcap = f.f64_opt("final_logit_softcapping")?;
+            if f.usize_opt("num_kv_shared_layers")?.unwrap_or(0) > 0 {
+                return Err(f.err(
+                    "num_kv_shared_layers",
+                    "layers that reuse another layer's keys and values are not implemented",
+                ));
+            }
+            refuse_true(
+                f,
+                "attention_k_eq_v",
+                "keys reused as values are not implemented",
+            )?;
+            refuse_true(
+                f,
+                "use_double_wide_mlp",
+                "double-wide MLPs are not implemented",
+            )?;
+            if let Some(Value::Object(per)) = f.get("per_layer_config") {
+                for (k, v) in per {
+                    let i: usize = k.parse().ok().filter(|i| *i < layers).ok_or_else(|| {
+                        f.err("per_layer_config", format!("`{k}` is not a layer index"))
+                    })?;
+                    let Some(o) = v.as_object() else {
+                        return Err(
+                            f.err("per_layer_config", format!("entry `{k}` is not an object"))
+                        );
+                    };
+                    for key in o.keys() {
+                        if !matches!(key.as_str(), "head_dim" | "num_key_value_heads") {
+                            return Err(f.err(
+                                &format!("per_layer_config.{k}.{key}"),
+                                "not implemented (head_dim, num_key_value_heads)",
+                            ));
+                        }
+                    }
+                    layer_hd[i] = o
+                        .get("head_dim")
+                        .and_then(Value::as_u64)
+                        .map(|x| x as usize);
+                    layer_kv[i] = o
+                        .get("num_key_value_heads")
+                        .and_then(Value::as_u64)
+                        .map(|x| x as usize);
+                }
+            }
+        }
         "mimo_v2_flash" => {
             if f.positive_opt("v_head_dim")?.is_some_and(|v| v != head_dim) {
                 return Err(f.err(
@@ -1215,8 +1297,9 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 Some(j) => j,
                 None => {
                     kinds.push(k.clone());
+                    let hd_k = layer_hd[i].unwrap_or(rope_head_dim);
                     spec.ropes
-                        .push(rope(f, Some(k), rope_head_dim, rope_interleaved, None)?);
+                        .push(rope(f, Some(k), hd_k, rope_interleaved, None)?);
                     kinds.len() - 1
                 }
             };
@@ -1546,13 +1629,19 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            head_dim: layer_hd[i],
+            kv_heads: layer_kv[i],
         })
         .collect();
-    refuse_true(
-        f,
-        "use_bidirectional_attention",
-        "bidirectional attention is not a causal LM",
-    )?;
+    match f.get("use_bidirectional_attention") {
+        // Gemma 4: bidirectional among image tokens only; text is causal.
+        Some(Value::String(v)) if v == "vision" && t == "gemma4_unified_text" => {}
+        _ => refuse_true(
+            f,
+            "use_bidirectional_attention",
+            "bidirectional attention is not a causal LM",
+        )?,
+    }
     Ok((spec, n))
 }
 
@@ -1607,6 +1696,8 @@ fn gpt_base(
         differential: false,
         sliding_doubles_kv: false,
         v_scale: None,
+        v_norm: false,
+        layer_scalar: false,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -1643,6 +1734,8 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         };
         n
     ]
@@ -1811,6 +1904,7 @@ fn rope_fixed(f: &Fields<'_>, head_dim: usize, rot: Option<usize>, base: f64) ->
         linear: None,
         yarn: None,
         inverse: false,
+        proportional: None,
     })
 }
 
@@ -2110,6 +2204,8 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 mamba: false,
                 ffn_only: false,
                 short_conv: false,
+                head_dim: None,
+                kv_heads: None,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -2402,6 +2498,8 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     let mut n = Names::llama();
@@ -2513,6 +2611,8 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: true,
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     let mut n = Names::llama();
@@ -2608,6 +2708,8 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: true,
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     let mut n = Names::llama();
@@ -2680,6 +2782,8 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: i % ap != ao,
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     if experts > 1 {
@@ -2895,6 +2999,8 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: !attention[i],
             ffn_only: false,
             short_conv: false,
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     n.mixer = "mamba".into();
@@ -3013,6 +3119,8 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
                 mamba,
                 ffn_only,
                 short_conv: false,
+                head_dim: None,
+                kv_heads: None,
             })
         })
         .collect::<R<Vec<_>>>()?;
@@ -3149,6 +3257,8 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: conv[i],
+            head_dim: None,
+            kv_heads: None,
         })
         .collect();
     n.final_norm = "model.embedding_norm".into();
