@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `minimax_m3_vl_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -32,6 +32,7 @@
     config_class = "MiniMaxM3VLTextConfig",
     hf_module = "minimax_m3_vl",
     tasks(base_model("MiniMaxM3VLTextModel"), causal_lm("MiniMaxM3VLForCausalLM")),
+    native(causal_lm = decoder),
     sub_config_of("minimax_m3_vl"),
     backends = crate::backends,
 )]

@@ -2278,7 +2278,11 @@ impl Model {
             out = out.index_add(&idx, &y, 0).map_err(&c)?;
         }
         if let Some(sh) = &m.shared {
-            let mut y = sh.forward(x).map_err(&c)?;
+            let mut y = match sp.swiglu_limit {
+                Some(limit) if sp.shared_clamped => clamped_swiglu(sh, x, limit),
+                _ => sh.forward(x),
+            }
+            .map_err(&c)?;
             if let Some(g) = &m.shared_gate {
                 let gate = candle_nn::ops::sigmoid(&g.forward(x).map_err(&c)?).map_err(&c)?;
                 y = y.broadcast_mul(&gate).map_err(&c)?;
@@ -2572,6 +2576,7 @@ mod tests {
             weight_input: false,
             plain_experts: false,
             norm_eps: None,
+            shared_clamped: false,
         }
     }
 

@@ -262,6 +262,8 @@ pub(crate) struct Moe {
     pub plain_experts: bool,
     /// Added to the sum when renormalising (LFM2-MoE: 1e-6); `None`: the routing's own rule.
     pub norm_eps: Option<f64>,
+    /// The shared expert uses the clamped SwiGLU too (MiniMax-M3).
+    pub shared_clamped: bool,
 }
 
 /// Position-dependent query scaling on NoPE layers.

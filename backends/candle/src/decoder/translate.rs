@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "minimax_m3_vl_text",
     "gemma4_unified_text",
     "mimo_v2_flash",
     "diffllama",
@@ -692,6 +693,39 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 }
             }
         }
+        "minimax_m3_vl_text" => {
+            spec.norm = NormKind::Rms {
+                eps,
+                plus_one: true,
+            };
+            spec.qk_norm = Some(QkNorm {
+                kind: spec.norm,
+                per_head: true,
+            });
+            if let Some(Value::Array(kinds)) = f.get("layer_types")
+                && kinds.iter().any(|k| k.as_str() != Some("full_attention"))
+            {
+                return Err(f.err(
+                    "layer_types",
+                    "sparse-indexer layers (minimax_m3_sparse) are not implemented",
+                ));
+            }
+            if let Some(w) = f.positive_opt("dense_intermediate_size")? {
+                spec.mlp.intermediate = w;
+            }
+            n.shared = "mlp.shared_experts".into();
+            n.shared_fused = Some((
+                "mlp.shared_experts.gate_up_proj".into(),
+                "mlp.shared_experts.down_proj".into(),
+            ));
+            n.fused_experts = Some(FusedExperts {
+                gate_up: "mlp.experts.gate_up_proj".into(),
+                down: "mlp.experts.down_proj".into(),
+                transposed: false,
+                interleaved: false,
+                biases: None,
+            });
+        }
         "mimo_v2_flash" => {
             if f.positive_opt("v_head_dim")?.is_some_and(|v| v != head_dim) {
                 return Err(f.err(
@@ -1353,6 +1387,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "axk1"
             | "deepseek_v32"
             | "mimo_v2_flash"
+            | "minimax_m3_vl_text"
             | "glm_moe_dsa"
             | "glm4_moe"
             | "glm4_moe_lite"
@@ -1400,6 +1435,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             weight_input: false,
             plain_experts: false,
             norm_eps: None,
+            shared_clamped: false,
         };
         match t {
             "mixtral" => moe.norm_topk = true,
@@ -1423,6 +1459,22 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     .positive_opt("moe_num_shared_experts")?
                     .map(|k| k * intermediate);
                 moe.act = Act::Silu;
+            }
+            "minimax_m3_vl_text" => {
+                moe.routing = Routing::SigmoidGrouped {
+                    groups: 1,
+                    topk_groups: 1,
+                };
+                moe.e_bias = true;
+                moe.norm_topk = true;
+                moe.norm_eps = Some(0.0);
+                moe.scale = float_or(f, "routed_scaling_factor", 1.0)?;
+                moe.shared = f.positive_opt("shared_intermediate_size")?;
+                moe.swiglu_limit = Some(float_or(f, "swiglu_limit", 7.0)?);
+                moe.shared_clamped = true;
+                if float_or(f, "swiglu_alpha", 1.702)? != 1.702 {
+                    return Err(f.err("swiglu_alpha", "only 1.702 is implemented"));
+                }
             }
             "llama4_text" => {
                 moe.routing = Routing::TopKSigmoid;
@@ -2488,6 +2540,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
         weight_input: false,
         plain_experts: false,
         norm_eps: None,
+        shared_clamped: false,
     });
     spec.layers = (0..f.positive("n_layers")?)
         .map(|_| LayerSpec {
@@ -2806,6 +2859,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             weight_input: false,
             plain_experts: false,
             norm_eps: None,
+            shared_clamped: false,
         });
     }
     let mut n = Names::llama();
@@ -2969,6 +3023,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             weight_input: false,
             plain_experts: false,
             norm_eps: None,
+            shared_clamped: false,
         });
         n.router = "block_sparse_moe.router.layer".into();
         n.fused_experts = Some(FusedExperts {
@@ -3092,6 +3147,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
             weight_input: false,
             plain_experts: true,
             norm_eps: None,
+            shared_clamped: false,
         });
     }
     spec.mlp.gated = false;
@@ -3236,6 +3292,7 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             weight_input: false,
             plain_experts: false,
             norm_eps: Some(1e-6),
+            shared_clamped: false,
         });
         n.router = "feed_forward.gate".into();
         n.e_bias = "feed_forward.expert_bias".into();
