@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `modernbert-decoder` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +37,7 @@
         causal_lm("ModernBertDecoderForCausalLM"),
         sequence_classification("ModernBertDecoderForSequenceClassification")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct ModernbertDecoder {

@@ -490,6 +490,8 @@ pub(super) struct Model {
     layers: Vec<Layer>,
     final_norm: Option<Norm>,
     head: Linear,
+    /// The prediction head before `head` (ModernBERT-decoder).
+    head_transform: Option<(Linear, Act, Norm)>,
     ropes: Vec<RopeTable>,
     /// ALiBi slopes `[heads, 1, 1]`.
     alibi: Option<Tensor>,
@@ -681,12 +683,17 @@ impl Model {
                     None => Ok(None),
                 }
             };
+            let attn_in = if s.first_layer_no_attn_norm && i == 0 {
+                None
+            } else {
+                norm(&names.attn_in)?
+            };
             layers.push(Layer {
                 scalar,
                 index: i,
                 mixer,
                 ffn,
-                attn_in: norm(&names.attn_in)?,
+                attn_in,
                 attn_out: norm(&names.attn_out)?,
                 ffn_in: norm(&names.ffn_in)?,
                 ffn_out: norm(&names.ffn_out)?,
@@ -737,6 +744,14 @@ impl Model {
                 (head_w, head_b)
             }
         };
+        let head_transform = match (kind, s.head_transform) {
+            (Head::Lm, Some(a)) => Some((
+                linear(w, "lm_head.dense", hd, hd, false, false)?,
+                a,
+                Norm::load(w, "lm_head.norm", s.norm, &[hd])?,
+            )),
+            _ => None,
+        };
         let ropes = s
             .ropes
             .iter()
@@ -762,6 +777,7 @@ impl Model {
                 .iter()
                 .all(|l| l.window.is_none() && l.chunk.is_none());
         Ok(Self {
+            head_transform,
             fused_attn,
             kind,
             spec,
@@ -1651,6 +1667,13 @@ impl Model {
         }
         if let Some(n) = &self.final_norm {
             x = n.forward(&x)?;
+        }
+        if let Some((dense, a, n)) = &self.head_transform {
+            let h = dense
+                .forward(&x)
+                .and_then(|h| act(*a, &h))
+                .map_err(ce("prediction head"))?;
+            x = n.forward(&h)?;
         }
         let mut logits = self.head.forward(&x).map_err(ce("head"))?;
         if self.kind != Head::Lm {

@@ -353,6 +353,11 @@ pub(crate) struct Spec {
     pub v_norm: bool,
     /// Each layer's output is multiplied by its `layer_scalar` tensor (Gemma 4).
     pub layer_scalar: bool,
+    /// Layer 0 has no pre-attention norm (ModernBERT-decoder).
+    pub first_layer_no_attn_norm: bool,
+    /// A prediction head before the LM head: `norm(act(dense(x)))` (ModernBERT-decoder:
+    /// `lm_head.dense`, GELU, `lm_head.norm`).
+    pub head_transform: Option<Act>,
     /// A gate on the attention output.
     pub attn_gate: Option<AttnGate>,
     /// Differential attention (DiffLlama): `(softmax₁ − λ·softmax₂)·V` over head pairs, with

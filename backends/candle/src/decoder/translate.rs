@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "modernbert-decoder",
     "minimax_m3_vl_text",
     "gemma4_unified_text",
     "mimo_v2_flash",
@@ -132,6 +133,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     match model_type {
         "gpt2" | "gpt_bigcode" => gpt2(model_type, f),
         "gpt_neo" => gpt_neo(f),
+        "modernbert-decoder" => modernbert_decoder(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
         "lfm2" | "lfm2_moe" => lfm2(model_type, f),
@@ -598,6 +600,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         v_scale: None,
         v_norm: false,
         layer_scalar: false,
+        first_layer_no_attn_norm: false,
+        head_transform: None,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -1750,6 +1754,8 @@ fn gpt_base(
         v_scale: None,
         v_norm: false,
         layer_scalar: false,
+        first_layer_no_attn_norm: false,
+        head_transform: None,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -3328,5 +3334,91 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     n.gate = "feed_forward.w1".into();
     n.up = "feed_forward.w3".into();
     n.down = "feed_forward.w2".into();
+    Ok((spec, n))
+}
+
+/// ModernBERT-decoder: LayerNorm (no bias) after the embeddings, no pre-attention norm on
+/// layer 0, GeGLU `Wi`, sliding layers, and a prediction head (`lm_head.dense`, GELU,
+/// `lm_head.norm`) before the tied decoder with its bias.
+fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let act = act_field(f, &["hidden_activation"])?;
+    let norm_bias = f.bool_or("norm_bias", false)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = NormKind::Layer {
+        eps,
+        bias: norm_bias,
+    };
+    spec.absolute = None;
+    let bias = f.bool_or("attention_bias", false)?;
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp = Mlp {
+        gated: true,
+        act,
+        intermediate: f.positive("intermediate_size")?,
+        bias: f.bool_or("mlp_bias", false)?,
+    };
+    spec.embed_norm = true;
+    spec.first_layer_no_attn_norm = true;
+    spec.head_transform = Some(act_field(f, &["classifier_activation"])?);
+    spec.head_bias = f.bool_or("decoder_bias", true)?;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    let wins = windows(f, layers, false)?;
+    let types =
+        layer_types(f, layers)?.ok_or_else(|| f.err("layer_types", "missing (required)"))?;
+    let mut kinds: Vec<String> = Vec::new();
+    let mut layer_rope = Vec::with_capacity(layers);
+    for k in &types {
+        let idx = match kinds.iter().position(|x| x == k) {
+            Some(j) => j,
+            None => {
+                kinds.push(k.clone());
+                spec.ropes.push(rope(f, Some(k), head_dim, false, None)?);
+                kinds.len() - 1
+            }
+        };
+        layer_rope.push(Some(idx));
+    }
+    spec.layers = (0..layers)
+        .map(|i| LayerSpec {
+            window: wins[i],
+            rope: layer_rope[i],
+            moe: false,
+            chunk: None,
+            mamba: false,
+            ffn_only: false,
+            short_conv: false,
+            head_dim: None,
+            kv_heads: None,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.embed = "model.embeddings.tok_embeddings".into();
+    n.embed_norm = "model.embeddings.norm".into();
+    n.final_norm = "model.final_norm".into();
+    n.head = "decoder".into();
+    n.q = "attn.q_proj".into();
+    n.k = "attn.k_proj".into();
+    n.v = "attn.v_proj".into();
+    n.o = "attn.Wo".into();
+    n.attn_in = Some("attn_norm".into());
+    n.ffn_in = Some("mlp_norm".into());
+    n.gate_up = Some("mlp.Wi".into());
+    n.down = "mlp.Wo".into();
     Ok((spec, n))
 }
