@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `falcon_h1` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "FalconH1Config",
     hf_module = "falcon_h1",
     tasks(base_model("FalconH1Model"), causal_lm("FalconH1ForCausalLM")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct FalconH1 {

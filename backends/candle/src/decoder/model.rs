@@ -333,6 +333,8 @@ enum Mixer {
     Mamba(Box<MambaMixer>),
     Mamba2(Box<Mamba2Mixer>),
     ShortConv(Box<ShortConvMixer>),
+    /// Attention plus a Mamba-2 mixer on the same input (Falcon-H1).
+    AttnMamba2(Attention, Box<Mamba2Mixer>),
 }
 
 /// LFM2's gated short convolution.
@@ -606,6 +608,16 @@ impl Model {
                     &format!("{p}.{}", names.mixer),
                     hd,
                 )?)))
+            } else if ls.attn_and_mamba {
+                let m = s.mamba2.ok_or_else(|| SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: "a hybrid layer without a Mamba-2 spec".into(),
+                })?;
+                let prefix = format!("{p}.{}", names.mixer);
+                Some(Mixer::AttnMamba2(
+                    Self::load_attention(s, names, w, &p, ls)?,
+                    Box::new(Self::load_mamba2(m, w, &prefix, hd)?),
+                ))
             } else if ls.mamba {
                 let prefix = format!("{p}.{}", names.mixer);
                 match (s.mamba, s.mamba2) {
@@ -1040,7 +1052,11 @@ impl Model {
                 .map(|x| -x.exp())
                 .collect(),
             d: vec(w.take(&format!("{p}.D"), &[m.heads])?)?,
-            norm_w: vec(w.take(&format!("{p}.norm.weight"), &[inner])?)?,
+            norm_w: if m.gated_norm {
+                vec(w.take(&format!("{p}.norm.weight"), &[inner])?)?
+            } else {
+                Vec::new()
+            },
             out_proj: linear(w, &format!("{p}.out_proj"), hd, inner, m.proj_bias, false)?,
         })
     }
@@ -1106,14 +1122,16 @@ impl Model {
             for (i, v) in row.iter_mut().enumerate() {
                 *v *= silu(proj[t][i]);
             }
-            let gs = inner / g;
-            for grp in row.chunks_mut(gs) {
-                let ms = grp.iter().map(|x| x * x).sum::<f32>() / gs as f32;
-                let f = 1.0 / (ms + sp.eps as f32).sqrt();
-                grp.iter_mut().for_each(|x| *x *= f);
-            }
-            for (i, v) in row.iter_mut().enumerate() {
-                *v *= m.norm_w[i];
+            if sp.gated_norm {
+                let gs = inner / g;
+                for grp in row.chunks_mut(gs) {
+                    let ms = grp.iter().map(|x| x * x).sum::<f32>() / gs as f32;
+                    let f = 1.0 / (ms + sp.eps as f32).sqrt();
+                    grp.iter_mut().for_each(|x| *x *= f);
+                }
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v *= m.norm_w[i];
+                }
             }
         }
         conv_state.copy_from_slice(&window[s * conv_dim..]);
@@ -1772,6 +1790,11 @@ impl Model {
                 Mixer::Mamba(m) => self.mamba(m, h, cache),
                 Mixer::Mamba2(m) => self.mamba2(m, h, cache),
                 Mixer::ShortConv(m) => self.short_conv(m, h, cache),
+                Mixer::AttnMamba2(a, m) => {
+                    let y = self.mamba2(m, h, cache)?;
+                    let z = self.attention(a, h, pos, cache, mask, rope)?;
+                    (y + z).map_err(ce("hybrid mixer"))
+                }
             }
         };
         let Some(ffn) = &l.ffn else {

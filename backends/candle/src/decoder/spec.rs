@@ -144,6 +144,9 @@ pub(crate) struct LayerSpec {
     pub ffn_only: bool,
     /// The token mixer is LFM2's gated short convolution.
     pub short_conv: bool,
+    /// Attention and the Mamba-2 mixer run side by side on the same input and add up
+    /// (Falcon-H1).
+    pub attn_and_mamba: bool,
     /// This layer's head size and KV heads when they differ from the model's (Gemma 4).
     pub head_dim: Option<usize>,
     pub kv_heads: Option<usize>,
@@ -189,6 +192,9 @@ pub(crate) struct Mamba2 {
     /// `time_step_limit`: `dt` is clamped to this range.
     pub dt_min: f64,
     pub dt_max: f64,
+    /// The output goes through the gated RMSNorm (`norm.weight`); else only `y · silu(z)`
+    /// (Falcon-H1 without `mamba_rms_norm`).
+    pub gated_norm: bool,
 }
 
 /// The dense MLP.

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "falcon_h1",
     "modernbert-decoder",
     "minimax_m3_vl_text",
     "gemma4_unified_text",
@@ -136,6 +137,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "modernbert-decoder" => modernbert_decoder(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "falcon_h1" => falcon_h1(f),
         "lfm2" | "lfm2_moe" => lfm2(model_type, f),
         "nemotron_h" => nemotron_h(f),
         "bamba" | "granitemoehybrid" => mamba2_hybrid(model_type, f),
@@ -1685,6 +1687,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: layer_hd[i],
             kv_heads: layer_kv[i],
         })
@@ -1792,6 +1795,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         };
@@ -2262,6 +2266,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 mamba: false,
                 ffn_only: false,
                 short_conv: false,
+                attn_and_mamba: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -2557,6 +2562,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2670,6 +2676,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: true,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2757,6 +2764,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
         eps,
         dt_min,
         dt_max,
+        gated_norm: true,
     });
     spec.layers = (0..f.positive("num_hidden_layers")?)
         .map(|_| LayerSpec {
@@ -2767,6 +2775,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: true,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2841,6 +2850,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: i % ap != ao,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2919,6 +2929,7 @@ fn mamba2_mixer(f: &Fields<'_>, hidden: usize, eps: f64) -> R<super::spec::Mamba
         eps,
         dt_min,
         dt_max,
+        gated_norm: true,
     })
 }
 
@@ -3060,6 +3071,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: !attention[i],
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3126,6 +3138,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
             eps,
             dt_min,
             dt_max,
+            gated_norm: true,
         }
     };
     spec.mamba2 = Some(m2);
@@ -3181,6 +3194,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
                 mamba,
                 ffn_only,
                 short_conv: false,
+                attn_and_mamba: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -3320,6 +3334,7 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: conv[i],
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3403,6 +3418,7 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
             mamba: false,
             ffn_only: false,
             short_conv: false,
+            attn_and_mamba: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3420,5 +3436,116 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("mlp_norm".into());
     n.gate_up = Some("mlp.Wi".into());
     n.down = "mlp.Wo".into();
+    Ok((spec, n))
+}
+
+/// Falcon-H1: every layer runs attention and a Mamba-2 mixer side by side on the normed input
+/// (their outputs add), then a SwiGLU MLP. Its µP multipliers are refused unless 1.
+fn falcon_h1(f: &Fields<'_>) -> R<(Spec, Names)> {
+    for k in [
+        "attention_in_multiplier",
+        "attention_out_multiplier",
+        "key_multiplier",
+        "embedding_multiplier",
+        "lm_head_multiplier",
+        "ssm_in_multiplier",
+        "ssm_out_multiplier",
+    ] {
+        if f.f64_opt(k)?.is_some_and(|m| m != 1.0) {
+            return Err(f.err(k, "multipliers other than 1 are not implemented"));
+        }
+    }
+    for k in ["mlp_multipliers", "ssm_multipliers"] {
+        if let Some(Value::Array(a)) = f.get(k)
+            && a.iter().any(|m| m.as_f64() != Some(1.0))
+        {
+            return Err(f.err(k, "multipliers other than 1 are not implemented"));
+        }
+    }
+    if f.bool_or("mamba_rms_norm", false)? {
+        return Err(f.err(
+            "mamba_rms_norm",
+            "the normalise-then-gate Mamba norm is not implemented",
+        ));
+    }
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("rms_norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let act = act_field(f, &["hidden_act"])?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        eps,
+        act,
+        f.positive("intermediate_size")?,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = rms(eps);
+    spec.absolute = None;
+    let bias = f.bool_or("attention_bias", false)?;
+    spec.qkv_bias = bias;
+    spec.o_bias = bias;
+    spec.mlp = Mlp {
+        gated: true,
+        act,
+        intermediate: f.positive("intermediate_size")?,
+        bias: f.bool_or("mlp_bias", false)?,
+    };
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    let heads_m = f.positive("mamba_n_heads")?;
+    let head_dim_m = f.positive("mamba_d_head")?;
+    if let Some(d) = f.positive_opt("mamba_d_ssm")?
+        && d != heads_m * head_dim_m
+    {
+        return Err(f.err("mamba_d_ssm", format!("{d} ≠ mamba_n_heads × mamba_d_head")));
+    }
+    let (dt_min, dt_max) = match f.get("time_step_limit") {
+        None => (0.0, f64::INFINITY),
+        Some(Value::Array(a)) if a.len() == 2 => match (float_or_inf(&a[0]), float_or_inf(&a[1])) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => return Err(f.err("time_step_limit", "expected two numbers")),
+        },
+        Some(v) => return Err(f.err("time_step_limit", format!("expected [min, max], found {v}"))),
+    };
+    spec.mamba2 = Some(super::spec::Mamba2 {
+        heads: heads_m,
+        head_dim: head_dim_m,
+        groups: f.positive_opt("mamba_n_groups")?.unwrap_or(1),
+        state: f.positive("mamba_d_state")?,
+        conv_kernel: f.positive("mamba_d_conv")?,
+        conv_bias: f.bool_or("mamba_conv_bias", true)?,
+        proj_bias: f.bool_or("mamba_proj_bias", false)?,
+        eps,
+        dt_min,
+        dt_max,
+        gated_norm: false,
+    });
+    spec.ropes.push(rope(f, None, head_dim, false, None)?);
+    spec.layers = (0..layers)
+        .map(|_| LayerSpec {
+            window: None,
+            rope: Some(0),
+            moe: false,
+            chunk: None,
+            mamba: false,
+            ffn_only: false,
+            short_conv: false,
+            attn_and_mamba: true,
+            head_dim: None,
+            kv_heads: None,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.final_norm = "model.final_layernorm".into();
+    n.mixer = "mamba".into();
+    n.ffn_in = Some("pre_ff_layernorm".into());
+    n.gate = "feed_forward.gate_proj".into();
+    n.up = "feed_forward.up_proj".into();
+    n.down = "feed_forward.down_proj".into();
     Ok((spec, n))
 }
