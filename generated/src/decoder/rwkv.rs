@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `rwkv` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         causal_lm("RwkvForCausalLM"),
         pretraining("RwkvForCausalLM")
     ),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Rwkv {

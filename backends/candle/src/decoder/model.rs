@@ -335,6 +335,31 @@ enum Mixer {
     ShortConv(Box<ShortConvMixer>),
     /// Attention plus a Mamba-2 mixer on the same input (Falcon-H1).
     AttnMamba2(Attention, Box<Mamba2Mixer>),
+    /// A whole RWKV-4 block.
+    Rwkv(Box<RwkvBlock>),
+}
+
+/// An RWKV-4 block: parameters as plain vectors where the recurrence needs them.
+#[derive(Debug, Clone)]
+struct RwkvBlock {
+    pre_ln: Option<Norm>,
+    ln1: Norm,
+    ln2: Norm,
+    key: Linear,
+    value: Linear,
+    receptance: Linear,
+    output: Linear,
+    /// `-exp(time_decay)`, `time_first`, and the three time-mix vectors.
+    w: Vec<f32>,
+    u: Vec<f32>,
+    mix_k: Vec<f32>,
+    mix_v: Vec<f32>,
+    mix_r: Vec<f32>,
+    ffn_key: Linear,
+    ffn_receptance: Linear,
+    ffn_value: Linear,
+    ffn_mix_k: Vec<f32>,
+    ffn_mix_r: Vec<f32>,
 }
 
 /// LFM2's gated short convolution.
@@ -597,6 +622,8 @@ impl Model {
             let n = |x: &String| format!("{p}.{x}");
             let mixer = if ls.ffn_only {
                 None
+            } else if ls.rwkv {
+                Some(Mixer::Rwkv(Box::new(Self::load_rwkv(s, w, &p, i, hd)?)))
             } else if ls.short_conv {
                 let sc = s.short_conv.ok_or_else(|| SkillError::Backend {
                     backend: skillgen_runtime::BackendKind::Candle,
@@ -950,6 +977,138 @@ impl Model {
             .and_then(|t| t.to_dtype(self.embed.dtype()))
             .and_then(|t| m.out_proj.forward(&t))
             .map_err(&c)
+    }
+
+    fn load_rwkv(s: &Spec, w: &mut Weights, p: &str, index: usize, hd: usize) -> R<RwkvBlock> {
+        let c = ce("RWKV parameters");
+        let vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(&c)
+        };
+        let i = s.mlp.intermediate;
+        let ln = |w: &mut Weights, n: &str| Norm::load(w, &format!("{p}.{n}"), s.norm, &[hd]);
+        let pre_ln = if index == 0 {
+            Some(ln(w, "pre_ln")?)
+        } else {
+            None
+        };
+        let a = format!("{p}.attention");
+        let ff = format!("{p}.feed_forward");
+        Ok(RwkvBlock {
+            pre_ln,
+            ln1: ln(w, "ln1")?,
+            ln2: ln(w, "ln2")?,
+            key: linear(w, &format!("{a}.key"), hd, hd, false, false)?,
+            value: linear(w, &format!("{a}.value"), hd, hd, false, false)?,
+            receptance: linear(w, &format!("{a}.receptance"), hd, hd, false, false)?,
+            output: linear(w, &format!("{a}.output"), hd, hd, false, false)?,
+            w: vec(w.take(&format!("{a}.time_decay"), &[hd])?)?
+                .into_iter()
+                .map(|x| -x.exp())
+                .collect(),
+            u: vec(w.take(&format!("{a}.time_first"), &[hd])?)?,
+            mix_k: vec(w.take(&format!("{a}.time_mix_key"), &[1, 1, hd])?)?,
+            mix_v: vec(w.take(&format!("{a}.time_mix_value"), &[1, 1, hd])?)?,
+            mix_r: vec(w.take(&format!("{a}.time_mix_receptance"), &[1, 1, hd])?)?,
+            ffn_key: linear(w, &format!("{ff}.key"), i, hd, false, false)?,
+            ffn_receptance: linear(w, &format!("{ff}.receptance"), hd, hd, false, false)?,
+            ffn_value: linear(w, &format!("{ff}.value"), hd, i, false, false)?,
+            ffn_mix_k: vec(w.take(&format!("{ff}.time_mix_key"), &[1, 1, hd])?)?,
+            ffn_mix_r: vec(w.take(&format!("{ff}.time_mix_receptance"), &[1, 1, hd])?)?,
+        })
+    }
+
+    /// One RWKV-4 block over `x` `[s, hidden]`: time mixing (WKV recurrence) and channel
+    /// mixing, both with token shift; the shift inputs and the WKV state live in the cache.
+    fn rwkv(&self, b: &RwkvBlock, x: &Tensor, cache: &mut LayerCache) -> R<Tensor> {
+        let c = ce("RWKV block");
+        let (s, hd) = x.dims2().map_err(&c)?;
+        let to_rows = |t: &Tensor| -> R<Vec<Vec<f32>>> {
+            t.to_dtype(DType::F32).and_then(|t| t.to_vec2()).map_err(&c)
+        };
+        let tensor = |v: Vec<f32>, n: usize| -> R<Tensor> {
+            Tensor::from_vec(v, (s, n), &self.device)
+                .and_then(|t| t.to_dtype(self.embed.dtype()))
+                .map_err(&c)
+        };
+        // Cache: [att shift | ffn shift] and [a | b | p].
+        let (mut shifts, mut st) = cache.ssm.take().unwrap_or_else(|| {
+            let mut st = vec![0.0; 3 * hd];
+            st[2 * hd..].iter_mut().for_each(|p| *p = -1e38);
+            (vec![0.0; 2 * hd], st)
+        });
+        let mut x = x.clone();
+        if let Some(n) = &b.pre_ln {
+            x = n.forward(&x)?;
+        }
+        // Mix each row with the previous row (the cached one for the first).
+        let mix = |rows: &[Vec<f32>], prev0: &[f32], m: &[f32]| -> Vec<f32> {
+            let mut out = Vec::with_capacity(s * hd);
+            for t in 0..s {
+                let prev = if t == 0 { prev0 } else { &rows[t - 1][..] };
+                for ch in 0..hd {
+                    out.push(rows[t][ch] * m[ch] + prev[ch] * (1.0 - m[ch]));
+                }
+            }
+            out
+        };
+        // Time mixing.
+        let h = to_rows(&b.ln1.forward(&x)?)?;
+        let (att_prev, ffn_prev) = shifts.split_at(hd);
+        let (att_prev, ffn_prev) = (att_prev.to_vec(), ffn_prev.to_vec());
+        let k = to_rows(
+            &b.key
+                .forward(&tensor(mix(&h, &att_prev, &b.mix_k), hd)?)
+                .map_err(&c)?,
+        )?;
+        let v = to_rows(
+            &b.value
+                .forward(&tensor(mix(&h, &att_prev, &b.mix_v), hd)?)
+                .map_err(&c)?,
+        )?;
+        let r = to_rows(
+            &b.receptance
+                .forward(&tensor(mix(&h, &att_prev, &b.mix_r), hd)?)
+                .map_err(&c)?,
+        )?;
+        let mut wkv = Vec::with_capacity(s * hd);
+        for t in 0..s {
+            for ch in 0..hd {
+                let (a, bb, p) = (st[ch], st[hd + ch], st[2 * hd + ch]);
+                let (kt, vt) = (k[t][ch], v[t][ch]);
+                let q = p.max(kt + b.u[ch]);
+                let (e1, e2) = ((p - q).exp(), (kt + b.u[ch] - q).exp());
+                let out = (e1 * a + e2 * vt) / (e1 * bb + e2);
+                let q2 = (p + b.w[ch]).max(kt);
+                let (e1, e2) = ((p + b.w[ch] - q2).exp(), (kt - q2).exp());
+                st[ch] = e1 * a + e2 * vt;
+                st[hd + ch] = e1 * bb + e2;
+                st[2 * hd + ch] = q2;
+                let rr = 1.0 / (1.0 + (-r[t][ch]).exp());
+                wkv.push(rr * out);
+            }
+        }
+        let att = b.output.forward(&tensor(wkv, hd)?).map_err(&c)?;
+        let x = (x + att).map_err(&c)?;
+        // Channel mixing.
+        let h2 = to_rows(&b.ln2.forward(&x)?)?;
+        let xk = tensor(mix(&h2, &ffn_prev, &b.ffn_mix_k), hd)?;
+        let xr = tensor(mix(&h2, &ffn_prev, &b.ffn_mix_r), hd)?;
+        let kk = b
+            .ffn_key
+            .forward(&xk)
+            .and_then(|t| t.relu())
+            .and_then(|t| t.sqr())
+            .map_err(&c)?;
+        let ffn = candle_nn::ops::sigmoid(&b.ffn_receptance.forward(&xr).map_err(&c)?)
+            .and_then(|g| g * b.ffn_value.forward(&kk)?)
+            .map_err(&c)?;
+        shifts[..hd].copy_from_slice(&h[s - 1]);
+        shifts[hd..].copy_from_slice(&h2[s - 1]);
+        cache.ssm = Some((shifts, st));
+        (x + ffn).map_err(&c)
     }
 
     fn load_short_conv(
@@ -1775,6 +1934,9 @@ impl Model {
             }
         };
         let add = |a: &Tensor, b: &Tensor| (a + b).map_err(ce("residual"));
+        if let Some(Mixer::Rwkv(b)) = &l.mixer {
+            return self.rwkv(b, x, cache);
+        }
         let Some(mixer) = &l.mixer else {
             // An FFN-only layer: x + ffn(norm(x)).
             let ffn = l.ffn.as_ref().ok_or_else(|| SkillError::Backend {
@@ -1795,6 +1957,10 @@ impl Model {
                     let z = self.attention(a, h, pos, cache, mask, rope)?;
                     (y + z).map_err(ce("hybrid mixer"))
                 }
+                Mixer::Rwkv(_) => Err(SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: "an RWKV block used as a mixer".into(),
+                }),
             }
         };
         let Some(ffn) = &l.ffn else {

@@ -147,6 +147,8 @@ pub(crate) struct LayerSpec {
     /// Attention and the Mamba-2 mixer run side by side on the same input and add up
     /// (Falcon-H1).
     pub attn_and_mamba: bool,
+    /// The whole layer is an RWKV-4 block (time mixing and channel mixing with token shift).
+    pub rwkv: bool,
     /// This layer's head size and KV heads when they differ from the model's (Gemma 4).
     pub head_dim: Option<usize>,
     pub kv_heads: Option<usize>,

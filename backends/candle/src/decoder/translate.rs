@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "rwkv",
     "falcon_h1",
     "modernbert-decoder",
     "minimax_m3_vl_text",
@@ -137,6 +138,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "modernbert-decoder" => modernbert_decoder(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "rwkv" => rwkv(f),
         "falcon_h1" => falcon_h1(f),
         "lfm2" | "lfm2_moe" => lfm2(model_type, f),
         "nemotron_h" => nemotron_h(f),
@@ -1688,6 +1690,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: layer_hd[i],
             kv_heads: layer_kv[i],
         })
@@ -1796,6 +1799,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         };
@@ -2267,6 +2271,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 ffn_only: false,
                 short_conv: false,
                 attn_and_mamba: false,
+                rwkv: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -2563,6 +2568,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2677,6 +2683,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2776,6 +2783,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2851,6 +2859,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3072,6 +3081,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3195,6 +3205,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
                 ffn_only,
                 short_conv: false,
                 attn_and_mamba: false,
+                rwkv: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -3335,6 +3346,7 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: conv[i],
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3419,6 +3431,7 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: false,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3536,6 +3549,7 @@ fn falcon_h1(f: &Fields<'_>) -> R<(Spec, Names)> {
             ffn_only: false,
             short_conv: false,
             attn_and_mamba: true,
+            rwkv: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3547,5 +3561,67 @@ fn falcon_h1(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.gate = "feed_forward.gate_proj".into();
     n.up = "feed_forward.up_proj".into();
     n.down = "feed_forward.down_proj".into();
+    Ok((spec, n))
+}
+
+/// RWKV-4: every layer is a time-mixing (WKV recurrence) plus channel-mixing block with token
+/// shift, LayerNorms with bias, `pre_ln` on block 0, head `head`.
+fn rwkv(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let layers = f.positive("num_hidden_layers")?;
+    if let Some(a) = f.positive_opt("attention_hidden_size")?
+        && a != hidden
+    {
+        return Err(f.err(
+            "attention_hidden_size",
+            "a size other than hidden_size is not implemented",
+        ));
+    }
+    // In evaluation transformers rescales weights and activations every `rescale_every`
+    // layers; that path is not implemented, so deeper models are refused.
+    if let Some(r) = f.usize_opt("rescale_every")?
+        && r > 0
+        && layers > r
+    {
+        return Err(f.err(
+            "rescale_every",
+            format!("{layers} layers with rescaling every {r} is not implemented"),
+        ));
+    }
+    let eps = f.f64("layer_norm_epsilon")?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        1,
+        f.positive_opt("context_length")?.unwrap_or(1 << 20),
+        eps,
+        Act::Relu2,
+        f.positive_opt("intermediate_size")?.unwrap_or(4 * hidden),
+    );
+    spec.absolute = None;
+    spec.ffn = false;
+    spec.tie = f.bool_or("tie_word_embeddings", false)?;
+    spec.layers = (0..layers)
+        .map(|_| LayerSpec {
+            window: None,
+            rope: None,
+            moe: false,
+            chunk: None,
+            mamba: false,
+            ffn_only: false,
+            short_conv: false,
+            attn_and_mamba: false,
+            rwkv: true,
+            head_dim: None,
+            kv_heads: None,
+        })
+        .collect();
+    let mut n = Names::llama();
+    n.embed = "rwkv.embeddings".into();
+    n.final_norm = "rwkv.ln_out".into();
+    n.head = "head".into();
+    n.layer = "rwkv.blocks.{}".into();
+    n.attn_in = None;
+    n.ffn_in = None;
     Ok((spec, n))
 }
