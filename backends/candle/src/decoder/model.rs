@@ -321,6 +321,8 @@ struct Attention {
     out_bias: Option<Tensor>,
     /// Differential attention: (λ, λ_init) of this layer.
     diff: Option<(f64, f64)>,
+    /// Doge's dynamic mask: `dt_proj` and `A` (per KV head).
+    dma: Option<(Linear, Tensor)>,
     q_norm: Option<(Norm, bool)>,
     k_norm: Option<Norm>,
     sinks: Option<Tensor>,
@@ -467,6 +469,8 @@ struct MoeFfn {
 
 #[derive(Debug, Clone)]
 struct Layer {
+    /// Doge's residual scales (before attention, before the FFN).
+    res_scales: Option<(Tensor, Tensor)>,
     index: usize,
     /// Gemma 4's `layer_scalar` `[1]`.
     scalar: Option<Tensor>,
@@ -711,6 +715,14 @@ impl Model {
                 }
                 Some(Ffn::Dense(d))
             };
+            let res_scales = if s.doge {
+                Some((
+                    w.take(&format!("{p}.input_residual"), &[hd])?,
+                    w.take(&format!("{p}.post_attention_residual"), &[hd])?,
+                ))
+            } else {
+                None
+            };
             let scalar = if s.layer_scalar {
                 Some(w.take(&format!("{p}.layer_scalar"), &[1])?)
             } else {
@@ -728,6 +740,7 @@ impl Model {
                 norm(&names.attn_in)?
             };
             layers.push(Layer {
+                res_scales,
                 scalar,
                 index: i,
                 mixer,
@@ -812,6 +825,7 @@ impl Model {
             && alibi.is_none()
             && s.attn_softcap.is_none()
             && !s.differential
+            && !s.doge
             && s.layers
                 .iter()
                 .all(|l| l.window.is_none() && l.chunk.is_none());
@@ -1534,7 +1548,23 @@ impl Model {
         } else {
             None
         };
+        let dma = if s.doge {
+            Some((
+                linear(
+                    w,
+                    &n(&"self_attn.dt_proj".to_owned()),
+                    kv,
+                    kv * d,
+                    false,
+                    false,
+                )?,
+                w.take(&n(&"self_attn.A".to_owned()), &[kv])?,
+            ))
+        } else {
+            None
+        };
         Ok(Attention {
+            dma,
             kvh: kv,
             d,
             proj,
@@ -1996,6 +2026,8 @@ impl Model {
         let n1 = 2 * (l.index + 1);
         let x = if self.spec.depth_scaled_residual {
             depth(&a, x, n1)?
+        } else if let Some((r1, _)) = &l.res_scales {
+            add(&x.broadcast_mul(r1).map_err(ce("residual"))?, &a)?
         } else {
             add(x, &a)?
         };
@@ -2004,6 +2036,8 @@ impl Model {
         let f = scale(norm(&l.ffn_out, &f)?)?;
         if self.spec.depth_scaled_residual {
             depth(&f, &x, n1 + 1)
+        } else if let Some((_, r2)) = &l.res_scales {
+            add(&x.broadcast_mul(r2).map_err(ce("residual"))?, &f)
         } else {
             add(&x, &f)
         }
@@ -2176,6 +2210,29 @@ impl Model {
                 w = w
                     .broadcast_add(&sl.broadcast_mul(&j).map_err(&c)?)
                     .map_err(&c)?;
+            }
+            if let Some((dt_proj, a_log)) = &a.dma {
+                // bias[j, ·, k] = exp(A · softplus(dt_proj(v_k)))[j / g]
+                let dv = v.dim(2).map_err(&c)?;
+                let flat = v
+                    .transpose(0, 1)
+                    .and_then(|t| t.reshape((t_len(&v)?, kvh * dv)))
+                    .map_err(&c)?;
+                let z = dt_proj.forward(&flat).map_err(&c)?; // [t, kvh]
+                let softplus = (z.exp().and_then(|e| e + 1.0).and_then(|e| e.log())).map_err(&c)?;
+                let dt = softplus
+                    .broadcast_mul(a_log)
+                    .and_then(|t| t.exp())
+                    .and_then(|t| t.t())
+                    .and_then(|t| t.contiguous())
+                    .map_err(&c)?; // [kvh, t]
+                let idx: Vec<u32> = (0..h).map(|j| (j / g) as u32).collect();
+                let idx = Tensor::from_vec(idx, h, &self.device).map_err(&c)?;
+                let bias = dt
+                    .index_select(&idx, 0)
+                    .and_then(|b| b.unsqueeze(1))
+                    .map_err(&c)?; // [h, 1, t]
+                w = w.broadcast_add(&bias).map_err(&c)?;
             }
             if let Some(m) = mask {
                 w = w.broadcast_add(m).map_err(&c)?;
@@ -2509,6 +2566,11 @@ impl Model {
             None => Ok(out),
         }
     }
+}
+
+/// The number of positions of a `[heads, positions, dim]` tensor.
+fn t_len(t: &Tensor) -> candle_core::Result<usize> {
+    t.dim(1)
 }
 
 /// GPT-OSS experts: interleaved gate/up columns, clamped, `(up + 1) * gate * σ(1.702 gate)`.

@@ -359,6 +359,10 @@ pub(crate) struct Spec {
     pub v_scale: Option<f64>,
     /// A parameter-free RMSNorm over each value head (Gemma 4).
     pub v_norm: bool,
+    /// Doge's dynamic mask: a per-key bias `exp(A · softplus(dt_proj(values)))` on the
+    /// attention scores, and learned residual scales `input_residual` /
+    /// `post_attention_residual`.
+    pub doge: bool,
     /// Each layer's output is multiplied by its `layer_scalar` tensor (Gemma 4).
     pub layer_scalar: bool,
     /// Layer 0 has no pre-attention norm (ModernBERT-decoder).

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "doge",
     "rwkv",
     "falcon_h1",
     "modernbert-decoder",
@@ -571,7 +572,14 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     // transformers applies `sliding_window` (when set) to every layer of these types.
     let window_everywhere = matches!(
         t,
-        "mistral" | "mixtral" | "phi3" | "starcoder2" | "qwen3_moe" | "phimoe" | "ministral3"
+        "mistral"
+            | "mixtral"
+            | "phi3"
+            | "starcoder2"
+            | "qwen3_moe"
+            | "phimoe"
+            | "ministral3"
+            | "doge"
     );
     let wins = windows(f, layers, window_everywhere)?;
     let chunks = chunks(f, layers)?;
@@ -603,6 +611,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         sliding_doubles_kv: false,
         v_scale: None,
         v_norm: false,
+        doge: false,
         layer_scalar: false,
         first_layer_no_attn_norm: false,
         head_transform: None,
@@ -733,6 +742,24 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 interleaved: false,
                 biases: None,
             });
+        }
+        "doge" => {
+            if f.bool_or("is_moe", false)? {
+                return Err(f.err(
+                    "is_moe",
+                    "Doge's product-key mixture of experts is not implemented",
+                ));
+            }
+            spec.doge = true;
+            spec.qk_norm = Some(QkNorm {
+                kind: rms(eps),
+                per_head: true,
+            });
+            // Past `keep_window_size` keys the dynamic mask keeps a top-k subset, which is not
+            // implemented: the context stops there.
+            if let Some(k) = f.positive_opt("keep_window_size")? {
+                spec.max_positions = spec.max_positions.min(k);
+            }
         }
         "mimo_v2_flash" => {
             if f.positive_opt("v_head_dim")?.is_some_and(|v| v != head_dim) {
@@ -1759,6 +1786,7 @@ fn gpt_base(
         sliding_doubles_kv: false,
         v_scale: None,
         v_norm: false,
+        doge: false,
         layer_scalar: false,
         first_layer_no_attn_norm: false,
         head_transform: None,
