@@ -21,9 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `recurrent_gemma` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `recurrent_gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +32,7 @@
     hf_module = "recurrent_gemma",
     tasks(base_model("RecurrentGemmaModel"), causal_lm("RecurrentGemmaForCausalLM")),
     candle = "recurrent_gemma",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct RecurrentGemma {

@@ -339,6 +339,30 @@ enum Mixer {
     AttnMamba2(Attention, Box<Mamba2Mixer>),
     /// A whole RWKV-4 block.
     Rwkv(Box<RwkvBlock>),
+    /// Griffin's recurrent block.
+    Rglru(Box<RglruBlock>),
+}
+
+/// RecurrentGemma's recurrent block: `linear_out(RG-LRU(conv(linear_x(h))) · gelu(linear_y(h)))`.
+#[derive(Debug, Clone)]
+struct RglruBlock {
+    width: usize,
+    heads: usize,
+    kernel: usize,
+    linear_x: Linear,
+    linear_y: Linear,
+    linear_out: Linear,
+    /// `[width][kernel]` and `[width]`.
+    conv_w: Vec<f32>,
+    conv_b: Vec<f32>,
+    /// Per head `[in][out]` gate weights and `[out]` biases.
+    in_w: Vec<f32>,
+    in_b: Vec<f32>,
+    rec_w: Vec<f32>,
+    rec_b: Vec<f32>,
+    /// `softplus(recurrent_param)`.
+    sp: Vec<f32>,
+    act: Act,
 }
 
 /// An RWKV-4 block: parameters as plain vectors where the recurrence needs them.
@@ -626,6 +650,8 @@ impl Model {
             let n = |x: &String| format!("{p}.{x}");
             let mixer = if ls.ffn_only {
                 None
+            } else if ls.rglru {
+                Some(Mixer::Rglru(Box::new(Self::load_rglru(s, w, &p, hd)?)))
             } else if ls.rwkv {
                 Some(Mixer::Rwkv(Box::new(Self::load_rwkv(s, w, &p, i, hd)?)))
             } else if ls.short_conv {
@@ -1123,6 +1149,107 @@ impl Model {
         shifts[hd..].copy_from_slice(&h2[s - 1]);
         cache.ssm = Some((shifts, st));
         (x + ffn).map_err(&c)
+    }
+
+    fn load_rglru(s: &Spec, w: &mut Weights, p: &str, hd: usize) -> R<RglruBlock> {
+        let c = ce("RG-LRU parameters");
+        let (width, heads, kernel) = s.rglru.ok_or_else(|| SkillError::Backend {
+            backend: skillgen_runtime::BackendKind::Candle,
+            detail: "a recurrent layer without its spec".into(),
+        })?;
+        let bw = width / heads;
+        let vec = |t: Tensor| -> R<Vec<f32>> {
+            t.to_dtype(DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1())
+                .map_err(&c)
+        };
+        let t = format!("{p}.temporal_block");
+        let r = format!("{t}.rg_lru");
+        Ok(RglruBlock {
+            width,
+            heads,
+            kernel,
+            linear_x: linear(w, &format!("{t}.linear_x"), width, hd, true, false)?,
+            linear_y: linear(w, &format!("{t}.linear_y"), width, hd, true, false)?,
+            linear_out: linear(w, &format!("{t}.linear_out"), hd, width, true, false)?,
+            conv_w: vec(w.take(&format!("{t}.conv_1d.weight"), &[width, 1, kernel])?)?,
+            conv_b: vec(w.take(&format!("{t}.conv_1d.bias"), &[width])?)?,
+            in_w: vec(w.take(&format!("{r}.input_gate_weight"), &[heads, bw, bw])?)?,
+            in_b: vec(w.take(&format!("{r}.input_gate_bias"), &[heads, bw])?)?,
+            rec_w: vec(w.take(&format!("{r}.recurrent_gate_weight"), &[heads, bw, bw])?)?,
+            rec_b: vec(w.take(&format!("{r}.recurrent_gate_bias"), &[heads, bw])?)?,
+            sp: vec(w.take(&format!("{r}.recurrent_param"), &[width])?)?
+                .into_iter()
+                .map(|v| if v > 20.0 { v } else { v.exp().ln_1p() })
+                .collect(),
+            act: s.mlp.act,
+        })
+    }
+
+    /// Griffin's recurrent block over `h` `[s, hidden]` at positions `pos..`: causal conv on
+    /// the x branch, the RG-LRU (reset at position 0), times the GELU y branch.
+    fn rglru(&self, b: &RglruBlock, h: &Tensor, pos: usize, cache: &mut LayerCache) -> R<Tensor> {
+        let c = ce("RG-LRU block");
+        let (s, _) = h.dims2().map_err(&c)?;
+        let (wd, k, bw) = (b.width, b.kernel, b.width / b.heads);
+        let y = b
+            .linear_y
+            .forward(h)
+            .and_then(|t| act(b.act, &t))
+            .map_err(&c)?;
+        let xb: Vec<Vec<f32>> = b
+            .linear_x
+            .forward(h)
+            .and_then(|t| t.to_dtype(DType::F32))
+            .and_then(|t| t.to_vec2())
+            .map_err(&c)?;
+        let (mut conv_state, mut state) = cache
+            .ssm
+            .take()
+            .unwrap_or_else(|| (vec![0.0; (k - 1) * wd], vec![0.0; wd]));
+        let mut window = conv_state.clone();
+        for row in &xb {
+            window.extend_from_slice(row);
+        }
+        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+        let mut out = vec![0f32; s * wd];
+        let mut xc = vec![0f32; wd];
+        for t in 0..s {
+            for (ch, o) in xc.iter_mut().enumerate() {
+                let mut acc = b.conv_b[ch];
+                for j in 0..k {
+                    acc += b.conv_w[ch * k + j] * window[(t + j) * wd + ch];
+                }
+                *o = acc;
+            }
+            let reset = pos + t == 0;
+            for hh in 0..b.heads {
+                for o in 0..bw {
+                    let (mut gi, mut gr) = (b.in_b[hh * bw + o], b.rec_b[hh * bw + o]);
+                    for i in 0..bw {
+                        let xv = xc[hh * bw + i];
+                        gi += xv * b.in_w[(hh * bw + i) * bw + o];
+                        gr += xv * b.rec_w[(hh * bw + i) * bw + o];
+                    }
+                    let ch = hh * bw + o;
+                    let log_a = -8.0 * sigmoid(gr) * b.sp[ch];
+                    let (a, mult) = if reset {
+                        (0.0, 1.0)
+                    } else {
+                        (log_a.exp(), (1.0 - (2.0 * log_a).exp()).sqrt())
+                    };
+                    state[ch] = a * state[ch] + xc[ch] * sigmoid(gi) * mult;
+                    out[t * wd + ch] = state[ch];
+                }
+            }
+        }
+        conv_state.copy_from_slice(&window[s * wd..]);
+        cache.ssm = Some((conv_state, state));
+        let x = Tensor::from_vec(out, (s, wd), &self.device)
+            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .map_err(&c)?;
+        (x * y).and_then(|t| b.linear_out.forward(&t)).map_err(&c)
     }
 
     fn load_short_conv(
@@ -1987,6 +2114,7 @@ impl Model {
                     let z = self.attention(a, h, pos, cache, mask, rope)?;
                     (y + z).map_err(ce("hybrid mixer"))
                 }
+                Mixer::Rglru(b) => self.rglru(b, h, pos, cache),
                 Mixer::Rwkv(_) => Err(SkillError::Backend {
                     backend: skillgen_runtime::BackendKind::Candle,
                     detail: "an RWKV block used as a mixer".into(),

@@ -149,6 +149,8 @@ pub(crate) struct LayerSpec {
     pub attn_and_mamba: bool,
     /// The whole layer is an RWKV-4 block (time mixing and channel mixing with token shift).
     pub rwkv: bool,
+    /// The token mixer is Griffin's recurrent block (RG-LRU; RecurrentGemma).
+    pub rglru: bool,
     /// This layer's head size and KV heads when they differ from the model's (Gemma 4).
     pub head_dim: Option<usize>,
     pub kv_heads: Option<usize>,
@@ -393,6 +395,8 @@ pub(crate) struct Spec {
     pub mamba2: Option<Mamba2>,
     /// The short convolution of the layers that have one.
     pub short_conv: Option<ShortConv>,
+    /// RecurrentGemma's recurrent block: (LRU width, heads, conv width).
+    pub rglru: Option<(usize, usize, usize)>,
     /// Layers have an FFN after the mixer (false for pure Mamba).
     pub ffn: bool,
     /// Multiply the embeddings (Gemma √hidden, Granite `embedding_multiplier`).

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "recurrent_gemma",
     "doge",
     "rwkv",
     "falcon_h1",
@@ -139,6 +140,7 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "modernbert-decoder" => modernbert_decoder(f),
         "mamba" | "falcon_mamba" => mamba(model_type, f),
         "mamba2" => mamba2(f),
+        "recurrent_gemma" => recurrent_gemma(f),
         "rwkv" => rwkv(f),
         "falcon_h1" => falcon_h1(f),
         "lfm2" | "lfm2_moe" => lfm2(model_type, f),
@@ -622,6 +624,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         mamba: None,
         mamba2: None,
         short_conv: None,
+        rglru: None,
         ffn: true,
         mlp: Mlp {
             gated: true,
@@ -1718,6 +1721,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: layer_hd[i],
             kv_heads: layer_kv[i],
         })
@@ -1797,6 +1801,7 @@ fn gpt_base(
         mamba: None,
         mamba2: None,
         short_conv: None,
+        rglru: None,
         ffn: true,
         mlp: Mlp {
             gated: false,
@@ -1828,6 +1833,7 @@ fn plain_layers(n: usize, rope: Option<usize>) -> Vec<LayerSpec> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         };
@@ -2300,6 +2306,7 @@ fn gpt_neo(f: &Fields<'_>) -> R<(Spec, Names)> {
                 short_conv: false,
                 attn_and_mamba: false,
                 rwkv: false,
+                rglru: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -2597,6 +2604,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2712,6 +2720,7 @@ fn mamba(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2812,6 +2821,7 @@ fn mamba2(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -2888,6 +2898,7 @@ fn jamba(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3110,6 +3121,7 @@ fn mamba2_hybrid(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3234,6 +3246,7 @@ fn nemotron_h(f: &Fields<'_>) -> R<(Spec, Names)> {
                 short_conv: false,
                 attn_and_mamba: false,
                 rwkv: false,
+                rglru: false,
                 head_dim: None,
                 kv_heads: None,
             })
@@ -3375,6 +3388,7 @@ fn lfm2(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: conv[i],
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3460,6 +3474,7 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3578,6 +3593,7 @@ fn falcon_h1(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: true,
             rwkv: false,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3640,6 +3656,7 @@ fn rwkv(f: &Fields<'_>) -> R<(Spec, Names)> {
             short_conv: false,
             attn_and_mamba: false,
             rwkv: true,
+            rglru: false,
             head_dim: None,
             kv_heads: None,
         })
@@ -3651,5 +3668,110 @@ fn rwkv(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.layer = "rwkv.blocks.{}".into();
     n.attn_in = None;
     n.ffn_in = None;
+    Ok((spec, n))
+}
+
+/// `x` rounded to bfloat16 (round to nearest, ties to even), as f64.
+fn bf16_round(x: f32) -> f64 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) & 0xffff_0000;
+    f32::from_bits(rounded) as f64
+}
+
+/// RecurrentGemma: Griffin's recurrent blocks and local-attention blocks on a `block_types`
+/// cycle, Gemma `(1 + w)` norms, a bf16-rounded √hidden embedding scale, logit softcap.
+fn recurrent_gemma(f: &Fields<'_>) -> R<(Spec, Names)> {
+    let hidden = f.positive("hidden_size")?;
+    let (heads, kv, head_dim) = f.heads(hidden)?;
+    let eps = f.f64("rms_norm_eps")?;
+    let layers = f.positive("num_hidden_layers")?;
+    let act = act_field(f, &["hidden_activation"])?;
+    let width = f.positive("intermediate_size")? / 2;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive_opt("max_position_embeddings")?
+            .unwrap_or(1 << 20),
+        eps,
+        act,
+        width,
+    );
+    spec.kv_heads = kv;
+    spec.head_dim = head_dim;
+    spec.attn_scale = 1.0 / (head_dim as f64).sqrt();
+    spec.norm = NormKind::Rms {
+        eps,
+        plus_one: true,
+    };
+    spec.absolute = None;
+    spec.qkv_bias = f.bool_or("attention_bias", false)?;
+    spec.o_bias = true;
+    spec.mlp = Mlp {
+        gated: true,
+        act,
+        intermediate: width,
+        bias: true,
+    };
+    spec.embed_scale = Some(bf16_round((hidden as f32).sqrt()));
+    spec.final_softcap = f.f64_opt("logits_soft_cap")?;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    let lru = f.positive("lru_width")?;
+    if !lru.is_multiple_of(heads) {
+        return Err(f.err(
+            "lru_width",
+            format!("{lru} is not a multiple of {heads} heads"),
+        ));
+    }
+    spec.rglru = Some((lru, heads, f.positive("conv1d_width")?));
+    spec.ropes.push(rope(f, None, head_dim, false, None)?);
+    let window = f.positive("attention_window_size")?;
+    let cycle: Vec<String> = match f.get("block_types") {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| f.err("block_types", "expected a list of strings"))?,
+        _ => return Err(f.err("block_types", "missing or empty")),
+    };
+    spec.layers = (0..layers)
+        .map(|i| {
+            let recurrent = match cycle[i % cycle.len()].as_str() {
+                "recurrent" => true,
+                "attention" => false,
+                other => {
+                    return Err(f.err(
+                        "block_types",
+                        format!("`{other}` is not implemented (recurrent, attention)"),
+                    ));
+                }
+            };
+            Ok(LayerSpec {
+                window: if recurrent { None } else { Some(window) },
+                rope: if recurrent { None } else { Some(0) },
+                moe: false,
+                chunk: None,
+                mamba: false,
+                ffn_only: false,
+                short_conv: false,
+                attn_and_mamba: false,
+                rwkv: false,
+                rglru: recurrent,
+                head_dim: None,
+                kv_heads: None,
+            })
+        })
+        .collect::<R<Vec<_>>>()?;
+    let mut n = Names::llama();
+    n.final_norm = "model.final_norm".into();
+    n.attn_in = Some("temporal_pre_norm".into());
+    n.ffn_in = Some("channel_pre_norm".into());
+    n.q = "temporal_block.q_proj".into();
+    n.k = "temporal_block.k_proj".into();
+    n.v = "temporal_block.v_proj".into();
+    n.o = "temporal_block.o_proj".into();
+    n.gate = "mlp_block.gate_proj".into();
+    n.up = "mlp_block.up_proj".into();
+    n.down = "mlp_block.down_proj".into();
     Ok((spec, n))
 }
