@@ -22,9 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `gemma4` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma4_text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +33,7 @@
     hf_module = "gemma4",
     tasks(base_model("Gemma4TextModel"), causal_lm("Gemma4ForCausalLM")),
     candle = "gemma4",
+    native(causal_lm = decoder),
     sub_config_of("gemma4"),
     backends = crate::backends,
 )]

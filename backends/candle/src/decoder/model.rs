@@ -491,8 +491,26 @@ struct MoeFfn {
     out_norm: Option<Norm>,
 }
 
+/// Gemma 4's per-layer-embedding branch of one layer.
+#[derive(Debug, Clone)]
+struct PleLayer {
+    gate: Linear,
+    proj: Linear,
+    norm: Norm,
+}
+
+/// Gemma 4's per-layer embeddings: a token table and a projection of the embeddings.
+#[derive(Debug, Clone)]
+struct PleModel {
+    width: usize,
+    embed: Tensor,
+    proj: Linear,
+    norm: Norm,
+}
+
 #[derive(Debug, Clone)]
 struct Layer {
+    ple: Option<PleLayer>,
     /// Doge's residual scales (before attention, before the FFN).
     res_scales: Option<(Tensor, Tensor)>,
     index: usize,
@@ -545,6 +563,8 @@ pub(super) struct Model {
     layers: Vec<Layer>,
     final_norm: Option<Norm>,
     head: Linear,
+    /// Gemma 4's per-layer embeddings.
+    ple: Option<PleModel>,
     /// The prediction head before `head` (ModernBERT-decoder).
     head_transform: Option<(Linear, Act, Norm)>,
     ropes: Vec<RopeTable>,
@@ -741,6 +761,28 @@ impl Model {
                 }
                 Some(Ffn::Dense(d))
             };
+            let ple = match s.ple {
+                Some((pw, _)) => Some(PleLayer {
+                    gate: linear(
+                        w,
+                        &format!("{p}.per_layer_input_gate"),
+                        pw,
+                        hd,
+                        false,
+                        false,
+                    )?,
+                    proj: linear(
+                        w,
+                        &format!("{p}.per_layer_projection"),
+                        hd,
+                        pw,
+                        false,
+                        false,
+                    )?,
+                    norm: Norm::load(w, &format!("{p}.post_per_layer_input_norm"), s.norm, &[hd])?,
+                }),
+                None => None,
+            };
             let res_scales = if s.doge {
                 Some((
                     w.take(&format!("{p}.input_residual"), &[hd])?,
@@ -766,6 +808,7 @@ impl Model {
                 norm(&names.attn_in)?
             };
             layers.push(Layer {
+                ple,
                 res_scales,
                 scalar,
                 index: i,
@@ -822,6 +865,25 @@ impl Model {
                 (head_w, head_b)
             }
         };
+        let ple = match s.ple {
+            Some((pw, pv)) => {
+                let n_l = s.layers.len();
+                Some(PleModel {
+                    width: pw,
+                    embed: w.take("model.embed_tokens_per_layer.weight", &[pv, n_l * pw])?,
+                    proj: linear(
+                        w,
+                        "model.per_layer_model_projection",
+                        n_l * pw,
+                        hd,
+                        false,
+                        false,
+                    )?,
+                    norm: Norm::load(w, "model.per_layer_projection_norm", s.norm, &[pw])?,
+                })
+            }
+            None => None,
+        };
         let head_transform = match (kind, s.head_transform) {
             (Head::Lm, Some(a)) => Some((
                 linear(w, "lm_head.dense", hd, hd, false, false)?,
@@ -856,6 +918,7 @@ impl Model {
                 .iter()
                 .all(|l| l.window.is_none() && l.chunk.is_none());
         Ok(Self {
+            ple,
             head_transform,
             fused_attn,
             kind,
@@ -1976,6 +2039,28 @@ impl Model {
         if let Some(n) = &self.embed_norm {
             x = n.forward(&x)?;
         }
+        // Gemma 4: (norm(proj(x_emb) / √hidden) + table(ids) · √width) / √2, per layer.
+        let ple: Option<Tensor> = match &self.ple {
+            Some(pm) => {
+                let c = ce("per-layer embeddings");
+                let n_l = self.layers.len();
+                let tok = pm
+                    .embed
+                    .index_select(&input, 0)
+                    .and_then(|t| t * (pm.width as f32).sqrt() as f64)
+                    .and_then(|t| t.reshape((s, n_l, pm.width)))
+                    .map_err(&c)?;
+                let ctx = pm
+                    .proj
+                    .forward(&x)
+                    .and_then(|t| t * (self.spec.hidden as f64).powf(-0.5))
+                    .and_then(|t| t.reshape((s, n_l, pm.width)))
+                    .map_err(&c)?;
+                let ctx = pm.norm.forward(&ctx)?;
+                Some(((ctx + tok).and_then(|t| t * 2f64.powf(-0.5))).map_err(&c)?)
+            }
+            None => None,
+        };
         // One mask per (window, chunk).
         type Key = (Option<usize>, Option<usize>);
         let mut masks: Vec<(Key, Option<Tensor>)> = Vec::new();
@@ -1995,6 +2080,24 @@ impl Model {
             };
             let rope = ls.rope.and_then(|i| self.ropes.get(i));
             x = self.layer(layer, &x, pos, c, mask.as_ref(), rope)?;
+            if let (Some(pl), Some(all)) = (&layer.ple, &ple) {
+                let cc = ce("per-layer embeddings");
+                let slice = all
+                    .narrow(1, layer.index, 1)
+                    .and_then(|t| t.squeeze(1))
+                    .map_err(&cc)?;
+                let g = pl
+                    .gate
+                    .forward(&x)
+                    .and_then(|t| act(self.spec.mlp.act, &t))
+                    .and_then(|t| t * slice)
+                    .and_then(|t| pl.proj.forward(&t))
+                    .map_err(&cc)?;
+                x = (x + pl.norm.forward(&g)?).map_err(&cc)?;
+            }
+            if let Some(t) = &layer.scalar {
+                x = x.broadcast_mul(t).map_err(ce("layer scalar"))?;
+            }
         }
         if !all && s > 1 {
             x = x.narrow(0, s - 1, 1).map_err(ce("last position"))?;
@@ -2062,11 +2165,7 @@ impl Model {
         mask: Option<&Tensor>,
         rope: Option<&RopeTable>,
     ) -> R<Tensor> {
-        let y = self.layer_inner(l, x, pos, cache, mask, rope)?;
-        match &l.scalar {
-            Some(t) => y.broadcast_mul(t).map_err(ce("layer scalar")),
-            None => Ok(y),
-        }
+        self.layer_inner(l, x, pos, cache, mask, rope)
     }
 
     fn layer_inner(

@@ -367,6 +367,9 @@ pub(crate) struct Spec {
     pub doge: bool,
     /// Each layer's output is multiplied by its `layer_scalar` tensor (Gemma 4).
     pub layer_scalar: bool,
+    /// Gemma 4 per-layer embeddings of this width (`hidden_size_per_layer_input`), over a
+    /// vocabulary of `vocab_size_per_layer_input`.
+    pub ple: Option<(usize, usize)>,
     /// Layer 0 has no pre-attention norm (ModernBERT-decoder).
     pub first_layer_no_attn_norm: bool,
     /// A prediction head before the LM head: `norm(act(dense(x)))` (ModernBERT-decoder:

@@ -19,6 +19,7 @@ type R<T> = Result<T, SkillError>;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "gemma4_text",
     "recurrent_gemma",
     "doge",
     "rwkv",
@@ -615,6 +616,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         v_norm: false,
         doge: false,
         layer_scalar: false,
+        ple: None,
         first_layer_no_attn_norm: false,
         head_transform: None,
         sub_norms: false,
@@ -654,7 +656,17 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let mut layer_rope = vec![Some(0usize); layers];
     let mut mla = None;
     match t {
-        "gemma4_unified_text" => {
+        "gemma4_unified_text" | "gemma4_text" => {
+            if t == "gemma4_text" {
+                refuse_true(
+                    f,
+                    "enable_moe_block",
+                    "Gemma 4's MoE block is not implemented",
+                )?;
+                if let Some(p) = f.positive_opt("hidden_size_per_layer_input")? {
+                    spec.ple = Some((p, f.positive("vocab_size_per_layer_input")?));
+                }
+            }
             spec.norm = rms(eps);
             spec.embed_scale = Some((hidden as f32).sqrt() as f64);
             n.attn_out = Some("post_attention_layernorm".into());
@@ -1728,7 +1740,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         .collect();
     match f.get("use_bidirectional_attention") {
         // Gemma 4: bidirectional among image tokens only; text is causal.
-        Some(Value::String(v)) if v == "vision" && t == "gemma4_unified_text" => {}
+        Some(Value::String(v)) if v == "vision" && t.starts_with("gemma4") => {}
         _ => refuse_true(
             f,
             "use_bidirectional_attention",
@@ -1792,6 +1804,7 @@ fn gpt_base(
         v_norm: false,
         doge: false,
         layer_scalar: false,
+        ple: None,
         first_layer_no_attn_norm: false,
         head_transform: None,
         sub_norms: false,
