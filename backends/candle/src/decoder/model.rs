@@ -833,12 +833,16 @@ impl Model {
         };
         let (head_w, head_b) = match kind {
             Head::Score { labels } => {
-                let b = if w.has("score.bias") {
-                    Some(w.take("score.bias", &[labels])?)
+                let bias = format!("{}.bias", names.score);
+                let b = if w.has(&bias) {
+                    Some(w.take(&bias, &[labels])?)
                 } else {
                     None
                 };
-                (w.take("score.weight", &[labels, hd])?, b)
+                (
+                    w.take(&format!("{}.weight", names.score), &[labels, hd])?,
+                    b,
+                )
             }
             Head::Lm => {
                 let head_w = if s.tie {
@@ -884,11 +888,15 @@ impl Model {
             }
             None => None,
         };
-        let head_transform = match (kind, s.head_transform) {
-            (Head::Lm, Some(a)) => Some((
-                linear(w, "lm_head.dense", hd, hd, false, false)?,
+        let transform_prefix = match kind {
+            Head::Lm => Some("lm_head".to_owned()),
+            Head::Score { .. } => names.score_transform.clone(),
+        };
+        let head_transform = match (transform_prefix, s.head_transform) {
+            (Some(pre), Some(a)) => Some((
+                linear(w, &format!("{pre}.dense"), hd, hd, false, false)?,
                 a,
-                Norm::load(w, "lm_head.norm", s.norm, &[hd])?,
+                Norm::load(w, &format!("{pre}.norm"), s.norm, &[hd])?,
             )),
             _ => None,
         };

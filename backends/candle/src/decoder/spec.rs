@@ -486,6 +486,11 @@ pub(crate) struct Names {
     pub mixer: String,
     /// The MoE output norm (relative to the layer).
     pub moe_out_norm: String,
+    /// The sequence classifier's head (`score`, CTRL's and ModernBERT's `classifier`).
+    pub score: String,
+    /// The prediction head the classifier reads through, when it has one (ModernBERT: `head`,
+    /// with `dense` and `norm`); the LM head's is `lm_head`.
+    pub score_transform: Option<String>,
     /// A bias added after `o_proj` on the last layer only (GPT-NeoX Japanese `dense_bias`).
     pub last_o_bias: Option<String>,
     pub gate_bias: String,
@@ -537,6 +542,8 @@ impl Names {
             mixer: "mixer".into(),
             dbrx_experts: None,
             last_o_bias: None,
+            score: "score".into(),
+            score_transform: None,
             gate_bias: "self_attn.gate_bias".into(),
         }
     }

@@ -2521,6 +2521,7 @@ fn ctrl(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("layernorm2".into());
     n.up = "ffn.0".into();
     n.down = "ffn.2".into();
+    n.score = "classifier".into();
     Ok((spec, n))
 }
 
@@ -3505,6 +3506,8 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.ffn_in = Some("mlp_norm".into());
     n.gate_up = Some("mlp.Wi".into());
     n.down = "mlp.Wo".into();
+    n.score = "classifier".into();
+    n.score_transform = Some("head".into());
     Ok((spec, n))
 }
 
