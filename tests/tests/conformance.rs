@@ -81,6 +81,11 @@ fn reference(dir: &Path) -> Reference {
     }
 }
 
+/// `|Δ| ≤ atol + rtol·|reference|` (false for NaN).
+fn within(d: f32, reference: f32, atol: f32, rtol: f32) -> bool {
+    d <= atol + rtol * reference.abs()
+}
+
 /// Every causal-LM fixture: model type → directory.
 fn fixtures() -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
@@ -109,7 +114,7 @@ fn conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
             for (x, y) in g.iter().zip(want) {
                 let d = (x - y).abs();
                 worst = worst.max(d);
-                if !(d <= atol + rtol * y.abs()) {
+                if !within(d, *y, atol, rtol) {
                     return Err(format!(
                         "logits differ at prompt {b} position {p}: {x} vs {y} (|Δ| {d})"
                     ));
@@ -201,7 +206,7 @@ fn classify_conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
         for (x, y) in g.iter().zip(want) {
             let d = (x - y).abs();
             worst = worst.max(d);
-            if !(d <= atol + rtol * y.abs()) {
+            if !within(d, *y, atol, rtol) {
                 return Err(format!("classifier logits of input {b}: {g:?} vs {want:?}"));
             }
         }

@@ -806,7 +806,7 @@ fn unused_tensors_are_refused() {
     let path = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let extra = vec![1f32; 8];
+    let extra = [1f32; 8];
     let extra_bytes: Vec<u8> = extra.iter().flat_map(|x| x.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![8], &extra_bytes)
         .unwrap();

@@ -2546,7 +2546,7 @@ fn dbrx(f: &Fields<'_>) -> R<(Spec, Names)> {
     let top_k = need(g("moe_top_k"), "ffn_config.moe_top_k")?;
     let width = need(g("ffn_hidden_size"), "ffn_config.ffn_hidden_size")?;
     match g("moe_normalize_expert_weights").and_then(Value::as_f64) {
-        Some(p) if p == 1.0 => {}
+        Some(1.0) => {}
         other => {
             return Err(f.err(
                 "ffn_config.moe_normalize_expert_weights",
