@@ -14,9 +14,14 @@ fn workspace() -> PathBuf {
 
 /// `skillgen` on the real registry and templates, writing (if at all) under `out`.
 fn skillgen(out: &Path) -> Command {
+    skillgen_on(&workspace().join("models.yaml"), out)
+}
+
+/// `skillgen` on `registry` and the real templates, writing (if at all) under `out`.
+fn skillgen_on(registry: &Path, out: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_skillgen"));
     cmd.arg("--registry")
-        .arg(workspace().join("models.yaml"))
+        .arg(registry)
         .arg("--templates")
         .arg(workspace().join("templates"))
         .arg("--out")
@@ -75,6 +80,10 @@ fn list_json_gives_each_tasks_status_per_backend() {
     );
     assert_eq!(
         task(llama, "sequence-classification")["candle"],
+        serde_json::json!({"status": "verified", "implementation": "decoder"})
+    );
+    assert_eq!(
+        task(llama, "token-classification")["candle"],
         serde_json::json!({"status": "not_implemented"})
     );
     // The existing fields are still there.
@@ -82,14 +91,18 @@ fn list_json_gives_each_tasks_status_per_backend() {
     assert_eq!(llama["max"], serde_json::json!(["llama3"]));
     assert_eq!(llama["family"], "decoder");
     assert_eq!(llama["path"], "skills::llama::Llama");
-    assert_eq!(llama["native"], serde_json::json!({"causal-lm": "decoder"}));
+    assert_eq!(
+        llama["native"],
+        serde_json::json!({"causal-lm": "decoder", "sequence-classification": "decoder"})
+    );
 
+    // Granite runs on both (its candle refusal ended with the config-driven decoder).
     let granite = model(&list, "granite");
     let causal = task(granite, "causal-lm");
-    assert_eq!(causal["candle"]["status"], "refused");
-    let reason = causal["candle"]["reason"].as_str().unwrap();
-    assert!(reason.contains("multipliers"), "{reason}");
-    assert_eq!(granite["refused"]["candle"], reason);
+    assert_eq!(
+        causal["candle"],
+        serde_json::json!({"status": "verified", "implementation": "decoder"})
+    );
     assert_eq!(
         causal["max"],
         serde_json::json!({"status": "delegated", "architecture": "granite"})
@@ -122,22 +135,44 @@ fn list_and_show_print_the_statuses() {
             .to_owned()
     };
     assert!(
-        line("llama").ends_with("runs: causal-lm (candle verified, MAX delegated)"),
+        line("llama").ends_with(
+            "runs: causal-lm (candle verified, MAX delegated), sequence-classification (candle verified)"
+        ),
         "{}",
         line("llama")
     );
-    assert!(
-        line("granite").ends_with("runs: causal-lm (MAX delegated); candle refused"),
-        "{}",
-        line("granite")
-    );
     assert!(line("clip").ends_with("runs nothing"), "{}", line("clip"));
 
-    let out = run(skillgen(tmp.path()).args(["show", "granite"]));
-    let text = String::from_utf8(out.stdout).unwrap();
+    // A refusal (none is in the registry today): granite refused on candle in a copy.
+    let yaml = std::fs::read_to_string(workspace().join("models.yaml")).unwrap();
+    let at = yaml
+        .find("  - model_type: granite\n")
+        .expect("granite entry");
+    let end = at + yaml[at + 1..].find("  - model_type: ").expect("next entry") + 1;
+    let entry = yaml[at..end].replace(
+        "    native:\n      causal-lm: decoder\n",
+        "    refused:\n      candle: \"a test reason\"\n",
+    );
+    let edited = format!("{}{entry}{}", &yaml[..at], &yaml[end..]);
+    let registry = tmp.path().join("models.yaml");
+    std::fs::write(&registry, edited).unwrap();
+    let text =
+        String::from_utf8(run(skillgen_on(&registry, tmp.path()).arg("list")).stdout).unwrap();
+    let granite = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("granite"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        granite.ends_with("runs: causal-lm (MAX delegated); candle refused"),
+        "{granite}"
+    );
+    let text =
+        String::from_utf8(run(skillgen_on(&registry, tmp.path()).args(["show", "granite"])).stdout)
+            .unwrap();
     assert!(
         text.contains(
-            "support:\n  base-model                   candle: refused  |  MAX: not implemented\n  causal-lm                    candle: refused  |  MAX: delegated (architecture granite)\n  refused on candle: candle-transformers 0.11.1 ignores Granite's"
+            "support:\n  base-model                   candle: refused  |  MAX: not implemented\n  causal-lm                    candle: refused  |  MAX: delegated (architecture granite)\n  refused on candle: a test reason"
         ),
         "{text}"
     );

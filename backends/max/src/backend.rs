@@ -92,6 +92,12 @@ impl Backend for MaxBackend {
     /// it is the strict-mode error). An invalid request is returned as it is.
     fn run(&self, cx: &RunContext<'_>, call: Call) -> Result<Output, Failure> {
         let _span = tracing::debug_span!("max", model_type = cx.model.info().model_type).entered();
+        if let Some(reason) = crate::config_check::refusal(cx.model) {
+            return Err(Failure::Retry(SkipReason::Refused {
+                backend: BackendKind::Max,
+                reason,
+            }));
+        }
         match crate::run_call(cx.model, cx.task, call, cx.env, cx.caps) {
             Ok(out) => Ok(out),
             Err(e @ SkillError::InvalidRequest { .. }) => Err(Failure::Final(e)),

@@ -24,6 +24,7 @@
 
 mod backend;
 mod client;
+mod config_check;
 mod pooling;
 mod probe;
 mod server;
