@@ -34,7 +34,7 @@ fn support_md_counts_what_runs() {
         .find(|l| l.starts_with("| `granite` | `causal-lm` |"))
         .expect("granite's causal-lm row");
     assert!(
-        granite.contains("| **refused**: candle-transformers 0.11.1 ignores Granite's")
+        granite.contains("| **verified** (`decoder`) |")
             && granite.ends_with("| **delegated** (architecture `granite`) |"),
         "{granite}"
     );

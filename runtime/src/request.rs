@@ -200,6 +200,69 @@ pub struct Classifications {
     pub labels: Vec<Vec<Label>>,
 }
 
+/// `classify_tokens`: token classification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassifyTokensRequest {
+    /// The inputs.
+    pub input: TextBatch,
+}
+text_request_from!(ClassifyTokensRequest {});
+
+/// One token's label.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLabel {
+    /// The token id.
+    pub token_id: u32,
+    /// Byte offsets of the token in the input text (`None` for token-id inputs and special
+    /// tokens).
+    pub offsets: Option<(usize, usize)>,
+    /// The best label (from `id2label`).
+    pub label: String,
+    /// Its softmax probability.
+    pub score: f32,
+}
+
+/// `classify_tokens` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenClassifications {
+    /// Per input, one entry per token.
+    pub tokens: Vec<Vec<TokenLabel>>,
+}
+
+/// `answer_question`: extractive question answering.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuestionRequest {
+    /// The question.
+    pub question: String,
+    /// The text that holds the answer.
+    pub context: String,
+    /// The longest answer, in tokens.
+    pub max_answer_tokens: usize,
+}
+
+impl QuestionRequest {
+    /// A question about `context` (answers up to 15 tokens, as transformers' pipeline).
+    pub fn new(question: impl Into<String>, context: impl Into<String>) -> Self {
+        Self {
+            question: question.into(),
+            context: context.into(),
+            max_answer_tokens: 15,
+        }
+    }
+}
+
+/// `answer_question` output: the best span of the context.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Answer {
+    /// The answer text (a slice of the context).
+    pub answer: String,
+    /// Byte offsets of the answer in the context.
+    pub start: usize,
+    pub end: usize,
+    /// `softmax(start)[s] · softmax(end)[e]` over the context tokens.
+    pub score: f32,
+}
+
 /// The prompt of a generation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -538,6 +601,19 @@ impl Call {
                 }
             }
             Call::ClassifyImage(r) => r.image.validate(),
+            Call::ClassifyTokens(r) => r.input.validate(),
+            Call::AnswerQuestion(r) => {
+                if r.question.trim().is_empty() {
+                    return Err("the question is empty".to_owned());
+                }
+                if r.context.trim().is_empty() {
+                    return Err("the context is empty".to_owned());
+                }
+                if r.max_answer_tokens == 0 {
+                    return Err("max_answer_tokens must be at least 1".to_owned());
+                }
+                Ok(())
+            }
             Call::ImageTextSimilarity(r) => {
                 if r.images.is_empty() {
                     return Err("no images".to_owned());

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use skillgen_candle::parity::{decoder_all_logits, decoder_classify_logits, decoder_greedy};
 use skillgen_runtime::request::{
-    Call, ClassifyRequest, FinishReason, GenerateRequest, Output, Prompt, TextBatch,
+    Call, ClassifyRequest, ClassifyTokensRequest, FinishReason, GenerateRequest, Output, Prompt,
+    QuestionRequest, TextBatch,
 };
 use skillgen_runtime::{
     BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
@@ -361,5 +362,193 @@ fn marked_types_generate_through_their_generated_skill() {
                 assert_eq!(g.finish_reason, FinishReason::Eos, "{t}");
             }
         }
+    }
+}
+
+/// A token-classification or QA fixture: unpadded inputs and transformers' per-position
+/// outputs (`[input][position][n]`, the real positions only).
+struct HeadReference {
+    inputs: Vec<Vec<u32>>,
+    outputs: Vec<Vec<Vec<f32>>>,
+}
+
+fn floats_of(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+    assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
+fn head_reference(dir: &Path, qa: bool) -> HeadReference {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    let (rows, seq) = (s[0], s[1]);
+    let real: Vec<usize> = mask
+        .chunks(seq)
+        .map(|m| m.iter().filter(|x| **x == 1).count())
+        .collect();
+    let inputs = ids
+        .chunks(seq)
+        .zip(&real)
+        .map(|(r, n)| r[..*n].iter().map(|&x| u32::try_from(x).unwrap()).collect())
+        .collect();
+    let outputs = if qa {
+        let (_, start) = floats_of(&st, "start_logits");
+        let (_, end) = floats_of(&st, "end_logits");
+        (0..rows)
+            .map(|b| {
+                (0..real[b])
+                    .map(|p| vec![start[b * seq + p], end[b * seq + p]])
+                    .collect()
+            })
+            .collect()
+    } else {
+        let (shape, l) = floats_of(&st, "logits");
+        let n = shape[2];
+        (0..rows)
+            .map(|b| {
+                (0..real[b])
+                    .map(|p| l[(b * seq + p) * n..(b * seq + p + 1) * n].to_vec())
+                    .collect()
+            })
+            .collect()
+    };
+    HeadReference { inputs, outputs }
+}
+
+fn head_conforms(model_type: &str, dir: &Path, qa: bool) -> Result<f32, String> {
+    use skillgen_candle::decoder::HeadKind;
+    let info = skills::registry::by_model_type(model_type)
+        .ok_or_else(|| format!("`{model_type}` is not in the registry"))?;
+    let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
+        .map_err(|e| format!("load: {e}"))?;
+    let r = head_reference(dir, qa);
+    let head = if qa { HeadKind::Qa } else { HeadKind::Tokens };
+    let got = skillgen_candle::parity::decoder_head_logits(&state, Target::Cpu, head, &r.inputs)
+        .map_err(|e| e.to_string())?;
+    let (atol, rtol) = tolerance("decoders");
+    let mut worst = 0f32;
+    for (b, (g, want)) in got.iter().zip(&r.outputs).enumerate() {
+        for (p, (gr, wr)) in g.iter().zip(want).enumerate() {
+            for (x, y) in gr.iter().zip(wr) {
+                let d = (x - y).abs();
+                worst = worst.max(d);
+                if !within(d, *y, atol, rtol) {
+                    return Err(format!("input {b} position {p}: {gr:?} vs {wr:?}"));
+                }
+            }
+        }
+    }
+    Ok(worst)
+}
+
+/// Token classification (`<type>/token-classify/`) and extractive QA (`<type>/qa/`): every
+/// fixture's per-position logits, and the passing sets equal the registry's marks.
+#[test]
+fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
+    for (sub, qa, task) in [
+        ("token-classify", false, Task::TokenClassification),
+        ("qa", true, Task::QuestionAnswering),
+    ] {
+        let mut pass = Vec::new();
+        let mut fail = BTreeMap::new();
+        for (t, dir) in fixtures() {
+            let dir = dir.join(sub);
+            if !dir.join("reference.safetensors").is_file() {
+                continue;
+            }
+            match head_conforms(&t, &dir, qa) {
+                Ok(w) => {
+                    eprintln!("pass {t:<24} {sub} max |Δlogit| {w:.2e}");
+                    pass.push(t);
+                }
+                Err(why) => {
+                    eprintln!("FAIL {t:<24} {sub} {why}");
+                    fail.insert(t, why);
+                }
+            }
+        }
+        let marked = marked_for(task);
+        let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+        let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+        assert!(
+            unproven.is_empty(),
+            "{sub}: marked but no passing fixture: {unproven:?} ({fail:?})"
+        );
+        assert!(
+            unmarked.is_empty(),
+            "{sub}: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+        );
+    }
+}
+
+/// The marked types answer through their generated skills: `classify_tokens` on texts (the
+/// byte-level tokenizer makes the fixture's ids a text) gives transformers' argmax labels, and
+/// `answer_question` on (question, context) = (the first 2 bytes, the rest) returns the span
+/// that maximises transformers' start + end logits over the context.
+#[test]
+fn token_and_qa_through_their_generated_skills() {
+    let caps = Capabilities::fixed_cpu_only();
+    let text = |ids: &[u32]| -> String {
+        ids.iter()
+            .map(|&b| char::from(u8::try_from(b).unwrap()))
+            .collect()
+    };
+    for t in marked_for(Task::TokenClassification) {
+        let dir = root().join(&t).join("token-classify");
+        let r = head_reference(&dir, false);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let req = ClassifyTokensRequest {
+            input: TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()),
+        };
+        let (out, d) = skill
+            .state()
+            .run_with(Call::ClassifyTokens(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::ClassifyTokens(c) = out else {
+            panic!("{t}: {out:?}")
+        };
+        let names = ["O", "B-X", "I-X"];
+        for (got, want) in c.tokens.iter().zip(&r.outputs) {
+            assert_eq!(got.len(), want.len(), "{t}");
+            for (g, w) in got.iter().zip(want) {
+                let best = (0..w.len()).max_by(|&a, &b| w[a].total_cmp(&w[b])).unwrap();
+                assert_eq!(g.label, names[best], "{t}");
+            }
+        }
+    }
+    for t in marked_for(Task::QuestionAnswering) {
+        let dir = root().join(&t).join("qa");
+        let r = head_reference(&dir, true);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let ids = &r.inputs[0];
+        let (question, context) = (text(&ids[..2]), text(&ids[2..]));
+        let req = QuestionRequest::new(question, context.clone());
+        let (out, _) = skill
+            .state()
+            .run_with(Call::AnswerQuestion(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        let Output::AnswerQuestion(a) = out else {
+            panic!("{t}: {out:?}")
+        };
+        // The best (start, end) over the context tokens (positions 2..), spans ≤ 15 tokens.
+        let w = &r.outputs[0];
+        let mut best = (0, 0, f32::NEG_INFINITY);
+        for s in 2..w.len() {
+            for e in s..w.len().min(s + 15) {
+                if w[s][0] + w[e][1] > best.2 {
+                    best = (s, e, w[s][0] + w[e][1]);
+                }
+            }
+        }
+        assert_eq!((a.start, a.end), (best.0 - 2, best.1 - 1), "{t}: {a:?}");
+        assert_eq!(a.answer, context[best.0 - 2..best.1 - 1], "{t}");
     }
 }

@@ -236,6 +236,10 @@ vocabulary! {
         ClassifyImage = "classify-image" / "classify_image",
         /// `image_text_similarity`: CLIP-style image/text matching.
         ImageTextSimilarity = "image-text-similarity" / "image_text_similarity",
+        /// `classify_tokens`: token classification (one label per token).
+        ClassifyTokens = "classify-tokens" / "classify_tokens",
+        /// `answer_question`: extractive question answering (a span of the context).
+        AnswerQuestion = "answer-question" / "answer_question",
     }
 }
 
@@ -362,6 +366,8 @@ macro_rules! for_each_capability {
             Transcribe transcribe(TranscribeRequest) -> Transcription: "Transcribe 16 kHz mono PCM.";
             ClassifyImage classify_image(ClassifyImageRequest) -> ImageClassification: "Classify an image.";
             ImageTextSimilarity image_text_similarity(ImageTextRequest) -> Similarity: "Score images against texts.";
+            ClassifyTokens classify_tokens(ClassifyTokensRequest) -> TokenClassifications: "Label each token of each input.";
+            AnswerQuestion answer_question(QuestionRequest) -> Answer: "Find the answer span in a context.";
         }
     };
 }
@@ -421,6 +427,8 @@ impl Capability {
             Capability::Transcribe => &[Task::SpeechSeq2Seq, Task::Ctc],
             Capability::ClassifyImage => &[Task::ImageClassification],
             Capability::ImageTextSimilarity => &[Task::ZeroShotImageClassification],
+            Capability::ClassifyTokens => &[Task::TokenClassification],
+            Capability::AnswerQuestion => &[Task::QuestionAnswering],
         }
     }
 

@@ -136,8 +136,8 @@ pub(crate) fn not_implemented(state: &Model, target: Target, task: Task) -> Skil
 /// outputs (hidden states, logits, log-mel features), compared with transformers references.
 pub mod parity {
     pub use crate::decoder::{
-        decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_incremental_logits,
-        decoder_prefill_logits,
+        decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_head_logits,
+        decoder_incremental_logits, decoder_prefill_logits,
     };
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::text::encoder_outputs;

@@ -19,6 +19,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

@@ -21,11 +21,13 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `gemma` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,7 +43,11 @@
         token_classification("GemmaForTokenClassification")
     ),
     candle = "gemma",
-    native(causal_lm = decoder, sequence_classification = decoder),
+    native(
+        causal_lm = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
+    ),
     backends = crate::backends,
 )]
 pub struct Gemma {

@@ -21,6 +21,7 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -23,11 +23,14 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `mpt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,7 +48,11 @@
         token_classification("MptForTokenClassification")
     ),
     candle = "mpt",
-    native(causal_lm = decoder, sequence_classification = decoder),
+    native(
+        causal_lm = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
+    ),
     backends = crate::backends,
 )]
 pub struct Mpt {

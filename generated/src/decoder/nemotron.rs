@@ -22,6 +22,8 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -21,10 +21,12 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`decoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `opt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -40,7 +42,11 @@
         question_answering("OPTForQuestionAnswering"),
         sequence_classification("OPTForSequenceClassification")
     ),
-    native(causal_lm = decoder, sequence_classification = decoder),
+    native(
+        causal_lm = decoder,
+        question_answering = decoder,
+        sequence_classification = decoder
+    ),
     backends = crate::backends,
 )]
 pub struct Opt {

@@ -21,6 +21,7 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

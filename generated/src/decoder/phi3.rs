@@ -21,11 +21,13 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `phi3`)
 //! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `phi3` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,7 +44,11 @@
     ),
     candle = "phi3",
     max("phi3"),
-    native(causal_lm = decoder, sequence_classification = decoder),
+    native(
+        causal_lm = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
+    ),
     backends = crate::backends,
 )]
 pub struct Phi3 {

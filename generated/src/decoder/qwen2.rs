@@ -23,11 +23,15 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!
 //! - `causal-lm`: candle **verified** (`decoder`); MAX **delegated** (architecture `qwen2`)
+//! - `question-answering`: candle **verified** (`decoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `qwen2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,7 +50,12 @@
     ),
     candle = "qwen2",
     max("qwen2"),
-    native(causal_lm = decoder, sequence_classification = decoder),
+    native(
+        causal_lm = decoder,
+        question_answering = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
+    ),
     backends = crate::backends,
 )]
 pub struct Qwen2 {

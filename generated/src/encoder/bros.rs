@@ -18,6 +18,7 @@
 //! # Capabilities
 //!
 //! - `embed` (from `base-model`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

@@ -22,6 +22,8 @@
 //!
 //! - `embed` (from `base-model`)
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

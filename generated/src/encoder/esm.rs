@@ -22,6 +22,7 @@
 //! - `embed` (from `base-model`)
 //! - `fill_mask` (from `masked-lm`)
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

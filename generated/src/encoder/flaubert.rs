@@ -26,6 +26,8 @@
 //! - `embed` (from `text-encoding`)
 //! - `fill_mask` (from `masked-lm`)
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -19,6 +19,7 @@
 //! # Capabilities
 //!
 //! - `embed` (from `base-model`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -24,6 +24,8 @@
 //! - `embed` (from `base-model`)
 //! - `fill_mask` (from `masked-lm`)
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -25,6 +25,7 @@
 //! - `fill_mask` (from `masked-lm`)
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `seq-to-seq-causal-lm`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

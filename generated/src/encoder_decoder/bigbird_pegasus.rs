@@ -22,6 +22,7 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `seq-to-seq-causal-lm`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -19,6 +19,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `seq-to-seq-causal-lm`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

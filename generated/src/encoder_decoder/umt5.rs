@@ -24,6 +24,8 @@
 //! - `embed` (from `text-encoding`)
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `seq-to-seq-causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

@@ -23,6 +23,7 @@
 //!
 //! - `fill_mask` (from `masked-lm`)
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

@@ -21,6 +21,8 @@
 //! # Capabilities
 //!
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
+//! - `answer_question` (from `question-answering`)
 //!
 //! # Implementations
 //!

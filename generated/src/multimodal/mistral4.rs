@@ -22,6 +22,7 @@
 //! # Capabilities
 //!
 //! - `classify` (from `sequence-classification`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

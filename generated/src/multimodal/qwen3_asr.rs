@@ -23,6 +23,7 @@
 //!
 //! - `generate` (from `seq-to-seq-causal-lm`)
 //! - `transcribe` (from `speech-seq-2-seq`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

@@ -24,6 +24,7 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `seq-to-seq-causal-lm`)
+//! - `classify_tokens` (from `token-classification`)
 //!
 //! # Implementations
 //!

@@ -27,8 +27,9 @@ use skillgen_runtime::{Capability, Task};
 use skillgen_runtime::BackendKind;
 use skillgen_runtime::Model;
 use skillgen_runtime::request::{
-    Call, Classifications, ClassifyRequest, FinishReason, GenerateRequest, Label, Output, Prompt,
-    TextBatch,
+    Answer, Call, Classifications, ClassifyRequest, ClassifyTokensRequest, FinishReason,
+    GenerateRequest, Label, Output, Prompt, QuestionRequest, TextBatch, TokenClassifications,
+    TokenLabel,
 };
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
@@ -77,24 +78,67 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::Classify(req) => classifier(state, target)?
             .classify(&req)
             .map(Output::Classify),
+        Call::ClassifyTokens(req) => with_head(state, target, HeadKind::Tokens)?
+            .classify_tokens(&req)
+            .map(Output::ClassifyTokens),
+        Call::AnswerQuestion(req) => with_head(state, target, HeadKind::Qa)?
+            .answer_question(&req)
+            .map(Output::AnswerQuestion),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
 
+/// Which head sits on the decoder's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// `*ForCausalLM`.
+    Lm,
+    /// `*ForSequenceClassification`: the last non-padding token.
+    Sequence,
+    /// `*ForTokenClassification`: every token.
+    Tokens,
+    /// `*ForQuestionAnswering`: start and end logits of every token.
+    Qa,
+}
+
 /// The cached decoder of `state` on `target` (loaded on first use).
 pub(crate) fn decoder(state: &Model, target: Target) -> Result<Arc<Decoder>, SkillError> {
-    let model_type = state.info().model_type;
-    state.cached(&format!("candle/{model_type}/{target}"), || {
-        Decoder::load(model_type, state.dir(), &crate::device(target)?, false)
-    })
+    with_head(state, target, HeadKind::Lm)
 }
 
 /// The cached sequence classifier (`*ForSequenceClassification`) of `state` on `target`.
 pub(crate) fn classifier(state: &Model, target: Target) -> Result<Arc<Decoder>, SkillError> {
+    with_head(state, target, HeadKind::Sequence)
+}
+
+/// The cached decoder of `state` on `target` with `head`.
+pub(crate) fn with_head(
+    state: &Model,
+    target: Target,
+    head: HeadKind,
+) -> Result<Arc<Decoder>, SkillError> {
     let model_type = state.info().model_type;
-    state.cached(&format!("candle/{model_type}/{target}/classify"), || {
-        Decoder::load(model_type, state.dir(), &crate::device(target)?, true)
+    let key = match head {
+        HeadKind::Lm => format!("candle/{model_type}/{target}"),
+        HeadKind::Sequence => format!("candle/{model_type}/{target}/classify"),
+        HeadKind::Tokens => format!("candle/{model_type}/{target}/tokens"),
+        HeadKind::Qa => format!("candle/{model_type}/{target}/qa"),
+    };
+    state.cached(&key, || {
+        Decoder::load(model_type, state.dir(), &crate::device(target)?, head)
     })
+}
+
+/// The head's logits at every position of each input (`[input][position][n]`) with `head` on
+/// the decoder of `state` on `target`. For the conformance tests.
+pub fn decoder_head_logits(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+    head: HeadKind,
+    inputs: &[Vec<u32>],
+) -> Result<Vec<Vec<Vec<f32>>>, SkillError> {
+    let d = with_head(state.model(), target, head)?;
+    inputs.iter().map(|ids| d.all_logits(ids)).collect()
 }
 
 /// The classifier logits of each input (at its last non-padding token) with the classifier of
@@ -173,6 +217,14 @@ pub(crate) fn stream(
     decoder(state, target)?.stream(req)
 }
 
+/// Softmax of `v`.
+fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
 fn candle_err(context: &str) -> impl Fn(candle_core::Error) -> SkillError + '_ {
     move |e| SkillError::Backend {
         backend: BackendKind::Candle,
@@ -240,14 +292,14 @@ impl Decoder {
     /// Load `dir` (a Hugging Face model directory of `model_type`) on `device`; typed errors
     /// name the file, field or tensor at fault.
     ///
-    /// `classifier`: load `*ForSequenceClassification` (a `score` head over `id2label`) rather
-    /// than the causal LM.
+    /// `head`: the causal LM, or one of the task heads over the same body.
     pub fn load(
         model_type: &str,
         dir: &Path,
         device: &Device,
-        classifier: bool,
+        head: HeadKind,
     ) -> Result<Self, SkillError> {
+        let classifier = head != HeadKind::Lm;
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(SkillError::ConfigMissing {
@@ -260,16 +312,29 @@ impl Decoder {
             path: &config_path,
             map: &map,
         };
-        let (spec, names) = translate::translate(model_type, &f)?;
+        let (spec, mut names) = translate::translate(model_type, &f)?;
         let mut weights = Weights::read(dir, device)?;
+        // Task heads that keep the body under another prefix (Llama's question answering:
+        // `transformer.`).
+        if !weights.has(&format!("{}.weight", names.embed)) {
+            for (from, to) in [("model.", "transformer."), ("transformer.", "model.")] {
+                let alt = names.with_body_prefix(from, to);
+                if weights.has(&format!("{}.weight", alt.embed)) {
+                    names = alt;
+                    break;
+                }
+            }
+        }
         let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
-        let (labels, head) = if classifier {
-            let labels = f.labels()?;
-            let n = labels.len();
-            (labels, model::Head::Score { labels: n })
-        } else {
-            (Vec::new(), model::Head::Lm)
+        let (labels, head) = match head {
+            HeadKind::Lm => (Vec::new(), model::Head::Lm),
+            HeadKind::Sequence | HeadKind::Tokens => {
+                let labels = f.labels()?;
+                let n = labels.len();
+                (labels, model::Head::Score { labels: n })
+            }
+            HeadKind::Qa => (Vec::new(), model::Head::Score { labels: 2 }),
         };
         let sigmoid = match f.str_opt("problem_type")? {
             Some("multi_label_classification") => true,
@@ -385,6 +450,133 @@ impl Decoder {
             labels.push(ranked);
         }
         Ok(Classifications { labels })
+    }
+
+    /// Token ids (and byte offsets, for text) of each input.
+    #[allow(clippy::type_complexity)]
+    fn encode_batch(
+        &self,
+        input: &TextBatch,
+        capability: Capability,
+    ) -> Result<Vec<(Vec<u32>, Vec<Option<(usize, usize)>>)>, SkillError> {
+        let out: Vec<(Vec<u32>, Vec<Option<(usize, usize)>>)> = match input {
+            TextBatch::TokenIds(ids) => ids
+                .iter()
+                .map(|i| (i.clone(), vec![None; i.len()]))
+                .collect(),
+            TextBatch::Texts(texts) => {
+                let tok =
+                    self.tokenizer("the tokenizer (tokenizer.json), needed for text inputs")?;
+                texts
+                    .iter()
+                    .map(|t| {
+                        tok.encode(t.as_str(), true)
+                            .map(|e| {
+                                let offsets = e
+                                    .get_offsets()
+                                    .iter()
+                                    .zip(e.get_special_tokens_mask())
+                                    .map(|(o, special)| (*special == 0).then_some(*o))
+                                    .collect();
+                                (e.get_ids().to_vec(), offsets)
+                            })
+                            .map_err(|e| SkillError::Tokenizer {
+                                path: self.tokenizer_path.clone(),
+                                detail: format!("encoding an input: {e}"),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if out.iter().any(|(ids, _)| ids.is_empty()) {
+            return Err(SkillError::InvalidRequest {
+                capability,
+                detail: "an input has no tokens".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `classify_tokens`: the best label of every token, with its softmax probability.
+    fn classify_tokens(
+        &self,
+        req: &ClassifyTokensRequest,
+    ) -> Result<TokenClassifications, SkillError> {
+        let mut tokens = Vec::new();
+        for (ids, offsets) in self.encode_batch(&req.input, Capability::ClassifyTokens)? {
+            let logits = self.all_logits(&ids)?;
+            let row: Vec<TokenLabel> =
+                logits
+                    .iter()
+                    .zip(ids.iter().zip(offsets))
+                    .map(|(l, (&id, off))| {
+                        let p = softmax(l);
+                        let (best, score) = p.iter().copied().enumerate().fold(
+                            (0, f32::NEG_INFINITY),
+                            |a, (i, x)| if x > a.1 { (i, x) } else { a },
+                        );
+                        TokenLabel {
+                            token_id: id,
+                            offsets: off,
+                            label: self.labels.get(best).cloned().unwrap_or_default(),
+                            score,
+                        }
+                    })
+                    .collect();
+            tokens.push(row);
+        }
+        Ok(TokenClassifications { tokens })
+    }
+
+    /// `answer_question`: the context span maximising `start + end` logits (as transformers'
+    /// question-answering pipeline; at most `max_answer_tokens` tokens), scored by
+    /// `softmax(start)·softmax(end)` over the context tokens.
+    fn answer_question(&self, req: &QuestionRequest) -> Result<Answer, SkillError> {
+        let tok =
+            self.tokenizer("the tokenizer (tokenizer.json), needed for question answering")?;
+        let enc = tok
+            .encode((req.question.as_str(), req.context.as_str()), true)
+            .map_err(|e| SkillError::Tokenizer {
+                path: self.tokenizer_path.clone(),
+                detail: format!("encoding the question and context: {e}"),
+            })?;
+        let ids = enc.get_ids().to_vec();
+        let context: Vec<usize> = enc
+            .get_sequence_ids()
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| **s == Some(1) && enc.get_special_tokens_mask()[*i] == 0)
+            .map(|(i, _)| i)
+            .collect();
+        if context.is_empty() {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::AnswerQuestion,
+                detail: "the context has no tokens".into(),
+            });
+        }
+        let logits = self.all_logits(&ids)?;
+        let start: Vec<f32> = context.iter().map(|&i| logits[i][0]).collect();
+        let end: Vec<f32> = context.iter().map(|&i| logits[i][1]).collect();
+        let (ps, pe) = (softmax(&start), softmax(&end));
+        let mut best = (0, 0, f32::NEG_INFINITY);
+        for a in 0..context.len() {
+            for b in a..context.len().min(a + req.max_answer_tokens) {
+                let v = start[a] + end[b];
+                if v > best.2 {
+                    best = (a, b, v);
+                }
+            }
+        }
+        let (a, b, _) = best;
+        let offsets = enc.get_offsets();
+        let (s0, e0) = (offsets[context[a]].0, offsets[context[b]].1);
+        let answer = req.context.get(s0..e0).unwrap_or_default().to_owned();
+        Ok(Answer {
+            answer,
+            start: s0,
+            end: e0,
+            score: ps[a] * pe[b],
+        })
     }
 
     /// A fresh KV cache.

@@ -833,6 +833,16 @@ impl Model {
         };
         let (head_w, head_b) = match kind {
             Head::Score { labels } => {
+                // `score`, or `classifier` / `qa_outputs` for the token and QA heads.
+                let name = [names.score.as_str(), "classifier", "qa_outputs"]
+                    .into_iter()
+                    .find(|n| w.has(&format!("{n}.weight")))
+                    .unwrap_or(names.score.as_str())
+                    .to_owned();
+                let names = &Names {
+                    score: name,
+                    ..names.clone()
+                };
                 let bias = format!("{}.bias", names.score);
                 let b = if w.has(&bias) {
                     Some(w.take(&bias, &[labels])?)

@@ -548,6 +548,23 @@ impl Names {
         }
     }
 
+    /// The same layout with the body under `to` instead of `from` (`model.` →
+    /// `transformer.`: some question-answering heads keep the body under another name).
+    pub(crate) fn with_body_prefix(&self, from: &str, to: &str) -> Self {
+        let re = |s: &String| match s.strip_prefix(from) {
+            Some(rest) => format!("{to}{rest}"),
+            None => s.clone(),
+        };
+        Self {
+            embed: re(&self.embed),
+            positions: re(&self.positions),
+            embed_norm: re(&self.embed_norm),
+            final_norm: re(&self.final_norm),
+            layer: re(&self.layer),
+            ..self.clone()
+        }
+    }
+
     /// The prefix of layer `i`.
     pub(crate) fn layer(&self, i: usize) -> String {
         self.layer.replace("{}", &i.to_string())
