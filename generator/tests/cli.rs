@@ -83,7 +83,7 @@ fn list_json_gives_each_tasks_status_per_backend() {
         serde_json::json!({"status": "verified", "implementation": "decoder"})
     );
     assert_eq!(
-        task(llama, "token-classification")["candle"],
+        task(llama, "base-model")["candle"],
         serde_json::json!({"status": "not_implemented"})
     );
     // The existing fields are still there.
@@ -93,7 +93,12 @@ fn list_json_gives_each_tasks_status_per_backend() {
     assert_eq!(llama["path"], "skills::llama::Llama");
     assert_eq!(
         llama["native"],
-        serde_json::json!({"causal-lm": "decoder", "sequence-classification": "decoder"})
+        serde_json::json!({
+            "causal-lm": "decoder",
+            "question-answering": "decoder",
+            "sequence-classification": "decoder",
+            "token-classification": "decoder",
+        })
     );
 
     // Granite runs on both (its candle refusal ended with the config-driven decoder).
@@ -136,7 +141,7 @@ fn list_and_show_print_the_statuses() {
     };
     assert!(
         line("llama").ends_with(
-            "runs: causal-lm (candle verified, MAX delegated), sequence-classification (candle verified)"
+            "runs: causal-lm (candle verified, MAX delegated), question-answering (candle verified), sequence-classification (candle verified), token-classification (candle verified)"
         ),
         "{}",
         line("llama")

@@ -559,11 +559,15 @@ impl Decoder {
         let end: Vec<f32> = context.iter().map(|&i| logits[i][1]).collect();
         let (ps, pe) = (softmax(&start), softmax(&end));
         let mut best = (0, 0, f32::NEG_INFINITY);
-        for a in 0..context.len() {
-            for b in a..context.len().min(a + req.max_answer_tokens) {
-                let v = start[a] + end[b];
-                if v > best.2 {
-                    best = (a, b, v);
+        for (a, sa) in start.iter().enumerate() {
+            for (b, eb) in end
+                .iter()
+                .enumerate()
+                .skip(a)
+                .take(req.max_answer_tokens)
+            {
+                if sa + eb > best.2 {
+                    best = (a, b, sa + eb);
                 }
             }
         }
