@@ -560,12 +560,7 @@ impl Decoder {
         let (ps, pe) = (softmax(&start), softmax(&end));
         let mut best = (0, 0, f32::NEG_INFINITY);
         for (a, sa) in start.iter().enumerate() {
-            for (b, eb) in end
-                .iter()
-                .enumerate()
-                .skip(a)
-                .take(req.max_answer_tokens)
-            {
+            for (b, eb) in end.iter().enumerate().skip(a).take(req.max_answer_tokens) {
                 if sa + eb > best.2 {
                     best = (a, b, sa + eb);
                 }
