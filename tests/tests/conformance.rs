@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use skillgen_candle::parity::{decoder_all_logits, decoder_classify_logits, decoder_greedy};
+use skillgen_candle::parity::{
+    EncoderHead, decoder_all_logits, decoder_classify_logits, decoder_greedy, encoder_head_logits,
+};
 use skillgen_runtime::request::{
     Call, ClassifyRequest, ClassifyTokensRequest, FinishReason, GenerateRequest, Output, Prompt,
     QuestionRequest, TextBatch,
@@ -87,17 +89,25 @@ fn within(d: f32, reference: f32, atol: f32, rtol: f32) -> bool {
     d <= atol + rtol * reference.abs()
 }
 
-/// Every causal-LM fixture: model type → directory.
-fn fixtures() -> BTreeMap<String, PathBuf> {
+/// Every model type directory (any task).
+fn type_dirs() -> BTreeMap<String, PathBuf> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(root()).unwrap() {
         let dir = e.unwrap().path();
-        if dir.join("reference.safetensors").is_file() {
+        if dir.is_dir() {
             let name = dir.file_name().unwrap().to_string_lossy().into_owned();
             out.insert(name, dir);
         }
     }
     out
+}
+
+/// Every causal-LM fixture: model type → directory.
+fn causal_fixtures() -> BTreeMap<String, PathBuf> {
+    type_dirs()
+        .into_iter()
+        .filter(|(_, d)| d.join("reference.safetensors").is_file())
+        .collect()
 }
 
 /// Run one fixture through the decoder; `Err` says why it does not conform.
@@ -132,6 +142,11 @@ fn conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
         }
     }
     Ok(worst)
+}
+
+/// Whether `model_type`'s head fixtures run through the BERT-like encoder (else the decoder).
+fn is_encoder(model_type: &str) -> bool {
+    skillgen_candle::encoder::bertlike::MODEL_TYPES.contains(&model_type)
 }
 
 /// The types `models.yaml` marks as running `task` on candle.
@@ -184,7 +199,7 @@ fn classify_reference(dir: &Path) -> ClassifyReference {
 
 /// Every sequence-classification fixture: model type → directory.
 fn classify_fixtures() -> BTreeMap<String, PathBuf> {
-    fixtures()
+    type_dirs()
         .into_iter()
         .map(|(t, d)| (t, d.join("classify")))
         .filter(|(_, d)| d.join("reference.safetensors").is_file())
@@ -197,7 +212,13 @@ fn classify_conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
     let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
         .map_err(|e| format!("load: {e}"))?;
     let r = classify_reference(dir);
-    let got = decoder_classify_logits(&state, Target::Cpu, &r.inputs).map_err(|e| e.to_string())?;
+    let got = if is_encoder(model_type) {
+        encoder_head_logits(&state, Target::Cpu, EncoderHead::Sequence, &r.inputs)
+            .map(|rows| rows.into_iter().flatten().collect())
+    } else {
+        decoder_classify_logits(&state, Target::Cpu, &r.inputs)
+    }
+    .map_err(|e| e.to_string())?;
     let (atol, rtol) = tolerance("decoders");
     let mut worst = 0f32;
     for (b, (g, want)) in got.iter().zip(&r.logits).enumerate() {
@@ -245,7 +266,7 @@ fn classify_fixtures_conform_and_equal_the_support_table() {
     let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
     assert!(
         unproven.is_empty(),
-        "marked `native: sequence-classification: decoder` but no passing fixture: {unproven:?}"
+        "marked `native: sequence-classification` but no passing fixture: {unproven:?}"
     );
     assert!(
         unmarked.is_empty(),
@@ -307,7 +328,7 @@ fn marked_types_classify_through_their_generated_skill() {
 fn fixtures_conform_and_equal_the_support_table() {
     let mut pass = Vec::new();
     let mut fail = BTreeMap::new();
-    for (t, dir) in fixtures() {
+    for (t, dir) in causal_fixtures() {
         match conforms(&t, &dir) {
             Ok(worst) => {
                 eprintln!("pass {t:<24} max |Δlogit| {worst:.2e}");
@@ -429,9 +450,18 @@ fn head_conforms(model_type: &str, dir: &Path, qa: bool) -> Result<f32, String> 
     let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
         .map_err(|e| format!("load: {e}"))?;
     let r = head_reference(dir, qa);
-    let head = if qa { HeadKind::Qa } else { HeadKind::Tokens };
-    let got = skillgen_candle::parity::decoder_head_logits(&state, Target::Cpu, head, &r.inputs)
-        .map_err(|e| e.to_string())?;
+    let got = if is_encoder(model_type) {
+        let head = if qa {
+            EncoderHead::Qa
+        } else {
+            EncoderHead::Tokens
+        };
+        encoder_head_logits(&state, Target::Cpu, head, &r.inputs)
+    } else {
+        let head = if qa { HeadKind::Qa } else { HeadKind::Tokens };
+        skillgen_candle::parity::decoder_head_logits(&state, Target::Cpu, head, &r.inputs)
+    }
+    .map_err(|e| e.to_string())?;
     let (atol, rtol) = tolerance("decoders");
     let mut worst = 0f32;
     for (b, (g, want)) in got.iter().zip(&r.outputs).enumerate() {
@@ -458,7 +488,7 @@ fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
     ] {
         let mut pass = Vec::new();
         let mut fail = BTreeMap::new();
-        for (t, dir) in fixtures() {
+        for (t, dir) in type_dirs() {
             let dir = dir.join(sub);
             if !dir.join("reference.safetensors").is_file() {
                 continue;

@@ -20,11 +20,14 @@ use skillgen_runtime::request::{Call, GenerateRequest, Output};
 use skillgen_runtime::stream::TokenStream;
 use skillgen_runtime::{BackendKind, Model, NativeImpl, SkillError, Target, Task};
 
+mod activation;
 mod backend;
 pub mod decoder;
 pub mod encoder;
+mod heads;
 pub mod t5;
 pub mod vit;
+mod weights;
 pub mod whisper;
 
 pub use backend::{CandleBackend, backends};
@@ -140,6 +143,7 @@ pub mod parity {
         decoder_incremental_logits, decoder_prefill_logits,
     };
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
+    pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};
     pub use crate::t5::{T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output};

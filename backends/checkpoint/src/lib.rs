@@ -331,7 +331,6 @@ impl<'a> TensorCheck<'a> {
     }
 }
 
-/// `dir/tokenizer.json` if present, with truncation at `max_len` and no padding.
 /// `dir/tokenizer.json` (if present) with the file's padding removed (batches are padded by the
 /// caller, to the longest input) and truncation set to `max_len` (`None`: no truncation).
 pub fn load_tokenizer(

@@ -36,7 +36,10 @@
 //!
 //! - `base-model`: candle **verified** (`encoder`); MAX **delegated** (architecture `bert`)
 //! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `text-encoding`: candle **verified** (`encoder`); MAX **delegated** (architecture `bert`)
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -59,7 +62,14 @@
     ),
     candle = "bert",
     max("bert"),
-    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        question_answering = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct Bert {

@@ -31,6 +31,9 @@
 //! # Implementations
 //!
 //! - `base-model`: candle not implemented; MAX **delegated** (architecture `mpnet`)
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `mpnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +52,11 @@
         token_classification("MPNetForTokenClassification")
     ),
     max("mpnet"),
+    native(
+        question_answering = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct Mpnet {

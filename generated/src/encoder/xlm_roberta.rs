@@ -35,7 +35,10 @@
 //!
 //! - `base-model`: candle **verified** (`encoder`); MAX not implemented
 //! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `xlm-roberta` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -56,7 +59,14 @@
         token_classification("XLMRobertaForTokenClassification")
     ),
     candle = "xlm_roberta",
-    native(base_model = encoder, masked_lm = encoder, text_encoding = encoder),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        question_answering = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct XlmRoberta {

@@ -26,11 +26,7 @@ use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
 use skillgen_runtime::Model;
-use skillgen_runtime::request::{
-    Answer, Call, Classifications, ClassifyRequest, ClassifyTokensRequest, FinishReason,
-    GenerateRequest, Label, Output, Prompt, QuestionRequest, TextBatch, TokenClassifications,
-    TokenLabel,
-};
+use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
 
@@ -38,10 +34,10 @@ mod config;
 pub(crate) mod model;
 pub(crate) mod spec;
 pub mod translate;
-mod weights;
 
+use crate::heads::TaskHeads;
+use crate::weights::Weights;
 use config::{DecoderFields, Fields};
-use weights::Weights;
 
 /// The `decoder` implementation: every causal LM the config-driven decoder loads.
 #[derive(Debug, Clone, Copy)]
@@ -217,14 +213,6 @@ pub(crate) fn stream(
     decoder(state, target)?.stream(req)
 }
 
-/// Softmax of `v`.
-fn softmax(v: &[f32]) -> Vec<f32> {
-    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.iter().map(|x| x / sum).collect()
-}
-
 fn candle_err(context: &str) -> impl Fn(candle_core::Error) -> SkillError + '_ {
     move |e| SkillError::Backend {
         backend: BackendKind::Candle,
@@ -273,6 +261,32 @@ impl std::fmt::Debug for Decoder {
             .field("eos", &self.eos)
             .field("tokenizer", &self.tokenizer.is_some())
             .finish()
+    }
+}
+
+impl TaskHeads for Decoder {
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
+        self.tokenizer(why)
+    }
+
+    fn tokenizer_file(&self) -> &Path {
+        &self.tokenizer_path
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn sigmoid(&self) -> bool {
+        self.sigmoid
+    }
+
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        self.class_logits(ids)
+    }
+
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.all_logits(ids)
     }
 }
 
@@ -394,188 +408,6 @@ impl Decoder {
         all.get(at)
             .and_then(|r| r.to_vec1())
             .map_err(candle_err("reading classifier logits"))
-    }
-
-    /// `classify`: each input's labels, best first (`top_k`, 0 = all), with softmax scores
-    /// (sigmoid for multi-label or single-logit heads, as transformers' pipeline does).
-    fn classify(&self, req: &ClassifyRequest) -> Result<Classifications, SkillError> {
-        let inputs: Vec<Vec<u32>> = match &req.input {
-            TextBatch::TokenIds(ids) => ids.clone(),
-            TextBatch::Texts(texts) => {
-                let tok =
-                    self.tokenizer("the tokenizer (tokenizer.json), needed for text inputs")?;
-                texts
-                    .iter()
-                    .map(|t| {
-                        tok.encode(t.as_str(), true)
-                            .map(|e| e.get_ids().to_vec())
-                            .map_err(|e| SkillError::Tokenizer {
-                                path: self.tokenizer_path.clone(),
-                                detail: format!("encoding an input: {e}"),
-                            })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-        };
-        let mut labels = Vec::with_capacity(inputs.len());
-        for ids in &inputs {
-            if ids.is_empty() {
-                return Err(SkillError::InvalidRequest {
-                    capability: Capability::Classify,
-                    detail: "an input has no tokens".into(),
-                });
-            }
-            let logits = self.class_logits(ids)?;
-            let scores: Vec<f32> = if self.sigmoid {
-                logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect()
-            } else {
-                let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = logits.iter().map(|x| (x - m).exp()).collect();
-                let sum: f32 = e.iter().sum();
-                e.iter().map(|x| x / sum).collect()
-            };
-            let mut ranked: Vec<Label> = self
-                .labels
-                .iter()
-                .zip(scores)
-                .map(|(l, score)| Label {
-                    label: l.clone(),
-                    score,
-                })
-                .collect();
-            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-            if req.top_k > 0 {
-                ranked.truncate(req.top_k);
-            }
-            labels.push(ranked);
-        }
-        Ok(Classifications { labels })
-    }
-
-    /// Token ids (and byte offsets, for text) of each input.
-    #[allow(clippy::type_complexity)]
-    fn encode_batch(
-        &self,
-        input: &TextBatch,
-        capability: Capability,
-    ) -> Result<Vec<(Vec<u32>, Vec<Option<(usize, usize)>>)>, SkillError> {
-        let out: Vec<(Vec<u32>, Vec<Option<(usize, usize)>>)> = match input {
-            TextBatch::TokenIds(ids) => ids
-                .iter()
-                .map(|i| (i.clone(), vec![None; i.len()]))
-                .collect(),
-            TextBatch::Texts(texts) => {
-                let tok =
-                    self.tokenizer("the tokenizer (tokenizer.json), needed for text inputs")?;
-                texts
-                    .iter()
-                    .map(|t| {
-                        tok.encode(t.as_str(), true)
-                            .map(|e| {
-                                let offsets = e
-                                    .get_offsets()
-                                    .iter()
-                                    .zip(e.get_special_tokens_mask())
-                                    .map(|(o, special)| (*special == 0).then_some(*o))
-                                    .collect();
-                                (e.get_ids().to_vec(), offsets)
-                            })
-                            .map_err(|e| SkillError::Tokenizer {
-                                path: self.tokenizer_path.clone(),
-                                detail: format!("encoding an input: {e}"),
-                            })
-                    })
-                    .collect::<Result<_, _>>()?
-            }
-        };
-        if out.iter().any(|(ids, _)| ids.is_empty()) {
-            return Err(SkillError::InvalidRequest {
-                capability,
-                detail: "an input has no tokens".into(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// `classify_tokens`: the best label of every token, with its softmax probability.
-    fn classify_tokens(
-        &self,
-        req: &ClassifyTokensRequest,
-    ) -> Result<TokenClassifications, SkillError> {
-        let mut tokens = Vec::new();
-        for (ids, offsets) in self.encode_batch(&req.input, Capability::ClassifyTokens)? {
-            let logits = self.all_logits(&ids)?;
-            let row: Vec<TokenLabel> =
-                logits
-                    .iter()
-                    .zip(ids.iter().zip(offsets))
-                    .map(|(l, (&id, off))| {
-                        let p = softmax(l);
-                        let (best, score) = p.iter().copied().enumerate().fold(
-                            (0, f32::NEG_INFINITY),
-                            |a, (i, x)| if x > a.1 { (i, x) } else { a },
-                        );
-                        TokenLabel {
-                            token_id: id,
-                            offsets: off,
-                            label: self.labels.get(best).cloned().unwrap_or_default(),
-                            score,
-                        }
-                    })
-                    .collect();
-            tokens.push(row);
-        }
-        Ok(TokenClassifications { tokens })
-    }
-
-    /// `answer_question`: the context span maximising `start + end` logits (as transformers'
-    /// question-answering pipeline; at most `max_answer_tokens` tokens), scored by
-    /// `softmax(start)·softmax(end)` over the context tokens.
-    fn answer_question(&self, req: &QuestionRequest) -> Result<Answer, SkillError> {
-        let tok =
-            self.tokenizer("the tokenizer (tokenizer.json), needed for question answering")?;
-        let enc = tok
-            .encode((req.question.as_str(), req.context.as_str()), true)
-            .map_err(|e| SkillError::Tokenizer {
-                path: self.tokenizer_path.clone(),
-                detail: format!("encoding the question and context: {e}"),
-            })?;
-        let ids = enc.get_ids().to_vec();
-        let context: Vec<usize> = enc
-            .get_sequence_ids()
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| **s == Some(1) && enc.get_special_tokens_mask()[*i] == 0)
-            .map(|(i, _)| i)
-            .collect();
-        if context.is_empty() {
-            return Err(SkillError::InvalidRequest {
-                capability: Capability::AnswerQuestion,
-                detail: "the context has no tokens".into(),
-            });
-        }
-        let logits = self.all_logits(&ids)?;
-        let start: Vec<f32> = context.iter().map(|&i| logits[i][0]).collect();
-        let end: Vec<f32> = context.iter().map(|&i| logits[i][1]).collect();
-        let (ps, pe) = (softmax(&start), softmax(&end));
-        let mut best = (0, 0, f32::NEG_INFINITY);
-        for (a, sa) in start.iter().enumerate() {
-            for (b, eb) in end.iter().enumerate().skip(a).take(req.max_answer_tokens) {
-                if sa + eb > best.2 {
-                    best = (a, b, sa + eb);
-                }
-            }
-        }
-        let (a, b, _) = best;
-        let offsets = enc.get_offsets();
-        let (s0, e0) = (offsets[context[a]].0, offsets[context[b]].1);
-        let answer = req.context.get(s0..e0).unwrap_or_default().to_owned();
-        Ok(Answer {
-            answer,
-            start: s0,
-            end: e0,
-            score: ps[a] * pe[b],
-        })
     }
 
     /// A fresh KV cache.

@@ -13,7 +13,8 @@ use skillgen_runtime::SkillError;
 use super::spec::{
     Absolute, Act, AttnGate, FusedQkv, Mla, Moe, Names, NopeScale, NormKind, Rope, Routing, Spec,
 };
-use super::weights::Weights;
+use crate::activation::act;
+use crate::weights::Weights;
 
 type R<T> = Result<T, SkillError>;
 
@@ -111,18 +112,6 @@ impl Norm {
             }
         };
         f().map_err(ce("norm"))
-    }
-}
-
-fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
-    match a {
-        Act::Silu => x.silu(),
-        Act::Gelu => x.gelu_erf(),
-        Act::GeluTanh => x.gelu(),
-        Act::Relu => x.relu(),
-        Act::Relu2 => x.relu()?.sqr(),
-        // Needs its parameters: computed by `Dense::forward`.
-        Act::XieLu => candle_core::bail!("xielu without its parameters"),
     }
 }
 

@@ -6,38 +6,7 @@
 //! repository's docs). Anything a config asks for that has no switch here is refused there,
 //! never approximated.
 
-/// An activation function, by its transformers name (`ACT2FN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Act {
-    /// `silu` / `swish`.
-    Silu,
-    /// `gelu`: exact, through `erf`.
-    Gelu,
-    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
-    GeluTanh,
-    /// `relu`.
-    Relu,
-    /// `relu2`: squared ReLU.
-    Relu2,
-    /// `xielu` (Apertus): learnable per-layer parameters (`mlp.act_fn.{alpha_p, alpha_n, beta,
-    /// eps}`), loaded with the MLP.
-    XieLu,
-}
-
-impl Act {
-    /// The activation transformers names `name`, if the decoder has it.
-    pub(crate) fn from_hf(name: &str) -> Option<Self> {
-        Some(match name {
-            "silu" | "swish" => Self::Silu,
-            "gelu" => Self::Gelu,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
-            "relu" => Self::Relu,
-            "relu2" => Self::Relu2,
-            "xielu" => Self::XieLu,
-            _ => return None,
-        })
-    }
-}
+pub(crate) use crate::activation::Act;
 
 /// How a block normalises.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,17 +5,23 @@
 //!   dedicated embedder ([`bert::BertEmbedder`]); the others use [`TextEncoder`].
 //! - `fill_mask` (masked-lm task): the transformers MLM head with the decoder tied to the word
 //!   embeddings; needs `tokenizer.json` (mask token and token texts).
-//! - `classify`: not implemented — candle 0.11.1 has a sequence-classification head only for
-//!   XLM-RoBERTa, and no reference fixture checks one yet.
+//! - `classify`, `classify_tokens`, `answer_question` (sequence classification, token
+//!   classification, extractive QA): the parametric BERT-like encoder ([`bertlike`]) with the
+//!   type's head; the answers come from the shared [`crate::heads::TaskHeads`].
 
 use skillgen_runtime::Task;
 
+use std::sync::Arc;
+
 use crate::encoder::bert::BertEmbedder;
+use crate::encoder::bertlike::{BertLike, EncoderHead};
+use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{SkillError, Target};
 
 pub mod bert;
+pub mod bertlike;
 mod distilbert;
 pub(crate) mod text;
 
@@ -47,6 +53,28 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::FillMask(req) => encoder()?
             .fill_mask(&req.input, req.top_k)
             .map(Output::FillMask),
+        Call::Classify(req) => with_head(state, target, EncoderHead::Sequence)?
+            .classify(&req)
+            .map(Output::Classify),
+        Call::ClassifyTokens(req) => with_head(state, target, EncoderHead::Tokens)?
+            .classify_tokens(&req)
+            .map(Output::ClassifyTokens),
+        Call::AnswerQuestion(req) => with_head(state, target, EncoderHead::Qa)?
+            .answer_question(&req)
+            .map(Output::AnswerQuestion),
         _ => Err(crate::not_implemented(state, target, task)),
     }
+}
+
+/// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
+pub(crate) fn with_head(
+    state: &Model,
+    target: Target,
+    head: EncoderHead,
+) -> Result<Arc<BertLike>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(
+        &format!("candle/{model_type}/bertlike/{head:?}/{target}"),
+        || BertLike::load(model_type, state.dir(), &crate::device(target)?, head),
+    )
 }

@@ -1,4 +1,4 @@
-//! Reading `model.safetensors` (or the shards of `model.safetensors.index.json`). The decoder
+//! Reading `model.safetensors` (or the shards of `model.safetensors.index.json`). A model
 //! takes each tensor by name and expected shape ([`Weights::take`]: a missing or misshaped
 //! tensor is a typed error naming the file and the tensor), and a tensor nobody took is an
 //! error too ([`Weights::finish`]): it is a part of the checkpoint the decoder would ignore.
@@ -22,12 +22,12 @@ struct Entry {
 /// The loaded tensors of a model directory; the model takes them one by one, by name and
 /// expected shape, and every tensor in the files must be taken.
 #[derive(Debug)]
-pub(super) struct Weights {
+pub(crate) struct Weights {
     tensors: HashMap<String, Tensor>,
     entries: BTreeMap<String, Entry>,
     used: HashSet<String>,
     /// The main weights path (for messages).
-    pub(super) path: PathBuf,
+    pub(crate) path: PathBuf,
     device: Device,
     dtype: DType,
 }
@@ -53,7 +53,7 @@ fn weight_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), SkillError> {
             what: "the model weights (model.safetensors or model.safetensors.index.json)",
         });
     }
-    let map = super::config::read_json(&index)?;
+    let map = skillgen_checkpoint::read_json(&index)?;
     let Some(Value::Object(wm)) = map.get("weight_map") else {
         return Err(SkillError::ConfigField {
             path: index,
@@ -110,7 +110,7 @@ fn is_buffer(name: &str) -> bool {
 
 impl Weights {
     /// Read and parse the headers and data of the weight files of `dir` onto `device`.
-    pub(super) fn read(dir: &Path, device: &Device) -> Result<Self, SkillError> {
+    pub(crate) fn read(dir: &Path, device: &Device) -> Result<Self, SkillError> {
         let (path, files) = weight_files(dir)?;
         let mut tensors = HashMap::new();
         let mut entries = BTreeMap::new();
@@ -143,7 +143,7 @@ impl Weights {
     }
 
     /// Convert every float tensor to `dtype` (once, so the model does not hold two copies).
-    pub(super) fn convert(&mut self, dtype: DType) -> Result<(), SkillError> {
+    pub(crate) fn convert(&mut self, dtype: DType) -> Result<(), SkillError> {
         for (name, t) in self.tensors.iter_mut() {
             if t.dtype().is_float() && t.dtype() != dtype {
                 *t = t.to_dtype(dtype).map_err(|e| {
@@ -156,32 +156,32 @@ impl Weights {
     }
 
     /// The device the tensors are on.
-    pub(super) fn device(&self) -> &Device {
+    pub(crate) fn device(&self) -> &Device {
         &self.device
     }
 
     /// The dtype the model runs in.
-    pub(super) fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         self.dtype
     }
 
     /// Whether the files hold `name`.
-    pub(super) fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
 
     /// The shape of `name` in the files.
-    pub(super) fn shape(&self, name: &str) -> Option<&[usize]> {
+    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
     /// The dtype of `name` in the file, if present.
-    pub(super) fn file_dtype(&self, name: &str) -> Option<safetensors::Dtype> {
+    pub(crate) fn file_dtype(&self, name: &str) -> Option<safetensors::Dtype> {
         self.entries.get(name).map(|e| e.dtype)
     }
 
     /// Tensor `name`, which must exist with a float dtype and shape `shape`.
-    pub(super) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, SkillError> {
+    pub(crate) fn take(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, SkillError> {
         let Some(entry) = self.entries.get(name) else {
             return Err(SkillError::TensorMissing {
                 path: self.path.clone(),
@@ -218,10 +218,18 @@ impl Weights {
         Ok(t)
     }
 
-    /// Every tensor in the files was used: one the decoder did not ask for means the
+    /// Leave the tensors `unused` selects: parts of the checkpoint the caller's task does not
+    /// compute by design (an MLM head or pooler when embedding), so [`Weights::finish`] does
+    /// not refuse them.
+    pub(crate) fn leave(&mut self, unused: impl Fn(&str) -> bool) {
+        let names: Vec<String> = self.entries.keys().filter(|n| unused(n)).cloned().collect();
+        self.used.extend(names);
+    }
+
+    /// Every tensor in the files was used: one the model did not ask for means the
     /// checkpoint has a part the decoder does not compute, so it is refused rather than run
     /// without it.
-    pub(super) fn finish(&self) -> Result<(), SkillError> {
+    pub(crate) fn finish(&self) -> Result<(), SkillError> {
         if let Some((name, e)) = self
             .entries
             .iter()
@@ -230,7 +238,7 @@ impl Weights {
             return Err(SkillError::TensorInvalid {
                 path: e.file.clone(),
                 tensor: name.clone(),
-                detail: "is not used by the decoder: the checkpoint has a part this model type's translation does not compute (refused rather than run without it)".to_owned(),
+                detail: "is not used by the model: the checkpoint has a part this model type's translation does not compute (refused rather than run without it)".to_owned(),
             });
         }
         Ok(())

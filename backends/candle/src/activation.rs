@@ -1,0 +1,54 @@
+//! Activation functions by their transformers names (`ACT2FN`), shared by every architecture.
+
+use candle_core::Tensor;
+
+/// An activation function, by its transformers name (`ACT2FN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Act {
+    /// `silu` / `swish`.
+    Silu,
+    /// `gelu`: exact, through `erf`.
+    Gelu,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `relu`.
+    Relu,
+    /// `tanh` (BERT's pooler, RoBERTa's classifier head).
+    Tanh,
+    /// `relu2`: squared ReLU.
+    Relu2,
+    /// `xielu` (Apertus): learnable per-layer parameters (`mlp.act_fn.{alpha_p, alpha_n, beta,
+    /// eps}`), loaded with the MLP.
+    XieLu,
+}
+
+impl Act {
+    /// The activation transformers names `name`, if the decoder has it.
+    pub(crate) fn from_hf(name: &str) -> Option<Self> {
+        Some(match name {
+            "silu" | "swish" => Self::Silu,
+            "gelu" => Self::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "relu" => Self::Relu,
+            "relu2" => Self::Relu2,
+            "tanh" => Self::Tanh,
+            "xielu" => Self::XieLu,
+            _ => return None,
+        })
+    }
+}
+
+/// Apply `a` (parameter-free activations; xIELU needs its parameters and is computed by the
+/// decoder's MLP).
+pub(crate) fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
+    match a {
+        Act::Silu => x.silu(),
+        Act::Gelu => x.gelu_erf(),
+        Act::GeluTanh => x.gelu(),
+        Act::Relu => x.relu(),
+        Act::Relu2 => x.relu()?.sqr(),
+        Act::Tanh => x.tanh(),
+        // Needs its parameters: computed by `Dense::forward`.
+        Act::XieLu => candle_core::bail!("xielu without its parameters"),
+    }
+}

@@ -1,0 +1,818 @@
+//! One parametric BERT-like encoder: the BERT block (self-attention, feed-forward, LayerNorm)
+//! with per-type switches and tensor-name maps, and the task heads people put on it.
+//!
+//! [`translate`] turns a type's `config.json` into a [`Spec`]; a type it does not know, or a
+//! config value without a switch, is a typed error. The switches:
+//! - `pos_offset`: RoBERTa-style position ids (`padding_idx + 1 + index` of non-padding
+//!   tokens, transformers' `create_position_ids_from_input_ids`);
+//! - `emb_proj`: embeddings of `embedding_size`, projected to the hidden size (ELECTRA's
+//!   `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`);
+//! - [`Layout::PreLn`]: pre-LayerNorm blocks, no embedding LayerNorm, a final LayerNorm
+//!   (XLM-RoBERTa-XL);
+//! - [`Layout::Mpnet`]: MPNet's names and its relative-position bucket bias, shared by all
+//!   layers;
+//! - [`Layout::Albert`]: ALBERT's shared layer groups (`num_hidden_groups`).
+//!
+//! Every tensor of the checkpoint is taken by name and shape, and one nobody takes is refused
+//! ([`Weights::finish`]), except the parts a task does not compute by design (the pooler and
+//! MLM head when embedding).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+
+use skillgen_checkpoint::{Fields, read_json};
+use skillgen_runtime::SkillError;
+
+use crate::activation::{Act, act};
+use crate::heads::TaskHeads;
+use crate::weights::Weights;
+
+/// Where the LayerNorms sit and how tensors are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// BERT: post-LN blocks, `attention.self.{query,key,value}`.
+    Bert,
+    /// Pre-LN blocks (`attention.self_attn_layer_norm`, `LayerNorm` before the FFN) and a
+    /// final `encoder.LayerNorm`; no embedding LayerNorm.
+    PreLn,
+    /// MPNet: `attention.attn.{q,k,v,o}`, relative-position buckets.
+    Mpnet,
+    /// ALBERT: `albert_layer_groups.G.albert_layers.0.*`, shared across layers.
+    Albert,
+}
+
+/// How the sequence classifier reads the first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqHead {
+    /// `tanh(pooler(h[0]))` then `classifier` (BERT, ALBERT).
+    Pooler,
+    /// `out_proj(act(classifier.dense(h[0])))` (RoBERTa: tanh, ELECTRA: gelu).
+    DenseOut(Act),
+}
+
+/// A BERT-like encoder, as [`translate`] reads it from `config.json`.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    /// The body's tensor prefix (`bert`, `roberta`, ...).
+    pub(crate) prefix: &'static str,
+    pub(crate) layout: Layout,
+    pub(crate) vocab: usize,
+    /// The embedding width (`embedding_size`; the hidden size without a projection).
+    pub(crate) emb: usize,
+    pub(crate) hidden: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) inter: usize,
+    pub(crate) act: Act,
+    pub(crate) eps: f64,
+    pub(crate) max_pos: usize,
+    /// Token-type rows (0: no token-type embeddings).
+    pub(crate) type_vocab: usize,
+    /// RoBERTa-style positions counted from this padding id.
+    pub(crate) pos_offset: Option<u32>,
+    /// The projection from `emb` to `hidden`, by name (under the prefix).
+    pub(crate) emb_proj: Option<&'static str>,
+    /// MPNet's relative-position buckets.
+    pub(crate) rel_buckets: usize,
+    /// ALBERT's layer groups.
+    pub(crate) groups: usize,
+    pub(crate) seq_head: SeqHead,
+}
+
+/// The model types [`translate`] knows.
+pub const MODEL_TYPES: &[&str] = &[
+    "albert",
+    "bert",
+    "camembert",
+    "data2vec-text",
+    "electra",
+    "mpnet",
+    "roberta",
+    "xlm-roberta",
+    "xlm-roberta-xl",
+];
+
+fn activation(f: &Fields<'_>, field: &str) -> Result<Act, SkillError> {
+    let name = f
+        .str_opt(field)?
+        .ok_or_else(|| f.err(field, "missing (required)"))?;
+    match Act::from_hf(name) {
+        Some(a @ (Act::Gelu | Act::GeluTanh | Act::Relu | Act::Silu)) => Ok(a),
+        _ => Err(f.err(
+            field,
+            format!(
+                "activation `{name}` is not implemented by the encoder (gelu, gelu_new, relu, silu)"
+            ),
+        )),
+    }
+}
+
+/// `config.json` of `model_type` → [`Spec`], field by field.
+pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillError> {
+    let (prefix, layout, offset, proj, seq_head) = match model_type {
+        "bert" => ("bert", Layout::Bert, false, None, SeqHead::Pooler),
+        "roberta" | "camembert" | "xlm-roberta" => (
+            "roberta",
+            Layout::Bert,
+            true,
+            None,
+            SeqHead::DenseOut(Act::Tanh),
+        ),
+        "data2vec-text" => (
+            "data2vec_text",
+            Layout::Bert,
+            true,
+            None,
+            SeqHead::DenseOut(Act::Tanh),
+        ),
+        "xlm-roberta-xl" => (
+            "roberta",
+            Layout::PreLn,
+            true,
+            None,
+            SeqHead::DenseOut(Act::Tanh),
+        ),
+        "electra" => (
+            "electra",
+            Layout::Bert,
+            false,
+            Some("embeddings_project"),
+            SeqHead::DenseOut(Act::Gelu),
+        ),
+        "mpnet" => (
+            "mpnet",
+            Layout::Mpnet,
+            true,
+            None,
+            SeqHead::DenseOut(Act::Tanh),
+        ),
+        "albert" => (
+            "albert",
+            Layout::Albert,
+            false,
+            Some("encoder.embedding_hidden_mapping_in"),
+            SeqHead::Pooler,
+        ),
+        other => {
+            return Err(f.err(
+                "model_type",
+                format!("`{other}` is not a BERT-like type the encoder implements"),
+            ));
+        }
+    };
+    if f.bool_or("is_decoder", false)? {
+        return Err(f.err("is_decoder", "a decoder configuration is not an encoder"));
+    }
+    if f.bool_or("add_cross_attention", false)? {
+        return Err(f.err(
+            "add_cross_attention",
+            "cross-attention layers are not implemented by the encoder",
+        ));
+    }
+    match f.str_opt("position_embedding_type")? {
+        None | Some("absolute") => {}
+        Some(other) => {
+            return Err(f.err(
+                "position_embedding_type",
+                format!("`{other}` is not implemented by the encoder (only `absolute`)"),
+            ));
+        }
+    }
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    if !hidden.is_multiple_of(heads) {
+        return Err(f.err(
+            "num_attention_heads",
+            format!("{heads} does not divide hidden_size {hidden}"),
+        ));
+    }
+    let layers = f.positive("num_hidden_layers")?;
+    let emb = if proj.is_some() {
+        f.positive("embedding_size")?
+    } else {
+        hidden
+    };
+    let (rel_buckets, type_vocab) = if layout == Layout::Mpnet {
+        (f.positive("relative_attention_num_buckets")?, 0)
+    } else {
+        (0, f.positive("type_vocab_size")?)
+    };
+    let groups = if layout == Layout::Albert {
+        if f.usize_opt("inner_group_num")?.unwrap_or(1) != 1 {
+            return Err(f.err(
+                "inner_group_num",
+                "only 1 (one layer per group) is implemented",
+            ));
+        }
+        let g = f.positive("num_hidden_groups")?;
+        if !layers.is_multiple_of(g) {
+            return Err(f.err(
+                "num_hidden_groups",
+                format!("{g} does not divide num_hidden_layers {layers}"),
+            ));
+        }
+        g
+    } else {
+        1
+    };
+    // MPNet's embeddings hard-code padding index 1; RoBERTa's use `pad_token_id`.
+    let pos_offset = match (offset, layout) {
+        (false, _) => None,
+        (true, Layout::Mpnet) => Some(1),
+        (true, _) => Some(
+            f.usize_opt("pad_token_id")?
+                .and_then(|p| u32::try_from(p).ok())
+                .ok_or_else(|| {
+                    f.err(
+                        "pad_token_id",
+                        "missing (positions count from the padding id)",
+                    )
+                })?,
+        ),
+    };
+    Ok(Spec {
+        prefix,
+        layout,
+        vocab: f.positive("vocab_size")?,
+        emb,
+        hidden,
+        layers,
+        heads,
+        inter: f.positive("intermediate_size")?,
+        act: activation(f, "hidden_act")?,
+        eps: f.f64("layer_norm_eps")?,
+        max_pos: f.positive("max_position_embeddings")?,
+        type_vocab,
+        pos_offset,
+        emb_proj: proj,
+        rel_buckets,
+        groups,
+        seq_head,
+    })
+}
+
+fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+    move |e| SkillError::Backend {
+        backend: skillgen_runtime::BackendKind::Candle,
+        detail: format!("encoder {context}: {e}"),
+    }
+}
+
+fn linear(w: &mut Weights, name: &str, out: usize, inp: usize) -> Result<Linear, SkillError> {
+    Ok(Linear::new(
+        w.take(&format!("{name}.weight"), &[out, inp])?,
+        Some(w.take(&format!("{name}.bias"), &[out])?),
+    ))
+}
+
+fn layer_norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
+    Ok(LayerNorm::new(
+        w.take(&format!("{name}.weight"), &[n])?,
+        w.take(&format!("{name}.bias"), &[n])?,
+        eps,
+    ))
+}
+
+/// One block's parameters.
+#[derive(Debug, Clone)]
+struct Block {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    /// Post-LN: after attention; pre-LN: before it.
+    ln_attn: LayerNorm,
+    ffn_in: Linear,
+    ffn_out: Linear,
+    /// Post-LN: after the FFN; pre-LN: before it.
+    ln_ffn: LayerNorm,
+}
+
+impl Block {
+    fn load(w: &mut Weights, s: &Spec, p: &str) -> Result<Self, SkillError> {
+        let (h, i, eps) = (s.hidden, s.inter, s.eps);
+        let [q, k, v, o, ln_attn, ffn_in, ffn_out, ln_ffn] = match s.layout {
+            Layout::Bert => [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+            Layout::PreLn => [
+                "attention.self.query",
+                "attention.self.key",
+                "attention.self.value",
+                "attention.output.dense",
+                "attention.self_attn_layer_norm",
+                "intermediate.dense",
+                "output.dense",
+                "LayerNorm",
+            ],
+            Layout::Mpnet => [
+                "attention.attn.q",
+                "attention.attn.k",
+                "attention.attn.v",
+                "attention.attn.o",
+                "attention.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+            Layout::Albert => [
+                "attention.query",
+                "attention.key",
+                "attention.value",
+                "attention.dense",
+                "attention.LayerNorm",
+                "ffn",
+                "ffn_output",
+                "full_layer_layer_norm",
+            ],
+        };
+        Ok(Self {
+            q: linear(w, &format!("{p}.{q}"), h, h)?,
+            k: linear(w, &format!("{p}.{k}"), h, h)?,
+            v: linear(w, &format!("{p}.{v}"), h, h)?,
+            o: linear(w, &format!("{p}.{o}"), h, h)?,
+            ln_attn: layer_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
+            ffn_in: linear(w, &format!("{p}.{ffn_in}"), i, h)?,
+            ffn_out: linear(w, &format!("{p}.{ffn_out}"), h, i)?,
+            ln_ffn: layer_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
+        })
+    }
+
+    /// Self-attention over `x` `[1, n, hidden]` (one unpadded sequence), with an additive
+    /// `bias` `[1, heads, n, n]`.
+    fn attention(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        bias: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        let (b, n, h) = x.dims3()?;
+        let d = h / heads;
+        let split = |t: Tensor| -> candle_core::Result<Tensor> {
+            t.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()
+        };
+        let q = split(self.q.forward(x)?)?;
+        let k = split(self.k.forward(x)?)?;
+        let v = split(self.v.forward(x)?)?;
+        let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+        if let Some(bias) = bias {
+            scores = scores.broadcast_add(bias)?;
+        }
+        let p = candle_nn::ops::softmax_last_dim(&scores)?;
+        let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
+        self.o.forward(&ctx)
+    }
+
+    fn forward(&self, x: &Tensor, s: &Spec, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
+            self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
+        };
+        if s.layout == Layout::PreLn {
+            let x = (x + self.attention(&self.ln_attn.forward(x)?, s.heads, bias)?)?;
+            &x + ffn(&self.ln_ffn.forward(&x)?)?
+        } else {
+            let x = self
+                .ln_attn
+                .forward(&(self.attention(x, s.heads, bias)? + x)?)?;
+            self.ln_ffn.forward(&(ffn(&x)? + &x)?)
+        }
+    }
+}
+
+/// Which head sits on the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncoderHead {
+    /// None: the last hidden state (embeddings).
+    Base,
+    /// `*ForSequenceClassification`.
+    Sequence,
+    /// `*ForTokenClassification`.
+    Tokens,
+    /// `*ForQuestionAnswering`: start and end logits.
+    Qa,
+}
+
+#[derive(Debug)]
+enum Head {
+    Base,
+    Sequence {
+        pre: Linear,
+        pre_act: Act,
+        out: Linear,
+    },
+    PerToken(Linear),
+}
+
+/// MPNet's bucket of a relative position (`memory - context`): transformers'
+/// `MPNetAttention.relative_position_bucket` with `max_distance` 128, in f32 as torch computes it.
+pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
+    let half = (buckets / 2) as i64;
+    let n = -relative;
+    let mut ret = if n < 0 { half } else { 0 };
+    let n = n.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        ret += n;
+    } else {
+        let log = (n as f32 / max_exact as f32).ln() / (128f32 / max_exact as f32).ln();
+        let large = max_exact + (log * (half - max_exact) as f32) as i64;
+        ret += large.min(half - 1);
+    }
+    ret as usize
+}
+
+/// A BERT-like encoder with one head, loaded from a model directory.
+pub struct BertLike {
+    spec: Spec,
+    word: Tensor,
+    pos: Tensor,
+    token_type: Option<Tensor>,
+    emb_ln: Option<LayerNorm>,
+    proj: Option<Linear>,
+    blocks: Vec<Block>,
+    final_ln: Option<LayerNorm>,
+    rel_bias: Option<Tensor>,
+    head: Head,
+    labels: Vec<String>,
+    sigmoid: bool,
+    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+    tokenizer_path: PathBuf,
+    device: Device,
+}
+
+impl std::fmt::Debug for BertLike {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BertLike")
+            .field("spec", &self.spec)
+            .field("head", &self.head)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BertLike {
+    /// Load `dir` (a Hugging Face directory of `model_type`) with `head` on `device`.
+    pub fn load(
+        model_type: &str,
+        dir: &Path,
+        device: &Device,
+        head: EncoderHead,
+    ) -> Result<Self, SkillError> {
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(SkillError::ConfigMissing {
+                dir: dir.to_path_buf(),
+                path: config_path,
+            });
+        }
+        let map = read_json(&config_path)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        let spec = translate(model_type, &f)?;
+        let mut w = Weights::read(dir, device)?;
+        w.convert(DType::F32)?;
+        // A bare `*Model` checkpoint has no prefix; a task checkpoint has `<prefix>.`.
+        let word_name = "embeddings.word_embeddings.weight";
+        let p = if w.has(&format!("{}.{word_name}", spec.prefix)) {
+            format!("{}.", spec.prefix)
+        } else {
+            String::new()
+        };
+        let e = spec.emb;
+        let word = w.take(&format!("{p}{word_name}"), &[spec.vocab, e])?;
+        let pos = w.take(
+            &format!("{p}embeddings.position_embeddings.weight"),
+            &[spec.max_pos, e],
+        )?;
+        let token_type = if spec.type_vocab > 0 {
+            Some(w.take(
+                &format!("{p}embeddings.token_type_embeddings.weight"),
+                &[spec.type_vocab, e],
+            )?)
+        } else {
+            None
+        };
+        let emb_ln = if spec.layout == Layout::PreLn {
+            None
+        } else {
+            Some(layer_norm(
+                &mut w,
+                &format!("{p}embeddings.LayerNorm"),
+                e,
+                spec.eps,
+            )?)
+        };
+        let proj = match spec.emb_proj {
+            Some(name) => Some(linear(&mut w, &format!("{p}{name}"), spec.hidden, e)?),
+            None => None,
+        };
+        let mut blocks = Vec::with_capacity(spec.layers);
+        if spec.layout == Layout::Albert {
+            let mut groups = Vec::with_capacity(spec.groups);
+            for g in 0..spec.groups {
+                let name = format!("{p}encoder.albert_layer_groups.{g}.albert_layers.0");
+                groups.push(Block::load(&mut w, &spec, &name)?);
+            }
+            let per = spec.layers / spec.groups;
+            for l in 0..spec.layers {
+                blocks.push(groups[l / per].clone());
+            }
+        } else {
+            for l in 0..spec.layers {
+                blocks.push(Block::load(
+                    &mut w,
+                    &spec,
+                    &format!("{p}encoder.layer.{l}"),
+                )?);
+            }
+        }
+        let final_ln = if spec.layout == Layout::PreLn {
+            Some(layer_norm(
+                &mut w,
+                &format!("{p}encoder.LayerNorm"),
+                spec.hidden,
+                spec.eps,
+            )?)
+        } else {
+            None
+        };
+        let rel_bias = if spec.layout == Layout::Mpnet {
+            Some(w.take(
+                &format!("{p}encoder.relative_attention_bias.weight"),
+                &[spec.rel_buckets, spec.heads],
+            )?)
+        } else {
+            None
+        };
+        let h = spec.hidden;
+        let labels = match head {
+            EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
+            _ => Vec::new(),
+        };
+        let n = labels.len();
+        let head = match head {
+            EncoderHead::Base => {
+                // The pooler and any task head are not part of the last hidden state.
+                let body = p.clone();
+                w.leave(|name| body.is_empty() || !name.starts_with(&body));
+                w.leave(|name| name.contains("pooler."));
+                Head::Base
+            }
+            EncoderHead::Sequence => match spec.seq_head {
+                SeqHead::Pooler => {
+                    let pooler = if spec.layout == Layout::Albert {
+                        format!("{p}pooler")
+                    } else {
+                        format!("{p}pooler.dense")
+                    };
+                    Head::Sequence {
+                        pre: linear(&mut w, &pooler, h, h)?,
+                        pre_act: Act::Tanh,
+                        out: linear(&mut w, "classifier", n, h)?,
+                    }
+                }
+                SeqHead::DenseOut(a) => Head::Sequence {
+                    pre: linear(&mut w, "classifier.dense", h, h)?,
+                    pre_act: a,
+                    out: linear(&mut w, "classifier.out_proj", n, h)?,
+                },
+            },
+            EncoderHead::Tokens => Head::PerToken(linear(&mut w, "classifier", n, h)?),
+            EncoderHead::Qa => Head::PerToken(linear(&mut w, "qa_outputs", 2, h)?),
+        };
+        w.finish()?;
+        let sigmoid = match f.str_opt("problem_type")? {
+            Some("multi_label_classification") => true,
+            Some("single_label_classification") | None => n == 1,
+            Some("regression") if !labels.is_empty() => {
+                return Err(f.err(
+                    "problem_type",
+                    "`regression` heads are not classifiers (scores would be raw values)",
+                ));
+            }
+            Some(_) => n == 1,
+        };
+        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, None)?;
+        let tokenizer = tokenizer.map(Arc::new);
+        Ok(Self {
+            spec,
+            word,
+            pos,
+            token_type,
+            emb_ln,
+            proj,
+            blocks,
+            final_ln,
+            rel_bias,
+            head,
+            labels,
+            sigmoid,
+            tokenizer,
+            tokenizer_path,
+            device: device.clone(),
+        })
+    }
+
+    /// The most tokens one input may have (the position table, less the RoBERTa offset).
+    pub fn max_tokens(&self) -> usize {
+        match self.spec.pos_offset {
+            Some(p) => self.spec.max_pos.saturating_sub(p as usize + 1),
+            None => self.spec.max_pos,
+        }
+    }
+
+    /// Position ids of `ids` (transformers' rules: sequential, or RoBERTa's count of the
+    /// non-padding tokens from `padding_idx + 1`, padding tokens at `padding_idx`).
+    fn positions(&self, ids: &[u32]) -> Vec<u32> {
+        match self.spec.pos_offset {
+            None => (0..ids.len() as u32).collect(),
+            Some(pad) => {
+                let mut count = 0;
+                ids.iter()
+                    .map(|&t| {
+                        if t == pad {
+                            pad
+                        } else {
+                            count += 1;
+                            pad + count
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: skillgen_runtime::Capability::Classify,
+            detail,
+        };
+        if ids.is_empty() {
+            return Err(invalid("an input has no tokens".into()));
+        }
+        if let Some((i, id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= self.spec.vocab)
+        {
+            return Err(invalid(format!(
+                "token {i} is id {id}, outside the vocabulary (size {})",
+                self.spec.vocab
+            )));
+        }
+        if ids.len() > self.max_tokens() {
+            return Err(invalid(format!(
+                "an input has {} tokens; the model takes at most {}",
+                ids.len(),
+                self.max_tokens()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The last hidden state `[n, hidden]` of one unpadded input.
+    pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.check_ids(ids)?;
+        let n = ids.len();
+        let dev = &self.device;
+        let run = || -> candle_core::Result<Tensor> {
+            let idx = Tensor::new(ids, dev)?;
+            let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
+            let mut x = (self.word.index_select(&idx, 0)? + self.pos.index_select(&pos, 0)?)?;
+            if let Some(tt) = &self.token_type {
+                x = x.broadcast_add(&tt.get(0)?)?;
+            }
+            if let Some(ln) = &self.emb_ln {
+                x = ln.forward(&x)?;
+            }
+            if let Some(p) = &self.proj {
+                x = p.forward(&x)?;
+            }
+            let bias = match &self.rel_bias {
+                Some(table) => {
+                    let buckets: Vec<u32> = (0..n as i64)
+                        .flat_map(|q| {
+                            (0..n as i64)
+                                .map(move |k| relative_bucket(k - q, self.spec.rel_buckets) as u32)
+                        })
+                        .collect();
+                    let b = Tensor::new(buckets.as_slice(), dev)?;
+                    // [n*n, heads] → [1, heads, n, n]
+                    let v = table
+                        .index_select(&b, 0)?
+                        .reshape((n, n, self.spec.heads))?;
+                    Some(v.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
+                }
+                None => None,
+            };
+            let mut x = x.unsqueeze(0)?;
+            for block in &self.blocks {
+                x = block.forward(&x, &self.spec, bias.as_ref())?;
+            }
+            if let Some(ln) = &self.final_ln {
+                x = ln.forward(&x)?;
+            }
+            x.squeeze(0)
+        };
+        run().map_err(ce("forward"))
+    }
+
+    /// The head's output for one unpadded input: `[1][labels]` for a sequence head,
+    /// `[position][n]` for a per-token head, the hidden states for the base.
+    pub fn head_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        let hidden = self.hidden_states(ids)?;
+        let out = match &self.head {
+            Head::Base => Ok(hidden),
+            Head::Sequence { pre, pre_act, out } => (|| {
+                let first = hidden.narrow(0, 0, 1)?;
+                out.forward(&act(*pre_act, &pre.forward(&first)?)?)
+            })(),
+            Head::PerToken(l) => l.forward(&hidden),
+        };
+        out.and_then(|t| t.to_vec2())
+            .map_err(ce("reading head logits"))
+    }
+}
+
+impl TaskHeads for BertLike {
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
+        self.tokenizer
+            .as_deref()
+            .ok_or_else(|| SkillError::ModelFileMissing {
+                path: self.tokenizer_path.clone(),
+                what: why,
+            })
+    }
+
+    fn tokenizer_file(&self) -> &Path {
+        &self.tokenizer_path
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn sigmoid(&self) -> bool {
+        self.sigmoid
+    }
+
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        let mut rows = self.head_logits(ids)?;
+        Ok(rows.pop().unwrap_or_default())
+    }
+
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.head_logits(ids)
+    }
+}
+
+/// The head's outputs (see [`BertLike::head_logits`]) of each input, `head` on the encoder
+/// of `state` on `target`. For the conformance tests.
+pub fn encoder_head_logits(
+    state: &skillgen_runtime::SkillState,
+    target: skillgen_runtime::Target,
+    head: EncoderHead,
+    inputs: &[Vec<u32>],
+) -> Result<Vec<Vec<Vec<f32>>>, SkillError> {
+    let m = super::with_head(state.model(), target, head)?;
+    inputs.iter().map(|ids| m.head_logits(ids)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpnet_buckets_match_transformers() {
+        // torch: MPNetEncoder.relative_position_bucket(arange(-200, 201), 32, 128)
+        let cases = [
+            (0, 0),
+            (1, 17),
+            (-1, 1),
+            (7, 23),
+            (-7, 7),
+            (8, 24),
+            (-8, 8),
+            (20, 26),
+            (-20, 10),
+            (127, 31),
+            (-127, 15),
+            (200, 31),
+        ];
+        for (rel, want) in cases {
+            assert_eq!(relative_bucket(rel, 32), want, "relative {rel}");
+        }
+    }
+}

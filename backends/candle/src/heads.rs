@@ -1,0 +1,236 @@
+//! The task heads' answers, written once for every architecture: `classify` (sequence
+//! classification, cross-encoder reranking), `classify_tokens` and `answer_question` turn a
+//! model's head logits into what users get back (labels named by `id2label`, softmax or
+//! sigmoid scores, token offsets, the best answer span). An architecture implements
+//! [`TaskHeads`] by giving its logits; the post-processing here is shared, so a decoder and an
+//! encoder answer the same request the same way.
+
+use std::path::Path;
+
+use skillgen_runtime::request::{
+    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Label, QuestionRequest,
+    TextBatch, TokenClassifications, TokenLabel,
+};
+use skillgen_runtime::{Capability, SkillError};
+
+/// Softmax of `v`.
+pub(crate) fn softmax(v: &[f32]) -> Vec<f32> {
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = v.iter().map(|x| (x - m).exp()).collect();
+    let sum: f32 = e.iter().sum();
+    e.iter().map(|x| x / sum).collect()
+}
+
+/// Labels ranked best first (`top_k`, 0 = all) from classifier `logits`: softmax, or sigmoid
+/// for multi-label and single-logit heads (as transformers' text-classification pipeline).
+pub(crate) fn ranked_labels(
+    labels: &[String],
+    logits: &[f32],
+    sigmoid: bool,
+    top_k: usize,
+) -> Vec<Label> {
+    let scores: Vec<f32> = if sigmoid {
+        logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect()
+    } else {
+        softmax(logits)
+    };
+    let mut ranked: Vec<Label> = labels
+        .iter()
+        .zip(scores)
+        .map(|(l, score)| Label {
+            label: l.clone(),
+            score,
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if top_k > 0 {
+        ranked.truncate(top_k);
+    }
+    ranked
+}
+
+/// Token ids and, for text, byte offsets (`None` for special tokens) of one input.
+pub(crate) type Encoded = (Vec<u32>, Vec<Option<(usize, usize)>>);
+
+/// A model with task heads: it gives logits, the defaults give the answers.
+pub(crate) trait TaskHeads {
+    /// The tokenizer, or [`SkillError::ModelFileMissing`] saying `why` it is needed.
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError>;
+    /// `tokenizer.json` (for messages).
+    fn tokenizer_file(&self) -> &Path;
+    /// The classifier's labels (`id2label`, in id order).
+    fn labels(&self) -> &[String];
+    /// Whether classifier scores are sigmoids (multi-label or single-logit heads).
+    fn sigmoid(&self) -> bool;
+    /// The sequence classifier's logits for one unpadded input.
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError>;
+    /// The per-token head's logits (`[position][n]`) for one unpadded input.
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError>;
+
+    /// Token ids (and byte offsets, for text) of each input; an input without tokens is an
+    /// invalid request.
+    fn encode_batch(
+        &self,
+        input: &TextBatch,
+        capability: Capability,
+    ) -> Result<Vec<Encoded>, SkillError> {
+        let out: Vec<Encoded> = match input {
+            TextBatch::TokenIds(ids) => ids
+                .iter()
+                .map(|i| (i.clone(), vec![None; i.len()]))
+                .collect(),
+            TextBatch::Texts(texts) => {
+                let tok =
+                    self.tokenizer_for("the tokenizer (tokenizer.json), needed for text inputs")?;
+                texts
+                    .iter()
+                    .map(|t| {
+                        tok.encode(t.as_str(), true)
+                            .map(|e| {
+                                let offsets = e
+                                    .get_offsets()
+                                    .iter()
+                                    .zip(e.get_special_tokens_mask())
+                                    .map(|(o, special)| (*special == 0).then_some(*o))
+                                    .collect();
+                                (e.get_ids().to_vec(), offsets)
+                            })
+                            .map_err(|e| SkillError::Tokenizer {
+                                path: self.tokenizer_file().to_path_buf(),
+                                detail: format!("encoding an input: {e}"),
+                            })
+                    })
+                    .collect::<Result<_, _>>()?
+            }
+        };
+        if out.iter().any(|(ids, _)| ids.is_empty()) {
+            return Err(SkillError::InvalidRequest {
+                capability,
+                detail: "an input has no tokens".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `classify`: each input's labels, best first.
+    fn classify(&self, req: &ClassifyRequest) -> Result<Classifications, SkillError> {
+        let mut labels = Vec::new();
+        for (ids, _) in self.encode_batch(&req.input, Capability::Classify)? {
+            let logits = self.sequence_logits(&ids)?;
+            labels.push(ranked_labels(
+                self.labels(),
+                &logits,
+                self.sigmoid(),
+                req.top_k,
+            ));
+        }
+        Ok(Classifications { labels })
+    }
+
+    /// `classify_tokens`: the best label of every token, with its softmax probability.
+    fn classify_tokens(
+        &self,
+        req: &ClassifyTokensRequest,
+    ) -> Result<TokenClassifications, SkillError> {
+        let mut tokens = Vec::new();
+        for (ids, offsets) in self.encode_batch(&req.input, Capability::ClassifyTokens)? {
+            let logits = self.token_logits(&ids)?;
+            let row =
+                logits
+                    .iter()
+                    .zip(ids.iter().zip(offsets))
+                    .map(|(l, (&id, off))| {
+                        let p = softmax(l);
+                        let (best, score) = p.iter().copied().enumerate().fold(
+                            (0, f32::NEG_INFINITY),
+                            |a, (i, x)| {
+                                if x > a.1 { (i, x) } else { a }
+                            },
+                        );
+                        TokenLabel {
+                            token_id: id,
+                            offsets: off,
+                            label: self.labels().get(best).cloned().unwrap_or_default(),
+                            score,
+                        }
+                    })
+                    .collect();
+            tokens.push(row);
+        }
+        Ok(TokenClassifications { tokens })
+    }
+
+    /// `answer_question`: the context span maximising `start + end` logits (as transformers'
+    /// question-answering pipeline; at most `max_answer_tokens` tokens), scored by
+    /// `softmax(start)·softmax(end)` over the context tokens.
+    fn answer_question(&self, req: &QuestionRequest) -> Result<Answer, SkillError> {
+        let tok =
+            self.tokenizer_for("the tokenizer (tokenizer.json), needed for question answering")?;
+        let enc = tok
+            .encode((req.question.as_str(), req.context.as_str()), true)
+            .map_err(|e| SkillError::Tokenizer {
+                path: self.tokenizer_file().to_path_buf(),
+                detail: format!("encoding the question and context: {e}"),
+            })?;
+        let ids = enc.get_ids().to_vec();
+        let context: Vec<usize> = enc
+            .get_sequence_ids()
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| **s == Some(1) && enc.get_special_tokens_mask()[*i] == 0)
+            .map(|(i, _)| i)
+            .collect();
+        if context.is_empty() {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::AnswerQuestion,
+                detail: "the context has no tokens".into(),
+            });
+        }
+        let logits = self.token_logits(&ids)?;
+        let start: Vec<f32> = context.iter().map(|&i| logits[i][0]).collect();
+        let end: Vec<f32> = context.iter().map(|&i| logits[i][1]).collect();
+        let (ps, pe) = (softmax(&start), softmax(&end));
+        let mut best = (0, 0, f32::NEG_INFINITY);
+        for (a, sa) in start.iter().enumerate() {
+            for (b, eb) in end.iter().enumerate().skip(a).take(req.max_answer_tokens) {
+                if sa + eb > best.2 {
+                    best = (a, b, sa + eb);
+                }
+            }
+        }
+        let (a, b, _) = best;
+        let offsets = enc.get_offsets();
+        let (s0, e0) = (offsets[context[a]].0, offsets[context[b]].1);
+        let answer = req.context.get(s0..e0).unwrap_or_default().to_owned();
+        Ok(Answer {
+            answer,
+            start: s0,
+            end: e0,
+            score: ps[a] * pe[b],
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranked_labels_softmax_sorted_and_truncated() {
+        let labels = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let r = ranked_labels(&labels, &[0.0, 2.0, 1.0], false, 2);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].label, "b");
+        assert_eq!(r[1].label, "c");
+        let sum: f32 = softmax(&[0.0, 2.0, 1.0]).iter().sum();
+        assert!((sum - 1.0).abs() < 1e-6);
+        assert!((r[0].score - 0.665_240_9).abs() < 1e-5);
+    }
+
+    #[test]
+    fn ranked_labels_sigmoid_is_independent_per_label() {
+        let labels = ["x".to_owned(), "y".to_owned()];
+        let r = ranked_labels(&labels, &[0.0, 0.0], true, 0);
+        assert!(r.iter().all(|l| (l.score - 0.5).abs() < 1e-6));
+    }
+}
