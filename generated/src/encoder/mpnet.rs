@@ -30,7 +30,7 @@
 //!
 //! # Implementations
 //!
-//! - `base-model`: candle not implemented; MAX **delegated** (architecture `mpnet`)
+//! - `base-model`: candle **verified** (`encoder`); MAX **delegated** (architecture `mpnet`)
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
@@ -53,6 +53,7 @@
     ),
     max("mpnet"),
     native(
+        base_model = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
         token_classification = encoder

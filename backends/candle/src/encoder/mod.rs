@@ -47,6 +47,10 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
             })?;
             model.embed(&req.input, req.normalize).map(Output::Embed)
         }
+        Call::Embed(req) if bertlike_embeds(model_type) => {
+            { with_head(state, target, EncoderHead::Base)?.embed(&req.input, req.normalize) }
+                .map(Output::Embed)
+        }
         Call::Embed(req) => encoder()?
             .embed(&req.input, req.normalize)
             .map(Output::Embed),
@@ -64,6 +68,12 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
             .map(Output::AnswerQuestion),
         _ => Err(crate::not_implemented(state, target, task)),
     }
+}
+
+/// Whether `embed` of `model_type` runs on the BERT-like encoder (`bert` and `xlm-roberta`
+/// keep their verified candle-transformers embedders for now).
+fn bertlike_embeds(model_type: &str) -> bool {
+    bertlike::MODEL_TYPES.contains(&model_type) && !matches!(model_type, "bert" | "xlm-roberta")
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
