@@ -31,6 +31,7 @@ use skillgen_runtime::{
 };
 use skills::decoder::llama::Llama;
 use skills::encoder::bert::Bert;
+use skills::encoder::mpnet::Mpnet;
 
 /// One MAX server at a time (each is ~1 GB and compiles on all cores).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -570,4 +571,47 @@ fn auto_never_starts_a_server_but_an_explicit_request_does() {
         .plan_with(Capability::Embed, &env, &caps)
         .unwrap();
     assert_eq!(d.used, Target::MojoMax, "{d:?}");
+}
+
+/// all-mpnet-base-v2 on `mojo_max` (MAX 26.7's `mpnet` architecture, through `max serve`)
+/// against sentence-transformers' embeddings (`fixtures/mpnet/reference.json`, the same
+/// reference the candle test uses): identical token ids and cosine ≥ 0.9999 for 25 texts.
+#[test]
+#[cfg_attr(
+    any(skillgen_no_max, skillgen_no_mpnet),
+    ignore = "needs MAX 26.7 and all-mpnet-base-v2 (not found when this test was built): see skillgen_test_support::needs, then `cargo test -p skillgen-tests --test max_target -- --nocapture`"
+)]
+fn mpnet_on_max_matches_sentence_transformers() {
+    let test = "mpnet_on_max_matches_sentence_transformers";
+    let Some(exe) = max_exe(test) else { return };
+    let dir = skillgen_test_support::needs::mpnet_dir()
+        .unwrap_or_else(|e| panic!("{e}: {}", skillgen_test_support::needs::HOW_MPNET));
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let env = max_env(&exe, &[]);
+    let caps = skills::backends().probe(&env);
+    let reference = skillgen_test_support::read_json(&repo().join("fixtures/mpnet/reference.json"));
+    let cases = reference["cases"].as_array().unwrap();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_owned())
+        .collect();
+    let skill = Mpnet::load(&dir, TargetSpec::Default).unwrap();
+    let t = Instant::now();
+    let (got, d) = embed(skill.state(), texts, &env, &caps).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "[max_target] MPNet on MAX: 25 texts, server start included: {:.1?}",
+        t.elapsed()
+    );
+    assert_eq!(d.used, Target::MojoMax, "{d:?}");
+    assert!(d.fallbacks.is_empty(), "{:?}", d.fallbacks);
+    let mut min_cos = 1f64;
+    for (i, case) in cases.iter().enumerate() {
+        let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        let want: Vec<f32> = serde_json::from_value(case["embedding"].clone()).unwrap();
+        assert_eq!(got.token_ids[i], ids, "token ids of {}", case["name"]);
+        let c = cosine(&got.vectors[i], &want);
+        assert!(c >= 0.9999, "cosine {c} for {}", case["name"]);
+        min_cos = min_cos.min(c);
+    }
+    eprintln!("[max_target] MPNet on MAX: min cosine {min_cos}");
 }

@@ -33,7 +33,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `big_bird` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -53,6 +54,7 @@
         text_encoding("BigBirdModel"),
         token_classification("BigBirdForTokenClassification")
     ),
+    native(sequence_classification = encoder, token_classification = encoder),
     backends = crate::backends,
 )]
 pub struct BigBird {

@@ -33,7 +33,9 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `ernie` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -52,6 +54,11 @@
         question_answering("ErnieForQuestionAnswering"),
         sequence_classification("ErnieForSequenceClassification"),
         token_classification("ErnieForTokenClassification")
+    ),
+    native(
+        question_answering = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

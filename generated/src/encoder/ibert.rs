@@ -31,7 +31,9 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `ibert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +51,11 @@
         sequence_classification("IBertForSequenceClassification"),
         text_encoding("IBertModel"),
         token_classification("IBertForTokenClassification")
+    ),
+    native(
+        question_answering = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

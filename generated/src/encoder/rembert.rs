@@ -32,7 +32,9 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `rembert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -50,6 +52,11 @@
         sequence_classification("RemBertForSequenceClassification"),
         text_encoding("RemBertModel"),
         token_classification("RemBertForTokenClassification")
+    ),
+    native(
+        question_answering = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

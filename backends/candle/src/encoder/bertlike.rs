@@ -7,11 +7,16 @@
 //!   tokens, transformers' `create_position_ids_from_input_ids`);
 //! - `emb_proj`: embeddings of `embedding_size`, projected to the hidden size (ELECTRA's
 //!   `embeddings_project`, ALBERT's `embedding_hidden_mapping_in`);
-//! - [`Layout::PreLn`]: pre-LayerNorm blocks, no embedding LayerNorm, a final LayerNorm
-//!   (XLM-RoBERTa-XL);
+//! - pre-LayerNorm blocks with a final LayerNorm, each with its own names: XLM-RoBERTa-XL
+//!   ([`Layout::XlmRobertaXl`]), RoBERTa-PreLayerNorm ([`Layout::RobertaPreLn`]),
+//!   Megatron-BERT ([`Layout::Megatron`]);
 //! - [`Layout::Mpnet`]: MPNet's names and its relative-position bucket bias, shared by all
 //!   layers;
-//! - [`Layout::Albert`]: ALBERT's shared layer groups (`num_hidden_groups`).
+//! - [`Layout::Albert`]: ALBERT's shared layer groups (`num_hidden_groups`);
+//! - BigBird's `block_sparse` attention is full attention for inputs of at most
+//!   `(5 + 2·num_random_blocks)·block_size` tokens (transformers switches to it there); longer
+//!   inputs are refused;
+//! - I-BERT with `quant_mode: false` is RoBERTa (its integer-only parameters are unused).
 //!
 //! Every tensor of the checkpoint is taken by name and shape, and one nobody takes is refused
 //! ([`Weights::finish`]), except the parts a task does not compute by design (the pooler and
@@ -36,20 +41,122 @@ use crate::weights::Weights;
 pub(crate) enum Layout {
     /// BERT: post-LN blocks, `attention.self.{query,key,value}`.
     Bert,
-    /// Pre-LN blocks (`attention.self_attn_layer_norm`, `LayerNorm` before the FFN) and a
-    /// final `encoder.LayerNorm`; no embedding LayerNorm.
-    PreLn,
+    /// Pre-LN: `attention.self_attn_layer_norm`, `LayerNorm` before the FFN, final
+    /// `encoder.LayerNorm`, no embedding LayerNorm.
+    XlmRobertaXl,
+    /// Pre-LN: `attention.LayerNorm`, `intermediate.LayerNorm`, final `LayerNorm` after the
+    /// encoder; the embeddings keep theirs.
+    RobertaPreLn,
+    /// Pre-LN: `attention.ln`, `ln`, final `encoder.ln`, no embedding LayerNorm.
+    Megatron,
     /// MPNet: `attention.attn.{q,k,v,o}`, relative-position buckets.
     Mpnet,
     /// ALBERT: `albert_layer_groups.G.albert_layers.0.*`, shared across layers.
     Albert,
 }
 
+impl Layout {
+    fn pre_ln(self) -> bool {
+        matches!(
+            self,
+            Self::XlmRobertaXl | Self::RobertaPreLn | Self::Megatron
+        )
+    }
+
+    fn embedding_ln(self) -> bool {
+        !matches!(self, Self::XlmRobertaXl | Self::Megatron)
+    }
+
+    /// The final LayerNorm (pre-LN layouts), under the prefix.
+    fn final_ln(self) -> Option<&'static str> {
+        match self {
+            Self::XlmRobertaXl => Some("encoder.LayerNorm"),
+            Self::RobertaPreLn => Some("LayerNorm"),
+            Self::Megatron => Some("encoder.ln"),
+            _ => None,
+        }
+    }
+
+    /// q, k, v, o, the attention LayerNorm, FFN in, FFN out, the FFN LayerNorm.
+    fn block_names(self) -> [&'static str; 8] {
+        let bert_attn = [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ];
+        let [q, k, v, o] = bert_attn;
+        match self {
+            Self::Bert => [
+                q,
+                k,
+                v,
+                o,
+                "attention.output.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+            Self::XlmRobertaXl => [
+                q,
+                k,
+                v,
+                o,
+                "attention.self_attn_layer_norm",
+                "intermediate.dense",
+                "output.dense",
+                "LayerNorm",
+            ],
+            Self::RobertaPreLn => [
+                q,
+                k,
+                v,
+                o,
+                "attention.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "intermediate.LayerNorm",
+            ],
+            Self::Megatron => [
+                q,
+                k,
+                v,
+                o,
+                "attention.ln",
+                "intermediate.dense",
+                "output.dense",
+                "ln",
+            ],
+            Self::Mpnet => [
+                "attention.attn.q",
+                "attention.attn.k",
+                "attention.attn.v",
+                "attention.attn.o",
+                "attention.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "output.LayerNorm",
+            ],
+            Self::Albert => [
+                "attention.query",
+                "attention.key",
+                "attention.value",
+                "attention.dense",
+                "attention.LayerNorm",
+                "ffn",
+                "ffn_output",
+                "full_layer_layer_norm",
+            ],
+        }
+    }
+}
+
 /// How the sequence classifier reads the first token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SeqHead {
-    /// `tanh(pooler(h[0]))` then `classifier` (BERT, ALBERT).
-    Pooler,
+    /// `tanh(pooler(h[0]))` then `classifier` (BERT, ALBERT); the pooler's name under the
+    /// prefix.
+    Pooler(&'static str),
     /// `out_proj(act(classifier.dense(h[0])))` (RoBERTa: tanh, ELECTRA: gelu).
     DenseOut(Act),
 }
@@ -81,17 +188,27 @@ pub(crate) struct Spec {
     /// ALBERT's layer groups.
     pub(crate) groups: usize,
     pub(crate) seq_head: SeqHead,
+    /// BigBird: the longest input its full-attention path takes.
+    pub(crate) max_full_tokens: Option<usize>,
+    /// I-BERT (float mode): leave the integer-only parameters.
+    pub(crate) quant_params: bool,
 }
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
     "albert",
     "bert",
+    "big_bird",
     "camembert",
     "data2vec-text",
     "electra",
+    "ernie",
+    "ibert",
+    "megatron-bert",
     "mpnet",
+    "rembert",
     "roberta",
+    "roberta-prelayernorm",
     "xlm-roberta",
     "xlm-roberta-xl",
 ];
@@ -113,29 +230,23 @@ fn activation(f: &Fields<'_>, field: &str) -> Result<Act, SkillError> {
 
 /// `config.json` of `model_type` → [`Spec`], field by field.
 pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillError> {
+    let tanh = SeqHead::DenseOut(Act::Tanh);
+    let pooler = SeqHead::Pooler("pooler.dense");
     let (prefix, layout, offset, proj, seq_head) = match model_type {
-        "bert" => ("bert", Layout::Bert, false, None, SeqHead::Pooler),
-        "roberta" | "camembert" | "xlm-roberta" => (
-            "roberta",
-            Layout::Bert,
+        "bert" => ("bert", Layout::Bert, false, None, pooler),
+        "ernie" => ("ernie", Layout::Bert, false, None, pooler),
+        "roberta" | "camembert" | "xlm-roberta" => ("roberta", Layout::Bert, true, None, tanh),
+        "ibert" => ("ibert", Layout::Bert, true, None, tanh),
+        "data2vec-text" => ("data2vec_text", Layout::Bert, true, None, tanh),
+        "xlm-roberta-xl" => ("roberta", Layout::XlmRobertaXl, true, None, tanh),
+        "roberta-prelayernorm" => (
+            "roberta_prelayernorm",
+            Layout::RobertaPreLn,
             true,
             None,
-            SeqHead::DenseOut(Act::Tanh),
+            tanh,
         ),
-        "data2vec-text" => (
-            "data2vec_text",
-            Layout::Bert,
-            true,
-            None,
-            SeqHead::DenseOut(Act::Tanh),
-        ),
-        "xlm-roberta-xl" => (
-            "roberta",
-            Layout::PreLn,
-            true,
-            None,
-            SeqHead::DenseOut(Act::Tanh),
-        ),
+        "megatron-bert" => ("bert", Layout::Megatron, false, None, pooler),
         "electra" => (
             "electra",
             Layout::Bert,
@@ -143,19 +254,27 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             Some("embeddings_project"),
             SeqHead::DenseOut(Act::Gelu),
         ),
-        "mpnet" => (
-            "mpnet",
-            Layout::Mpnet,
-            true,
-            None,
-            SeqHead::DenseOut(Act::Tanh),
+        "rembert" => (
+            "rembert",
+            Layout::Bert,
+            false,
+            Some("encoder.embedding_hidden_mapping_in"),
+            pooler,
         ),
+        "big_bird" => (
+            "bert",
+            Layout::Bert,
+            false,
+            None,
+            SeqHead::DenseOut(activation(f, "hidden_act")?),
+        ),
+        "mpnet" => ("mpnet", Layout::Mpnet, true, None, tanh),
         "albert" => (
             "albert",
             Layout::Albert,
             false,
             Some("encoder.embedding_hidden_mapping_in"),
-            SeqHead::Pooler,
+            SeqHead::Pooler("pooler"),
         ),
         other => {
             return Err(f.err(
@@ -191,10 +310,44 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         ));
     }
     let layers = f.positive("num_hidden_layers")?;
-    let emb = if proj.is_some() {
-        f.positive("embedding_size")?
+    let emb = match (proj, model_type) {
+        (None, _) => hidden,
+        (Some(_), "rembert") => f.positive("input_embedding_size")?,
+        (Some(_), _) => f.positive("embedding_size")?,
+    };
+    if model_type == "ernie" && f.bool_or("use_task_id", false)? {
+        return Err(f.err(
+            "use_task_id",
+            "task-type embeddings are not implemented by the encoder",
+        ));
+    }
+    let quant_params = model_type == "ibert";
+    if quant_params && f.bool_or("quant_mode", false)? {
+        return Err(f.err(
+            "quant_mode",
+            "I-BERT's integer-only inference is not implemented (only `false`: float RoBERTa)",
+        ));
+    }
+    let max_full_tokens = if model_type == "big_bird" {
+        if f.bool_or("rescale_embeddings", false)? {
+            return Err(f.err("rescale_embeddings", "`true` is not implemented"));
+        }
+        if !f.bool_or("use_bias", true)? {
+            return Err(f.err("use_bias", "`false` is not implemented"));
+        }
+        match f.str_opt("attention_type")? {
+            Some("original_full") => None,
+            Some("block_sparse") | None => {
+                let blocks = f.usize_opt("num_random_blocks")?.unwrap_or(3);
+                let size = f.usize_opt("block_size")?.unwrap_or(64);
+                Some((5 + 2 * blocks) * size)
+            }
+            Some(other) => {
+                return Err(f.err("attention_type", format!("`{other}` is not implemented")));
+            }
+        }
     } else {
-        hidden
+        None
     };
     let (rel_buckets, type_vocab) = if layout == Layout::Mpnet {
         (f.positive("relative_attention_num_buckets")?, 0)
@@ -252,6 +405,8 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         rel_buckets,
         groups,
         seq_head,
+        max_full_tokens,
+        quant_params,
     })
 }
 
@@ -295,48 +450,7 @@ struct Block {
 impl Block {
     fn load(w: &mut Weights, s: &Spec, p: &str) -> Result<Self, SkillError> {
         let (h, i, eps) = (s.hidden, s.inter, s.eps);
-        let [q, k, v, o, ln_attn, ffn_in, ffn_out, ln_ffn] = match s.layout {
-            Layout::Bert => [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.output.LayerNorm",
-                "intermediate.dense",
-                "output.dense",
-                "output.LayerNorm",
-            ],
-            Layout::PreLn => [
-                "attention.self.query",
-                "attention.self.key",
-                "attention.self.value",
-                "attention.output.dense",
-                "attention.self_attn_layer_norm",
-                "intermediate.dense",
-                "output.dense",
-                "LayerNorm",
-            ],
-            Layout::Mpnet => [
-                "attention.attn.q",
-                "attention.attn.k",
-                "attention.attn.v",
-                "attention.attn.o",
-                "attention.LayerNorm",
-                "intermediate.dense",
-                "output.dense",
-                "output.LayerNorm",
-            ],
-            Layout::Albert => [
-                "attention.query",
-                "attention.key",
-                "attention.value",
-                "attention.dense",
-                "attention.LayerNorm",
-                "ffn",
-                "ffn_output",
-                "full_layer_layer_norm",
-            ],
-        };
+        let [q, k, v, o, ln_attn, ffn_in, ffn_out, ln_ffn] = s.layout.block_names();
         Ok(Self {
             q: linear(w, &format!("{p}.{q}"), h, h)?,
             k: linear(w, &format!("{p}.{k}"), h, h)?,
@@ -378,7 +492,7 @@ impl Block {
         let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
             self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
         };
-        if s.layout == Layout::PreLn {
+        if s.layout.pre_ln() {
             let x = (x + self.attention(&self.ln_attn.forward(x)?, s.heads, bias)?)?;
             &x + ffn(&self.ln_ffn.forward(&x)?)?
         } else {
@@ -510,15 +624,15 @@ impl BertLike {
         } else {
             None
         };
-        let emb_ln = if spec.layout == Layout::PreLn {
-            None
-        } else {
+        let emb_ln = if spec.layout.embedding_ln() {
             Some(layer_norm(
                 &mut w,
                 &format!("{p}embeddings.LayerNorm"),
                 e,
                 spec.eps,
             )?)
+        } else {
+            None
         };
         let proj = match spec.emb_proj {
             Some(name) => Some(linear(&mut w, &format!("{p}{name}"), spec.hidden, e)?),
@@ -544,16 +658,24 @@ impl BertLike {
                 )?);
             }
         }
-        let final_ln = if spec.layout == Layout::PreLn {
-            Some(layer_norm(
+        let final_ln = match spec.layout.final_ln() {
+            Some(name) => Some(layer_norm(
                 &mut w,
-                &format!("{p}encoder.LayerNorm"),
+                &format!("{p}{name}"),
                 spec.hidden,
                 spec.eps,
-            )?)
-        } else {
-            None
+            )?),
+            None => None,
         };
+        if spec.quant_params {
+            w.leave(|name| {
+                name.ends_with("_integer")
+                    || name.ends_with("scaling_factor")
+                    || name.ends_with(".x_min")
+                    || name.ends_with(".x_max")
+                    || name.ends_with(".shift")
+            });
+        }
         let rel_bias = if spec.layout == Layout::Mpnet {
             Some(w.take(
                 &format!("{p}encoder.relative_attention_bias.weight"),
@@ -574,6 +696,7 @@ impl BertLike {
             _ => Vec::new(),
         };
         let n = labels.len();
+        let head_kind = head;
         let head = match head {
             EncoderHead::Base => {
                 // The pooler and any task head are not part of the last hidden state.
@@ -583,12 +706,8 @@ impl BertLike {
                 Head::Base
             }
             EncoderHead::Sequence => match spec.seq_head {
-                SeqHead::Pooler => {
-                    let pooler = if spec.layout == Layout::Albert {
-                        format!("{p}pooler")
-                    } else {
-                        format!("{p}pooler.dense")
-                    };
+                SeqHead::Pooler(name) => {
+                    let pooler = format!("{p}{name}");
                     Head::Sequence {
                         pre: linear(&mut w, &pooler, h, h)?,
                         pre_act: Act::Tanh,
@@ -604,6 +723,14 @@ impl BertLike {
             EncoderHead::Tokens => Head::PerToken(linear(&mut w, "classifier", n, h)?),
             EncoderHead::Qa => Head::PerToken(linear(&mut w, "qa_outputs", 2, h)?),
         };
+        if !matches!(
+            (head_kind, spec.seq_head),
+            (EncoderHead::Sequence, SeqHead::Pooler(_))
+        ) {
+            // The pooler is computed only by the pooler classifier.
+            let pooler = format!("{p}pooler");
+            w.leave(|name| name.starts_with(&pooler));
+        }
         w.finish()?;
         let sigmoid = match f.str_opt("problem_type")? {
             Some("multi_label_classification") => true,
@@ -625,6 +752,7 @@ impl BertLike {
                 Some(p) => spec.max_pos.saturating_sub(p as usize + 1),
                 None => spec.max_pos,
             };
+            let room = spec.max_full_tokens.map_or(room, |m| m.min(room));
             let max_len = sentence_max_len(dir)?.map_or(room, |m| m.min(room));
             (pooling, normalize, Some(max_len))
         } else {
@@ -656,10 +784,11 @@ impl BertLike {
 
     /// The most tokens one input may have (the position table, less the RoBERTa offset).
     pub fn max_tokens(&self) -> usize {
-        match self.spec.pos_offset {
+        let room = match self.spec.pos_offset {
             Some(p) => self.spec.max_pos.saturating_sub(p as usize + 1),
             None => self.spec.max_pos,
-        }
+        };
+        self.spec.max_full_tokens.map_or(room, |m| m.min(room))
     }
 
     /// Position ids of `ids` (transformers' rules: sequential, or RoBERTa's count of the
