@@ -19,8 +19,8 @@ use skillgen_candle::parity::{
     EncoderHead, decoder_all_logits, decoder_classify_logits, decoder_greedy, encoder_head_logits,
 };
 use skillgen_runtime::request::{
-    Call, ClassifyRequest, ClassifyTokensRequest, FinishReason, GenerateRequest, Output, Prompt,
-    QuestionRequest, TextBatch,
+    Call, ClassifyRequest, ClassifyTokensRequest, EmbedRequest, FillMaskRequest, FinishReason,
+    GenerateRequest, Output, Pooling, Prompt, QuestionRequest, TextBatch,
 };
 use skillgen_runtime::{
     BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
@@ -404,7 +404,43 @@ fn floats_of(st: &safetensors::SafeTensors<'_>, name: &str) -> (Vec<usize>, Vec<
     (t.shape().to_vec(), v)
 }
 
-fn head_reference(dir: &Path, qa: bool) -> HeadReference {
+/// What a per-position fixture holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `token-classify/`: `logits` [2,7,labels].
+    Tokens,
+    /// `qa/`: `start_logits`, `end_logits` [2,7].
+    Qa,
+    /// `base/`: `last_hidden_state` [2,7,hidden].
+    Base,
+    /// `mlm/`: `logits` [2,7,vocab].
+    Mlm,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Tokens, Kind::Qa, Kind::Base, Kind::Mlm];
+
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Tokens => "token-classify",
+            Kind::Qa => "qa",
+            Kind::Base => "base",
+            Kind::Mlm => "mlm",
+        }
+    }
+
+    fn task(self) -> Task {
+        match self {
+            Kind::Tokens => Task::TokenClassification,
+            Kind::Qa => Task::QuestionAnswering,
+            Kind::Base => Task::BaseModel,
+            Kind::Mlm => Task::MaskedLm,
+        }
+    }
+}
+
+fn head_reference(dir: &Path, kind: Kind) -> HeadReference {
+    let qa = kind == Kind::Qa;
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let (s, ids) = ints(&st, "input_ids");
@@ -430,7 +466,12 @@ fn head_reference(dir: &Path, qa: bool) -> HeadReference {
             })
             .collect()
     } else {
-        let (shape, l) = floats_of(&st, "logits");
+        let name = if kind == Kind::Base {
+            "last_hidden_state"
+        } else {
+            "logits"
+        };
+        let (shape, l) = floats_of(&st, name);
         let n = shape[2];
         (0..rows)
             .map(|b| {
@@ -443,22 +484,29 @@ fn head_reference(dir: &Path, qa: bool) -> HeadReference {
     HeadReference { inputs, outputs }
 }
 
-fn head_conforms(model_type: &str, dir: &Path, qa: bool) -> Result<f32, String> {
+fn head_conforms(model_type: &str, dir: &Path, kind: Kind) -> Result<f32, String> {
     use skillgen_candle::decoder::HeadKind;
     let info = skills::registry::by_model_type(model_type)
         .ok_or_else(|| format!("`{model_type}` is not in the registry"))?;
     let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
         .map_err(|e| format!("load: {e}"))?;
-    let r = head_reference(dir, qa);
+    let r = head_reference(dir, kind);
     let got = if is_encoder(model_type) {
-        let head = if qa {
-            EncoderHead::Qa
-        } else {
-            EncoderHead::Tokens
+        let head = match kind {
+            Kind::Tokens => EncoderHead::Tokens,
+            Kind::Qa => EncoderHead::Qa,
+            Kind::Base => EncoderHead::Base,
+            Kind::Mlm => EncoderHead::Mlm,
         };
         encoder_head_logits(&state, Target::Cpu, head, &r.inputs)
     } else {
-        let head = if qa { HeadKind::Qa } else { HeadKind::Tokens };
+        let head = match kind {
+            Kind::Tokens => HeadKind::Tokens,
+            Kind::Qa => HeadKind::Qa,
+            Kind::Base | Kind::Mlm => {
+                return Err(format!("no decoder head for `{}` fixtures", kind.dir()));
+            }
+        };
         skillgen_candle::parity::decoder_head_logits(&state, Target::Cpu, head, &r.inputs)
     }
     .map_err(|e| e.to_string())?;
@@ -482,10 +530,8 @@ fn head_conforms(model_type: &str, dir: &Path, qa: bool) -> Result<f32, String> 
 /// fixture's per-position logits, and the passing sets equal the registry's marks.
 #[test]
 fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
-    for (sub, qa, task) in [
-        ("token-classify", false, Task::TokenClassification),
-        ("qa", true, Task::QuestionAnswering),
-    ] {
+    for kind in Kind::ALL {
+        let (sub, task) = (kind.dir(), kind.task());
         let mut pass = Vec::new();
         let mut fail = BTreeMap::new();
         for (t, dir) in type_dirs() {
@@ -493,7 +539,7 @@ fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
             if !dir.join("reference.safetensors").is_file() {
                 continue;
             }
-            match head_conforms(&t, &dir, qa) {
+            match head_conforms(&t, &dir, kind) {
                 Ok(w) => {
                     eprintln!("pass {t:<24} {sub} max |Δlogit| {w:.2e}");
                     pass.push(t);
@@ -505,7 +551,18 @@ fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
             }
         }
         let marked = marked_for(task);
-        let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+        // A type marked on the strength of its hand-written parity fixture
+        // (`fixtures/native/<type>`, e.g. distilbert) has no factory fixture for this head.
+        let native_only = |t: &str| {
+            !root().join(t).join(sub).is_dir()
+                && skillgen_test_support::native_fixture(t)
+                    .join("reference.json")
+                    .is_file()
+        };
+        let unproven: Vec<_> = marked
+            .iter()
+            .filter(|t| !pass.contains(t) && !native_only(t))
+            .collect();
         let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
         assert!(
             unproven.is_empty(),
@@ -532,7 +589,7 @@ fn token_and_qa_through_their_generated_skills() {
     };
     for t in marked_for(Task::TokenClassification) {
         let dir = root().join(&t).join("token-classify");
-        let r = head_reference(&dir, false);
+        let r = head_reference(&dir, Kind::Tokens);
         let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
         let req = ClassifyTokensRequest {
             input: TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()),
@@ -556,7 +613,7 @@ fn token_and_qa_through_their_generated_skills() {
     }
     for t in marked_for(Task::QuestionAnswering) {
         let dir = root().join(&t).join("qa");
-        let r = head_reference(&dir, true);
+        let r = head_reference(&dir, Kind::Qa);
         let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
         let ids = &r.inputs[0];
         let (question, context) = (text(&ids[..2]), text(&ids[2..]));
@@ -581,4 +638,112 @@ fn token_and_qa_through_their_generated_skills() {
         assert_eq!((a.start, a.end), (best.0 - 2, best.1 - 1), "{t}: {a:?}");
         assert_eq!(a.answer, context[best.0 - 2..best.1 - 1], "{t}");
     }
+}
+
+/// The marked base models embed through their generated skills (mean pooling over the
+/// reference hidden states: no sentence-transformers config in a fixture), and the marked
+/// masked LMs fill masks: a copy of the fixture whose vocabulary names id 99 `[MASK]` gives, at
+/// that position, transformers' argmax token with its softmax probability.
+#[test]
+fn base_and_mlm_through_their_generated_skills() {
+    let caps = Capabilities::fixed_cpu_only();
+    let text = |ids: &[u32]| -> String {
+        ids.iter()
+            .map(|&b| char::from(u8::try_from(b).unwrap()))
+            .collect()
+    };
+    let mut embedded = 0;
+    for t in marked_for(Task::BaseModel) {
+        let dir = root().join(&t).join(Kind::Base.dir());
+        if !dir.is_dir() {
+            continue;
+        }
+        let r = head_reference(&dir, Kind::Base);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let req = EmbedRequest {
+            input: TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()),
+            normalize: None,
+        };
+        let (out, d) = skill
+            .state()
+            .run_with(Call::Embed(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::Embed(e) = out else {
+            panic!("{t}: {out:?}")
+        };
+        assert_eq!((e.pooling, e.normalized), (Pooling::Mean, false), "{t}");
+        for (b, (got, hidden)) in e.vectors.iter().zip(&r.outputs).enumerate() {
+            assert_eq!(e.token_ids[b], r.inputs[b], "{t}");
+            for (j, g) in got.iter().enumerate() {
+                let want = hidden.iter().map(|row| row[j]).sum::<f32>() / hidden.len() as f32;
+                assert!(
+                    (g - want).abs() < 1e-4,
+                    "{t} input {b} dim {j}: {g} vs {want}"
+                );
+            }
+        }
+        embedded += 1;
+    }
+    assert!(embedded >= 10, "only {embedded} base fixtures embedded");
+
+    let mut filled = 0;
+    for t in marked_for(Task::MaskedLm) {
+        let src = root().join(&t).join(Kind::Mlm.dir());
+        if !src.is_dir() {
+            continue;
+        }
+        let r = head_reference(&src, Kind::Mlm);
+        let tmp = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&src).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, tmp.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let tok_path = tmp.path().join("tokenizer.json");
+        let mut tok: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&tok_path).unwrap()).unwrap();
+        // Rename vocabulary entry 99 (byte `c`) to `[MASK]`.
+        let vocab = tok["model"]["vocab"].as_object_mut().unwrap();
+        let key = vocab
+            .iter()
+            .find(|(_, id)| id.as_u64() == Some(99))
+            .map(|(k, _)| k.clone())
+            .unwrap();
+        vocab.remove(&key);
+        vocab.insert("[MASK]".to_owned(), serde_json::json!(99));
+        std::fs::write(&tok_path, tok.to_string()).unwrap();
+        let skill: DynSkill = skills::registry::load_dir(tmp.path(), TargetSpec::Default).unwrap();
+        let ids = r.inputs[0].clone();
+        let at = ids
+            .iter()
+            .position(|&i| i == 99)
+            .expect("id 99 in the fixture's input");
+        let req = FillMaskRequest {
+            input: TextBatch::TokenIds(vec![ids]),
+            top_k: 3,
+        };
+        let (out, _) = skill
+            .state()
+            .run_with(Call::FillMask(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        let Output::FillMask(m) = out else {
+            panic!("{t}: {out:?}")
+        };
+        let logits = &r.outputs[0][at];
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(b.cmp(&a)))
+            .unwrap();
+        let mx = logits[best];
+        let p = 1.0 / logits.iter().map(|x| (x - mx).exp()).sum::<f32>();
+        let top = &m.predictions[0][0];
+        assert_eq!(top.len(), 3, "{t}");
+        assert_eq!(top[0].token_id as usize, best, "{t}");
+        assert!(
+            (top[0].score - p).abs() < 1e-4,
+            "{t}: {} vs {p}",
+            top[0].score
+        );
+        filled += 1;
+    }
+    assert!(filled >= 10, "only {filled} mlm fixtures filled");
 }

@@ -1,5 +1,6 @@
 //! The task heads' answers, written once for every architecture: `classify` (sequence
-//! classification, cross-encoder reranking), `classify_tokens` and `answer_question` turn a
+//! classification, cross-encoder reranking), `classify_tokens`, `answer_question` and
+//! `fill_mask` turn a
 //! model's head logits into what users get back (labels named by `id2label`, softmax or
 //! sigmoid scores, token offsets, the best answer span). An architecture implements
 //! [`TaskHeads`] by giving its logits; the post-processing here is shared, so a decoder and an
@@ -8,8 +9,8 @@
 use std::path::Path;
 
 use skillgen_runtime::request::{
-    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Label, QuestionRequest,
-    TextBatch, TokenClassifications, TokenLabel,
+    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, FillMaskOutput, Label,
+    MaskPrediction, QuestionRequest, TextBatch, TokenClassifications, TokenLabel,
 };
 use skillgen_runtime::{Capability, SkillError};
 
@@ -64,7 +65,8 @@ pub(crate) trait TaskHeads {
     fn sigmoid(&self) -> bool;
     /// The sequence classifier's logits for one unpadded input.
     fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError>;
-    /// The per-token head's logits (`[position][n]`) for one unpadded input.
+    /// The per-token head's logits (`[position][n]`) for one unpadded input (a masked-LM
+    /// head: `n` is the vocabulary).
     fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError>;
 
     /// Token ids (and byte offsets, for text) of each input; an input without tokens is an
@@ -209,6 +211,68 @@ pub(crate) trait TaskHeads {
             score: ps[a] * pe[b],
         })
     }
+}
+
+/// The `top_k` most likely tokens of `logits` (softmax probabilities), best first, ties by id.
+pub(crate) fn top_tokens(
+    tok: &tokenizers::Tokenizer,
+    logits: &[f32],
+    top_k: usize,
+) -> Vec<MaskPrediction> {
+    let dist = softmax(logits);
+    let mut order: Vec<usize> = (0..dist.len()).collect();
+    order.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(top_k)
+        .map(|id| MaskPrediction {
+            token: tok.id_to_token(id as u32).unwrap_or_default(),
+            token_id: id as u32,
+            score: dist[id],
+        })
+        .collect()
+}
+
+/// `fill_mask` for a model whose [`TaskHeads::token_logits`] are masked-LM logits: the `top_k`
+/// candidates at every mask token (`[MASK]` or `<mask>` in the tokenizer).
+pub(crate) fn fill_mask<M: TaskHeads + ?Sized>(
+    model: &M,
+    input: &TextBatch,
+    top_k: usize,
+) -> Result<FillMaskOutput, SkillError> {
+    let invalid = |detail: String| SkillError::InvalidRequest {
+        capability: Capability::FillMask,
+        detail,
+    };
+    if top_k == 0 {
+        return Err(invalid("top_k must be at least 1".to_owned()));
+    }
+    let tok = model.tokenizer_for("the tokenizer (tokenizer.json), needed for the mask token")?;
+    let mask_id = ["[MASK]", "<mask>"]
+        .iter()
+        .find_map(|t| tok.token_to_id(t))
+        .ok_or_else(|| SkillError::Tokenizer {
+            path: model.tokenizer_file().to_path_buf(),
+            detail: "has no mask token (`[MASK]` or `<mask>`)".to_owned(),
+        })?;
+    let inputs = model.encode_batch(input, Capability::FillMask)?;
+    if let Some(i) = inputs.iter().position(|(ids, _)| !ids.contains(&mask_id)) {
+        return Err(invalid(format!(
+            "input {i} has no mask token (id {mask_id})"
+        )));
+    }
+    let mut predictions = Vec::with_capacity(inputs.len());
+    for (ids, _) in &inputs {
+        let logits = model.token_logits(ids)?;
+        predictions.push(
+            ids.iter()
+                .zip(&logits)
+                .filter(|(id, _)| **id == mask_id)
+                .map(|(_, l)| top_tokens(tok, l, top_k))
+                .collect(),
+        );
+    }
+    Ok(FillMaskOutput { predictions })
 }
 
 #[cfg(test)]

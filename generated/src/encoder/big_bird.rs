@@ -33,7 +33,10 @@
 //!
 //! # Implementations
 //!
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `big_bird` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -54,7 +57,13 @@
         text_encoding("BigBirdModel"),
         token_classification("BigBirdForTokenClassification")
     ),
-    native(sequence_classification = encoder, token_classification = encoder),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct BigBird {

@@ -32,6 +32,8 @@
 //!
 //! # Implementations
 //!
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
@@ -54,6 +56,8 @@
         token_classification("CamembertForTokenClassification")
     ),
     native(
+        base_model = encoder,
+        masked_lm = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
         token_classification = encoder

@@ -33,8 +33,11 @@
 //!
 //! # Implementations
 //!
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `data2vec-text` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -56,8 +59,11 @@
         token_classification("Data2VecTextForTokenClassification")
     ),
     native(
+        base_model = encoder,
+        masked_lm = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
+        text_encoding = encoder,
         token_classification = encoder
     ),
     backends = crate::backends,

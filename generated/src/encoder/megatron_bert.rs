@@ -33,6 +33,8 @@
 //!
 //! # Implementations
 //!
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
@@ -56,6 +58,8 @@
         token_classification("MegatronBertForTokenClassification")
     ),
     native(
+        base_model = encoder,
+        masked_lm = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
         token_classification = encoder

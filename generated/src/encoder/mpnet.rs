@@ -31,6 +31,7 @@
 //! # Implementations
 //!
 //! - `base-model`: candle **verified** (`encoder`); MAX **delegated** (architecture `mpnet`)
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
@@ -54,6 +55,7 @@
     max("mpnet"),
     native(
         base_model = encoder,
+        masked_lm = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
         token_classification = encoder

@@ -32,8 +32,10 @@
 //!
 //! # Implementations
 //!
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 //! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `rembert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -54,8 +56,10 @@
         token_classification("RemBertForTokenClassification")
     ),
     native(
+        base_model = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
+        text_encoding = encoder,
         token_classification = encoder
     ),
     backends = crate::backends,

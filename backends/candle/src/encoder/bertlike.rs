@@ -161,6 +161,70 @@ pub(crate) enum SeqHead {
     DenseOut(Act),
 }
 
+/// The masked-LM head: `decoder(LayerNorm(act(dense(h))))`, the decoder tied to the word
+/// embeddings unless the checkpoint has its own weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MlmNames {
+    pub(crate) dense: &'static str,
+    pub(crate) norm: &'static str,
+    pub(crate) bias: &'static str,
+    pub(crate) decoder: &'static str,
+    /// `None`: `hidden_act`.
+    pub(crate) act: Option<Act>,
+    /// The dense layer maps to the embedding width (ELECTRA, ALBERT), else the hidden size.
+    pub(crate) to_embedding: bool,
+}
+
+const BERT_MLM: MlmNames = MlmNames {
+    dense: "cls.predictions.transform.dense",
+    norm: "cls.predictions.transform.LayerNorm",
+    bias: "cls.predictions.bias",
+    decoder: "cls.predictions.decoder",
+    act: None,
+    to_embedding: false,
+};
+
+const ROBERTA_MLM: MlmNames = MlmNames {
+    dense: "lm_head.dense",
+    norm: "lm_head.layer_norm",
+    bias: "lm_head.bias",
+    decoder: "lm_head.decoder",
+    act: Some(Act::Gelu),
+    to_embedding: false,
+};
+
+/// The masked-LM head of `model_type`, if implemented.
+fn mlm_names(model_type: &str) -> Option<MlmNames> {
+    Some(match model_type {
+        "bert" | "ernie" | "megatron-bert" | "big_bird" => BERT_MLM,
+        "roberta"
+        | "camembert"
+        | "xlm-roberta"
+        | "data2vec-text"
+        | "xlm-roberta-xl"
+        | "roberta-prelayernorm"
+        | "ibert"
+        | "mpnet" => ROBERTA_MLM,
+        "electra" => MlmNames {
+            dense: "generator_predictions.dense",
+            norm: "generator_predictions.LayerNorm",
+            bias: "generator_lm_head.bias",
+            decoder: "generator_lm_head",
+            act: Some(Act::Gelu),
+            to_embedding: true,
+        },
+        "albert" => MlmNames {
+            dense: "predictions.dense",
+            norm: "predictions.LayerNorm",
+            bias: "predictions.bias",
+            decoder: "predictions.decoder",
+            act: None,
+            to_embedding: true,
+        },
+        _ => return None,
+    })
+}
+
 /// A BERT-like encoder, as [`translate`] reads it from `config.json`.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
@@ -188,6 +252,8 @@ pub(crate) struct Spec {
     /// ALBERT's layer groups.
     pub(crate) groups: usize,
     pub(crate) seq_head: SeqHead,
+    /// The masked-LM head's names, if the encoder implements it for this type.
+    pub(crate) mlm: Option<MlmNames>,
     /// BigBird: the longest input its full-attention path takes.
     pub(crate) max_full_tokens: Option<usize>,
     /// I-BERT (float mode): leave the integer-only parameters.
@@ -405,6 +471,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         rel_buckets,
         groups,
         seq_head,
+        mlm: mlm_names(model_type),
         max_full_tokens,
         quant_params,
     })
@@ -515,6 +582,8 @@ pub enum EncoderHead {
     Tokens,
     /// `*ForQuestionAnswering`: start and end logits.
     Qa,
+    /// `*ForMaskedLM`: vocabulary logits at every position.
+    Mlm,
 }
 
 #[derive(Debug)]
@@ -526,6 +595,12 @@ enum Head {
         out: Linear,
     },
     PerToken(Linear),
+    Mlm {
+        dense: Linear,
+        act: Act,
+        norm: LayerNorm,
+        decoder: Linear,
+    },
 }
 
 /// MPNet's bucket of a relative position (`memory - context`): transformers'
@@ -690,6 +765,7 @@ impl BertLike {
             EncoderHead::Sequence => Capability::Classify,
             EncoderHead::Tokens => Capability::ClassifyTokens,
             EncoderHead::Qa => Capability::AnswerQuestion,
+            EncoderHead::Mlm => Capability::FillMask,
         };
         let labels = match head {
             EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
@@ -699,11 +775,47 @@ impl BertLike {
         let head_kind = head;
         let head = match head {
             EncoderHead::Base => {
-                // The pooler and any task head are not part of the last hidden state.
-                let body = p.clone();
-                w.leave(|name| body.is_empty() || !name.starts_with(&body));
-                w.leave(|name| name.contains("pooler."));
+                // A task checkpoint's head is not part of the last hidden state.
+                if !p.is_empty() {
+                    let body = p.clone();
+                    w.leave(|name| !name.starts_with(&body));
+                }
                 Head::Base
+            }
+            EncoderHead::Mlm => {
+                let names = spec.mlm.ok_or_else(|| {
+                    f.err(
+                        "model_type",
+                        format!(
+                            "the masked-LM head of `{model_type}` is not implemented by the encoder"
+                        ),
+                    )
+                })?;
+                let width = if names.to_embedding { e } else { h };
+                let dense = linear(&mut w, names.dense, width, h)?;
+                let norm = layer_norm(&mut w, names.norm, width, spec.eps)?;
+                let dec_name = format!("{}.weight", names.decoder);
+                let weight = if w.has(&dec_name) {
+                    w.take(&dec_name, &[spec.vocab, width])?
+                } else {
+                    word.clone()
+                };
+                let dec_bias = format!("{}.bias", names.decoder);
+                let bias = if w.has(names.bias) {
+                    if w.has(&dec_bias) {
+                        // transformers ties `decoder.bias` to the head's bias.
+                        w.take(&dec_bias, &[spec.vocab])?;
+                    }
+                    w.take(names.bias, &[spec.vocab])?
+                } else {
+                    w.take(&dec_bias, &[spec.vocab])?
+                };
+                Head::Mlm {
+                    dense,
+                    act: names.act.unwrap_or(spec.act),
+                    norm,
+                    decoder: Linear::new(weight, Some(bias)),
+                }
             }
             EncoderHead::Sequence => match spec.seq_head {
                 SeqHead::Pooler(name) => {
@@ -898,6 +1010,12 @@ impl BertLike {
                 out.forward(&act(*pre_act, &pre.forward(&first)?)?)
             })(),
             Head::PerToken(l) => l.forward(&hidden),
+            Head::Mlm {
+                dense,
+                act: a,
+                norm,
+                decoder,
+            } => (|| decoder.forward(&norm.forward(&act(*a, &dense.forward(&hidden)?)?)?))(),
         };
         out.and_then(|t| t.to_vec2())
             .map_err(ce("reading head logits"))

@@ -13,7 +13,6 @@ use skillgen_runtime::Task;
 
 use std::sync::Arc;
 
-use crate::encoder::bert::BertEmbedder;
 use crate::encoder::bertlike::{BertLike, EncoderHead};
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
@@ -41,19 +40,18 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         })
     };
     match call {
-        Call::Embed(req) if model_type == "bert" => {
-            let model = state.cached(&format!("candle/bert/{target}"), || {
-                BertEmbedder::load(state.dir(), &crate::device(target)?)
-            })?;
-            model.embed(&req.input, req.normalize).map(Output::Embed)
-        }
-        Call::Embed(req) if bertlike_embeds(model_type) => {
-            { with_head(state, target, EncoderHead::Base)?.embed(&req.input, req.normalize) }
-                .map(Output::Embed)
-        }
+        Call::Embed(req) if bertlike(model_type) => with_head(state, target, EncoderHead::Base)?
+            .embed(&req.input, req.normalize)
+            .map(Output::Embed),
         Call::Embed(req) => encoder()?
             .embed(&req.input, req.normalize)
             .map(Output::Embed),
+        Call::FillMask(req) if bertlike(model_type) => crate::heads::fill_mask(
+            &*with_head(state, target, EncoderHead::Mlm)?,
+            &req.input,
+            req.top_k,
+        )
+        .map(Output::FillMask),
         Call::FillMask(req) => encoder()?
             .fill_mask(&req.input, req.top_k)
             .map(Output::FillMask),
@@ -70,10 +68,10 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
     }
 }
 
-/// Whether `embed` of `model_type` runs on the BERT-like encoder (`bert` and `xlm-roberta`
-/// keep their verified candle-transformers embedders for now).
-fn bertlike_embeds(model_type: &str) -> bool {
-    bertlike::MODEL_TYPES.contains(&model_type) && !matches!(model_type, "bert" | "xlm-roberta")
+/// Whether `model_type` runs on the BERT-like encoder (`distilbert` keeps its
+/// candle-transformers model for now).
+fn bertlike(model_type: &str) -> bool {
+    bertlike::MODEL_TYPES.contains(&model_type)
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
