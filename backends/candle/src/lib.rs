@@ -21,6 +21,7 @@ use skillgen_runtime::stream::TokenStream;
 use skillgen_runtime::{BackendKind, Model, NativeImpl, SkillError, Target, Task};
 
 mod activation;
+mod attention;
 mod backend;
 pub mod decoder;
 pub mod encoder;

@@ -33,6 +33,7 @@ use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 use skillgen_runtime::{Capability, SkillError};
 
 use crate::activation::{Act, act};
+use crate::attention::SelfAttention;
 use crate::heads::TaskHeads;
 use crate::weights::Weights;
 
@@ -502,10 +503,7 @@ fn layer_norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNo
 /// One block's parameters.
 #[derive(Debug, Clone)]
 struct Block {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    attn: SelfAttention,
     /// Post-LN: after attention; pre-LN: before it.
     ln_attn: LayerNorm,
     ffn_in: Linear,
@@ -519,10 +517,13 @@ impl Block {
         let (h, i, eps) = (s.hidden, s.inter, s.eps);
         let [q, k, v, o, ln_attn, ffn_in, ffn_out, ln_ffn] = s.layout.block_names();
         Ok(Self {
-            q: linear(w, &format!("{p}.{q}"), h, h)?,
-            k: linear(w, &format!("{p}.{k}"), h, h)?,
-            v: linear(w, &format!("{p}.{v}"), h, h)?,
-            o: linear(w, &format!("{p}.{o}"), h, h)?,
+            attn: SelfAttention {
+                q: linear(w, &format!("{p}.{q}"), h, h)?,
+                k: linear(w, &format!("{p}.{k}"), h, h)?,
+                v: linear(w, &format!("{p}.{v}"), h, h)?,
+                o: linear(w, &format!("{p}.{o}"), h, h)?,
+                heads: s.heads,
+            },
             ln_attn: layer_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
             ffn_in: linear(w, &format!("{p}.{ffn_in}"), i, h)?,
             ffn_out: linear(w, &format!("{p}.{ffn_out}"), h, i)?,
@@ -530,42 +531,17 @@ impl Block {
         })
     }
 
-    /// Self-attention over `x` `[1, n, hidden]` (one unpadded sequence), with an additive
-    /// `bias` `[1, heads, n, n]`.
-    fn attention(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        bias: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, n, h) = x.dims3()?;
-        let d = h / heads;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()
-        };
-        let q = split(self.q.forward(x)?)?;
-        let k = split(self.k.forward(x)?)?;
-        let v = split(self.v.forward(x)?)?;
-        let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, h))?;
-        self.o.forward(&ctx)
-    }
-
     fn forward(&self, x: &Tensor, s: &Spec, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
         let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
             self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
         };
         if s.layout.pre_ln() {
-            let x = (x + self.attention(&self.ln_attn.forward(x)?, s.heads, bias)?)?;
+            let x = (x + self.attn.forward(&self.ln_attn.forward(x)?, bias)?)?;
             &x + ffn(&self.ln_ffn.forward(&x)?)?
         } else {
             let x = self
                 .ln_attn
-                .forward(&(self.attention(x, s.heads, bias)? + x)?)?;
+                .forward(&(self.attn.forward(x, bias)? + x)?)?;
             self.ln_ffn.forward(&(ffn(&x)? + &x)?)
         }
     }
