@@ -747,3 +747,119 @@ fn base_and_mlm_through_their_generated_skills() {
     }
     assert!(filled >= 10, "only {filled} mlm fixtures filled");
 }
+
+/// An image-classification fixture (`<type>/image-classify/`): pixel values and logits.
+struct ImageReference {
+    pixels: Vec<f32>,
+    shape: [usize; 4],
+    logits: Vec<Vec<f32>>,
+}
+
+fn image_reference(dir: &Path) -> ImageReference {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, pixels) = floats_of(&st, "pixel_values");
+    let (ls, l) = floats_of(&st, "logits");
+    ImageReference {
+        pixels,
+        shape: [s[0], s[1], s[2], s[3]],
+        logits: l.chunks(ls[1]).map(<[f32]>::to_vec).collect(),
+    }
+}
+
+/// Every image-classification fixture through the ViT-like encoder (pixel values → logits),
+/// the passing set equal to the registry's marks, and every marked type through its
+/// generated skill: `classify_image` on the fixture's PNGs gives transformers' labels and
+/// softmax scores.
+#[test]
+fn image_fixtures_conform_and_equal_the_support_table() {
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("image-classify");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        let r = image_reference(&dir);
+        let got = skillgen_candle::parity::vit_logits(&dir, &r.pixels, r.shape);
+        let (atol, rtol) = tolerance("decoders");
+        let outcome = got.map_err(|e| e.to_string()).and_then(|(flat, _)| {
+            let mut worst = 0f32;
+            for (x, y) in flat.iter().zip(r.logits.iter().flatten()) {
+                let d = (x - y).abs();
+                worst = worst.max(d);
+                if !within(d, *y, atol, rtol) {
+                    return Err(format!("logits {flat:?} vs {:?}", r.logits));
+                }
+            }
+            Ok(worst)
+        });
+        match outcome {
+            Ok(w) => {
+                eprintln!("pass {t:<24} image-classify max |Δlogit| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} image-classify {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    let marked = marked_for(Task::ImageClassification);
+    let native_only = |t: &str| {
+        !root().join(t).join("image-classify").is_dir()
+            && skillgen_test_support::native_fixture(t)
+                .join("reference.json")
+                .is_file()
+    };
+    let unproven: Vec<_> = marked
+        .iter()
+        .filter(|t| !pass.contains(t) && !native_only(t))
+        .collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "image-classify: marked but no passing fixture: {unproven:?} ({fail:?})"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "image-classify: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &marked {
+        let dir = root().join(t).join("image-classify");
+        if !dir.is_dir() {
+            continue;
+        }
+        let r = image_reference(&dir);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        for (k, logits) in r.logits.iter().enumerate() {
+            let req = skillgen_runtime::request::ClassifyImageRequest {
+                image: dir.join(format!("image{k}.png")).into(),
+                top_k: 0,
+            };
+            let (out, d) = skill
+                .state()
+                .run_with(Call::ClassifyImage(req), &MapEnv::empty(), &caps)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(d.used, Target::Cpu, "{t}");
+            let Output::ClassifyImage(c) = out else {
+                panic!("{t}: {out:?}")
+            };
+            let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = logits.iter().map(|x| (x - m).exp()).sum();
+            let names = ["negative", "neutral", "positive"];
+            for l in &c.labels {
+                let i = names.iter().position(|n| *n == l.label).unwrap();
+                let p = (logits[i] - m).exp() / sum;
+                assert!(
+                    (l.score - p).abs() < 1e-4,
+                    "{t} image{k} {}: {} vs {p}",
+                    l.label,
+                    l.score
+                );
+            }
+        }
+    }
+}

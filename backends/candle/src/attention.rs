@@ -23,7 +23,9 @@ impl SelfAttention {
         let inner = q.dim(2)?;
         let d = inner / self.heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, d))?.transpose(1, 2)?.contiguous()
+            t.reshape((b, n, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(q)?;
         let k = split(self.k.forward(x)?)?;

@@ -56,7 +56,7 @@ fn vit_logits_match_pytorch() {
 
 #[test]
 fn wrong_pixel_shape_is_a_typed_error() {
-    let model = VitClassifier::load(&dir(), &candle_core::Device::Cpu).unwrap();
+    let model = VitClassifier::load(&dir(), "vit", &candle_core::Device::Cpu).unwrap();
     let e = model.logits(&[0.0; 3 * 8 * 8], [1, 3, 8, 8]).unwrap_err();
     assert!(matches!(e, SkillError::InvalidRequest { .. }), "{e}");
     let e = model.logits(&[0.0; 5], [1, 3, 16, 16]).unwrap_err();
@@ -103,7 +103,7 @@ fn classify_image_runs_through_dispatch() {
     assert!(out.labels.windows(2).all(|w| w[0].score >= w[1].score));
     // Without preprocessor_config.json: ViTImageProcessor defaults (x/255 - 0.5)/0.5; a 16x16
     // image needs no resize, so the pixel values are known exactly.
-    let model = VitClassifier::load(&dir(), &candle_core::Device::Cpu).unwrap();
+    let model = VitClassifier::load(&dir(), "vit", &candle_core::Device::Cpu).unwrap();
     let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
     let mut pixels = vec![0f32; 3 * 16 * 16];
     for (x, y, p) in img.enumerate_pixels() {
@@ -135,7 +135,7 @@ fn broken_vit_checkpoints_are_typed() {
     let w = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&w).unwrap();
     std::fs::write(&w, &bytes[..bytes.len() - 100]).unwrap();
-    let e = VitClassifier::load(tmp.path(), &candle_core::Device::Cpu).unwrap_err();
+    let e = VitClassifier::load(tmp.path(), "vit", &candle_core::Device::Cpu).unwrap_err();
     assert!(matches!(e, SkillError::WeightsInvalid { .. }), "{e}");
     std::fs::write(&w, &bytes).unwrap();
     let cfg = tmp.path().join("config.json");
@@ -143,22 +143,22 @@ fn broken_vit_checkpoints_are_typed() {
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     c.insert("patch_size".into(), 8.into());
     std::fs::write(&cfg, Value::Object(c.clone()).to_string()).unwrap();
-    match VitClassifier::load(tmp.path(), &candle_core::Device::Cpu).unwrap_err() {
+    match VitClassifier::load(tmp.path(), "vit", &candle_core::Device::Cpu).unwrap_err() {
         SkillError::TensorInvalid { tensor, .. } => {
-            assert_eq!(tensor, "vit.embeddings.position_embeddings")
+            assert_eq!(tensor, "vit.embeddings.patch_embeddings.projection.weight")
         }
         e => panic!("{e}"),
     }
     c.insert("patch_size".into(), 5.into());
     std::fs::write(&cfg, Value::Object(c.clone()).to_string()).unwrap();
-    match VitClassifier::load(tmp.path(), &candle_core::Device::Cpu).unwrap_err() {
+    match VitClassifier::load(tmp.path(), "vit", &candle_core::Device::Cpu).unwrap_err() {
         SkillError::ConfigField { field, .. } => assert_eq!(field, "patch_size"),
         e => panic!("{e}"),
     }
     c.insert("patch_size".into(), 4.into());
     c.remove("id2label");
     std::fs::write(&cfg, Value::Object(c).to_string()).unwrap();
-    match VitClassifier::load(tmp.path(), &candle_core::Device::Cpu).unwrap_err() {
+    match VitClassifier::load(tmp.path(), "vit", &candle_core::Device::Cpu).unwrap_err() {
         SkillError::ConfigField { field, .. } => assert_eq!(field, "id2label"),
         e => panic!("{e}"),
     }

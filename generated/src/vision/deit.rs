@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `deit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +41,7 @@
         ),
         masked_image_modeling("DeiTForMaskedImageModeling")
     ),
+    native(image_classification = vit),
     backends = crate::backends,
 )]
 pub struct Deit {

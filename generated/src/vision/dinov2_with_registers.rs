@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `dinov2_with_registers` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +38,7 @@
         image("Dinov2WithRegistersModel"),
         image_classification("Dinov2WithRegistersForImageClassification")
     ),
+    native(image_classification = vit),
     backends = crate::backends,
 )]
 pub struct Dinov2WithRegisters {

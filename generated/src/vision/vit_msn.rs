@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `vit_msn` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         image("ViTMSNModel"),
         image_classification("ViTMSNForImageClassification")
     ),
+    native(image_classification = vit),
     backends = crate::backends,
 )]
 pub struct VitMsn {

@@ -539,9 +539,7 @@ impl Block {
             let x = (x + self.attn.forward(&self.ln_attn.forward(x)?, bias)?)?;
             &x + ffn(&self.ln_ffn.forward(&x)?)?
         } else {
-            let x = self
-                .ln_attn
-                .forward(&(self.attn.forward(x, bias)? + x)?)?;
+            let x = self.ln_attn.forward(&(self.attn.forward(x, bias)? + x)?)?;
             self.ln_ffn.forward(&(ffn(&x)? + &x)?)
         }
     }
