@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `beit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         image_classification("BeitForImageClassification"),
         semantic_segmentation("BeitForSemanticSegmentation")
     ),
+    native(image_classification = vit),
     backends = crate::backends,
 )]
 pub struct Beit {

@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`vit`); MAX not implemented
 /// Skill for the `data2vec-vision` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +38,7 @@
         image_classification("Data2VecVisionForImageClassification"),
         semantic_segmentation("Data2VecVisionForSemanticSegmentation")
     ),
+    native(image_classification = vit),
     backends = crate::backends,
 )]
 pub struct Data2vecVision {

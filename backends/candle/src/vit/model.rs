@@ -3,8 +3,10 @@
 //! image-classification heads of its types.
 //!
 //! Switches: a `[CLS]` token or none (I-JEPA: mean pooling), DeiT's distillation token,
-//! DINOv2's layer scale, SwiGLU MLP and register tokens, and the pooling the classifier reads
-//! (`[CLS]`, mean of all tokens, or `[CLS]` ⊕ mean of the patch tokens). Every tensor is taken
+//! DINOv2's layer scale, SwiGLU MLP and register tokens, BEiT's relative position bias (per
+//! layer or shared), layer scale, key without bias and optional absolute positions, and the
+//! pooling the classifier reads (`[CLS]`, mean of all tokens, `[CLS]` ⊕ mean of the patch
+//! tokens, or BEiT's LayerNorm of the patch-token mean). Every tensor is taken
 //! by name and shape; one nobody takes is refused ([`Weights::finish`]).
 
 use candle_core::{DType, Module, Tensor};
@@ -19,6 +21,8 @@ use crate::weights::Weights;
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "beit",
+    "data2vec-vision",
     "deit",
     "dinov2",
     "dinov2_with_registers",
@@ -35,6 +39,18 @@ pub(crate) enum Layout {
     /// DINOv2: `norm1`, `mlp.{fc1,fc2}` or SwiGLU `mlp.{gate,up,down}_proj`, `norm2`,
     /// `layer_scale{1,2}.lambda1`.
     Dinov2,
+    /// BEiT: ViT names, `lambda_{1,2}` layer scale, no key bias, relative position bias.
+    Beit,
+}
+
+/// BEiT's relative position bias tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RelPos {
+    None,
+    /// One table per layer (`attention.attention.relative_position_bias`).
+    PerLayer,
+    /// One table for all layers (`encoder.relative_position_bias`).
+    Shared,
 }
 
 /// What the classifier reads.
@@ -46,6 +62,8 @@ pub(crate) enum Pool {
     Mean,
     /// `[CLS]` concatenated with the mean of the patch tokens (DINOv2).
     ClsAndPatchMean,
+    /// `pooler.layernorm` of the mean of the patch tokens (BEiT `use_mean_pooling`).
+    PatchMeanNorm,
 }
 
 /// A ViT-like encoder, as [`translate`] reads it from `config.json`.
@@ -68,6 +86,14 @@ pub(crate) struct Spec {
     pub(crate) registers: usize,
     pub(crate) swiglu: bool,
     pub(crate) pool: Pool,
+    /// Absolute position embeddings.
+    pub(crate) abs_pos: bool,
+    pub(crate) rel_pos: RelPos,
+    /// BEiT's `lambda_{1,2}` (`layer_scale_init_value > 0`); DINOv2 always has its own.
+    pub(crate) layer_scale: bool,
+    /// The final `layernorm` (BEiT with mean pooling has none).
+    pub(crate) final_norm: bool,
+    pub(crate) mask_token: bool,
 }
 
 impl Spec {
@@ -91,6 +117,8 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             false,
             Pool::ClsAndPatchMean,
         ),
+        "beit" => ("beit", Layout::Beit, true, false, Pool::Cls),
+        "data2vec-vision" => ("data2vec_vision", Layout::Beit, true, false, Pool::Cls),
         other => {
             return Err(f.err(
                 "model_type",
@@ -128,7 +156,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     };
     let swiglu = layout == Layout::Dinov2 && f.bool_or("use_swiglu_ffn", false)?;
     let inter = match layout {
-        Layout::Vit => f.positive("intermediate_size")?,
+        Layout::Vit | Layout::Beit => f.positive("intermediate_size")?,
         Layout::Dinov2 => {
             let ratio = f.f64("mlp_ratio")?;
             if !(ratio.is_finite() && ratio > 0.0) {
@@ -151,6 +179,34 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     } else {
         0
     };
+    let beit = layout == Layout::Beit;
+    let mean_pooling = beit && f.bool_or("use_mean_pooling", true)?;
+    let pool = if mean_pooling {
+        Pool::PatchMeanNorm
+    } else {
+        pool
+    };
+    let rel_pos = match (
+        beit && f.bool_or("use_relative_position_bias", false)?,
+        beit && f.bool_or("use_shared_relative_position_bias", false)?,
+    ) {
+        (false, false) => RelPos::None,
+        (true, false) => RelPos::PerLayer,
+        (false, true) => RelPos::Shared,
+        (true, true) => {
+            return Err(f.err(
+                "use_shared_relative_position_bias",
+                "both a shared and per-layer relative position bias is not implemented",
+            ));
+        }
+    };
+    let layer_scale = beit && f.f64("layer_scale_init_value")? > 0.0;
+    let abs_pos = !beit || f.bool_or("use_absolute_position_embeddings", false)?;
+    let mask_token = match layout {
+        Layout::Dinov2 => f.bool_or("use_mask_token", true)?,
+        Layout::Beit => f.bool_or("use_mask_token", false)?,
+        Layout::Vit => false,
+    };
     Ok(Spec {
         prefix,
         layout,
@@ -169,7 +225,37 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         registers,
         swiglu,
         pool,
+        abs_pos,
+        rel_pos,
+        layer_scale,
+        final_norm: !mean_pooling,
+        mask_token,
     })
+}
+
+/// BEiT's relative position index of a `wh`×`ww` patch grid plus `[CLS]`
+/// (`(wh·ww + 1)²` entries into a table of `(2wh−1)(2ww−1) + 3` rows; transformers'
+/// `generate_relative_position_index`).
+pub(crate) fn beit_relative_index(wh: usize, ww: usize) -> Vec<u32> {
+    let area = wh * ww;
+    let distances = (2 * wh - 1) * (2 * ww - 1) + 3;
+    let n = area + 1;
+    let mut idx = vec![0u32; n * n];
+    for i in 0..area {
+        for j in 0..area {
+            let dy = (i / ww) + wh - 1 - (j / ww);
+            let dx = (i % ww) + ww - 1 - (j % ww);
+            idx[(i + 1) * n + j + 1] = (dy * (2 * ww - 1) + dx) as u32;
+        }
+    }
+    for j in 0..n {
+        idx[j] = (distances - 3) as u32; // [CLS] to token
+    }
+    for i in 0..n {
+        idx[i * n] = (distances - 2) as u32; // token to [CLS]
+    }
+    idx[0] = (distances - 1) as u32; // [CLS] to [CLS]
+    idx
 }
 
 fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
@@ -243,6 +329,8 @@ struct Block {
     norm2: LayerNorm,
     mlp: Mlp,
     scale2: Option<Tensor>,
+    /// BEiT's per-layer relative position bias table.
+    rel_table: Option<Tensor>,
 }
 
 impl Block {
@@ -250,9 +338,10 @@ impl Block {
         let p = format!("encoder.layer.{l}");
         let (h, i) = (s.hidden, s.inter);
         let a = format!("{p}.attention");
+        let key_bias = s.qkv_bias && s.layout != Layout::Beit;
         let attn = SelfAttention {
             q: b.linear(&format!("{a}.attention.query"), h, h, s.qkv_bias)?,
-            k: b.linear(&format!("{a}.attention.key"), h, h, s.qkv_bias)?,
+            k: b.linear(&format!("{a}.attention.key"), h, h, key_bias)?,
             v: b.linear(&format!("{a}.attention.value"), h, h, s.qkv_bias)?,
             o: b.linear(&format!("{a}.output.dense"), h, h, true)?,
             heads: s.heads,
@@ -268,6 +357,36 @@ impl Block {
                     b.linear(&format!("{p}.output.dense"), h, i, true)?,
                 ),
                 scale2: None,
+                rel_table: None,
+            },
+            Layout::Beit => Self {
+                norm1: b.norm(&format!("{p}.layernorm_before"), h, s.eps)?,
+                attn,
+                scale1: if s.layer_scale {
+                    Some(b.take(&format!("{p}.lambda_1"), &[h])?)
+                } else {
+                    None
+                },
+                norm2: b.norm(&format!("{p}.layernorm_after"), h, s.eps)?,
+                mlp: Mlp::Plain(
+                    b.linear(&format!("{p}.intermediate.dense"), i, h, true)?,
+                    b.linear(&format!("{p}.output.dense"), h, i, true)?,
+                ),
+                scale2: if s.layer_scale {
+                    Some(b.take(&format!("{p}.lambda_2"), &[h])?)
+                } else {
+                    None
+                },
+                rel_table: if s.rel_pos == RelPos::PerLayer {
+                    Some(b.take(
+                        &format!(
+                            "{a}.attention.relative_position_bias.relative_position_bias_table"
+                        ),
+                        &[rel_rows(s), s.heads],
+                    )?)
+                } else {
+                    None
+                },
             },
             Layout::Dinov2 => Self {
                 norm1: b.norm(&format!("{p}.norm1"), h, s.eps)?,
@@ -287,17 +406,29 @@ impl Block {
                     )
                 },
                 scale2: Some(b.take(&format!("{p}.layer_scale2.lambda1"), &[h])?),
+                rel_table: None,
             },
         })
     }
 
-    fn forward(&self, x: &Tensor, a: Act) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        a: Act,
+        shared_bias: Option<&Tensor>,
+        index: &Tensor,
+    ) -> candle_core::Result<Tensor> {
         let scaled = |t: Tensor, s: &Option<Tensor>| match s {
             Some(s) => t.broadcast_mul(s),
             None => Ok(t),
         };
+        let own = match &self.rel_table {
+            Some(t) => Some(relative_bias(t, index)?),
+            None => None,
+        };
+        let bias = own.as_ref().or(shared_bias);
         let y = scaled(
-            self.attn.forward(&self.norm1.forward(x)?, None)?,
+            self.attn.forward(&self.norm1.forward(x)?, bias)?,
             &self.scale1,
         )?;
         let x = (x + y)?;
@@ -312,6 +443,24 @@ impl Block {
     }
 }
 
+/// Rows of a BEiT relative position bias table.
+fn rel_rows(s: &Spec) -> usize {
+    let w = s.image / s.patch;
+    (2 * w - 1) * (2 * w - 1) + 3
+}
+
+/// `[1, heads, n, n]` from a `[rows, heads]` table and the flat `(n·n)` index.
+fn relative_bias(table: &Tensor, index: &Tensor) -> candle_core::Result<Tensor> {
+    let heads = table.dim(1)?;
+    let n = (index.dim(0)? as f64).sqrt() as usize;
+    table
+        .index_select(index, 0)?
+        .reshape((n, n, heads))?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .contiguous()
+}
+
 /// A ViT-like image classifier.
 #[derive(Debug)]
 pub(crate) struct VitModel {
@@ -321,9 +470,12 @@ pub(crate) struct VitModel {
     cls: Option<Tensor>,
     distill: Option<Tensor>,
     registers: Option<Tensor>,
-    pos: Tensor,
+    pos: Option<Tensor>,
     blocks: Vec<Block>,
+    /// The final LayerNorm, or BEiT's pooler LayerNorm (mean pooling).
     norm: LayerNorm,
+    shared_table: Option<Tensor>,
+    rel_index: Tensor,
     classifier: Linear,
 }
 
@@ -359,16 +511,35 @@ impl VitModel {
             None
         };
         let n_pos = spec.patches() + usize::from(spec.cls) + usize::from(spec.distill);
-        let pos = b.take(&format!("{e}.position_embeddings"), &[1, n_pos, h])?;
-        if spec.layout == Layout::Dinov2 {
+        let pos = if spec.abs_pos {
+            Some(b.take(&format!("{e}.position_embeddings"), &[1, n_pos, h])?)
+        } else {
+            None
+        };
+        if spec.mask_token {
             // The masked-image-modeling token: not used for classification.
             let name = b.name(&format!("{e}.mask_token"));
             b.w.leave(|n| n == name);
         }
+        let shared_table = if spec.rel_pos == RelPos::Shared {
+            Some(b.take(
+                "encoder.relative_position_bias.relative_position_bias_table",
+                &[rel_rows(&spec), spec.heads],
+            )?)
+        } else {
+            None
+        };
+        let side = spec.image / spec.patch;
+        let rel_index = Tensor::new(beit_relative_index(side, side).as_slice(), b.w.device())
+            .map_err(ce("relative position index"))?;
         let blocks = (0..spec.layers)
             .map(|l| Block::load(&mut b, &spec, l))
             .collect::<Result<Vec<_>, _>>()?;
-        let norm = b.norm("layernorm", h, spec.eps)?;
+        let norm = if spec.final_norm {
+            b.norm("layernorm", h, spec.eps)?
+        } else {
+            b.norm("pooler.layernorm", h, spec.eps)?
+        };
         let width = if spec.pool == Pool::ClsAndPatchMean {
             2 * h
         } else {
@@ -390,6 +561,8 @@ impl VitModel {
             pos,
             blocks,
             norm,
+            shared_table,
+            rel_index,
             classifier,
         })
     }
@@ -412,19 +585,27 @@ impl VitModel {
                 parts.push(t.expand((b, 1, self.spec.hidden))?);
             }
             parts.push(x);
-            let mut x = Tensor::cat(&parts, 1)?.broadcast_add(&self.pos)?;
+            let mut x = Tensor::cat(&parts, 1)?;
+            if let Some(pos) = &self.pos {
+                x = x.broadcast_add(pos)?;
+            }
             if let Some(r) = &self.registers {
                 // After the positions: [CLS], registers, patches.
                 let n = x.dim(1)?;
                 let r = r.expand((b, self.spec.registers, self.spec.hidden))?;
                 x = Tensor::cat(&[&x.narrow(1, 0, 1)?, &r, &x.narrow(1, 1, n - 1)?], 1)?;
             }
-            let x = x.contiguous()?;
-            let mut x = x;
+            let mut x = x.contiguous()?;
+            let shared = match &self.shared_table {
+                Some(t) => Some(relative_bias(t, &self.rel_index)?),
+                None => None,
+            };
             for block in &self.blocks {
-                x = block.forward(&x, self.spec.act)?;
+                x = block.forward(&x, self.spec.act, shared.as_ref(), &self.rel_index)?;
             }
-            let x = self.norm.forward(&x)?;
+            if self.spec.final_norm {
+                x = self.norm.forward(&x)?;
+            }
             let pooled = match self.spec.pool {
                 Pool::Cls => x.narrow(1, 0, 1)?.squeeze(1)?,
                 Pool::Mean => x.mean(1)?,
@@ -435,9 +616,33 @@ impl VitModel {
                     let mean = x.narrow(1, skip, n - skip)?.mean(1)?;
                     Tensor::cat(&[&cls, &mean], 1)?
                 }
+                Pool::PatchMeanNorm => {
+                    let n = x.dim(1)?;
+                    self.norm.forward(&x.narrow(1, 1, n - 1)?.mean(1)?)?
+                }
             };
             self.classifier.forward(&pooled)
         };
         run().map_err(ce("forward"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beit_index_matches_transformers() {
+        // transformers: BeitRelativePositionBias.generate_relative_position_index((2, 2))
+        let want = [
+            [11, 9, 9, 9, 9],
+            [10, 4, 3, 1, 0],
+            [10, 5, 4, 2, 1],
+            [10, 7, 6, 4, 3],
+            [10, 8, 7, 5, 4],
+        ];
+        let got = beit_relative_index(2, 2);
+        let want: Vec<u32> = want.iter().flatten().copied().collect();
+        assert_eq!(got, want);
     }
 }
