@@ -248,9 +248,8 @@ pub(crate) fn beit_relative_index(wh: usize, ww: usize) -> Vec<u32> {
             idx[(i + 1) * n + j + 1] = (dy * (2 * ww - 1) + dx) as u32;
         }
     }
-    for j in 0..n {
-        idx[j] = (distances - 3) as u32; // [CLS] to token
-    }
+    // [CLS] to token
+    idx[..n].fill((distances - 3) as u32);
     for i in 0..n {
         idx[i * n] = (distances - 2) as u32; // token to [CLS]
     }
