@@ -863,3 +863,135 @@ fn image_fixtures_conform_and_equal_the_support_table() {
         }
     }
 }
+
+/// Every `seq2seq/` fixture through the BART-like encoder-decoder: the decoder's logits at
+/// every teacher-forced position, and 8 greedy tokens through the KV cache (eos disabled, as
+/// the fixture records them); the passing set equals the registry's marks; and each marked
+/// type generates through its generated skill (eos and forced eos honoured: the tokens equal
+/// transformers' up to where those end the output).
+#[test]
+fn seq2seq_fixtures_conform_and_equal_the_support_table() {
+    use skillgen_candle::parity::seq2seq_generator;
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    let conforms = |t: &str, dir: &Path| -> Result<f32, String> {
+        let info = skills::registry::by_model_type(t)
+            .ok_or_else(|| format!("`{t}` is not in the registry"))?;
+        let state = SkillState::load(info, skills::backends(), dir, TargetSpec::Default)
+            .map_err(|e| format!("load: {e}"))?;
+        let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (s, ids) = ints(&st, "input_ids");
+        let inputs = rows(&s, &ids);
+        let (s, dec) = ints(&st, "decoder_input_ids");
+        let dec = rows(&s, &dec);
+        let (s, g) = ints(&st, "greedy");
+        let greedy = rows(&s, &g);
+        let (ls, l) = floats_of(&st, "logits");
+        let g = seq2seq_generator(&state, Target::Cpu).map_err(|e| e.to_string())?;
+        let (atol, rtol) = tolerance("decoders");
+        let mut worst = 0f32;
+        for b in 0..inputs.len() {
+            let got = g.logits(&inputs[b], &dec[b]).map_err(|e| e.to_string())?;
+            for (p, row) in got.iter().enumerate() {
+                let want = &l[(b * ls[1] + p) * ls[2]..(b * ls[1] + p + 1) * ls[2]];
+                for (x, y) in row.iter().zip(want) {
+                    let d = (x - y).abs();
+                    worst = worst.max(d);
+                    if !within(d, *y, atol, rtol) {
+                        return Err(format!("input {b} position {p}: {x} vs {y}"));
+                    }
+                }
+            }
+            let (ids, _) = g
+                .greedy(&inputs[b], greedy[b].len() - 1, false, false)
+                .map_err(|e| e.to_string())?;
+            if ids != greedy[b][1..] {
+                return Err(format!("greedy {ids:?} vs {:?}", &greedy[b][1..]));
+            }
+        }
+        Ok(worst)
+    };
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("seq2seq");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        match conforms(&t, &dir) {
+            Ok(w) => {
+                eprintln!("pass {t:<24} seq2seq max |Δlogit| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} seq2seq {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    let marked: Vec<String> = marked_for(Task::SeqToSeqCausalLm)
+        .into_iter()
+        .filter(|t| root().join(t).join("seq2seq").is_dir() || !native_only_seq2seq(t))
+        .collect();
+    let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "seq2seq: marked but no passing fixture: {unproven:?} ({fail:?})"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "seq2seq: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &marked {
+        let dir = root().join(t).join("seq2seq");
+        let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (s, ids) = ints(&st, "input_ids");
+        let inputs = rows(&s, &ids);
+        let (s, g) = ints(&st, "greedy");
+        let greedy = rows(&s, &g);
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let eos = config["eos_token_id"].as_u64().map(|e| e as u32);
+        let forced_eos = config["forced_eos_token_id"].as_u64().map(|e| e as u32);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        for (b, input) in inputs.iter().enumerate() {
+            let mut req = GenerateRequest::new(Prompt::TokenIds(input.clone()));
+            req.max_tokens = 8;
+            let (out, d) = skill
+                .state()
+                .run_with(Call::Generate(req), &MapEnv::empty(), &caps)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(d.used, Target::Cpu, "{t}");
+            let Output::Generate(generated) = out else {
+                panic!("{t}: {out:?}")
+            };
+            // transformers' tokens, cut where eos (or the forced eos at the 8th) ends them.
+            let mut want: Vec<u32> = greedy[b][1..].to_vec();
+            if let Some(e) = forced_eos {
+                want[7] = e;
+            }
+            let cut = want.iter().position(|x| Some(*x) == eos);
+            match cut {
+                Some(at) => {
+                    assert_eq!(generated.token_ids, want[..at], "{t} input {b}");
+                    assert_eq!(generated.finish_reason, FinishReason::Eos, "{t}");
+                }
+                None => {
+                    assert_eq!(generated.token_ids, want, "{t} input {b}");
+                    assert_eq!(generated.finish_reason, FinishReason::Length, "{t}");
+                }
+            }
+        }
+    }
+}
+
+/// T5 keeps its hand-written parity fixture (`fixtures/native/t5`).
+fn native_only_seq2seq(t: &str) -> bool {
+    skillgen_test_support::native_fixture(t)
+        .join("reference.json")
+        .is_file()
+}

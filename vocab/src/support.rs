@@ -69,14 +69,17 @@ crate::vocabulary! {
     /// backend maps every value to one architecture module (an exhaustive match), so a value
     /// without an implementation does not compile.
     "native implementation", NativeImpl {
-        /// BERT-like text encoders (`bert`, `distilbert`, `xlm-roberta`): embeddings, fill-mask.
+        /// Text encoders (the parametric BERT-like encoder, and `distilbert`): embeddings,
+        /// fill-mask, sequence and token classification, extractive question answering.
         Encoder = "encoder" / "encoder",
         /// The config-driven causal decoder (generation).
         Decoder = "decoder" / "decoder",
         /// T5: encoder embeddings and greedy sequence-to-sequence generation.
         T5 = "t5" / "t5",
-        /// ViT image classification.
+        /// Image classification with the parametric ViT-like encoder.
         Vit = "vit" / "vit",
+        /// BART-like encoder-decoders: greedy sequence-to-sequence generation.
+        Seq2seq = "seq2seq" / "seq2seq",
         /// Whisper speech recognition.
         Whisper = "whisper" / "whisper",
     }

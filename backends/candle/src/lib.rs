@@ -26,6 +26,7 @@ mod backend;
 pub mod decoder;
 pub mod encoder;
 mod heads;
+pub mod seq2seq;
 pub mod t5;
 pub mod vit;
 mod weights;
@@ -94,6 +95,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::Decoder => &decoder::Decoders,
         NativeImpl::T5 => &t5::T5,
         NativeImpl::Vit => &vit::Vit,
+        NativeImpl::Seq2seq => &seq2seq::Seq2seq,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }
@@ -147,6 +149,7 @@ pub mod parity {
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};
+    pub use crate::seq2seq::{Seq2seqGenerator, seq2seq_generator};
     pub use crate::t5::{T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output};
     pub use crate::vit::{VitClassifier, vit_logits};
     pub use crate::whisper::mel as whisper_mel;

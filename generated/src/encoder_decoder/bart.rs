@@ -29,7 +29,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `bart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +47,7 @@
         sequence_classification("BartForSequenceClassification"),
         seq_to_seq_causal_lm("BartForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Bart {

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `m2m_100` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +34,7 @@
         base_model("M2M100Model"),
         seq_to_seq_causal_lm("M2M100ForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct M2m100 {

@@ -22,9 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `marian` module; skillgen does not run it.
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `marian` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +37,7 @@
         seq_to_seq_causal_lm("MarianMTModel")
     ),
     candle = "marian",
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Marian {

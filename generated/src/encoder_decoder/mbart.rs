@@ -28,7 +28,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `mbart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -45,6 +45,7 @@
         sequence_classification("MBartForSequenceClassification"),
         seq_to_seq_causal_lm("MBartForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Mbart {

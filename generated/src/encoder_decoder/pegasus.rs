@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `pegasus` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         causal_lm("PegasusForCausalLM"),
         seq_to_seq_causal_lm("PegasusForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Pegasus {

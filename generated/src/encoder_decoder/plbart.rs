@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `plbart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +39,7 @@
         sequence_classification("PLBartForSequenceClassification"),
         seq_to_seq_causal_lm("PLBartForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Plbart {
