@@ -78,10 +78,10 @@ crate::vocabulary! {
         T5 = "t5" / "t5",
         /// Image classification with the parametric ViT-like encoder.
         Vit = "vit" / "vit",
-        /// BART-like encoder-decoders: greedy sequence-to-sequence generation.
-        Seq2seq = "seq2seq" / "seq2seq",
         /// Whisper speech recognition.
         Whisper = "whisper" / "whisper",
+        /// BART-like encoder-decoders: greedy sequence-to-sequence generation.
+        Seq2seq = "seq2seq" / "seq2seq",
     }
 }
 
