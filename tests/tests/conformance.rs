@@ -995,3 +995,115 @@ fn native_only_seq2seq(t: &str) -> bool {
         .join("reference.json")
         .is_file()
 }
+
+/// Every `ctc/` fixture through the wav2vec2-like CTC encoder: our feature extraction of the
+/// PCM equals transformers' `input_values`, the CTC logits match at every frame, the passing
+/// set equals the registry's marks, and every marked type transcribes the PCM through its
+/// generated skill to transformers' greedy transcription (`Wav2Vec2CTCTokenizer`).
+#[test]
+fn ctc_fixtures_conform_and_equal_the_support_table() {
+    use skillgen_candle::parity::ctc_recognizer;
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    let load = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (ps, pcm) = floats_of(&st, "pcm");
+        let (_, values) = floats_of(&st, "input_values");
+        let (ls, logits) = floats_of(&st, "logits");
+        (ps, pcm, values, ls, logits)
+    };
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("ctc");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        let outcome = (|| -> Result<f32, String> {
+            let info = skills::registry::by_model_type(&t)
+                .ok_or_else(|| format!("`{t}` is not in the registry"))?;
+            let state = SkillState::load(info, skills::backends(), &dir, TargetSpec::Default)
+                .map_err(|e| format!("load: {e}"))?;
+            let r = ctc_recognizer(&state, Target::Cpu).map_err(|e| e.to_string())?;
+            let (ps, pcm, values, ls, logits) = load(&dir);
+            let (atol, rtol) = tolerance("decoders");
+            let mut worst = 0f32;
+            for b in 0..ps[0] {
+                let ours = r.input_values(&pcm[b * ps[1]..(b + 1) * ps[1]]);
+                let theirs = &values[b * ps[1]..(b + 1) * ps[1]];
+                let dv = ours
+                    .iter()
+                    .zip(theirs)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0f32, f32::max);
+                if dv > 1e-4 {
+                    return Err(format!("input values of input {b} differ by {dv}"));
+                }
+                let got = r.logits(theirs).map_err(|e| e.to_string())?;
+                if got.len() != ls[1] {
+                    return Err(format!("{} frames vs {}", got.len(), ls[1]));
+                }
+                for (f, row) in got.iter().enumerate() {
+                    let want = &logits[(b * ls[1] + f) * ls[2]..(b * ls[1] + f + 1) * ls[2]];
+                    for (x, y) in row.iter().zip(want) {
+                        let d = (x - y).abs();
+                        worst = worst.max(d);
+                        if !within(d, *y, atol, rtol) {
+                            return Err(format!("input {b} frame {f}: {x} vs {y}"));
+                        }
+                    }
+                }
+            }
+            Ok(worst)
+        })();
+        match outcome {
+            Ok(w) => {
+                eprintln!("pass {t:<24} ctc max |Δlogit| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} ctc {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    let marked = marked_for(Task::Ctc);
+    let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "ctc: marked but no passing fixture: {unproven:?} ({fail:?})"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "ctc: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &marked {
+        let dir = root().join(t).join("ctc");
+        let (ps, pcm, ..) = load(&dir);
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("fixture.json")).unwrap())
+                .unwrap();
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        for b in 0..ps[0] {
+            let req = skillgen_runtime::request::TranscribeRequest {
+                pcm_16khz: pcm[b * ps[1]..(b + 1) * ps[1]].to_vec(),
+                language: None,
+            };
+            let (out, d) = skill
+                .state()
+                .run_with(Call::Transcribe(req), &MapEnv::empty(), &caps)
+                .unwrap_or_else(|e| panic!("{t}: {e}"));
+            assert_eq!(d.used, Target::Cpu, "{t}");
+            let Output::Transcribe(tr) = out else {
+                panic!("{t}: {out:?}")
+            };
+            assert_eq!(
+                tr.text,
+                info["transcriptions"][b].as_str().unwrap(),
+                "{t} input {b}"
+            );
+        }
+    }
+}

@@ -82,6 +82,8 @@ crate::vocabulary! {
         Whisper = "whisper" / "whisper",
         /// BART-like encoder-decoders: greedy sequence-to-sequence generation.
         Seq2seq = "seq2seq" / "seq2seq",
+        /// wav2vec2-like CTC speech recognition.
+        Ctc = "ctc" / "ctc",
     }
 }
 

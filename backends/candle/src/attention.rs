@@ -39,3 +39,68 @@ impl SelfAttention {
         self.o.forward(&ctx)
     }
 }
+
+/// The bucket of a relative position (`memory − context`) in a bidirectional table of
+/// `buckets` rows: half for each direction, exact up to a quarter of the table, then
+/// logarithmic up to `max_distance` (T5's scheme, as MPNet (128) and WavLM (800) use it; in
+/// f32 as torch computes it).
+pub(crate) fn relative_bucket(relative: i64, buckets: usize, max_distance: usize) -> usize {
+    let half = (buckets / 2) as i64;
+    let mut ret = if relative > 0 { half } else { 0 };
+    let n = relative.abs();
+    let max_exact = half / 2;
+    if n < max_exact {
+        ret += n;
+    } else {
+        let log =
+            (n as f32 / max_exact as f32).ln() / (max_distance as f32 / max_exact as f32).ln();
+        let large = max_exact + (log * (half - max_exact) as f32) as i64;
+        ret += large.min(half - 1);
+    }
+    ret as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mpnet_buckets_match_transformers() {
+        // torch: MPNetEncoder.relative_position_bucket(arange(-200, 201), 32, 128)
+        let cases = [
+            (0, 0),
+            (1, 17),
+            (-1, 1),
+            (7, 23),
+            (-7, 7),
+            (8, 24),
+            (-8, 8),
+            (20, 26),
+            (-20, 10),
+            (127, 31),
+            (-127, 15),
+            (200, 31),
+        ];
+        for (rel, want) in cases {
+            assert_eq!(relative_bucket(rel, 32, 128), want, "relative {rel}");
+        }
+    }
+
+    #[test]
+    fn wavlm_buckets_match_transformers() {
+        // torch: WavLMAttention(32, 4)._relative_positions_bucket(...) with 320 buckets, 800
+        let cases = [
+            (0, 0),
+            (1, 161),
+            (-1, 1),
+            (79, 239),
+            (-79, 79),
+            (80, 240),
+            (500, 303),
+            (-900, 159),
+        ];
+        for (rel, want) in cases {
+            assert_eq!(relative_bucket(rel, 320, 800), want, "relative {rel}");
+        }
+    }
+}

@@ -23,6 +23,7 @@ use skillgen_runtime::{BackendKind, Model, NativeImpl, SkillError, Target, Task}
 mod activation;
 mod attention;
 mod backend;
+pub mod ctc;
 pub mod decoder;
 pub mod encoder;
 mod heads;
@@ -96,6 +97,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::T5 => &t5::T5,
         NativeImpl::Vit => &vit::Vit,
         NativeImpl::Seq2seq => &seq2seq::Seq2seq,
+        NativeImpl::Ctc => &ctc::Ctc,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }
@@ -141,6 +143,7 @@ pub(crate) fn not_implemented(state: &Model, target: Target, task: Task) -> Skil
 /// Lower-level entry points for the parity tests and tooling: the model loaders and their raw
 /// outputs (hidden states, logits, log-mel features), compared with transformers references.
 pub mod parity {
+    pub use crate::ctc::{CtcRecognizer, ctc_recognizer};
     pub use crate::decoder::{
         decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_head_logits,
         decoder_incremental_logits, decoder_prefill_logits,

@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `ctc`: candle **verified** (`ctc`); MAX not implemented
 /// Skill for the `unispeech` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +38,7 @@
         ctc("UniSpeechForCTC"),
         pretraining("UniSpeechForPreTraining")
     ),
+    native(ctc = ctc),
     backends = crate::backends,
 )]
 pub struct Unispeech {

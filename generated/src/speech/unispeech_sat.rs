@@ -25,7 +25,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `ctc`: candle **verified** (`ctc`); MAX not implemented
 /// Skill for the `unispeech-sat` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -42,6 +42,7 @@
         ctc("UniSpeechSatForCTC"),
         pretraining("UniSpeechSatForPreTraining")
     ),
+    native(ctc = ctc),
     backends = crate::backends,
 )]
 pub struct UnispeechSat {

@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `ctc`: candle **verified** (`ctc`); MAX not implemented
 /// Skill for the `wavlm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         audio_xvector("WavLMForXVector"),
         ctc("WavLMForCTC")
     ),
+    native(ctc = ctc),
     backends = crate::backends,
 )]
 pub struct Wavlm {

@@ -33,7 +33,7 @@ use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 use skillgen_runtime::{Capability, SkillError};
 
 use crate::activation::{Act, act};
-use crate::attention::SelfAttention;
+use crate::attention::{SelfAttention, relative_bucket};
 use crate::heads::TaskHeads;
 use crate::weights::Weights;
 
@@ -577,24 +577,6 @@ enum Head {
     },
 }
 
-/// MPNet's bucket of a relative position (`memory - context`): transformers'
-/// `MPNetAttention.relative_position_bucket` with `max_distance` 128, in f32 as torch computes it.
-pub fn relative_bucket(relative: i64, buckets: usize) -> usize {
-    let half = (buckets / 2) as i64;
-    let n = -relative;
-    let mut ret = if n < 0 { half } else { 0 };
-    let n = n.abs();
-    let max_exact = half / 2;
-    if n < max_exact {
-        ret += n;
-    } else {
-        let log = (n as f32 / max_exact as f32).ln() / (128f32 / max_exact as f32).ln();
-        let large = max_exact + (log * (half - max_exact) as f32) as i64;
-        ret += large.min(half - 1);
-    }
-    ret as usize
-}
-
 /// A BERT-like encoder with one head, loaded from a model directory.
 pub struct BertLike {
     spec: Spec,
@@ -948,8 +930,9 @@ impl BertLike {
                 Some(table) => {
                     let buckets: Vec<u32> = (0..n as i64)
                         .flat_map(|q| {
-                            (0..n as i64)
-                                .map(move |k| relative_bucket(k - q, self.spec.rel_buckets) as u32)
+                            (0..n as i64).map(move |k| {
+                                relative_bucket(k - q, self.spec.rel_buckets, 128) as u32
+                            })
                         })
                         .collect();
                     let b = Tensor::new(buckets.as_slice(), dev)?;
@@ -1083,31 +1066,4 @@ pub fn encoder_head_logits(
 ) -> Result<Vec<Vec<Vec<f32>>>, SkillError> {
     let m = super::with_head(state.model(), target, head)?;
     inputs.iter().map(|ids| m.head_logits(ids)).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mpnet_buckets_match_transformers() {
-        // torch: MPNetEncoder.relative_position_bucket(arange(-200, 201), 32, 128)
-        let cases = [
-            (0, 0),
-            (1, 17),
-            (-1, 1),
-            (7, 23),
-            (-7, 7),
-            (8, 24),
-            (-8, 8),
-            (20, 26),
-            (-20, 10),
-            (127, 31),
-            (-127, 15),
-            (200, 31),
-        ];
-        for (rel, want) in cases {
-            assert_eq!(relative_bucket(rel, 32), want, "relative {rel}");
-        }
-    }
 }
