@@ -346,7 +346,7 @@ fn config_mismatches_and_bad_fields_are_typed() {
         e => panic!("{e}"),
     }
     for (field, value, needle) in [
-        ("hidden_act", Value::from("swish"), "not supported"),
+        ("hidden_act", Value::from("quick_gelu"), "not implemented"),
         ("layer_norm_eps", Value::Null, "missing"),
         (
             "num_hidden_layers",

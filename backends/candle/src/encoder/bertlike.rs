@@ -894,15 +894,16 @@ impl BertLike {
             .find(|(_, id)| **id as usize >= self.spec.vocab)
         {
             return Err(invalid(format!(
-                "token {i} is id {id}, outside the vocabulary (size {})",
+                "token {i} has token id {id}, outside the vocabulary (size {})",
                 self.spec.vocab
             )));
         }
         if ids.len() > self.max_tokens() {
             return Err(invalid(format!(
-                "an input has {} tokens; the model takes at most {}",
+                "an input has {} tokens; the model takes at most {} (max_position_embeddings {})",
                 ids.len(),
-                self.max_tokens()
+                self.max_tokens(),
+                self.spec.max_pos
             )));
         }
         Ok(())
