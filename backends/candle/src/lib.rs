@@ -153,7 +153,9 @@ pub mod parity {
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};
     pub use crate::seq2seq::{Seq2seqGenerator, seq2seq_generator};
-    pub use crate::t5::{T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output};
+    pub use crate::t5::{
+        T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output, t5_generator,
+    };
     pub use crate::vit::{VitClassifier, vit_logits};
     pub use crate::whisper::mel as whisper_mel;
     pub use crate::whisper::{WhisperModel, whisper_outputs};

@@ -29,9 +29,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `t5` module; skillgen does not run it.
+//! - `seq-to-seq-causal-lm`: candle **verified** (`t5`); MAX not implemented
 /// Skill for the `mt5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +47,7 @@
         token_classification("MT5ForTokenClassification")
     ),
     candle = "t5",
+    native(seq_to_seq_causal_lm = t5),
     backends = crate::backends,
 )]
 pub struct Mt5 {

@@ -29,7 +29,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`t5`); MAX not implemented
 /// Skill for the `umt5` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -46,6 +46,7 @@
         text_encoding("UMT5EncoderModel"),
         token_classification("UMT5ForTokenClassification")
     ),
+    native(seq_to_seq_causal_lm = t5),
     backends = crate::backends,
 )]
 pub struct Umt5 {
