@@ -1134,3 +1134,122 @@ fn ctc_fixtures_conform_and_equal_the_support_table() {
         }
     }
 }
+
+/// Every `zero-shot/` fixture through the dual encoder (pixel values and token ids →
+/// `logits_per_image`), the passing set equal to the registry's marks, and every marked type
+/// through its generated skill: `image_text_similarity` on the PNGs and the texts gives the
+/// softmax (CLIP) or sigmoid (SigLIP) of transformers' logits.
+#[test]
+fn zero_shot_fixtures_conform_and_equal_the_support_table() {
+    use skillgen_candle::parity::dual_encoder;
+    let load = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (ps, pixels) = floats_of(&st, "pixel_values");
+        let (is, ids) = ints(&st, "input_ids");
+        let (ls, logits) = floats_of(&st, "logits_per_image");
+        (ps, pixels, rows(&is, &ids), ls, logits)
+    };
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("zero-shot");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        let outcome = (|| -> Result<f32, String> {
+            let info = skills::registry::by_model_type(&t)
+                .ok_or_else(|| format!("`{t}` is not in the registry"))?;
+            let state = SkillState::load(info, skills::backends(), &dir, TargetSpec::Default)
+                .map_err(|e| format!("load: {e}"))?;
+            let enc = dual_encoder(&state, Target::Cpu).map_err(|e| e.to_string())?;
+            let (ps, pixels, ids, ls, want) = load(&dir);
+            let got = enc
+                .logits(&pixels, [ps[0], ps[1], ps[2], ps[3]], &ids)
+                .map_err(|e| e.to_string())?;
+            let (atol, rtol) = tolerance("decoders");
+            let mut worst = 0f32;
+            for (i, row) in got.iter().enumerate() {
+                for (j, x) in row.iter().enumerate() {
+                    let y = want[i * ls[1] + j];
+                    let d = (x - y).abs();
+                    worst = worst.max(d);
+                    if !within(d, y, atol, rtol) {
+                        return Err(format!("image {i} text {j}: {x} vs {y}"));
+                    }
+                }
+            }
+            Ok(worst)
+        })();
+        match outcome {
+            Ok(w) => {
+                eprintln!("pass {t:<24} zero-shot max |Δlogit| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} zero-shot {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    let marked = marked_for(Task::ZeroShotImageClassification);
+    let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "zero-shot: marked but no passing fixture: {unproven:?} ({fail:?})"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "zero-shot: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &marked {
+        let dir = root().join(t).join("zero-shot");
+        let (_, _, ids, ls, want) = load(&dir);
+        let sigmoid = t.contains("siglip");
+        let pad = ids[0].last().copied();
+        // The texts are the fixture's ids as bytes (SigLIP: without the padding the skill adds).
+        let texts: Vec<String> = ids
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                if sigmoid {
+                    while r.len() > 1 && r.last().copied() == pad {
+                        r.pop();
+                    }
+                }
+                r.iter()
+                    .map(|&b| char::from(u8::try_from(b).unwrap()))
+                    .collect()
+            })
+            .collect();
+        let images: Vec<skillgen_runtime::request::ImageInput> = (0..2)
+            .map(|k| dir.join(format!("image{k}.png")).into())
+            .collect();
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let req = skillgen_runtime::request::ImageTextRequest::new(images, texts);
+        let (out, d) = skill
+            .state()
+            .run_with(Call::ImageTextSimilarity(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::ImageTextSimilarity(sim) = out else {
+            panic!("{t}: {out:?}")
+        };
+        for (i, row) in sim.scores.iter().enumerate() {
+            let l = &want[i * ls[1]..(i + 1) * ls[1]];
+            let m = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f32 = l.iter().map(|x| (x - m).exp()).sum();
+            for (j, s) in row.iter().enumerate() {
+                let p = if sigmoid {
+                    1.0 / (1.0 + (-l[j]).exp())
+                } else {
+                    (l[j] - m).exp() / sum
+                };
+                assert!((s - p).abs() < 1e-4, "{t} image {i} text {j}: {s} vs {p}");
+            }
+        }
+    }
+}

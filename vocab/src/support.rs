@@ -84,6 +84,8 @@ crate::vocabulary! {
         Seq2seq = "seq2seq" / "seq2seq",
         /// wav2vec2-like CTC speech recognition.
         Ctc = "ctc" / "ctc",
+        /// CLIP / SigLIP dual encoders: zero-shot image classification.
+        Dual = "dual" / "dual",
     }
 }
 

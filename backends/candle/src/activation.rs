@@ -15,6 +15,8 @@ pub(crate) enum Act {
     Relu,
     /// `tanh` (BERT's pooler, RoBERTa's classifier head).
     Tanh,
+    /// `quick_gelu` (CLIP): `x · σ(1.702 x)`.
+    QuickGelu,
     /// `relu2`: squared ReLU.
     Relu2,
     /// `xielu` (Apertus): learnable per-layer parameters (`mlp.act_fn.{alpha_p, alpha_n, beta,
@@ -32,6 +34,7 @@ impl Act {
             "relu" => Self::Relu,
             "relu2" => Self::Relu2,
             "tanh" => Self::Tanh,
+            "quick_gelu" => Self::QuickGelu,
             "xielu" => Self::XieLu,
             _ => return None,
         })
@@ -48,6 +51,7 @@ pub(crate) fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
         Act::Relu => x.relu(),
         Act::Relu2 => x.relu()?.sqr(),
         Act::Tanh => x.tanh(),
+        Act::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
         // Needs its parameters: computed by `Dense::forward`.
         Act::XieLu => candle_core::bail!("xielu without its parameters"),
     }

@@ -25,6 +25,7 @@ mod attention;
 mod backend;
 pub mod ctc;
 pub mod decoder;
+pub mod dual;
 pub mod encoder;
 mod heads;
 pub mod seq2seq;
@@ -98,6 +99,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::Vit => &vit::Vit,
         NativeImpl::Seq2seq => &seq2seq::Seq2seq,
         NativeImpl::Ctc => &ctc::Ctc,
+        NativeImpl::Dual => &dual::Dual,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }
@@ -148,6 +150,7 @@ pub mod parity {
         decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_head_logits,
         decoder_incremental_logits, decoder_prefill_logits,
     };
+    pub use crate::dual::{DualEncoder, dual_encoder};
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};
     pub use crate::encoder::text::encoder_outputs;

@@ -23,9 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `siglip` module; skillgen does not run it.
+//! - `zero-shot-image-classification`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `siglip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +38,7 @@
         zero_shot_image_classification("SiglipModel")
     ),
     candle = "siglip",
+    native(zero_shot_image_classification = dual),
     backends = crate::backends,
 )]
 pub struct Siglip {

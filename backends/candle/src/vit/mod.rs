@@ -26,7 +26,7 @@ use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Output};
 use skillgen_runtime::{SkillError, Target};
 
 pub(crate) mod model;
-mod preprocess;
+pub(crate) mod preprocess;
 
 pub use model::MODEL_TYPES;
 use model::VitModel;

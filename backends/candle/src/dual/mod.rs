@@ -1,0 +1,196 @@
+//! Native zero-shot image classification (see [`crate`]): CLIP and SigLIP dual encoders
+//! ([`model`]) for `image_text_similarity`.
+//!
+//! Images go through the model's `preprocessor_config.json` (see [`crate::vit`]); texts
+//! through `tokenizer.json`, truncated to the text tower's positions — and, for SigLIP,
+//! padded to them with `pad_token_id`, as transformers' zero-shot pipeline does (SigLIP pools
+//! the last position). Scores: softmax over the texts (CLIP), a sigmoid per pair (SigLIP).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use skillgen_checkpoint::{Fields, config_json, load_tokenizer};
+use skillgen_runtime::request::{Call, ImageTextRequest, Output, Similarity};
+use skillgen_runtime::{Capability, Model, SkillError, Target, Task};
+
+use crate::e;
+use crate::vit::preprocess::Preprocess;
+use crate::weights::Weights;
+
+pub(crate) mod model;
+
+pub use model::MODEL_TYPES;
+use model::{DualModel, Kind};
+
+crate::architecture_struct!(
+    Dual,
+    "The `dual` implementation: CLIP and SigLIP dual encoders."
+);
+
+/// Run `call`.
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+    match call {
+        Call::ImageTextSimilarity(req) => encoder(state, target)?
+            .similarity(&req)
+            .map(Output::ImageTextSimilarity),
+        _ => Err(crate::not_implemented(state, target, task)),
+    }
+}
+
+fn encoder(state: &Model, target: Target) -> Result<Arc<DualEncoder>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(&format!("candle/{model_type}/dual/{target}"), || {
+        DualEncoder::load(state.dir(), model_type, &crate::device(target)?)
+    })
+}
+
+/// A loaded dual encoder with its preprocessing.
+pub struct DualEncoder {
+    model: DualModel,
+    pre: Preprocess,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer_path: PathBuf,
+    device: Device,
+}
+
+impl std::fmt::Debug for DualEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DualEncoder")
+            .field("spec", self.model.spec())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DualEncoder {
+    /// Load the `model_type` checkpoint in `dir` on `device`.
+    pub fn load(dir: &Path, model_type: &str, device: &Device) -> Result<Self, SkillError> {
+        let (config_path, map) = config_json(dir)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        let spec = model::translate(model_type, &f)?;
+        let pre = Preprocess::read(dir, spec.image)?;
+        let max_pos = spec.max_pos;
+        let mut w = Weights::read(dir, device)?;
+        let model = DualModel::load(spec, &mut w)?;
+        let (tokenizer, tokenizer_path) = load_tokenizer(dir, Some(max_pos))?;
+        Ok(Self {
+            model,
+            pre,
+            tokenizer,
+            tokenizer_path,
+            device: device.clone(),
+        })
+    }
+
+    /// The token ids the text tower reads for `ids` (SigLIP: padded to its positions).
+    pub fn text_ids(&self, mut ids: Vec<u32>) -> Result<Vec<u32>, SkillError> {
+        let s = self.model.spec();
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: Capability::ImageTextSimilarity,
+            detail,
+        };
+        if ids.is_empty() {
+            return Err(invalid("a text has no tokens".into()));
+        }
+        if ids.len() > s.max_pos {
+            return Err(invalid(format!(
+                "a text has {} tokens; the text tower takes {}",
+                ids.len(),
+                s.max_pos
+            )));
+        }
+        if let Some(id) = ids.iter().find(|&&i| i as usize >= s.vocab) {
+            return Err(invalid(format!(
+                "token id {id} is outside the vocabulary (size {})",
+                s.vocab
+            )));
+        }
+        if s.kind == Kind::Siglip {
+            ids.resize(s.max_pos, s.pad);
+        }
+        Ok(ids)
+    }
+
+    /// `logits_per_image` `[images][texts]` of preprocessed `pixels` (`shape` `[b, 3, s, s]`)
+    /// against texts given as token ids (already through [`DualEncoder::text_ids`]).
+    pub fn logits(
+        &self,
+        pixels: &[f32],
+        shape: [usize; 4],
+        texts: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>, SkillError> {
+        let s = self.model.spec().image;
+        if shape[1..] != [3, s, s] || pixels.len() != shape.iter().product::<usize>() {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::ImageTextSimilarity,
+                detail: format!(
+                    "pixel values of shape {shape:?}; the model takes [b, 3, {s}, {s}]"
+                ),
+            });
+        }
+        let px = Tensor::from_slice(
+            pixels,
+            (shape[0], shape[1], shape[2], shape[3]),
+            &self.device,
+        )
+        .map_err(e("pixels"))?;
+        let images = self.model.image_embeds(&px)?;
+        let rows = texts
+            .iter()
+            .map(|t| self.model.text_embed(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let texts = Tensor::stack(&rows, 0).map_err(e("text embeddings"))?;
+        self.model
+            .logits(&images, &texts)?
+            .to_vec2()
+            .map_err(e("reading logits"))
+    }
+
+    /// `image_text_similarity`: every image against every text.
+    pub fn similarity(&self, req: &ImageTextRequest) -> Result<Similarity, SkillError> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or_else(|| SkillError::ModelFileMissing {
+                path: self.tokenizer_path.clone(),
+                what: "the tokenizer (tokenizer.json), needed for the texts",
+            })?;
+        let texts = req
+            .texts
+            .iter()
+            .map(|t| {
+                tok.encode(t.as_str(), true)
+                    .map_err(|err| SkillError::Tokenizer {
+                        path: self.tokenizer_path.clone(),
+                        detail: err.to_string(),
+                    })
+                    .and_then(|enc| self.text_ids(enc.get_ids().to_vec()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let side = self.model.spec().image;
+        let mut pixels = Vec::new();
+        for image in &req.images {
+            pixels.extend(self.pre.pixels(image, side)?);
+        }
+        let logits = self.logits(&pixels, [req.images.len(), 3, side, side], &texts)?;
+        let scores = logits
+            .iter()
+            .map(|row| match self.model.spec().kind {
+                Kind::Siglip => row.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
+                Kind::Clip => crate::heads::softmax(row),
+            })
+            .collect();
+        Ok(Similarity { scores })
+    }
+}
+
+/// The cached dual encoder of `state` on `target`. For the conformance tests.
+pub fn dual_encoder(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+) -> Result<Arc<DualEncoder>, SkillError> {
+    encoder(state.model(), target)
+}

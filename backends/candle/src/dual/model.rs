@@ -1,0 +1,507 @@
+//! CLIP-style dual encoders: a ViT image tower and a text tower with the same pre-LN block
+//! (`layer_norm1`, `self_attn`, `layer_norm2`, `mlp.fc1/fc2`), projected into one space.
+//!
+//! - CLIP (clip, metaclip_2, clipseg): image `[CLS]` + positions, `pre_layrnorm`, the
+//!   `[CLS]` state through `post_layernorm` and `visual_projection`; causal text tower pooled at
+//!   the first `eos_token_id` (the legacy `eos_token_id == 2` configs: at the highest id),
+//!   `text_projection`; logits `exp(logit_scale)·cos`, softmax over texts.
+//! - SigLIP (siglip): no `[CLS]`, a patch bias, `post_layernorm` on every token and an
+//!   attention-pooling head (`probe`); bidirectional text tower pooled at the last position,
+//!   `head`; logits `exp(logit_scale)·cos + logit_bias`, a sigmoid per pair.
+
+use candle_core::{D, DType, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+
+use skillgen_checkpoint::Fields;
+use skillgen_runtime::SkillError;
+
+use crate::activation::{Act, act};
+use crate::attention::SelfAttention;
+use crate::weights::Weights;
+
+/// The model types [`translate`] knows.
+pub const MODEL_TYPES: &[&str] = &["clip", "clipseg", "metaclip_2", "siglip"];
+
+/// CLIP or SigLIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Clip,
+    Siglip,
+}
+
+/// One tower's sizes.
+#[derive(Debug, Clone)]
+pub(crate) struct Tower {
+    pub(crate) hidden: usize,
+    pub(crate) layers: usize,
+    pub(crate) heads: usize,
+    pub(crate) inter: usize,
+    pub(crate) act: Act,
+    pub(crate) eps: f64,
+}
+
+/// A dual encoder, as [`translate`] reads it from `config.json`.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) kind: Kind,
+    pub(crate) text: Tower,
+    pub(crate) vision: Tower,
+    pub(crate) vocab: usize,
+    pub(crate) max_pos: usize,
+    pub(crate) eos: u32,
+    pub(crate) pad: u32,
+    pub(crate) image: usize,
+    pub(crate) patch: usize,
+    /// CLIP's projection width.
+    pub(crate) proj: usize,
+}
+
+fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    if !hidden.is_multiple_of(heads) {
+        return Err(f.err(
+            "num_attention_heads",
+            format!("{heads} does not divide hidden_size {hidden}"),
+        ));
+    }
+    let name = f.str_opt("hidden_act")?.unwrap_or("quick_gelu");
+    let act = match Act::from_hf(name) {
+        Some(a @ (Act::Gelu | Act::GeluTanh | Act::Relu | Act::Silu | Act::QuickGelu)) => a,
+        _ => {
+            return Err(f.err(
+                "hidden_act",
+                format!(
+                    "`{name}` is not implemented (quick_gelu, gelu, gelu_pytorch_tanh, relu, silu)"
+                ),
+            ));
+        }
+    };
+    Ok(Tower {
+        hidden,
+        layers: f.positive("num_hidden_layers")?,
+        heads,
+        inter: f.positive("intermediate_size")?,
+        act,
+        eps: f.f64("layer_norm_eps")?,
+    })
+}
+
+fn sub<'a>(
+    f: &Fields<'a>,
+    field: &str,
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, SkillError> {
+    match f.map.get(field) {
+        Some(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(f.err(field, "missing (the tower's configuration)")),
+    }
+}
+
+/// `config.json` of `model_type` → [`Spec`], field by field (`text_config`, `vision_config`).
+pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillError> {
+    let kind = match model_type {
+        "clip" | "clipseg" | "metaclip_2" => Kind::Clip,
+        "siglip" => Kind::Siglip,
+        other => {
+            return Err(f.err(
+                "model_type",
+                format!("`{other}` is not a dual encoder the candle backend implements"),
+            ));
+        }
+    };
+    let tm = sub(f, "text_config")?;
+    let vm = sub(f, "vision_config")?;
+    let t = Fields {
+        path: f.path,
+        map: tm,
+    };
+    let v = Fields {
+        path: f.path,
+        map: vm,
+    };
+    let id = |field: &str| -> Result<u32, SkillError> {
+        t.usize_opt(field)?
+            .and_then(|x| u32::try_from(x).ok())
+            .ok_or_else(|| t.err(field, "missing (text_config)"))
+    };
+    let text = tower(&t)?;
+    let vision = tower(&v)?;
+    if kind == Kind::Siglip && text.hidden != vision.hidden {
+        return Err(v.err(
+            "hidden_size",
+            "SigLIP's towers must have the same width (the text head projects to it)",
+        ));
+    }
+    let image = v.positive("image_size")?;
+    let patch = v.positive("patch_size")?;
+    if !image.is_multiple_of(patch) {
+        return Err(v.err(
+            "patch_size",
+            format!("{patch} does not divide image_size {image}"),
+        ));
+    }
+    if v.usize_opt("num_channels")?.unwrap_or(3) != 3 {
+        return Err(v.err("num_channels", "only RGB (3) is implemented"));
+    }
+    Ok(Spec {
+        kind,
+        vocab: t.positive("vocab_size")?,
+        max_pos: t.positive("max_position_embeddings")?,
+        eos: id("eos_token_id")?,
+        pad: if kind == Kind::Siglip {
+            id("pad_token_id")?
+        } else {
+            0
+        },
+        image,
+        patch,
+        proj: match kind {
+            Kind::Clip => f.positive("projection_dim")?,
+            Kind::Siglip => t.positive_opt("projection_size")?.unwrap_or(text.hidden),
+        },
+        text,
+        vision,
+    })
+}
+
+fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+    move |e| SkillError::Backend {
+        backend: skillgen_runtime::BackendKind::Candle,
+        detail: format!("dual encoder {context}: {e}"),
+    }
+}
+
+fn linear(
+    w: &mut Weights,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear, SkillError> {
+    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
+    let b = if bias {
+        Some(w.take(&format!("{name}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, b))
+}
+
+fn norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
+    Ok(LayerNorm::new(
+        w.take(&format!("{name}.weight"), &[n])?,
+        w.take(&format!("{name}.bias"), &[n])?,
+        eps,
+    ))
+}
+
+#[derive(Debug)]
+struct Block {
+    ln1: LayerNorm,
+    attn: SelfAttention,
+    ln2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+#[derive(Debug)]
+struct Encoder {
+    blocks: Vec<Block>,
+    act: Act,
+}
+
+impl Encoder {
+    fn load(w: &mut Weights, p: &str, t: &Tower) -> Result<Self, SkillError> {
+        let h = t.hidden;
+        let blocks = (0..t.layers)
+            .map(|l| {
+                let b = format!("{p}.encoder.layers.{l}");
+                let a = format!("{b}.self_attn");
+                Ok(Block {
+                    ln1: norm(w, &format!("{b}.layer_norm1"), h, t.eps)?,
+                    attn: SelfAttention {
+                        q: linear(w, &format!("{a}.q_proj"), h, h, true)?,
+                        k: linear(w, &format!("{a}.k_proj"), h, h, true)?,
+                        v: linear(w, &format!("{a}.v_proj"), h, h, true)?,
+                        o: linear(w, &format!("{a}.out_proj"), h, h, true)?,
+                        heads: t.heads,
+                    },
+                    ln2: norm(w, &format!("{b}.layer_norm2"), h, t.eps)?,
+                    fc1: linear(w, &format!("{b}.mlp.fc1"), t.inter, h, true)?,
+                    fc2: linear(w, &format!("{b}.mlp.fc2"), h, t.inter, true)?,
+                })
+            })
+            .collect::<Result<_, SkillError>>()?;
+        Ok(Self { blocks, act: t.act })
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        let mut x = x.clone();
+        for b in &self.blocks {
+            x = (&x + b.attn.forward(&b.ln1.forward(&x)?, mask)?)?;
+            let m = b
+                .fc2
+                .forward(&act(self.act, &b.fc1.forward(&b.ln2.forward(&x)?)?)?)?;
+            x = (x + m)?;
+        }
+        Ok(x)
+    }
+}
+
+/// SigLIP's attention-pooling head.
+#[derive(Debug)]
+struct PoolHead {
+    probe: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    heads: usize,
+    ln: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    act: Act,
+}
+
+impl PoolHead {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, n, h) = x.dims3()?;
+        let d = h / self.heads;
+        let probe = self.probe.expand((b, 1, h))?.contiguous()?;
+        let split = |t: Tensor, len: usize| -> candle_core::Result<Tensor> {
+            t.reshape((b, len, self.heads, d))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.q.forward(&probe)?, 1)?;
+        let k = split(self.k.forward(x)?, n)?;
+        let v = split(self.v.forward(x)?, n)?;
+        let s = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+        let p = candle_nn::ops::softmax_last_dim(&s)?;
+        let a = self
+            .o
+            .forward(&p.matmul(&v)?.transpose(1, 2)?.reshape((b, 1, h))?)?;
+        let m = self
+            .fc2
+            .forward(&act(self.act, &self.fc1.forward(&self.ln.forward(&a)?)?)?)?;
+        (a + m)?.squeeze(1)
+    }
+}
+
+/// A loaded dual encoder.
+#[derive(Debug)]
+pub(crate) struct DualModel {
+    spec: Spec,
+    // vision
+    patch_w: Tensor,
+    patch_b: Option<Tensor>,
+    cls: Option<Tensor>,
+    vpos: Tensor,
+    pre_ln: Option<LayerNorm>,
+    venc: Encoder,
+    post_ln: LayerNorm,
+    vhead: Option<PoolHead>,
+    vproj: Option<Linear>,
+    // text
+    tok: Tensor,
+    tpos: Tensor,
+    tenc: Encoder,
+    final_ln: LayerNorm,
+    tproj: Linear,
+    logit_scale: Tensor,
+    logit_bias: Option<Tensor>,
+}
+
+impl DualModel {
+    /// Take every tensor of the checkpoint from `w`.
+    pub(crate) fn load(spec: Spec, w: &mut Weights) -> Result<Self, SkillError> {
+        w.convert(DType::F32)?;
+        let (vt, tt) = (&spec.vision, &spec.text);
+        let (vh, th) = (vt.hidden, tt.hidden);
+        let siglip = spec.kind == Kind::Siglip;
+        let ve = "vision_model.embeddings";
+        let patches = (spec.image / spec.patch).pow(2);
+        let patch_w = w.take(
+            &format!("{ve}.patch_embedding.weight"),
+            &[vh, 3, spec.patch, spec.patch],
+        )?;
+        let patch_b = if siglip {
+            Some(w.take(&format!("{ve}.patch_embedding.bias"), &[vh])?)
+        } else {
+            None
+        };
+        let cls = if siglip {
+            None
+        } else {
+            Some(w.take(&format!("{ve}.class_embedding"), &[vh])?)
+        };
+        let n_pos = patches + usize::from(!siglip);
+        let vpos = w.take(&format!("{ve}.position_embedding.weight"), &[n_pos, vh])?;
+        let pre_ln = if siglip {
+            None
+        } else {
+            Some(norm(w, "vision_model.pre_layrnorm", vh, vt.eps)?)
+        };
+        let venc = Encoder::load(w, "vision_model", vt)?;
+        let post_ln = norm(w, "vision_model.post_layernorm", vh, vt.eps)?;
+        let vhead = if siglip {
+            let hp = "vision_model.head";
+            let inw = w.take(&format!("{hp}.attention.in_proj_weight"), &[3 * vh, vh])?;
+            let inb = w.take(&format!("{hp}.attention.in_proj_bias"), &[3 * vh])?;
+            let part = |i: usize| -> candle_core::Result<Linear> {
+                Ok(Linear::new(
+                    inw.narrow(0, i * vh, vh)?.contiguous()?,
+                    Some(inb.narrow(0, i * vh, vh)?.contiguous()?),
+                ))
+            };
+            Some(PoolHead {
+                probe: w.take(&format!("{hp}.probe"), &[1, 1, vh])?,
+                q: part(0).map_err(ce("head"))?,
+                k: part(1).map_err(ce("head"))?,
+                v: part(2).map_err(ce("head"))?,
+                o: linear(w, &format!("{hp}.attention.out_proj"), vh, vh, true)?,
+                heads: vt.heads,
+                ln: norm(w, &format!("{hp}.layernorm"), vh, vt.eps)?,
+                fc1: linear(w, &format!("{hp}.mlp.fc1"), vt.inter, vh, true)?,
+                fc2: linear(w, &format!("{hp}.mlp.fc2"), vh, vt.inter, true)?,
+                act: vt.act,
+            })
+        } else {
+            None
+        };
+        let vproj = if siglip {
+            None
+        } else {
+            Some(linear(w, "visual_projection", spec.proj, vh, false)?)
+        };
+        let te = "text_model.embeddings";
+        let tok = w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?;
+        let tpos = w.take(
+            &format!("{te}.position_embedding.weight"),
+            &[spec.max_pos, th],
+        )?;
+        let tenc = Encoder::load(w, "text_model", tt)?;
+        let final_ln = norm(w, "text_model.final_layer_norm", th, tt.eps)?;
+        let tproj = if siglip {
+            linear(w, "text_model.head", spec.proj, th, true)?
+        } else {
+            linear(w, "text_projection", spec.proj, th, false)?
+        };
+        let logit_scale = if siglip {
+            w.take("logit_scale", &[1])?
+        } else {
+            w.take("logit_scale", &[])?
+        };
+        let logit_bias = if siglip {
+            Some(w.take("logit_bias", &[1])?)
+        } else {
+            None
+        };
+        // Position ids buffers some checkpoints save.
+        w.finish()?;
+        Ok(Self {
+            spec,
+            patch_w,
+            patch_b,
+            cls,
+            vpos,
+            pre_ln,
+            venc,
+            post_ln,
+            vhead,
+            vproj,
+            tok,
+            tpos,
+            tenc,
+            final_ln,
+            tproj,
+            logit_scale,
+            logit_bias,
+        })
+    }
+
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Image embeddings `[b, proj]` (not normalised) of `pixels` `[b, 3, size, size]`.
+    pub(crate) fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+        let run = || -> candle_core::Result<Tensor> {
+            let b = pixels.dim(0)?;
+            let h = self.spec.vision.hidden;
+            let mut x = pixels.conv2d(&self.patch_w, 0, self.spec.patch, 1, 1)?;
+            if let Some(bias) = &self.patch_b {
+                x = x.broadcast_add(&bias.reshape((1, h, 1, 1))?)?;
+            }
+            let mut x = x.flatten_from(2)?.transpose(1, 2)?;
+            if let Some(cls) = &self.cls {
+                x = Tensor::cat(&[&cls.reshape((1, 1, h))?.expand((b, 1, h))?, &x], 1)?;
+            }
+            let mut x = x.broadcast_add(&self.vpos.unsqueeze(0)?)?.contiguous()?;
+            if let Some(ln) = &self.pre_ln {
+                x = ln.forward(&x)?;
+            }
+            let x = self.venc.forward(&x, None)?;
+            match (&self.vhead, &self.vproj) {
+                (Some(head), _) => head.forward(&self.post_ln.forward(&x)?),
+                (_, Some(proj)) => {
+                    proj.forward(&self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?)
+                }
+                _ => candle_core::bail!("no image head"),
+            }
+        };
+        run().map_err(ce("image tower"))
+    }
+
+    /// The text embedding `[proj]` (not normalised) of one input.
+    pub(crate) fn text_embed(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        let n = ids.len();
+        let dev = self.tok.device();
+        let run = || -> candle_core::Result<Tensor> {
+            let x = self.tok.index_select(&Tensor::new(ids, dev)?, 0)?;
+            let x = (x + self.tpos.narrow(0, 0, n)?)?.unsqueeze(0)?;
+            let mask = if self.spec.kind == Kind::Clip && n > 1 {
+                let m: Vec<f32> = (0..n)
+                    .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+                    .collect();
+                Some(Tensor::from_vec(m, (1, 1, n, n), dev)?)
+            } else {
+                None
+            };
+            let x = self
+                .final_ln
+                .forward(&self.tenc.forward(&x, mask.as_ref())?)?;
+            let at = match self.spec.kind {
+                Kind::Siglip => n - 1,
+                // transformers: the legacy configs (eos 2) pool at the highest id.
+                Kind::Clip if self.spec.eos == 2 => ids
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+                    .map_or(0, |(i, _)| i),
+                Kind::Clip => ids.iter().position(|&t| t == self.spec.eos).unwrap_or(0),
+            };
+            self.tproj
+                .forward(&x.get(0)?.get(at)?.unsqueeze(0)?)?
+                .squeeze(0)
+        };
+        run().map_err(ce("text tower"))
+    }
+
+    /// `logits_per_image` `[images, texts]` of (unnormalised) embeddings.
+    pub(crate) fn logits(&self, images: &Tensor, texts: &Tensor) -> Result<Tensor, SkillError> {
+        let run = || -> candle_core::Result<Tensor> {
+            let unit = |t: &Tensor| -> candle_core::Result<Tensor> {
+                t.broadcast_div(&t.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?)
+            };
+            let cos = unit(images)?.matmul(&unit(texts)?.t()?)?;
+            let scale = self.logit_scale.flatten_all()?.exp()?;
+            let l = cos.broadcast_mul(&scale)?;
+            match &self.logit_bias {
+                Some(b) => l.broadcast_add(b),
+                None => Ok(l),
+            }
+        };
+        run().map_err(ce("logits"))
+    }
+}
