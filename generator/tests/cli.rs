@@ -113,15 +113,15 @@ fn list_json_gives_each_tasks_status_per_backend() {
         serde_json::json!({"status": "delegated", "architecture": "granite"})
     );
 
-    // clip has a candle-transformers module, but nothing runs it.
-    let clip = model(&list, "clip");
-    assert_eq!(clip["candle"], "clip");
-    for t in clip["tasks"].as_array().unwrap() {
+    // chinese_clip has a candle-transformers module, but nothing runs it.
+    let cc = model(&list, "chinese_clip");
+    assert_eq!(cc["candle"], "chinese_clip");
+    for t in cc["tasks"].as_array().unwrap() {
         for backend in ["candle", "max"] {
             assert_eq!(
                 t[backend],
                 serde_json::json!({"status": "not_implemented"}),
-                "clip {} on {backend}",
+                "chinese_clip {} on {backend}",
                 t["task"]
             );
         }
@@ -146,7 +146,16 @@ fn list_and_show_print_the_statuses() {
         "{}",
         line("llama")
     );
-    assert!(line("clip").ends_with("runs nothing"), "{}", line("clip"));
+    assert!(
+        line("chinese_clip").ends_with("runs nothing"),
+        "{}",
+        line("chinese_clip")
+    );
+    assert!(
+        line("clip").ends_with("runs: zero-shot-image-classification (candle verified)"),
+        "{}",
+        line("clip")
+    );
 
     // A refusal (none is in the registry today): granite refused on candle in a copy.
     let yaml = std::fs::read_to_string(workspace().join("models.yaml")).unwrap();
@@ -181,7 +190,7 @@ fn list_and_show_print_the_statuses() {
         ),
         "{text}"
     );
-    let out = run(skillgen(tmp.path()).args(["show", "clip"]));
+    let out = run(skillgen(tmp.path()).args(["show", "chinese_clip"]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("  nothing runs this model type yet"),

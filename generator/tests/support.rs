@@ -39,11 +39,15 @@ fn support_md_counts_what_runs() {
         "{granite}"
     );
     assert!(
-        !text.contains("| `clip` |"),
+        !text.contains("| `chinese_clip` |"),
         "types where nothing runs are counted, not listed"
     );
     assert!(
-        text.contains("\n- vision-text: 25 of 25 model types\n"),
+        text.contains("| `clip` | `zero-shot-image-classification` | **verified** (`dual`) |"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n- vision-text: 21 of 25 model types\n"),
         "{text}"
     );
 }
