@@ -8,9 +8,10 @@
 
 use std::path::Path;
 
+use candle_core::Tensor;
 use skillgen_runtime::request::{
-    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, FillMaskOutput, Label,
-    MaskPrediction, QuestionRequest, TextBatch, TokenClassifications, TokenLabel,
+    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Embeddings, FillMaskOutput,
+    Label, MaskPrediction, Pooling, QuestionRequest, TextBatch, TokenClassifications, TokenLabel,
 };
 use skillgen_runtime::{Capability, SkillError};
 
@@ -273,6 +274,49 @@ pub(crate) fn fill_mask<M: TaskHeads + ?Sized>(
         );
     }
     Ok(FillMaskOutput { predictions })
+}
+
+/// `v / max(‖v‖, 1e-12)` (torch's `F.normalize`).
+pub(crate) fn l2_normalized(v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.into_iter().map(|x| x / n).collect()
+}
+
+/// `embed` for an encoder with task heads: tokenise (text input), run each input
+/// (`hidden`: its last hidden state `[n, dim]`), pool, optionally L2-normalise.
+pub(crate) fn embed<M: TaskHeads + ?Sized>(
+    model: &M,
+    input: &TextBatch,
+    (pooling, normalized, dim): (Pooling, bool, usize),
+    hidden: impl Fn(&[u32]) -> Result<Tensor, SkillError>,
+) -> Result<Embeddings, SkillError> {
+    let ids: Vec<Vec<u32>> = model
+        .encode_batch(input, Capability::Embed)?
+        .into_iter()
+        .map(|(ids, _)| ids)
+        .collect();
+    let mut vectors = Vec::with_capacity(ids.len());
+    for one in &ids {
+        let h = hidden(one)?;
+        let pooled = match pooling {
+            Pooling::Cls => h.get(0),
+            Pooling::Mean => h.mean(0),
+        }
+        .and_then(|v| v.to_vec1::<f32>())
+        .map_err(crate::e("pooling"))?;
+        vectors.push(if normalized {
+            l2_normalized(pooled)
+        } else {
+            pooled
+        });
+    }
+    Ok(Embeddings {
+        dim,
+        vectors,
+        pooling,
+        normalized,
+        token_ids: ids,
+    })
 }
 
 #[cfg(test)]

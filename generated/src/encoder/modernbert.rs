@@ -29,9 +29,11 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `modernbert` module; skillgen does not run it.
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `modernbert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +51,13 @@
         token_classification("ModernBertForTokenClassification")
     ),
     candle = "modernbert",
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        question_answering = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct Modernbert {

@@ -988,41 +988,13 @@ impl BertLike {
         input: &TextBatch,
         normalize: Option<bool>,
     ) -> Result<Embeddings, SkillError> {
-        let ids: Vec<Vec<u32>> = self
-            .encode_batch(input, Capability::Embed)?
-            .into_iter()
-            .map(|(ids, _)| ids)
-            .collect();
-        let normalized = normalize.unwrap_or(self.normalize);
-        let mut vectors = Vec::with_capacity(ids.len());
-        for one in &ids {
-            let hidden = self.hidden_states(one)?;
-            let pooled = match self.pooling {
-                Pooling::Cls => hidden.get(0),
-                Pooling::Mean => hidden.mean(0),
-            }
-            .and_then(|v| v.to_vec1::<f32>())
-            .map_err(ce("pooling"))?;
-            vectors.push(if normalized {
-                l2_normalized(pooled)
-            } else {
-                pooled
-            });
-        }
-        Ok(Embeddings {
-            dim: self.spec.hidden,
-            vectors,
-            pooling: self.pooling,
-            normalized,
-            token_ids: ids,
-        })
+        let how = (
+            self.pooling,
+            normalize.unwrap_or(self.normalize),
+            self.spec.hidden,
+        );
+        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
     }
-}
-
-/// `v / max(‖v‖, 1e-12)` (torch's `F.normalize`).
-fn l2_normalized(v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.into_iter().map(|x| x / n).collect()
 }
 
 impl TaskHeads for BertLike {

@@ -14,6 +14,7 @@ use skillgen_runtime::Task;
 use std::sync::Arc;
 
 use crate::encoder::bertlike::{BertLike, EncoderHead};
+use crate::encoder::modernbert::ModernBert;
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output};
@@ -22,6 +23,7 @@ use skillgen_runtime::{SkillError, Target};
 pub mod bert;
 pub mod bertlike;
 mod distilbert;
+pub mod modernbert;
 pub(crate) mod text;
 
 pub use text::{EncoderKind, TextEncoder};
@@ -68,10 +70,10 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
     }
 }
 
-/// Whether `model_type` runs on the BERT-like encoder (`distilbert` keeps its
+/// Whether `model_type` runs on the task-head encoders (`distilbert` keeps its
 /// candle-transformers model for now).
 fn bertlike(model_type: &str) -> bool {
-    bertlike::MODEL_TYPES.contains(&model_type)
+    bertlike::MODEL_TYPES.contains(&model_type) || model_type == "modernbert"
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
@@ -79,10 +81,79 @@ pub(crate) fn with_head(
     state: &Model,
     target: Target,
     head: EncoderHead,
-) -> Result<Arc<BertLike>, SkillError> {
+) -> Result<Arc<TextModel>, SkillError> {
     let model_type = state.info().model_type;
     state.cached(
-        &format!("candle/{model_type}/bertlike/{head:?}/{target}"),
-        || BertLike::load(model_type, state.dir(), &crate::device(target)?, head),
+        &format!("candle/{model_type}/text-encoder/{head:?}/{target}"),
+        || {
+            let device = crate::device(target)?;
+            Ok(if model_type == "modernbert" {
+                TextModel::Modern(ModernBert::load(state.dir(), &device, head)?)
+            } else {
+                TextModel::Bert(BertLike::load(model_type, state.dir(), &device, head)?)
+            })
+        },
     )
+}
+
+/// One of the task-head encoders: the BERT-like one or ModernBERT.
+#[derive(Debug)]
+pub enum TextModel {
+    Bert(BertLike),
+    Modern(ModernBert),
+}
+
+impl TextModel {
+    fn inner(&self) -> &dyn TaskHeads {
+        match self {
+            Self::Bert(m) => m,
+            Self::Modern(m) => m,
+        }
+    }
+
+    /// The head's outputs for one unpadded input.
+    pub fn head_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        match self {
+            Self::Bert(m) => m.head_logits(ids),
+            Self::Modern(m) => m.head_logits(ids),
+        }
+    }
+
+    /// `embed`.
+    pub fn embed(
+        &self,
+        input: &skillgen_runtime::request::TextBatch,
+        normalize: Option<bool>,
+    ) -> Result<skillgen_runtime::request::Embeddings, SkillError> {
+        match self {
+            Self::Bert(m) => m.embed(input, normalize),
+            Self::Modern(m) => m.embed(input, normalize),
+        }
+    }
+}
+
+impl TaskHeads for TextModel {
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
+        self.inner().tokenizer_for(why)
+    }
+
+    fn tokenizer_file(&self) -> &std::path::Path {
+        self.inner().tokenizer_file()
+    }
+
+    fn labels(&self) -> &[String] {
+        self.inner().labels()
+    }
+
+    fn sigmoid(&self) -> bool {
+        self.inner().sigmoid()
+    }
+
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        self.inner().sequence_logits(ids)
+    }
+
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.inner().token_logits(ids)
+    }
 }
