@@ -14,6 +14,7 @@ use skillgen_runtime::Task;
 use std::sync::Arc;
 
 use crate::encoder::bertlike::{BertLike, EncoderHead};
+use crate::encoder::deberta::Deberta;
 use crate::encoder::modernbert::ModernBert;
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
@@ -22,6 +23,7 @@ use skillgen_runtime::{SkillError, Target};
 
 pub mod bert;
 pub mod bertlike;
+pub mod deberta;
 mod distilbert;
 pub mod modernbert;
 pub(crate) mod text;
@@ -73,7 +75,7 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 /// Whether `model_type` runs on the task-head encoders (`distilbert` keeps its
 /// candle-transformers model for now).
 fn bertlike(model_type: &str) -> bool {
-    bertlike::MODEL_TYPES.contains(&model_type) || model_type == "modernbert"
+    bertlike::MODEL_TYPES.contains(&model_type) || matches!(model_type, "modernbert" | "deberta-v2")
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
@@ -89,6 +91,8 @@ pub(crate) fn with_head(
             let device = crate::device(target)?;
             Ok(if model_type == "modernbert" {
                 TextModel::Modern(ModernBert::load(state.dir(), &device, head)?)
+            } else if model_type == "deberta-v2" {
+                TextModel::Deberta(Deberta::load(state.dir(), &device, head)?)
             } else {
                 TextModel::Bert(BertLike::load(model_type, state.dir(), &device, head)?)
             })
@@ -96,11 +100,12 @@ pub(crate) fn with_head(
     )
 }
 
-/// One of the task-head encoders: the BERT-like one or ModernBERT.
+/// One of the task-head encoders: the BERT-like one, ModernBERT or DeBERTa-v2.
 #[derive(Debug)]
 pub enum TextModel {
     Bert(BertLike),
     Modern(ModernBert),
+    Deberta(Deberta),
 }
 
 impl TextModel {
@@ -108,6 +113,7 @@ impl TextModel {
         match self {
             Self::Bert(m) => m,
             Self::Modern(m) => m,
+            Self::Deberta(m) => m,
         }
     }
 
@@ -116,6 +122,7 @@ impl TextModel {
         match self {
             Self::Bert(m) => m.head_logits(ids),
             Self::Modern(m) => m.head_logits(ids),
+            Self::Deberta(m) => m.head_logits(ids),
         }
     }
 
@@ -128,6 +135,7 @@ impl TextModel {
         match self {
             Self::Bert(m) => m.embed(input, normalize),
             Self::Modern(m) => m.embed(input, normalize),
+            Self::Deberta(m) => m.embed(input, normalize),
         }
     }
 }
