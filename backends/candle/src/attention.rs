@@ -1,7 +1,7 @@
 //! Bidirectional multi-head self-attention, shared by the encoders (text and vision): no mask,
 //! an optional additive bias (relative positions).
 
-use candle_core::{Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
 
 /// The four projections of one attention layer.
@@ -58,6 +58,30 @@ pub(crate) fn relative_bucket(relative: i64, buckets: usize, max_distance: usize
         ret += large.min(half - 1);
     }
     ret as usize
+}
+
+/// `cos`, `sin` `[n, d/2]` of positions `0..n` with base `theta`.
+pub(crate) fn rope_tables(
+    n: usize,
+    d: usize,
+    theta: f64,
+    dev: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let half = d / 2;
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for i in 0..half {
+            let inv = 1.0 / (theta.powf((2 * i) as f64 / d as f64) as f32);
+            let a = p as f32 * inv;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    Ok((
+        Tensor::from_vec(cos, (n, half), dev)?,
+        Tensor::from_vec(sin, (n, half), dev)?,
+    ))
 }
 
 #[cfg(test)]

@@ -26,9 +26,10 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `nomic_bert` module; skillgen does not run it.
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `nomic_bert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -44,6 +45,12 @@
         token_classification("NomicBertForTokenClassification")
     ),
     candle = "nomic_bert",
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
+    ),
     backends = crate::backends,
 )]
 pub struct NomicBert {

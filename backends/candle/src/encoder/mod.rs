@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::encoder::bertlike::{BertLike, EncoderHead};
 use crate::encoder::deberta::Deberta;
 use crate::encoder::modernbert::ModernBert;
+use crate::encoder::rope::RopeEncoder;
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output};
@@ -26,6 +27,7 @@ pub mod bertlike;
 pub mod deberta;
 mod distilbert;
 pub mod modernbert;
+pub mod rope;
 pub(crate) mod text;
 
 pub use text::{EncoderKind, TextEncoder};
@@ -75,7 +77,9 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 /// Whether `model_type` runs on the task-head encoders (`distilbert` keeps its
 /// candle-transformers model for now).
 fn bertlike(model_type: &str) -> bool {
-    bertlike::MODEL_TYPES.contains(&model_type) || matches!(model_type, "modernbert" | "deberta-v2")
+    bertlike::MODEL_TYPES.contains(&model_type)
+        || rope::MODEL_TYPES.contains(&model_type)
+        || matches!(model_type, "modernbert" | "deberta-v2")
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
@@ -93,6 +97,8 @@ pub(crate) fn with_head(
                 TextModel::Modern(ModernBert::load(state.dir(), &device, head)?)
             } else if model_type == "deberta-v2" {
                 TextModel::Deberta(Deberta::load(state.dir(), &device, head)?)
+            } else if rope::MODEL_TYPES.contains(&model_type) {
+                TextModel::Rope(RopeEncoder::load(model_type, state.dir(), &device, head)?)
             } else {
                 TextModel::Bert(BertLike::load(model_type, state.dir(), &device, head)?)
             })
@@ -100,12 +106,14 @@ pub(crate) fn with_head(
     )
 }
 
-/// One of the task-head encoders: the BERT-like one, ModernBERT or DeBERTa-v2.
+/// One of the task-head encoders: the BERT-like one, ModernBERT, DeBERTa-v2 or the rotary
+/// encoders (nomic_bert, gte).
 #[derive(Debug)]
 pub enum TextModel {
     Bert(BertLike),
     Modern(ModernBert),
     Deberta(Deberta),
+    Rope(RopeEncoder),
 }
 
 impl TextModel {
@@ -114,6 +122,7 @@ impl TextModel {
             Self::Bert(m) => m,
             Self::Modern(m) => m,
             Self::Deberta(m) => m,
+            Self::Rope(m) => m,
         }
     }
 
@@ -123,6 +132,7 @@ impl TextModel {
             Self::Bert(m) => m.head_logits(ids),
             Self::Modern(m) => m.head_logits(ids),
             Self::Deberta(m) => m.head_logits(ids),
+            Self::Rope(m) => m.head_logits(ids),
         }
     }
 
@@ -136,6 +146,7 @@ impl TextModel {
             Self::Bert(m) => m.embed(input, normalize),
             Self::Modern(m) => m.embed(input, normalize),
             Self::Deberta(m) => m.embed(input, normalize),
+            Self::Rope(m) => m.embed(input, normalize),
         }
     }
 }

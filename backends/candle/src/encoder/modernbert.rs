@@ -17,6 +17,7 @@ use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 use skillgen_runtime::{Capability, SkillError};
 
 use crate::activation::{Act, act};
+use crate::attention::rope_tables;
 use crate::encoder::bertlike::EncoderHead;
 use crate::heads::TaskHeads;
 use crate::weights::Weights;
@@ -218,30 +219,6 @@ impl std::fmt::Debug for ModernBert {
             .field("head", &self.head)
             .finish_non_exhaustive()
     }
-}
-
-/// `cos`, `sin` `[n, d/2]` of positions `0..n` with base `theta`.
-fn rope_tables(
-    n: usize,
-    d: usize,
-    theta: f64,
-    dev: &Device,
-) -> candle_core::Result<(Tensor, Tensor)> {
-    let half = d / 2;
-    let mut cos = Vec::with_capacity(n * half);
-    let mut sin = Vec::with_capacity(n * half);
-    for p in 0..n {
-        for i in 0..half {
-            let inv = 1.0 / (theta.powf((2 * i) as f64 / d as f64) as f32);
-            let a = p as f32 * inv;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (n, half), dev)?,
-        Tensor::from_vec(sin, (n, half), dev)?,
-    ))
 }
 
 impl ModernBert {
