@@ -113,15 +113,15 @@ fn list_json_gives_each_tasks_status_per_backend() {
         serde_json::json!({"status": "delegated", "architecture": "granite"})
     );
 
-    // chinese_clip has a candle-transformers module, but nothing runs it.
-    let cc = model(&list, "chinese_clip");
-    assert_eq!(cc["candle"], "chinese_clip");
+    // blip has a candle-transformers module, but nothing runs it.
+    let cc = model(&list, "blip");
+    assert_eq!(cc["candle"], "blip");
     for t in cc["tasks"].as_array().unwrap() {
         for backend in ["candle", "max"] {
             assert_eq!(
                 t[backend],
                 serde_json::json!({"status": "not_implemented"}),
-                "chinese_clip {} on {backend}",
+                "blip {} on {backend}",
                 t["task"]
             );
         }
@@ -146,11 +146,7 @@ fn list_and_show_print_the_statuses() {
         "{}",
         line("llama")
     );
-    assert!(
-        line("chinese_clip").ends_with("runs nothing"),
-        "{}",
-        line("chinese_clip")
-    );
+    assert!(line("blip").ends_with("runs nothing"), "{}", line("blip"));
     assert!(
         line("clip").ends_with("runs: zero-shot-image-classification (candle verified)"),
         "{}",
@@ -190,7 +186,7 @@ fn list_and_show_print_the_statuses() {
         ),
         "{text}"
     );
-    let out = run(skillgen(tmp.path()).args(["show", "chinese_clip"]));
+    let out = run(skillgen(tmp.path()).args(["show", "blip"]));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.contains("  nothing runs this model type yet"),

@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `zero-shot-image-classification`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `altclip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "AltCLIPConfig",
     hf_module = "altclip",
     tasks(base_model("AltCLIPModel"), zero_shot_image_classification("AltCLIPModel")),
+    native(zero_shot_image_classification = dual),
     backends = crate::backends,
 )]
 pub struct Altclip {

@@ -21,9 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `chinese_clip` module; skillgen does not run it.
+//! - `zero-shot-image-classification`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `chinese_clip` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +35,7 @@
         zero_shot_image_classification("ChineseCLIPModel")
     ),
     candle = "chinese_clip",
+    native(zero_shot_image_classification = dual),
     backends = crate::backends,
 )]
 pub struct ChineseClip {

@@ -180,7 +180,7 @@ impl DualEncoder {
             .iter()
             .map(|row| match self.model.spec().kind {
                 Kind::Siglip => row.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
-                Kind::Clip => crate::heads::softmax(row),
+                _ => crate::heads::softmax(row),
             })
             .collect();
         Ok(Similarity { scores })

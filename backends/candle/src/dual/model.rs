@@ -8,6 +8,9 @@
 //! - SigLIP (siglip): no `[CLS]`, a patch bias, `post_layernorm` on every token and an
 //!   attention-pooling head (`probe`); bidirectional text tower pooled at the last position,
 //!   `head`; logits `exp(logit_scale)·cos + logit_bias`, a sigmoid per pair.
+//! - Chinese-CLIP and AltCLIP: CLIP's image tower with a BERT-like text tower (the
+//!   [`crate::encoder::bertlike`] body: BERT, XLM-R) pooled at `[CLS]` (AltCLIP after its
+//!   `pre_LN` and `transformation`), then `text_projection`; CLIP's logits.
 
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -20,13 +23,24 @@ use crate::attention::SelfAttention;
 use crate::weights::Weights;
 
 /// The model types [`translate`] knows.
-pub const MODEL_TYPES: &[&str] = &["clip", "clipseg", "metaclip_2", "siglip"];
+pub const MODEL_TYPES: &[&str] = &[
+    "altclip",
+    "chinese_clip",
+    "clip",
+    "clipseg",
+    "metaclip_2",
+    "siglip",
+];
 
 /// CLIP or SigLIP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Clip,
     Siglip,
+    /// CLIP with a BERT text tower.
+    ChineseClip,
+    /// CLIP with an XLM-R text tower, `pre_LN` and `transformation`.
+    AltClip,
 }
 
 /// One tower's sizes.
@@ -54,6 +68,10 @@ pub(crate) struct Spec {
     pub(crate) patch: usize,
     /// CLIP's projection width.
     pub(crate) proj: usize,
+    /// The BERT-like text tower (Chinese-CLIP, AltCLIP).
+    pub(crate) bert_text: Option<crate::encoder::bertlike::Spec>,
+    /// AltCLIP's `project_dim`.
+    pub(crate) project_dim: usize,
 }
 
 fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
@@ -102,6 +120,8 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     let kind = match model_type {
         "clip" | "clipseg" | "metaclip_2" => Kind::Clip,
         "siglip" => Kind::Siglip,
+        "chinese_clip" => Kind::ChineseClip,
+        "altclip" => Kind::AltClip,
         other => {
             return Err(f.err(
                 "model_type",
@@ -124,7 +144,22 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             .and_then(|x| u32::try_from(x).ok())
             .ok_or_else(|| t.err(field, "missing (text_config)"))
     };
-    let text = tower(&t)?;
+    let bert_text = match kind {
+        Kind::ChineseClip => Some(crate::encoder::bertlike::translate("bert", &t)?),
+        Kind::AltClip => Some(crate::encoder::bertlike::translate("xlm-roberta", &t)?),
+        _ => None,
+    };
+    let text = match &bert_text {
+        Some(b) => Tower {
+            hidden: b.hidden,
+            layers: b.layers,
+            heads: b.heads,
+            inter: b.inter,
+            act: b.act,
+            eps: b.eps,
+        },
+        None => tower(&t)?,
+    };
     let vision = tower(&v)?;
     if kind == Kind::Siglip && text.hidden != vision.hidden {
         return Err(v.err(
@@ -143,11 +178,26 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     if v.usize_opt("num_channels")?.unwrap_or(3) != 3 {
         return Err(v.err("num_channels", "only RGB (3) is implemented"));
     }
+    let project_dim = if kind == Kind::AltClip {
+        t.positive("project_dim")?
+    } else {
+        0
+    };
     Ok(Spec {
         kind,
         vocab: t.positive("vocab_size")?,
-        max_pos: t.positive("max_position_embeddings")?,
-        eos: id("eos_token_id")?,
+        max_pos: match &bert_text {
+            Some(b) => match b.pos_offset {
+                Some(p) => b.max_pos.saturating_sub(p as usize + 1),
+                None => b.max_pos,
+            },
+            None => t.positive("max_position_embeddings")?,
+        },
+        eos: if bert_text.is_some() {
+            0
+        } else {
+            id("eos_token_id")?
+        },
         pad: if kind == Kind::Siglip {
             id("pad_token_id")?
         } else {
@@ -156,11 +206,13 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         image,
         patch,
         proj: match kind {
-            Kind::Clip => f.positive("projection_dim")?,
             Kind::Siglip => t.positive_opt("projection_size")?.unwrap_or(text.hidden),
+            _ => f.positive("projection_dim")?,
         },
         text,
         vision,
+        bert_text,
+        project_dim,
     })
 }
 
@@ -211,11 +263,12 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn load(w: &mut Weights, p: &str, t: &Tower) -> Result<Self, SkillError> {
+    /// `layers`: the blocks' name (`encoder.layers`; AltCLIP's image tower: `encoder.layer`).
+    fn load(w: &mut Weights, p: &str, layers: &str, t: &Tower) -> Result<Self, SkillError> {
         let h = t.hidden;
         let blocks = (0..t.layers)
             .map(|l| {
-                let b = format!("{p}.encoder.layers.{l}");
+                let b = format!("{p}.{layers}.{l}");
                 let a = format!("{b}.self_attn");
                 Ok(Block {
                     ln1: norm(w, &format!("{b}.layer_norm1"), h, t.eps)?,
@@ -288,6 +341,22 @@ impl PoolHead {
     }
 }
 
+/// The text tower: CLIP's own, or a BERT-like body.
+#[derive(Debug)]
+enum TextTower {
+    Clip {
+        tok: Tensor,
+        tpos: Tensor,
+        enc: Encoder,
+        final_ln: LayerNorm,
+    },
+    Bert {
+        body: Box<crate::encoder::bertlike::BertBody>,
+        pre_ln: Option<LayerNorm>,
+        transformation: Option<Linear>,
+    },
+}
+
 /// A loaded dual encoder.
 #[derive(Debug)]
 pub(crate) struct DualModel {
@@ -303,10 +372,7 @@ pub(crate) struct DualModel {
     vhead: Option<PoolHead>,
     vproj: Option<Linear>,
     // text
-    tok: Tensor,
-    tpos: Tensor,
-    tenc: Encoder,
-    final_ln: LayerNorm,
+    text: TextTower,
     tproj: Linear,
     logit_scale: Tensor,
     logit_bias: Option<Tensor>,
@@ -342,7 +408,12 @@ impl DualModel {
         } else {
             Some(norm(w, "vision_model.pre_layrnorm", vh, vt.eps)?)
         };
-        let venc = Encoder::load(w, "vision_model", vt)?;
+        let vlayers = if spec.kind == Kind::AltClip {
+            "encoder.layer"
+        } else {
+            "encoder.layers"
+        };
+        let venc = Encoder::load(w, "vision_model", vlayers, vt)?;
         let post_ln = norm(w, "vision_model.post_layernorm", vh, vt.eps)?;
         let vhead = if siglip {
             let hp = "vision_model.head";
@@ -374,18 +445,57 @@ impl DualModel {
         } else {
             Some(linear(w, "visual_projection", spec.proj, vh, false)?)
         };
-        let te = "text_model.embeddings";
-        let tok = w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?;
-        let tpos = w.take(
-            &format!("{te}.position_embedding.weight"),
-            &[spec.max_pos, th],
-        )?;
-        let tenc = Encoder::load(w, "text_model", tt)?;
-        let final_ln = norm(w, "text_model.final_layer_norm", th, tt.eps)?;
+        let text = match &spec.bert_text {
+            Some(b) => {
+                let alt = spec.kind == Kind::AltClip;
+                let p = if alt {
+                    "text_model.roberta."
+                } else {
+                    "text_model."
+                };
+                let body = Box::new(crate::encoder::bertlike::BertBody::load(b, w, p)?);
+                let (pre_ln, transformation) = if alt {
+                    (
+                        Some(norm(w, "text_model.pre_LN", th, tt.eps)?),
+                        Some(linear(
+                            w,
+                            "text_model.transformation",
+                            spec.project_dim,
+                            th,
+                            true,
+                        )?),
+                    )
+                } else {
+                    (None, None)
+                };
+                TextTower::Bert {
+                    body,
+                    pre_ln,
+                    transformation,
+                }
+            }
+            None => {
+                let te = "text_model.embeddings";
+                TextTower::Clip {
+                    tok: w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?,
+                    tpos: w.take(
+                        &format!("{te}.position_embedding.weight"),
+                        &[spec.max_pos, th],
+                    )?,
+                    enc: Encoder::load(w, "text_model", "encoder.layers", tt)?,
+                    final_ln: norm(w, "text_model.final_layer_norm", th, tt.eps)?,
+                }
+            }
+        };
+        let proj_in = if spec.kind == Kind::AltClip {
+            spec.project_dim
+        } else {
+            th
+        };
         let tproj = if siglip {
             linear(w, "text_model.head", spec.proj, th, true)?
         } else {
-            linear(w, "text_projection", spec.proj, th, false)?
+            linear(w, "text_projection", spec.proj, proj_in, false)?
         };
         let logit_scale = if siglip {
             w.take("logit_scale", &[1])?
@@ -410,10 +520,7 @@ impl DualModel {
             post_ln,
             vhead,
             vproj,
-            tok,
-            tpos,
-            tenc,
-            final_ln,
+            text,
             tproj,
             logit_scale,
             logit_bias,
@@ -456,10 +563,36 @@ impl DualModel {
     /// The text embedding `[proj]` (not normalised) of one input.
     pub(crate) fn text_embed(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
         let n = ids.len();
-        let dev = self.tok.device();
+        let (tok, tpos, enc, final_ln) = match &self.text {
+            TextTower::Bert {
+                body,
+                pre_ln,
+                transformation,
+            } => {
+                let h = body.forward(ids)?;
+                let run = || -> candle_core::Result<Tensor> {
+                    let mut h = h;
+                    if let Some(ln) = pre_ln {
+                        h = ln.forward(&h)?;
+                    }
+                    if let Some(t) = transformation {
+                        h = t.forward(&h)?;
+                    }
+                    self.tproj.forward(&h.narrow(0, 0, 1)?)?.squeeze(0)
+                };
+                return run().map_err(ce("text tower"));
+            }
+            TextTower::Clip {
+                tok,
+                tpos,
+                enc,
+                final_ln,
+            } => (tok, tpos, enc, final_ln),
+        };
+        let dev = tok.device();
         let run = || -> candle_core::Result<Tensor> {
-            let x = self.tok.index_select(&Tensor::new(ids, dev)?, 0)?;
-            let x = (x + self.tpos.narrow(0, 0, n)?)?.unsqueeze(0)?;
+            let x = tok.index_select(&Tensor::new(ids, dev)?, 0)?;
+            let x = (x + tpos.narrow(0, 0, n)?)?.unsqueeze(0)?;
             let mask = if self.spec.kind == Kind::Clip && n > 1 {
                 let m: Vec<f32> = (0..n)
                     .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
@@ -468,18 +601,16 @@ impl DualModel {
             } else {
                 None
             };
-            let x = self
-                .final_ln
-                .forward(&self.tenc.forward(&x, mask.as_ref())?)?;
+            let x = final_ln.forward(&enc.forward(&x, mask.as_ref())?)?;
             let at = match self.spec.kind {
                 Kind::Siglip => n - 1,
                 // transformers: the legacy configs (eos 2) pool at the highest id.
-                Kind::Clip if self.spec.eos == 2 => ids
+                _ if self.spec.eos == 2 => ids
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
                     .map_or(0, |(i, _)| i),
-                Kind::Clip => ids.iter().position(|&t| t == self.spec.eos).unwrap_or(0),
+                _ => ids.iter().position(|&t| t == self.spec.eos).unwrap_or(0),
             };
             self.tproj
                 .forward(&x.get(0)?.get(at)?.unsqueeze(0)?)?

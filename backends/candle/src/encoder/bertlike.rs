@@ -577,8 +577,10 @@ enum Head {
     },
 }
 
-/// A BERT-like encoder with one head, loaded from a model directory.
-pub struct BertLike {
+/// The encoder body: embeddings, blocks and final norm (no head). The dual encoders reuse it
+/// as a text tower (chinese_clip's BERT, altclip's XLM-R).
+#[derive(Debug)]
+pub(crate) struct BertBody {
     spec: Spec,
     word: Tensor,
     pos: Tensor,
@@ -588,6 +590,167 @@ pub struct BertLike {
     blocks: Vec<Block>,
     final_ln: Option<LayerNorm>,
     rel_bias: Option<Tensor>,
+    device: Device,
+}
+
+impl BertBody {
+    /// Take the body's tensors under `p` (`""` or `"<prefix>."`) from `w`.
+    pub(crate) fn load(spec: &Spec, w: &mut Weights, p: &str) -> Result<Self, SkillError> {
+        let e = spec.emb;
+        let word = w.take(
+            &format!("{p}embeddings.word_embeddings.weight"),
+            &[spec.vocab, e],
+        )?;
+        let pos = w.take(
+            &format!("{p}embeddings.position_embeddings.weight"),
+            &[spec.max_pos, e],
+        )?;
+        let token_type = if spec.type_vocab > 0 {
+            Some(w.take(
+                &format!("{p}embeddings.token_type_embeddings.weight"),
+                &[spec.type_vocab, e],
+            )?)
+        } else {
+            None
+        };
+        let emb_ln = if spec.layout.embedding_ln() {
+            Some(layer_norm(
+                w,
+                &format!("{p}embeddings.LayerNorm"),
+                e,
+                spec.eps,
+            )?)
+        } else {
+            None
+        };
+        let proj = match spec.emb_proj {
+            Some(name) => Some(linear(w, &format!("{p}{name}"), spec.hidden, e)?),
+            None => None,
+        };
+        let mut blocks = Vec::with_capacity(spec.layers);
+        if spec.layout == Layout::Albert {
+            let mut groups = Vec::with_capacity(spec.groups);
+            for g in 0..spec.groups {
+                let name = format!("{p}encoder.albert_layer_groups.{g}.albert_layers.0");
+                groups.push(Block::load(w, spec, &name)?);
+            }
+            let per = spec.layers / spec.groups;
+            for l in 0..spec.layers {
+                blocks.push(groups[l / per].clone());
+            }
+        } else {
+            for l in 0..spec.layers {
+                blocks.push(Block::load(w, spec, &format!("{p}encoder.layer.{l}"))?);
+            }
+        }
+        let final_ln = match spec.layout.final_ln() {
+            Some(name) => Some(layer_norm(w, &format!("{p}{name}"), spec.hidden, spec.eps)?),
+            None => None,
+        };
+        if spec.quant_params {
+            w.leave(|name| {
+                name.ends_with("_integer")
+                    || name.ends_with("scaling_factor")
+                    || name.ends_with(".x_min")
+                    || name.ends_with(".x_max")
+                    || name.ends_with(".shift")
+            });
+        }
+        let rel_bias = if spec.layout == Layout::Mpnet {
+            Some(w.take(
+                &format!("{p}encoder.relative_attention_bias.weight"),
+                &[spec.rel_buckets, spec.heads],
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            spec: spec.clone(),
+            word,
+            pos,
+            token_type,
+            emb_ln,
+            proj,
+            blocks,
+            final_ln,
+            rel_bias,
+            device: w.device().clone(),
+        })
+    }
+
+    /// Position ids of `ids` (transformers' rules: sequential, or RoBERTa's count of the
+    /// non-padding tokens from `padding_idx + 1`, padding tokens at `padding_idx`).
+    fn positions(&self, ids: &[u32]) -> Vec<u32> {
+        match self.spec.pos_offset {
+            None => (0..ids.len() as u32).collect(),
+            Some(pad) => {
+                let mut count = 0;
+                ids.iter()
+                    .map(|&t| {
+                        if t == pad {
+                            pad
+                        } else {
+                            count += 1;
+                            pad + count
+                        }
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// The last hidden state `[n, hidden]` of one unpadded, already checked input.
+    pub(crate) fn forward(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        let n = ids.len();
+        let dev = &self.device;
+        let run = || -> candle_core::Result<Tensor> {
+            let idx = Tensor::new(ids, dev)?;
+            let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
+            let mut x = (self.word.index_select(&idx, 0)? + self.pos.index_select(&pos, 0)?)?;
+            if let Some(tt) = &self.token_type {
+                x = x.broadcast_add(&tt.get(0)?)?;
+            }
+            if let Some(ln) = &self.emb_ln {
+                x = ln.forward(&x)?;
+            }
+            if let Some(p) = &self.proj {
+                x = p.forward(&x)?;
+            }
+            let bias = match &self.rel_bias {
+                Some(table) => {
+                    let buckets: Vec<u32> = (0..n as i64)
+                        .flat_map(|q| {
+                            (0..n as i64).map(move |k| {
+                                relative_bucket(k - q, self.spec.rel_buckets, 128) as u32
+                            })
+                        })
+                        .collect();
+                    let b = Tensor::new(buckets.as_slice(), dev)?;
+                    // [n*n, heads] → [1, heads, n, n]
+                    let v = table
+                        .index_select(&b, 0)?
+                        .reshape((n, n, self.spec.heads))?;
+                    Some(v.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
+                }
+                None => None,
+            };
+            let mut x = x.unsqueeze(0)?;
+            for block in &self.blocks {
+                x = block.forward(&x, &self.spec, bias.as_ref())?;
+            }
+            if let Some(ln) = &self.final_ln {
+                x = ln.forward(&x)?;
+            }
+            x.squeeze(0)
+        };
+        run().map_err(ce("forward"))
+    }
+}
+
+/// A BERT-like encoder with one head, loaded from a model directory.
+pub struct BertLike {
+    spec: Spec,
+    body: BertBody,
     head: Head,
     /// What a request to this head is (for error messages).
     capability: Capability,
@@ -598,7 +761,6 @@ pub struct BertLike {
     normalize: bool,
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     tokenizer_path: PathBuf,
-    device: Device,
 }
 
 impl std::fmt::Debug for BertLike {
@@ -642,79 +804,8 @@ impl BertLike {
             String::new()
         };
         let e = spec.emb;
-        let word = w.take(&format!("{p}{word_name}"), &[spec.vocab, e])?;
-        let pos = w.take(
-            &format!("{p}embeddings.position_embeddings.weight"),
-            &[spec.max_pos, e],
-        )?;
-        let token_type = if spec.type_vocab > 0 {
-            Some(w.take(
-                &format!("{p}embeddings.token_type_embeddings.weight"),
-                &[spec.type_vocab, e],
-            )?)
-        } else {
-            None
-        };
-        let emb_ln = if spec.layout.embedding_ln() {
-            Some(layer_norm(
-                &mut w,
-                &format!("{p}embeddings.LayerNorm"),
-                e,
-                spec.eps,
-            )?)
-        } else {
-            None
-        };
-        let proj = match spec.emb_proj {
-            Some(name) => Some(linear(&mut w, &format!("{p}{name}"), spec.hidden, e)?),
-            None => None,
-        };
-        let mut blocks = Vec::with_capacity(spec.layers);
-        if spec.layout == Layout::Albert {
-            let mut groups = Vec::with_capacity(spec.groups);
-            for g in 0..spec.groups {
-                let name = format!("{p}encoder.albert_layer_groups.{g}.albert_layers.0");
-                groups.push(Block::load(&mut w, &spec, &name)?);
-            }
-            let per = spec.layers / spec.groups;
-            for l in 0..spec.layers {
-                blocks.push(groups[l / per].clone());
-            }
-        } else {
-            for l in 0..spec.layers {
-                blocks.push(Block::load(
-                    &mut w,
-                    &spec,
-                    &format!("{p}encoder.layer.{l}"),
-                )?);
-            }
-        }
-        let final_ln = match spec.layout.final_ln() {
-            Some(name) => Some(layer_norm(
-                &mut w,
-                &format!("{p}{name}"),
-                spec.hidden,
-                spec.eps,
-            )?),
-            None => None,
-        };
-        if spec.quant_params {
-            w.leave(|name| {
-                name.ends_with("_integer")
-                    || name.ends_with("scaling_factor")
-                    || name.ends_with(".x_min")
-                    || name.ends_with(".x_max")
-                    || name.ends_with(".shift")
-            });
-        }
-        let rel_bias = if spec.layout == Layout::Mpnet {
-            Some(w.take(
-                &format!("{p}encoder.relative_attention_bias.weight"),
-                &[spec.rel_buckets, spec.heads],
-            )?)
-        } else {
-            None
-        };
+        let body = BertBody::load(&spec, &mut w, &p)?;
+        let word = body.word.clone();
         let h = spec.hidden;
         let capability = match head {
             EncoderHead::Base => Capability::Embed,
@@ -830,14 +921,7 @@ impl BertLike {
         let tokenizer = tokenizer.map(Arc::new);
         Ok(Self {
             spec,
-            word,
-            pos,
-            token_type,
-            emb_ln,
-            proj,
-            blocks,
-            final_ln,
-            rel_bias,
+            body,
             head,
             capability,
             labels,
@@ -846,7 +930,6 @@ impl BertLike {
             normalize,
             tokenizer,
             tokenizer_path,
-            device: device.clone(),
         })
     }
 
@@ -857,27 +940,6 @@ impl BertLike {
             None => self.spec.max_pos,
         };
         self.spec.max_full_tokens.map_or(room, |m| m.min(room))
-    }
-
-    /// Position ids of `ids` (transformers' rules: sequential, or RoBERTa's count of the
-    /// non-padding tokens from `padding_idx + 1`, padding tokens at `padding_idx`).
-    fn positions(&self, ids: &[u32]) -> Vec<u32> {
-        match self.spec.pos_offset {
-            None => (0..ids.len() as u32).collect(),
-            Some(pad) => {
-                let mut count = 0;
-                ids.iter()
-                    .map(|&t| {
-                        if t == pad {
-                            pad
-                        } else {
-                            count += 1;
-                            pad + count
-                        }
-                    })
-                    .collect()
-            }
-        }
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
@@ -912,49 +974,7 @@ impl BertLike {
     /// The last hidden state `[n, hidden]` of one unpadded input.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
         self.check_ids(ids)?;
-        let n = ids.len();
-        let dev = &self.device;
-        let run = || -> candle_core::Result<Tensor> {
-            let idx = Tensor::new(ids, dev)?;
-            let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
-            let mut x = (self.word.index_select(&idx, 0)? + self.pos.index_select(&pos, 0)?)?;
-            if let Some(tt) = &self.token_type {
-                x = x.broadcast_add(&tt.get(0)?)?;
-            }
-            if let Some(ln) = &self.emb_ln {
-                x = ln.forward(&x)?;
-            }
-            if let Some(p) = &self.proj {
-                x = p.forward(&x)?;
-            }
-            let bias = match &self.rel_bias {
-                Some(table) => {
-                    let buckets: Vec<u32> = (0..n as i64)
-                        .flat_map(|q| {
-                            (0..n as i64).map(move |k| {
-                                relative_bucket(k - q, self.spec.rel_buckets, 128) as u32
-                            })
-                        })
-                        .collect();
-                    let b = Tensor::new(buckets.as_slice(), dev)?;
-                    // [n*n, heads] → [1, heads, n, n]
-                    let v = table
-                        .index_select(&b, 0)?
-                        .reshape((n, n, self.spec.heads))?;
-                    Some(v.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
-                }
-                None => None,
-            };
-            let mut x = x.unsqueeze(0)?;
-            for block in &self.blocks {
-                x = block.forward(&x, &self.spec, bias.as_ref())?;
-            }
-            if let Some(ln) = &self.final_ln {
-                x = ln.forward(&x)?;
-            }
-            x.squeeze(0)
-        };
-        run().map_err(ce("forward"))
+        self.body.forward(ids)
     }
 
     /// The head's output for one unpadded input: `[1][labels]` for a sequence head,

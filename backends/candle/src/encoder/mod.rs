@@ -94,13 +94,23 @@ pub(crate) fn with_head(
         || {
             let device = crate::device(target)?;
             Ok(if model_type == "modernbert" {
-                TextModel::Modern(ModernBert::load(state.dir(), &device, head)?)
+                TextModel::Modern(Box::new(ModernBert::load(state.dir(), &device, head)?))
             } else if model_type == "deberta-v2" {
-                TextModel::Deberta(Deberta::load(state.dir(), &device, head)?)
+                TextModel::Deberta(Box::new(Deberta::load(state.dir(), &device, head)?))
             } else if rope::MODEL_TYPES.contains(&model_type) {
-                TextModel::Rope(RopeEncoder::load(model_type, state.dir(), &device, head)?)
+                TextModel::Rope(Box::new(RopeEncoder::load(
+                    model_type,
+                    state.dir(),
+                    &device,
+                    head,
+                )?))
             } else {
-                TextModel::Bert(BertLike::load(model_type, state.dir(), &device, head)?)
+                TextModel::Bert(Box::new(BertLike::load(
+                    model_type,
+                    state.dir(),
+                    &device,
+                    head,
+                )?))
             })
         },
     )
@@ -110,19 +120,19 @@ pub(crate) fn with_head(
 /// encoders (nomic_bert, gte).
 #[derive(Debug)]
 pub enum TextModel {
-    Bert(BertLike),
-    Modern(ModernBert),
-    Deberta(Deberta),
-    Rope(RopeEncoder),
+    Bert(Box<BertLike>),
+    Modern(Box<ModernBert>),
+    Deberta(Box<Deberta>),
+    Rope(Box<RopeEncoder>),
 }
 
 impl TextModel {
     fn inner(&self) -> &dyn TaskHeads {
         match self {
-            Self::Bert(m) => m,
-            Self::Modern(m) => m,
-            Self::Deberta(m) => m,
-            Self::Rope(m) => m,
+            Self::Bert(m) => m.as_ref(),
+            Self::Modern(m) => m.as_ref(),
+            Self::Deberta(m) => m.as_ref(),
+            Self::Rope(m) => m.as_ref(),
         }
     }
 
