@@ -217,6 +217,9 @@ fn classify_conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
     let got = if is_encoder(model_type) {
         encoder_head_logits(&state, Target::Cpu, EncoderHead::Sequence, &r.inputs)
             .map(|rows| rows.into_iter().flatten().collect())
+    } else if skillgen_candle::seq2seq::MODEL_TYPES.contains(&model_type) {
+        skillgen_candle::parity::seq2seq_head_logits(&state, Target::Cpu, false, &r.inputs)
+            .map(|rows| rows.into_iter().flatten().collect())
     } else {
         decoder_classify_logits(&state, Target::Cpu, &r.inputs)
     }
@@ -501,6 +504,13 @@ fn head_conforms(model_type: &str, dir: &Path, kind: Kind) -> Result<f32, String
             Kind::Mlm => EncoderHead::Mlm,
         };
         encoder_head_logits(&state, Target::Cpu, head, &r.inputs)
+    } else if skillgen_candle::seq2seq::MODEL_TYPES.contains(&model_type) {
+        match kind {
+            Kind::Qa => {
+                skillgen_candle::parity::seq2seq_head_logits(&state, Target::Cpu, true, &r.inputs)
+            }
+            _ => return Err(format!("no seq2seq head for `{}` fixtures", kind.dir())),
+        }
     } else {
         let head = match kind {
             Kind::Tokens => HeadKind::Tokens,

@@ -155,7 +155,7 @@ pub mod parity {
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};
-    pub use crate::seq2seq::{Seq2seqGenerator, seq2seq_generator};
+    pub use crate::seq2seq::{Seq2seqGenerator, seq2seq_generator, seq2seq_head_logits};
     pub use crate::t5::{
         T5Encoder, T5Generator, t5_decoder_logits, t5_encoder_output, t5_generator,
     };

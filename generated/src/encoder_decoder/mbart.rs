@@ -28,6 +28,8 @@
 //!
 //! # Implementations
 //!
+//! - `question-answering`: candle **verified** (`seq2seq`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`seq2seq`); MAX not implemented
 //! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `mbart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -45,7 +47,11 @@
         sequence_classification("MBartForSequenceClassification"),
         seq_to_seq_causal_lm("MBartForConditionalGeneration")
     ),
-    native(seq_to_seq_causal_lm = seq2seq),
+    native(
+        question_answering = seq2seq,
+        sequence_classification = seq2seq,
+        seq_to_seq_causal_lm = seq2seq
+    ),
     backends = crate::backends,
 )]
 pub struct Mbart {

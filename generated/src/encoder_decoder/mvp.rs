@@ -29,6 +29,8 @@
 //!
 //! # Implementations
 //!
+//! - `question-answering`: candle **verified** (`seq2seq`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`seq2seq`); MAX not implemented
 //! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `mvp` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -47,7 +49,11 @@
         sequence_classification("MvpForSequenceClassification"),
         seq_to_seq_causal_lm("MvpForConditionalGeneration")
     ),
-    native(seq_to_seq_causal_lm = seq2seq),
+    native(
+        question_answering = seq2seq,
+        sequence_classification = seq2seq,
+        seq_to_seq_causal_lm = seq2seq
+    ),
     backends = crate::backends,
 )]
 pub struct Mvp {

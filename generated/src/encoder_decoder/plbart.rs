@@ -24,6 +24,7 @@
 //!
 //! # Implementations
 //!
+//! - `sequence-classification`: candle **verified** (`seq2seq`); MAX not implemented
 //! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `plbart` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
@@ -39,7 +40,7 @@
         sequence_classification("PLBartForSequenceClassification"),
         seq_to_seq_causal_lm("PLBartForConditionalGeneration")
     ),
-    native(seq_to_seq_causal_lm = seq2seq),
+    native(sequence_classification = seq2seq, seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Plbart {

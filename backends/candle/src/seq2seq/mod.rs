@@ -15,6 +15,7 @@ use skillgen_checkpoint::{Fields, config_json, read_json};
 use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Generation, Output, Prompt};
 use skillgen_runtime::{Capability, Model, SkillError, Target, Task};
 
+use crate::heads::TaskHeads;
 use crate::weights::Weights;
 
 pub(crate) mod model;
@@ -33,6 +34,12 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::Generate(req) => generator(state, target)?
             .generate(&req)
             .map(Output::Generate),
+        Call::Classify(req) => classifier(state, target, false)?
+            .classify(&req)
+            .map(Output::Classify),
+        Call::AnswerQuestion(req) => classifier(state, target, true)?
+            .answer_question(&req)
+            .map(Output::AnswerQuestion),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -90,6 +97,7 @@ impl Seq2seqGenerator {
         let spec = model::translate(model_type, &f)?;
         let mut w = Weights::read(dir, device)?;
         let model = Seq2seqModel::load(spec, &mut w)?;
+        w.finish()?;
         // generation_config.json first (what generate() reads), then config.json.
         let gen_path = dir.join("generation_config.json");
         let gen_map = if gen_path.is_file() {
@@ -285,4 +293,215 @@ pub fn seq2seq_generator(
     target: Target,
 ) -> Result<Arc<Seq2seqGenerator>, SkillError> {
     generator(state.model(), target)
+}
+
+fn classifier(state: &Model, target: Target, qa: bool) -> Result<Arc<Seq2seqHeads>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(
+        &format!("candle/{model_type}/seq2seq-heads/{qa}/{target}"),
+        || Seq2seqHeads::load(state.dir(), model_type, &crate::device(target)?, qa),
+    )
+}
+
+#[derive(Debug)]
+enum Head {
+    /// `out_proj(tanh(dense(h)))` at the last eos token.
+    Sequence(candle_nn::Linear, candle_nn::Linear),
+    /// `qa_outputs` at every position.
+    Qa(candle_nn::Linear),
+}
+
+/// An encoder-decoder with a task head: `*ForSequenceClassification` (the decoder's state at
+/// the input's last `eos_token_id`, as transformers' BART family) or `*ForQuestionAnswering`.
+/// The decoder reads the input shifted right behind `decoder_start_token_id`.
+pub struct Seq2seqHeads {
+    model: Seq2seqModel,
+    head: Head,
+    start: u32,
+    eos: u32,
+    labels: Vec<String>,
+    sigmoid: bool,
+    tokenizer: Option<tokenizers::Tokenizer>,
+    tokenizer_path: PathBuf,
+}
+
+impl std::fmt::Debug for Seq2seqHeads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Seq2seqHeads")
+            .field("spec", self.model.spec())
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Seq2seqHeads {
+    /// Load the `model_type` classifier (`qa`: question answering) in `dir` on `device`.
+    pub fn load(
+        dir: &Path,
+        model_type: &str,
+        device: &Device,
+        qa: bool,
+    ) -> Result<Self, SkillError> {
+        let (config_path, map) = config_json(dir)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        let spec = model::translate(model_type, &f)?;
+        let d = spec.d;
+        let mut w = Weights::read(dir, device)?;
+        let model = Seq2seqModel::load(spec, &mut w)?;
+        let lin =
+            |w: &mut Weights, name: &str, out: usize| -> Result<candle_nn::Linear, SkillError> {
+                Ok(candle_nn::Linear::new(
+                    w.take(&format!("{name}.weight"), &[out, d])?,
+                    Some(w.take(&format!("{name}.bias"), &[out])?),
+                ))
+            };
+        let labels = if qa { Vec::new() } else { f.labels()? };
+        let head = if qa {
+            Head::Qa(lin(&mut w, "qa_outputs", 2)?)
+        } else {
+            Head::Sequence(
+                lin(&mut w, "classification_head.dense", d)?,
+                lin(&mut w, "classification_head.out_proj", labels.len())?,
+            )
+        };
+        w.finish()?;
+        let id = |field: &str| -> Result<Option<u32>, SkillError> {
+            Ok(ids_of(&f, field)?.first().copied())
+        };
+        let eos = id("eos_token_id")?.ok_or_else(|| {
+            f.err(
+                "eos_token_id",
+                "missing (the classifier reads the last eos token)",
+            )
+        })?;
+        let start = match id("decoder_start_token_id")? {
+            Some(s) => s,
+            None => eos,
+        };
+        let sigmoid = match f.str_opt("problem_type")? {
+            Some("multi_label_classification") => true,
+            Some("regression") if !labels.is_empty() => {
+                return Err(f.err(
+                    "problem_type",
+                    "`regression` heads are not classifiers (scores would be raw values)",
+                ));
+            }
+            _ => labels.len() == 1,
+        };
+        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, None)?;
+        Ok(Self {
+            model,
+            head,
+            start,
+            eos,
+            labels,
+            sigmoid,
+            tokenizer,
+            tokenizer_path,
+        })
+    }
+
+    /// The decoder's last hidden state `[n, d]` over `ids` (encoder input) and the same ids
+    /// shifted right behind the decoder start token.
+    fn hidden(&self, ids: &[u32]) -> Result<candle_core::Tensor, SkillError> {
+        let vocab = self.model.spec().vocab;
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: Capability::Classify,
+            detail,
+        };
+        if ids.is_empty() {
+            return Err(invalid("an input has no tokens".into()));
+        }
+        if let Some(id) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(invalid(format!(
+                "token id {id} is outside the vocabulary (size {vocab})"
+            )));
+        }
+        if ids.len() > self.model.max_len() {
+            return Err(invalid(format!(
+                "an input has {} tokens; the model takes at most {}",
+                ids.len(),
+                self.model.max_len()
+            )));
+        }
+        let enc = self.model.encode(ids)?;
+        let mut s = self.model.session(&enc)?;
+        let mut dec = Vec::with_capacity(ids.len());
+        dec.push(self.start);
+        dec.extend_from_slice(&ids[..ids.len() - 1]);
+        self.model.decode(&mut s, &dec)
+    }
+
+    /// The head's output for one input: `[1][labels]` (classification) or `[n][2]` (QA).
+    pub fn head_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        let h = self.hidden(ids)?;
+        let out = match &self.head {
+            Head::Sequence(dense, out) => {
+                let at = ids.iter().rposition(|&t| t == self.eos).ok_or_else(|| {
+                    SkillError::InvalidRequest {
+                        capability: Capability::Classify,
+                        detail: format!(
+                            "the input has no eos token (id {}): the classifier reads the last one",
+                            self.eos
+                        ),
+                    }
+                })?;
+                (|| {
+                    use candle_core::Module;
+                    out.forward(&dense.forward(&h.narrow(0, at, 1)?)?.tanh()?)
+                })()
+            }
+            Head::Qa(l) => {
+                use candle_core::Module;
+                l.forward(&h)
+            }
+        };
+        out.and_then(|t| t.to_vec2()).map_err(crate::e("head"))
+    }
+}
+
+impl TaskHeads for Seq2seqHeads {
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
+        self.tokenizer
+            .as_ref()
+            .ok_or_else(|| SkillError::ModelFileMissing {
+                path: self.tokenizer_path.clone(),
+                what: why,
+            })
+    }
+
+    fn tokenizer_file(&self) -> &Path {
+        &self.tokenizer_path
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    fn sigmoid(&self) -> bool {
+        self.sigmoid
+    }
+
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        Ok(self.head_logits(ids)?.pop().unwrap_or_default())
+    }
+
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.head_logits(ids)
+    }
+}
+
+/// The head outputs of each input with the classifier (`qa`: QA head) of `state` on
+/// `target`. For the conformance tests.
+pub fn seq2seq_head_logits(
+    state: &skillgen_runtime::SkillState,
+    target: Target,
+    qa: bool,
+    inputs: &[Vec<u32>],
+) -> Result<Vec<Vec<Vec<f32>>>, SkillError> {
+    let m = classifier(state.model(), target, qa)?;
+    inputs.iter().map(|ids| m.head_logits(ids)).collect()
 }

@@ -341,7 +341,8 @@ fn m2m_table(n: usize, d: usize, pad: usize) -> Vec<f32> {
 }
 
 impl Seq2seqModel {
-    /// Take every tensor of the `*ForConditionalGeneration` checkpoint from `w`.
+    /// Take the body's tensors (and the LM head's, when present) from `w`; the caller takes
+    /// its head's and calls [`Weights::finish`].
     pub(crate) fn load(spec: Spec, w: &mut Weights) -> Result<Self, SkillError> {
         w.convert(DType::F32)?;
         let device = w.device().clone();
@@ -442,7 +443,6 @@ impl Seq2seqModel {
         } else {
             None
         };
-        w.finish()?;
         Ok(Self {
             spec,
             shared,
@@ -555,6 +555,20 @@ impl Seq2seqModel {
     /// Feed decoder tokens `ids` (after the session's `len` earlier ones); the logits at every
     /// new position `[n, vocab]`.
     pub(crate) fn step(&self, s: &mut Session, ids: &[u32]) -> Result<Tensor, SkillError> {
+        let x = self.decode(s, ids)?;
+        let run = || -> candle_core::Result<Tensor> {
+            let logits = x.matmul(&self.lm_head.t()?)?;
+            match &self.logits_bias {
+                Some(b) => logits.broadcast_add(b),
+                None => Ok(logits),
+            }
+        };
+        run().map_err(ce("LM head"))
+    }
+
+    /// Feed decoder tokens `ids` (after the session's `len` earlier ones); the decoder's last
+    /// hidden state at every new position `[n, d]`.
+    pub(crate) fn decode(&self, s: &mut Session, ids: &[u32]) -> Result<Tensor, SkillError> {
         let start = s.len;
         let run = |s: &mut Session| -> candle_core::Result<Tensor> {
             let mut x = self.embed(
@@ -589,11 +603,7 @@ impl Seq2seqModel {
             if let Some(ln) = &self.dec_final {
                 x = ln.forward(&x)?;
             }
-            let logits = x.squeeze(0)?.matmul(&self.lm_head.t()?)?;
-            match &self.logits_bias {
-                Some(b) => logits.broadcast_add(b),
-                None => Ok(logits),
-            }
+            x.squeeze(0)
         };
         let out = run(s).map_err(ce("decoder"))?;
         s.len += ids.len();
