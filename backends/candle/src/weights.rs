@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
 use skillgen_runtime::SkillError;
@@ -243,4 +244,35 @@ impl Weights {
         }
         Ok(())
     }
+}
+
+/// `name.weight` `[out, inp]` and, when `bias`, `name.bias` `[out]`, as a linear layer.
+pub(crate) fn linear(
+    w: &mut Weights,
+    name: &str,
+    out: usize,
+    inp: usize,
+    bias: bool,
+) -> Result<Linear, SkillError> {
+    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
+    let b = if bias {
+        Some(w.take(&format!("{name}.bias"), &[out])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(weight, b))
+}
+
+/// `name.weight` and `name.bias` `[n]` as a LayerNorm with `eps`.
+pub(crate) fn layer_norm(
+    w: &mut Weights,
+    name: &str,
+    n: usize,
+    eps: f64,
+) -> Result<LayerNorm, SkillError> {
+    Ok(LayerNorm::new(
+        w.take(&format!("{name}.weight"), &[n])?,
+        w.take(&format!("{name}.bias"), &[n])?,
+        eps,
+    ))
 }

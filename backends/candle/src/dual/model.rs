@@ -20,7 +20,7 @@ use skillgen_runtime::SkillError;
 
 use crate::activation::{Act, act};
 use crate::attention::SelfAttention;
-use crate::weights::Weights;
+use crate::weights::{Weights, layer_norm as norm, linear};
 
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
@@ -221,30 +221,6 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("dual encoder {context}: {e}"),
     }
-}
-
-fn linear(
-    w: &mut Weights,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear, SkillError> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let b = if bias {
-        Some(w.take(&format!("{name}.bias"), &[out])?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, b))
-}
-
-fn norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
-    Ok(LayerNorm::new(
-        w.take(&format!("{name}.weight"), &[n])?,
-        w.take(&format!("{name}.bias"), &[n])?,
-        eps,
-    ))
 }
 
 #[derive(Debug)]

@@ -35,7 +35,7 @@ use skillgen_runtime::{Capability, SkillError};
 use crate::activation::{Act, act};
 use crate::attention::{SelfAttention, relative_bucket};
 use crate::heads::TaskHeads;
-use crate::weights::Weights;
+use crate::weights::{Weights, layer_norm};
 
 /// Where the LayerNorms sit and how tensors are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,19 +485,9 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
     }
 }
 
+/// A linear layer with a bias (every projection of this implementation has one).
 fn linear(w: &mut Weights, name: &str, out: usize, inp: usize) -> Result<Linear, SkillError> {
-    Ok(Linear::new(
-        w.take(&format!("{name}.weight"), &[out, inp])?,
-        Some(w.take(&format!("{name}.bias"), &[out])?),
-    ))
-}
-
-fn layer_norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
-    Ok(LayerNorm::new(
-        w.take(&format!("{name}.weight"), &[n])?,
-        w.take(&format!("{name}.bias"), &[n])?,
-        eps,
-    ))
+    crate::weights::linear(w, name, out, inp, true)
 }
 
 /// One block's parameters.

@@ -19,7 +19,7 @@ use skillgen_runtime::{Capability, SkillError};
 use crate::activation::{Act, act};
 use crate::encoder::bertlike::EncoderHead;
 use crate::heads::TaskHeads;
-use crate::weights::Weights;
+use crate::weights::{Weights, layer_norm as norm, linear};
 
 /// DeBERTa-v2's configuration, read field by field.
 #[derive(Debug, Clone)]
@@ -169,30 +169,6 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("DeBERTa {context}: {e}"),
     }
-}
-
-fn linear(
-    w: &mut Weights,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear, SkillError> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let b = if bias {
-        Some(w.take(&format!("{name}.bias"), &[out])?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, b))
-}
-
-fn norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
-    Ok(LayerNorm::new(
-        w.take(&format!("{name}.weight"), &[n])?,
-        w.take(&format!("{name}.bias"), &[n])?,
-        eps,
-    ))
 }
 
 #[derive(Debug)]

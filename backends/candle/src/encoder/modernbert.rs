@@ -20,7 +20,7 @@ use crate::activation::{Act, act};
 use crate::attention::rope_tables;
 use crate::encoder::bertlike::EncoderHead;
 use crate::heads::TaskHeads;
-use crate::weights::Weights;
+use crate::weights::{Weights, linear};
 
 /// ModernBERT's configuration, read field by field.
 #[derive(Debug, Clone)]
@@ -145,22 +145,6 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("ModernBERT {context}: {e}"),
     }
-}
-
-fn linear(
-    w: &mut Weights,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear, SkillError> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let b = if bias {
-        Some(w.take(&format!("{name}.bias"), &[out])?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, b))
 }
 
 fn norm(w: &mut Weights, name: &str, s: &Spec) -> Result<LayerNorm, SkillError> {

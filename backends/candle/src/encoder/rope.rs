@@ -19,7 +19,7 @@ use crate::activation::{Act, act};
 use crate::attention::rope_tables;
 use crate::encoder::bertlike::EncoderHead;
 use crate::heads::TaskHeads;
-use crate::weights::Weights;
+use crate::weights::{Weights, layer_norm as norm, linear};
 
 /// The model types this encoder implements.
 pub const MODEL_TYPES: &[&str] = &["gte", "nomic_bert"];
@@ -181,30 +181,6 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("rotary encoder {context}: {e}"),
     }
-}
-
-fn linear(
-    w: &mut Weights,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear, SkillError> {
-    let weight = w.take(&format!("{name}.weight"), &[out, inp])?;
-    let b = if bias {
-        Some(w.take(&format!("{name}.bias"), &[out])?)
-    } else {
-        None
-    };
-    Ok(Linear::new(weight, b))
-}
-
-fn norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
-    Ok(LayerNorm::new(
-        w.take(&format!("{name}.weight"), &[n])?,
-        w.take(&format!("{name}.bias"), &[n])?,
-        eps,
-    ))
 }
 
 #[derive(Debug)]

@@ -146,19 +146,14 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
     }
 }
 
+/// A linear layer with a bias (every projection of this family has one).
 fn linear(w: &mut Weights, name: &str, out: usize, inp: usize) -> Result<Linear, SkillError> {
-    Ok(Linear::new(
-        w.take(&format!("{name}.weight"), &[out, inp])?,
-        Some(w.take(&format!("{name}.bias"), &[out])?),
-    ))
+    crate::weights::linear(w, name, out, inp, true)
 }
 
+/// A LayerNorm with `nn.LayerNorm`'s default ε (1e-5), as the BART family uses.
 fn norm(w: &mut Weights, name: &str, n: usize) -> Result<LayerNorm, SkillError> {
-    Ok(LayerNorm::new(
-        w.take(&format!("{name}.weight"), &[n])?,
-        w.take(&format!("{name}.bias"), &[n])?,
-        1e-5,
-    ))
+    crate::weights::layer_norm(w, name, n, 1e-5)
 }
 
 /// One attention layer's projections.
