@@ -18,6 +18,16 @@ impl SelfAttention {
     /// `o(softmax(q kᵀ / √d + bias) v)` over `x` `[batch, n, hidden]`; `bias` broadcasts to
     /// `[batch, heads, n, n]`.
     pub(crate) fn forward(&self, x: &Tensor, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        self.forward_rope(x, bias, None)
+    }
+
+    /// [`SelfAttention::forward`] with rotary positions (`cos`, `sin` `[n, d/2]`) on q and k.
+    pub(crate) fn forward_rope(
+        &self,
+        x: &Tensor,
+        bias: Option<&Tensor>,
+        rope: Option<(&Tensor, &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let q = self.q.forward(x)?;
         let inner = q.dim(2)?;
@@ -27,8 +37,12 @@ impl SelfAttention {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = split(q)?;
-        let k = split(self.k.forward(x)?)?;
+        let mut q = split(q)?;
+        let mut k = split(self.k.forward(x)?)?;
+        if let Some((cos, sin)) = rope {
+            q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+            k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        }
         let v = split(self.v.forward(x)?)?;
         let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
         if let Some(bias) = bias {

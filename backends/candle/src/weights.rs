@@ -103,7 +103,7 @@ fn weight_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), SkillError> {
 
 /// Buffers transformers saves that carry no weights (recomputed by every implementation).
 fn is_buffer(name: &str) -> bool {
-    name.ends_with("rotary_emb.inv_freq")
+    name.ends_with("inv_freq")
         || name.ends_with(".attn.bias")
         || name.ends_with(".attn.masked_bias")
         || name.ends_with("position_ids")

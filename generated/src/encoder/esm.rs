@@ -26,7 +26,10 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `esm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +43,12 @@
         masked_lm("EsmForMaskedLM"),
         sequence_classification("EsmForSequenceClassification"),
         token_classification("EsmForTokenClassification")
+    ),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        sequence_classification = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

@@ -54,18 +54,20 @@ pub(crate) enum Layout {
     Mpnet,
     /// ALBERT: `albert_layer_groups.G.albert_layers.0.*`, shared across layers.
     Albert,
+    /// ESM: pre-LN (`attention.LayerNorm`, `LayerNorm`), final `encoder.emb_layer_norm_after`.
+    Esm,
 }
 
 impl Layout {
     fn pre_ln(self) -> bool {
         matches!(
             self,
-            Self::XlmRobertaXl | Self::RobertaPreLn | Self::Megatron
+            Self::XlmRobertaXl | Self::RobertaPreLn | Self::Megatron | Self::Esm
         )
     }
 
     fn embedding_ln(self) -> bool {
-        !matches!(self, Self::XlmRobertaXl | Self::Megatron)
+        !matches!(self, Self::XlmRobertaXl | Self::Megatron | Self::Esm)
     }
 
     /// The final LayerNorm (pre-LN layouts), under the prefix.
@@ -74,6 +76,7 @@ impl Layout {
             Self::XlmRobertaXl => Some("encoder.LayerNorm"),
             Self::RobertaPreLn => Some("LayerNorm"),
             Self::Megatron => Some("encoder.ln"),
+            Self::Esm => Some("encoder.emb_layer_norm_after"),
             _ => None,
         }
     }
@@ -127,6 +130,16 @@ impl Layout {
                 "intermediate.dense",
                 "output.dense",
                 "ln",
+            ],
+            Self::Esm => [
+                q,
+                k,
+                v,
+                o,
+                "attention.LayerNorm",
+                "intermediate.dense",
+                "output.dense",
+                "LayerNorm",
             ],
             Self::Mpnet => [
                 "attention.attn.q",
@@ -205,7 +218,8 @@ fn mlm_names(model_type: &str) -> Option<MlmNames> {
         | "xlm-roberta-xl"
         | "roberta-prelayernorm"
         | "ibert"
-        | "mpnet" => ROBERTA_MLM,
+        | "mpnet"
+        | "esm" => ROBERTA_MLM,
         "electra" => MlmNames {
             dense: "generator_predictions.dense",
             norm: "generator_predictions.LayerNorm",
@@ -259,6 +273,12 @@ pub(crate) struct Spec {
     pub(crate) max_full_tokens: Option<usize>,
     /// I-BERT (float mode): leave the integer-only parameters.
     pub(crate) quant_params: bool,
+    /// ESM: rotary positions with this θ instead of a position table.
+    pub(crate) rotary: Option<f64>,
+    /// ESM's token dropout: the mask token id whose embeddings are zeroed, the rest scaled.
+    pub(crate) token_dropout: Option<u32>,
+    /// ESM's optional embedding LayerNorm (`embeddings.layer_norm`).
+    pub(crate) esm_emb_ln: bool,
 }
 
 /// The model types [`translate`] knows.
@@ -270,6 +290,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "data2vec-text",
     "electra",
     "ernie",
+    "esm",
     "ibert",
     "megatron-bert",
     "mpnet",
@@ -336,6 +357,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             SeqHead::DenseOut(activation(f, "hidden_act")?),
         ),
         "mpnet" => ("mpnet", Layout::Mpnet, true, None, tanh),
+        "esm" => ("esm", Layout::Esm, true, None, tanh),
         "albert" => (
             "albert",
             Layout::Albert,
@@ -359,15 +381,37 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             "cross-attention layers are not implemented by the encoder",
         ));
     }
-    match f.str_opt("position_embedding_type")? {
-        None | Some("absolute") => {}
-        Some(other) => {
+    let rotary = match (f.str_opt("position_embedding_type")?, layout) {
+        (None | Some("absolute"), _) => None,
+        (Some("rotary"), Layout::Esm) => Some(
+            match f.get("rope_parameters").and_then(|v| v.get("rope_theta")) {
+                Some(t) => t
+                    .as_f64()
+                    .ok_or_else(|| f.err("rope_parameters", "rope_theta is not a number"))?,
+                None => f
+                    .get("rope_theta")
+                    .and_then(serde_json::Value::as_f64)
+                    .unwrap_or(10_000.0),
+            },
+        ),
+        (Some(other), _) => {
             return Err(f.err(
                 "position_embedding_type",
-                format!("`{other}` is not implemented by the encoder (only `absolute`)"),
+                format!("`{other}` is not implemented by the encoder for `{model_type}`"),
             ));
         }
-    }
+    };
+    let esm = layout == Layout::Esm;
+    let token_dropout = if esm && f.bool_or("token_dropout", false)? {
+        Some(
+            f.usize_opt("mask_token_id")?
+                .and_then(|m| u32::try_from(m).ok())
+                .ok_or_else(|| f.err("mask_token_id", "missing (token_dropout needs it)"))?,
+        )
+    } else {
+        None
+    };
+    let esm_emb_ln = esm && f.bool_or("emb_layer_norm_before", false)?;
     let hidden = f.positive("hidden_size")?;
     let heads = f.positive("num_attention_heads")?;
     if !hidden.is_multiple_of(heads) {
@@ -418,6 +462,8 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     };
     let (rel_buckets, type_vocab) = if layout == Layout::Mpnet {
         (f.positive("relative_attention_num_buckets")?, 0)
+    } else if esm {
+        (0, 0)
     } else {
         (0, f.positive("type_vocab_size")?)
     };
@@ -440,7 +486,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         1
     };
     // MPNet's embeddings hard-code padding index 1; RoBERTa's use `pad_token_id`.
-    let pos_offset = match (offset, layout) {
+    let pos_offset = match (offset && rotary.is_none(), layout) {
         (false, _) => None,
         (true, Layout::Mpnet) => Some(1),
         (true, _) => Some(
@@ -463,7 +509,12 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         layers,
         heads,
         inter: f.positive("intermediate_size")?,
-        act: activation(f, "hidden_act")?,
+        // ESM's FFN is always the exact GELU (its config has no `hidden_act`).
+        act: if esm && f.str_opt("hidden_act")?.is_none() {
+            Act::Gelu
+        } else {
+            activation(f, "hidden_act")?
+        },
         eps: f.f64("layer_norm_eps")?,
         max_pos: f.positive("max_position_embeddings")?,
         type_vocab,
@@ -475,6 +526,9 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         mlm: mlm_names(model_type),
         max_full_tokens,
         quant_params,
+        rotary,
+        token_dropout,
+        esm_emb_ln,
     })
 }
 
@@ -483,6 +537,18 @@ fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("encoder {context}: {e}"),
     }
+}
+
+/// A LayerNorm saved as `weight`/`bias`, or with the legacy names `gamma`/`beta` (ESM).
+fn any_norm(w: &mut Weights, name: &str, n: usize, eps: f64) -> Result<LayerNorm, SkillError> {
+    if w.has(&format!("{name}.weight")) || !w.has(&format!("{name}.gamma")) {
+        return layer_norm(w, name, n, eps);
+    }
+    Ok(LayerNorm::new(
+        w.take(&format!("{name}.gamma"), &[n])?,
+        w.take(&format!("{name}.beta"), &[n])?,
+        eps,
+    ))
 }
 
 /// A linear layer with a bias (every projection of this implementation has one).
@@ -514,19 +580,27 @@ impl Block {
                 o: linear(w, &format!("{p}.{o}"), h, h)?,
                 heads: s.heads,
             },
-            ln_attn: layer_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
+            ln_attn: any_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
             ffn_in: linear(w, &format!("{p}.{ffn_in}"), i, h)?,
             ffn_out: linear(w, &format!("{p}.{ffn_out}"), h, i)?,
-            ln_ffn: layer_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
+            ln_ffn: any_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
         })
     }
 
-    fn forward(&self, x: &Tensor, s: &Spec, bias: Option<&Tensor>) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        s: &Spec,
+        bias: Option<&Tensor>,
+        rope: Option<(&Tensor, &Tensor)>,
+    ) -> candle_core::Result<Tensor> {
         let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
             self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
         };
         if s.layout.pre_ln() {
-            let x = (x + self.attn.forward(&self.ln_attn.forward(x)?, bias)?)?;
+            let x = (x + self
+                .attn
+                .forward_rope(&self.ln_attn.forward(x)?, bias, rope)?)?;
             &x + ffn(&self.ln_ffn.forward(&x)?)?
         } else {
             let x = self.ln_attn.forward(&(self.attn.forward(x, bias)? + x)?)?;
@@ -573,7 +647,8 @@ enum Head {
 pub(crate) struct BertBody {
     spec: Spec,
     word: Tensor,
-    pos: Tensor,
+    /// The position table (absent with rotary positions).
+    pos: Option<Tensor>,
     token_type: Option<Tensor>,
     emb_ln: Option<LayerNorm>,
     proj: Option<Linear>,
@@ -591,10 +666,14 @@ impl BertBody {
             &format!("{p}embeddings.word_embeddings.weight"),
             &[spec.vocab, e],
         )?;
-        let pos = w.take(
-            &format!("{p}embeddings.position_embeddings.weight"),
-            &[spec.max_pos, e],
-        )?;
+        let pos = if spec.rotary.is_some() {
+            None
+        } else {
+            Some(w.take(
+                &format!("{p}embeddings.position_embeddings.weight"),
+                &[spec.max_pos, e],
+            )?)
+        };
         let token_type = if spec.type_vocab > 0 {
             Some(w.take(
                 &format!("{p}embeddings.token_type_embeddings.weight"),
@@ -610,9 +689,21 @@ impl BertBody {
                 e,
                 spec.eps,
             )?)
+        } else if spec.esm_emb_ln {
+            Some(layer_norm(
+                w,
+                &format!("{p}embeddings.layer_norm"),
+                e,
+                spec.eps,
+            )?)
         } else {
             None
         };
+        if spec.layout == Layout::Esm {
+            // ESM's contact-prediction head is not part of these tasks.
+            let contact = format!("{p}contact_head.");
+            w.leave(|n| n.starts_with(&contact));
+        }
         let proj = match spec.emb_proj {
             Some(name) => Some(linear(w, &format!("{p}{name}"), spec.hidden, e)?),
             None => None,
@@ -695,8 +786,22 @@ impl BertBody {
         let dev = &self.device;
         let run = || -> candle_core::Result<Tensor> {
             let idx = Tensor::new(ids, dev)?;
-            let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
-            let mut x = (self.word.index_select(&idx, 0)? + self.pos.index_select(&pos, 0)?)?;
+            let mut x = self.word.index_select(&idx, 0)?;
+            if let Some(mask) = self.spec.token_dropout {
+                // ESM: masked tokens zeroed, the rest scaled by (1 − 0.15·0.8) / (1 − masked share).
+                let keep: Vec<f32> = ids
+                    .iter()
+                    .map(|&t| f32::from(u8::from(t != mask)))
+                    .collect();
+                let masked = ids.iter().filter(|&&t| t == mask).count() as f32 / n as f32;
+                let scale = (1.0 - 0.15 * 0.8) / (1.0 - masked);
+                let keep = Tensor::from_vec(keep, (n, 1), dev)?;
+                x = (x.broadcast_mul(&keep)? * f64::from(scale))?;
+            }
+            if let Some(table) = &self.pos {
+                let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
+                x = (x + table.index_select(&pos, 0)?)?;
+            }
             if let Some(tt) = &self.token_type {
                 x = x.broadcast_add(&tt.get(0)?)?;
             }
@@ -724,9 +829,19 @@ impl BertBody {
                 }
                 None => None,
             };
+            let rope = match self.spec.rotary {
+                Some(theta) => Some(crate::attention::rope_tables(
+                    n,
+                    self.spec.hidden / self.spec.heads,
+                    theta,
+                    dev,
+                )?),
+                None => None,
+            };
+            let rope = rope.as_ref().map(|(c, s)| (c, s));
             let mut x = x.unsqueeze(0)?;
             for block in &self.blocks {
-                x = block.forward(&x, &self.spec, bias.as_ref())?;
+                x = block.forward(&x, &self.spec, bias.as_ref(), rope)?;
             }
             if let Some(ln) = &self.final_ln {
                 x = ln.forward(&x)?;
