@@ -397,7 +397,9 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         (Some(other), _) => {
             return Err(f.err(
                 "position_embedding_type",
-                format!("`{other}` is not implemented by the encoder for `{model_type}`"),
+                format!(
+                    "`{other}` is not implemented by the encoder for `{model_type}` (only `absolute`; ESM: `rotary`)"
+                ),
             ));
         }
     };
