@@ -741,7 +741,7 @@ fn native_wrong_shapes() {
     assert_eq!((l, c), (13, 18));
     assert_eq!(
         m,
-        "expected a native implementation (`encoder`, `decoder`, `t5`, `vit`, `whisper`, `seq2seq`, `ctc`, `dual`), found a list"
+        "expected a native implementation (`encoder`, `decoder`, `t5`, `vit`, `whisper`, `seq2seq`, `ctc`, `dual`, `cnn`), found a list"
     );
 }
 

@@ -793,7 +793,11 @@ fn image_fixtures_conform_and_equal_the_support_table() {
             continue;
         }
         let r = image_reference(&dir);
-        let got = skillgen_candle::parity::vit_logits(&dir, &r.pixels, r.shape);
+        let got = if skillgen_candle::cnn::MODEL_TYPES.contains(&t.as_str()) {
+            skillgen_candle::parity::cnn_logits(&dir, &r.pixels, r.shape)
+        } else {
+            skillgen_candle::parity::vit_logits(&dir, &r.pixels, r.shape)
+        };
         let (atol, rtol) = tolerance("decoders");
         let outcome = got.map_err(|e| e.to_string()).and_then(|(flat, _)| {
             let mut worst = 0f32;

@@ -86,6 +86,8 @@ crate::vocabulary! {
         Ctc = "ctc" / "ctc",
         /// CLIP / SigLIP dual encoders: zero-shot image classification.
         Dual = "dual" / "dual",
+        /// Convolutional image classifiers (ResNet, ConvNeXt).
+        Cnn = "cnn" / "cnn",
     }
 }
 

@@ -23,6 +23,7 @@ use skillgen_runtime::{BackendKind, Model, NativeImpl, SkillError, Target, Task}
 mod activation;
 mod attention;
 mod backend;
+pub mod cnn;
 pub mod ctc;
 pub mod decoder;
 pub mod dual;
@@ -100,6 +101,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::Seq2seq => &seq2seq::Seq2seq,
         NativeImpl::Ctc => &ctc::Ctc,
         NativeImpl::Dual => &dual::Dual,
+        NativeImpl::Cnn => &cnn::Cnn,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }
@@ -145,6 +147,7 @@ pub(crate) fn not_implemented(state: &Model, target: Target, task: Task) -> Skil
 /// Lower-level entry points for the parity tests and tooling: the model loaders and their raw
 /// outputs (hidden states, logits, log-mel features), compared with transformers references.
 pub mod parity {
+    pub use crate::cnn::{CnnClassifier, cnn_logits};
     pub use crate::ctc::{CtcRecognizer, ctc_recognizer};
     pub use crate::decoder::{
         decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_head_logits,

@@ -107,6 +107,7 @@ fn is_buffer(name: &str) -> bool {
         || name.ends_with(".attn.bias")
         || name.ends_with(".attn.masked_bias")
         || name.ends_with("position_ids")
+        || name.ends_with("num_batches_tracked")
 }
 
 impl Weights {

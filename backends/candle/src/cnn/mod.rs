@@ -1,0 +1,144 @@
+//! Native image classification with convolutional networks (see [`crate`]): ResNet and
+//! ConvNeXt ([`model`]), with the same image preprocessing as the ViT-like encoder
+//! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
+//! schemes are a typed error).
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use skillgen_checkpoint::{Fields, config_json};
+use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Output};
+use skillgen_runtime::{Capability, Model, SkillError, Target, Task};
+
+use crate::e;
+use crate::vit::preprocess::Preprocess;
+use crate::weights::Weights;
+
+pub(crate) mod model;
+
+use model::CnnModel;
+pub use model::MODEL_TYPES;
+
+crate::architecture_struct!(Cnn, "The `cnn` implementation: ResNet and ConvNeXt.");
+
+/// Run `call`.
+fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+    match call {
+        Call::ClassifyImage(req) => {
+            let model_type = state.info().model_type;
+            let model = state.cached(&format!("candle/{model_type}/cnn/{target}"), || {
+                CnnClassifier::load(state.dir(), model_type, &crate::device(target)?)
+            })?;
+            model
+                .classify(&req.image, req.top_k)
+                .map(Output::ClassifyImage)
+        }
+        _ => Err(crate::not_implemented(state, target, task)),
+    }
+}
+
+/// A loaded CNN image classifier.
+pub struct CnnClassifier {
+    model: CnnModel,
+    labels: Vec<String>,
+    pre: Preprocess,
+    device: Device,
+}
+
+impl std::fmt::Debug for CnnClassifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CnnClassifier")
+            .field("spec", self.model.spec())
+            .field("labels", &self.labels.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CnnClassifier {
+    /// Load the `*ForImageClassification` checkpoint of `model_type` in `dir` on `device`.
+    pub fn load(dir: &Path, model_type: &str, device: &Device) -> Result<Self, SkillError> {
+        let (config_path, map) = config_json(dir)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        let spec = model::translate(model_type, &f)?;
+        let labels = f.labels()?;
+        let pre = Preprocess::read(dir, spec.image)?;
+        let mut w = Weights::read(dir, device)?;
+        let model = CnnModel::load(spec, &mut w, labels.len())?;
+        Ok(Self {
+            model,
+            labels,
+            pre,
+            device: device.clone(),
+        })
+    }
+
+    /// Logits `[batch, labels]` of `pixel_values` (`shape` `[b, channels, h, w]`, flat).
+    pub fn logits(&self, pixel_values: &[f32], shape: [usize; 4]) -> Result<Tensor, SkillError> {
+        let [b, c, h, w] = shape;
+        if b == 0 || c != self.model.spec().channels || pixel_values.len() != b * c * h * w {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::ClassifyImage,
+                detail: format!(
+                    "pixel_values of {} values and shape {shape:?}; the model takes [batch ≥ 1, {}, h, w]",
+                    pixel_values.len(),
+                    self.model.spec().channels
+                ),
+            });
+        }
+        let x = Tensor::from_slice(pixel_values, (b, c, h, w), &self.device)
+            .map_err(e("pixel values"))?;
+        self.model.logits(&x)
+    }
+
+    /// `classify_image`: decode, preprocess, run, softmax; the `top_k` best labels (0 = all).
+    pub fn classify(
+        &self,
+        image: &ImageInput,
+        top_k: usize,
+    ) -> Result<ImageClassification, SkillError> {
+        // A CNN takes any size: the preprocessor's, else `image_size` (224).
+        let s = match self.pre.resize {
+            Some((h, w)) if h == w => h as usize,
+            Some((h, w)) => {
+                return Err(SkillError::InvalidRequest {
+                    capability: Capability::ClassifyImage,
+                    detail: format!("non-square preprocessing sizes ({h}x{w}) are not implemented"),
+                });
+            }
+            None => self.model.spec().image,
+        };
+        let pixels = self.pre.pixels(image, s)?;
+        let logits = self
+            .logits(&pixels, [1, 3, s, s])?
+            .squeeze(0)
+            .and_then(|l| l.to_vec1::<f32>())
+            .map_err(e("logits"))?;
+        Ok(ImageClassification {
+            labels: crate::heads::ranked_labels(&self.labels, &logits, false, top_k),
+        })
+    }
+}
+
+/// Parity entry point: the logits (flat, shape) of the classifier in `dir` (its
+/// `config.json` `model_type`) for `pixel_values` of `shape` on the CPU.
+#[doc(hidden)]
+pub fn cnn_logits(
+    dir: &Path,
+    pixel_values: &[f32],
+    shape: [usize; 4],
+) -> Result<(Vec<f32>, Vec<usize>), SkillError> {
+    let (config_path, map) = config_json(dir)?;
+    let f = Fields {
+        path: &config_path,
+        map: &map,
+    };
+    let model_type = f
+        .str_opt("model_type")?
+        .ok_or_else(|| f.err("model_type", "missing (required)"))?
+        .to_owned();
+    let model = CnnClassifier::load(dir, &model_type, &Device::Cpu)?;
+    crate::encoder::text::flat(&model.logits(pixel_values, shape)?)
+}

@@ -1,0 +1,455 @@
+//! Convolutional image classifiers: ResNet (basic or bottleneck layers, eval-mode batch norm
+//! with the saved running statistics) and ConvNeXt (depthwise 7×7 convolutions, channel
+//! LayerNorms, layer scale). Every tensor is taken by name and shape; one nobody takes is
+//! refused (the `num_batches_tracked` counters carry no weights).
+
+use candle_core::{D, DType, Module, Tensor};
+use candle_nn::{LayerNorm, Linear};
+use serde_json::Value;
+
+use skillgen_checkpoint::Fields;
+use skillgen_runtime::SkillError;
+
+use crate::activation::{Act, act};
+use crate::weights::{Weights, layer_norm, linear};
+
+/// The model types [`translate`] knows.
+pub const MODEL_TYPES: &[&str] = &["convnext", "resnet"];
+
+/// Which network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Resnet {
+        bottleneck: bool,
+        in_bottleneck: bool,
+        first_stride: usize,
+    },
+    ConvNext {
+        patch: usize,
+        layer_scale: bool,
+    },
+}
+
+/// A CNN, as [`translate`] reads it from `config.json`.
+#[derive(Debug, Clone)]
+pub(crate) struct Spec {
+    pub(crate) kind: Kind,
+    pub(crate) prefix: &'static str,
+    pub(crate) channels: usize,
+    pub(crate) embedding: usize,
+    pub(crate) hidden: Vec<usize>,
+    pub(crate) depths: Vec<usize>,
+    pub(crate) act: Act,
+    pub(crate) eps: f64,
+    /// The preprocessing size (`image_size`, else 224).
+    pub(crate) image: usize,
+}
+
+fn list(f: &Fields<'_>, field: &str) -> Result<Vec<usize>, SkillError> {
+    match f.get(field) {
+        Some(Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|n| *n > 0)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| f.err(field, format!("expected positive integers, found {v}")))
+            })
+            .collect(),
+        _ => Err(f.err(field, "expected a non-empty list of positive integers")),
+    }
+}
+
+/// `config.json` of `model_type` → [`Spec`], field by field.
+pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillError> {
+    let hidden = list(f, "hidden_sizes")?;
+    let depths = list(f, "depths")?;
+    if hidden.len() != depths.len() {
+        return Err(f.err(
+            "depths",
+            format!("{} stages for {} hidden sizes", depths.len(), hidden.len()),
+        ));
+    }
+    let act_name = f.str_opt("hidden_act")?.unwrap_or("relu");
+    let act = match Act::from_hf(act_name) {
+        Some(a @ (Act::Gelu | Act::GeluTanh | Act::Relu | Act::Silu)) => a,
+        _ => {
+            return Err(f.err(
+                "hidden_act",
+                format!("`{act_name}` is not implemented (relu, gelu, gelu_new, silu)"),
+            ));
+        }
+    };
+    let (kind, prefix, embedding, eps) = match model_type {
+        "resnet" => {
+            let bottleneck = match f.str_opt("layer_type")?.unwrap_or("bottleneck") {
+                "bottleneck" => true,
+                "basic" => false,
+                other => {
+                    return Err(f.err(
+                        "layer_type",
+                        format!("`{other}` is not implemented (basic, bottleneck)"),
+                    ));
+                }
+            };
+            if bottleneck && hidden.iter().any(|h| h % 4 != 0) {
+                return Err(f.err("hidden_sizes", "bottleneck widths must be multiples of 4"));
+            }
+            (
+                Kind::Resnet {
+                    bottleneck,
+                    in_bottleneck: f.bool_or("downsample_in_bottleneck", false)?,
+                    first_stride: if f.bool_or("downsample_in_first_stage", false)? {
+                        2
+                    } else {
+                        1
+                    },
+                },
+                "resnet",
+                f.positive("embedding_size")?,
+                1e-5,
+            )
+        }
+        "convnext" => (
+            Kind::ConvNext {
+                patch: f.positive("patch_size")?,
+                layer_scale: f.f64("layer_scale_init_value")? > 0.0,
+            },
+            "convnext",
+            hidden[0],
+            f.f64("layer_norm_eps")?,
+        ),
+        other => {
+            return Err(f.err(
+                "model_type",
+                format!("`{other}` is not a CNN the candle backend implements"),
+            ));
+        }
+    };
+    Ok(Spec {
+        kind,
+        prefix,
+        channels: f.usize_opt("num_channels")?.unwrap_or(3),
+        embedding,
+        hidden,
+        depths,
+        act,
+        eps,
+        image: f.usize_opt("image_size")?.unwrap_or(224),
+    })
+}
+
+fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+    move |e| SkillError::Backend {
+        backend: skillgen_runtime::BackendKind::Candle,
+        detail: format!("CNN {context}: {e}"),
+    }
+}
+
+/// A convolution with eval-mode batch norm (ResNet's `ResNetConvLayer` / shortcut).
+#[derive(Debug)]
+struct ConvBn {
+    w: Tensor,
+    stride: usize,
+    pad: usize,
+    /// Per channel: `scale = γ/√(var + ε)`, `shift = β − mean·scale`.
+    scale: Tensor,
+    shift: Tensor,
+}
+
+impl ConvBn {
+    fn load(
+        w: &mut Weights,
+        p: &str,
+        (out, inp, k): (usize, usize, usize),
+        stride: usize,
+    ) -> Result<Self, SkillError> {
+        let weight = w.take(&format!("{p}.convolution.weight"), &[out, inp, k, k])?;
+        let n = format!("{p}.normalization");
+        let gamma = w.take(&format!("{n}.weight"), &[out])?;
+        let beta = w.take(&format!("{n}.bias"), &[out])?;
+        let mean = w.take(&format!("{n}.running_mean"), &[out])?;
+        let var = w.take(&format!("{n}.running_var"), &[out])?;
+        let run = || -> candle_core::Result<(Tensor, Tensor)> {
+            let scale = gamma.div(&(var + 1e-5)?.sqrt()?)?;
+            let shift = (beta - mean.mul(&scale)?)?;
+            Ok((
+                scale.reshape((1, out, 1, 1))?,
+                shift.reshape((1, out, 1, 1))?,
+            ))
+        };
+        let (scale, shift) = run().map_err(ce("batch norm"))?;
+        Ok(Self {
+            w: weight,
+            stride,
+            pad: k / 2,
+            scale,
+            shift,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv2d(&self.w, self.pad, self.stride, 1, 1)?
+            .broadcast_mul(&self.scale)?
+            .broadcast_add(&self.shift)
+    }
+}
+
+#[derive(Debug)]
+struct ResLayer {
+    shortcut: Option<ConvBn>,
+    convs: Vec<ConvBn>,
+}
+
+/// A LayerNorm over the channels of `[b, c, h, w]`.
+fn channel_norm(ln: &LayerNorm, x: &Tensor) -> candle_core::Result<Tensor> {
+    ln.forward(&x.permute((0, 2, 3, 1))?)?.permute((0, 3, 1, 2))
+}
+
+#[derive(Debug)]
+struct NextLayer {
+    dw_w: Tensor,
+    dw_b: Tensor,
+    ln: LayerNorm,
+    pw1: Linear,
+    pw2: Linear,
+    scale: Option<Tensor>,
+}
+
+#[derive(Debug)]
+enum Body {
+    Resnet {
+        stem: ConvBn,
+        stages: Vec<Vec<ResLayer>>,
+    },
+    ConvNext {
+        patch_w: Tensor,
+        patch_b: Tensor,
+        stem_ln: LayerNorm,
+        /// Per stage: the downsampling (LayerNorm, 2×2 conv weight, bias), then its layers.
+        stages: Vec<(Option<(LayerNorm, Tensor, Tensor)>, Vec<NextLayer>)>,
+        final_ln: LayerNorm,
+    },
+}
+
+/// A loaded CNN classifier.
+#[derive(Debug)]
+pub(crate) struct CnnModel {
+    spec: Spec,
+    body: Body,
+    classifier: Linear,
+}
+
+impl CnnModel {
+    /// Take every tensor of the `*ForImageClassification` checkpoint with `labels` classes.
+    pub(crate) fn load(spec: Spec, w: &mut Weights, labels: usize) -> Result<Self, SkillError> {
+        w.convert(DType::F32)?;
+        let p = spec.prefix;
+        let last = *spec.hidden.last().unwrap_or(&spec.embedding);
+        let body = match spec.kind {
+            Kind::Resnet {
+                bottleneck,
+                in_bottleneck,
+                first_stride,
+            } => {
+                let stem = ConvBn::load(
+                    w,
+                    &format!("{p}.embedder.embedder"),
+                    (spec.embedding, spec.channels, 7),
+                    2,
+                )?;
+                let mut stages = Vec::new();
+                let mut inp = spec.embedding;
+                for (s, (&out, &depth)) in spec.hidden.iter().zip(&spec.depths).enumerate() {
+                    let mut layers = Vec::new();
+                    for l in 0..depth {
+                        let (i, stride) = if l == 0 {
+                            (inp, if s == 0 { first_stride } else { 2 })
+                        } else {
+                            (out, 1)
+                        };
+                        let b = format!("{p}.encoder.stages.{s}.layers.{l}");
+                        let shortcut = if i != out || stride != 1 {
+                            Some(ConvBn::load(
+                                w,
+                                &format!("{b}.shortcut"),
+                                (out, i, 1),
+                                stride,
+                            )?)
+                        } else {
+                            None
+                        };
+                        let convs = if bottleneck {
+                            let r = out / 4;
+                            vec![
+                                ConvBn::load(
+                                    w,
+                                    &format!("{b}.layer.0"),
+                                    (r, i, 1),
+                                    if in_bottleneck { stride } else { 1 },
+                                )?,
+                                ConvBn::load(
+                                    w,
+                                    &format!("{b}.layer.1"),
+                                    (r, r, 3),
+                                    if in_bottleneck { 1 } else { stride },
+                                )?,
+                                ConvBn::load(w, &format!("{b}.layer.2"), (out, r, 1), 1)?,
+                            ]
+                        } else {
+                            vec![
+                                ConvBn::load(w, &format!("{b}.layer.0"), (out, i, 3), stride)?,
+                                ConvBn::load(w, &format!("{b}.layer.1"), (out, out, 3), 1)?,
+                            ]
+                        };
+                        layers.push(ResLayer { shortcut, convs });
+                    }
+                    stages.push(layers);
+                    inp = out;
+                }
+                Body::Resnet { stem, stages }
+            }
+            Kind::ConvNext { patch, layer_scale } => {
+                let e = format!("{p}.embeddings");
+                let h0 = spec.hidden[0];
+                let patch_w = w.take(
+                    &format!("{e}.patch_embeddings.weight"),
+                    &[h0, spec.channels, patch, patch],
+                )?;
+                let patch_b = w.take(&format!("{e}.patch_embeddings.bias"), &[h0])?;
+                let stem_ln = layer_norm(w, &format!("{e}.layernorm"), h0, 1e-6)?;
+                let mut stages = Vec::new();
+                let mut inp = h0;
+                for (s, (&out, &depth)) in spec.hidden.iter().zip(&spec.depths).enumerate() {
+                    let st = format!("{p}.encoder.stages.{s}");
+                    let stride = if s > 0 { 2 } else { 1 };
+                    let down = if inp != out || stride > 1 {
+                        let d = format!("{st}.downsampling_layer");
+                        Some((
+                            layer_norm(w, &format!("{d}.0"), inp, 1e-6)?,
+                            w.take(&format!("{d}.1.weight"), &[out, inp, 2, 2])?,
+                            w.take(&format!("{d}.1.bias"), &[out])?,
+                        ))
+                    } else {
+                        None
+                    };
+                    let mut layers = Vec::new();
+                    for l in 0..depth {
+                        let b = format!("{st}.layers.{l}");
+                        layers.push(NextLayer {
+                            dw_w: w.take(&format!("{b}.dwconv.weight"), &[out, 1, 7, 7])?,
+                            dw_b: w.take(&format!("{b}.dwconv.bias"), &[out])?,
+                            ln: layer_norm(w, &format!("{b}.layernorm"), out, 1e-6)?,
+                            pw1: linear(w, &format!("{b}.pwconv1"), 4 * out, out, true)?,
+                            pw2: linear(w, &format!("{b}.pwconv2"), out, 4 * out, true)?,
+                            scale: if layer_scale {
+                                Some(w.take(&format!("{b}.layer_scale_parameter"), &[out])?)
+                            } else {
+                                None
+                            },
+                        });
+                    }
+                    stages.push((down, layers));
+                    inp = out;
+                }
+                let final_ln = layer_norm(w, &format!("{p}.layernorm"), last, spec.eps)?;
+                Body::ConvNext {
+                    patch_w,
+                    patch_b,
+                    stem_ln,
+                    stages,
+                    final_ln,
+                }
+            }
+        };
+        let classifier = match spec.kind {
+            Kind::Resnet { .. } => linear(w, "classifier.1", labels, last, true)?,
+            Kind::ConvNext { .. } => linear(w, "classifier", labels, last, true)?,
+        };
+        w.finish()?;
+        Ok(Self {
+            spec,
+            body,
+            classifier,
+        })
+    }
+
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Logits `[b, labels]` of preprocessed `pixels` `[b, channels, h, w]`.
+    pub(crate) fn logits(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+        let a = self.spec.act;
+        let run = || -> candle_core::Result<Tensor> {
+            let pooled = match &self.body {
+                Body::Resnet { stem, stages } => {
+                    let x = act(a, &stem.forward(pixels)?)?;
+                    // 3×3 max pool, stride 2, padding 1: zero padding equals −∞ padding here
+                    // because the input is a ReLU output (non-negative).
+                    if a != Act::Relu {
+                        candle_core::bail!("the stem's max pool assumes a ReLU");
+                    }
+                    let mut x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+                    x = x.max_pool2d_with_stride(3, 2)?;
+                    for stage in stages {
+                        for l in stage {
+                            let mut h = x.clone();
+                            let n = l.convs.len();
+                            for (i, c) in l.convs.iter().enumerate() {
+                                h = c.forward(&h)?;
+                                if i + 1 < n {
+                                    h = act(a, &h)?;
+                                }
+                            }
+                            let r = match &l.shortcut {
+                                Some(s) => s.forward(&x)?,
+                                None => x.clone(),
+                            };
+                            x = act(a, &(h + r)?)?;
+                        }
+                    }
+                    x.mean(D::Minus1)?.mean(D::Minus1)?
+                }
+                Body::ConvNext {
+                    patch_w,
+                    patch_b,
+                    stem_ln,
+                    stages,
+                    final_ln,
+                } => {
+                    let patch = patch_w.dim(2)?;
+                    let x = pixels
+                        .conv2d(patch_w, 0, patch, 1, 1)?
+                        .broadcast_add(&patch_b.reshape((1, patch_b.dim(0)?, 1, 1))?)?;
+                    let mut x = channel_norm(stem_ln, &x)?;
+                    for (down, layers) in stages {
+                        if let Some((ln, dw, db)) = down {
+                            x = channel_norm(ln, &x)?
+                                .conv2d(dw, 0, 2, 1, 1)?
+                                .broadcast_add(&db.reshape((1, db.dim(0)?, 1, 1))?)?;
+                        }
+                        for l in layers {
+                            let c = l.dw_w.dim(0)?;
+                            let h = x
+                                .conv2d(&l.dw_w, 3, 1, 1, c)?
+                                .broadcast_add(&l.dw_b.reshape((1, c, 1, 1))?)?
+                                .permute((0, 2, 3, 1))?;
+                            let h = l
+                                .pw2
+                                .forward(&act(a, &l.pw1.forward(&l.ln.forward(&h)?)?)?)?;
+                            let h = match &l.scale {
+                                Some(s) => h.broadcast_mul(s)?,
+                                None => h,
+                            };
+                            x = (x + h.permute((0, 3, 1, 2))?)?;
+                        }
+                    }
+                    final_ln.forward(&x.mean(D::Minus1)?.mean(D::Minus1)?)?
+                }
+            };
+            self.classifier.forward(&pooled)
+        };
+        run().map_err(ce("forward"))
+    }
+}
