@@ -216,6 +216,10 @@ struct NextLayer {
     scale: Option<Tensor>,
 }
 
+/// ConvNeXt's downsampling between stages: a channel LayerNorm, then a 2×2 stride-2 conv
+/// (weight, bias).
+type Downsample = (LayerNorm, Tensor, Tensor);
+
 #[derive(Debug)]
 enum Body {
     Resnet {
@@ -227,7 +231,7 @@ enum Body {
         patch_b: Tensor,
         stem_ln: LayerNorm,
         /// Per stage: the downsampling (LayerNorm, 2×2 conv weight, bias), then its layers.
-        stages: Vec<(Option<(LayerNorm, Tensor, Tensor)>, Vec<NextLayer>)>,
+        stages: Vec<(Option<Downsample>, Vec<NextLayer>)>,
         final_ln: LayerNorm,
     },
 }
