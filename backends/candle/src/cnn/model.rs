@@ -1,6 +1,7 @@
 //! Convolutional image classifiers: ResNet (basic or bottleneck layers, eval-mode batch norm
-//! with the saved running statistics) and ConvNeXt (depthwise 7×7 convolutions, channel
-//! LayerNorms, layer scale). Every tensor is taken by name and shape; one nobody takes is
+//! with the saved running statistics), ConvNeXt (depthwise 7×7 convolutions, channel
+//! LayerNorms, layer scale) and ConvNeXt V2 (global response normalisation instead of the
+//! layer scale). Every tensor is taken by name and shape; one nobody takes is
 //! refused (the `num_batches_tracked` counters carry no weights).
 
 use candle_core::{D, DType, Module, Tensor};
@@ -14,7 +15,7 @@ use crate::activation::{Act, act};
 use crate::weights::{Weights, layer_norm, linear};
 
 /// The model types [`translate`] knows.
-pub const MODEL_TYPES: &[&str] = &["convnext", "resnet"];
+pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "resnet"];
 
 /// Which network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub(crate) enum Kind {
     ConvNext {
         patch: usize,
         layer_scale: bool,
+        /// ConvNeXt V2's global response normalisation after the activation.
+        grn: bool,
     },
 }
 
@@ -114,8 +117,19 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             Kind::ConvNext {
                 patch: f.positive("patch_size")?,
                 layer_scale: f.f64("layer_scale_init_value")? > 0.0,
+                grn: false,
             },
             "convnext",
+            hidden[0],
+            f.f64("layer_norm_eps")?,
+        ),
+        "convnextv2" => (
+            Kind::ConvNext {
+                patch: f.positive("patch_size")?,
+                layer_scale: false,
+                grn: true,
+            },
+            "convnextv2",
             hidden[0],
             f.f64("layer_norm_eps")?,
         ),
@@ -214,6 +228,8 @@ struct NextLayer {
     pw1: Linear,
     pw2: Linear,
     scale: Option<Tensor>,
+    /// GRN `weight`, `bias` (`[1, 1, 1, 4·dim]`).
+    grn: Option<(Tensor, Tensor)>,
 }
 
 /// ConvNeXt's downsampling between stages: a channel LayerNorm, then a 2×2 stride-2 conv
@@ -313,7 +329,11 @@ impl CnnModel {
                 }
                 Body::Resnet { stem, stages }
             }
-            Kind::ConvNext { patch, layer_scale } => {
+            Kind::ConvNext {
+                patch,
+                layer_scale,
+                grn,
+            } => {
                 let e = format!("{p}.embeddings");
                 let h0 = spec.hidden[0];
                 let patch_w = w.take(
@@ -348,6 +368,14 @@ impl CnnModel {
                             pw2: linear(w, &format!("{b}.pwconv2"), out, 4 * out, true)?,
                             scale: if layer_scale {
                                 Some(w.take(&format!("{b}.layer_scale_parameter"), &[out])?)
+                            } else {
+                                None
+                            },
+                            grn: if grn {
+                                Some((
+                                    w.take(&format!("{b}.grn.weight"), &[1, 1, 1, 4 * out])?,
+                                    w.take(&format!("{b}.grn.bias"), &[1, 1, 1, 4 * out])?,
+                                ))
                             } else {
                                 None
                             },
@@ -439,9 +467,15 @@ impl CnnModel {
                                 .conv2d(&l.dw_w, 3, 1, 1, c)?
                                 .broadcast_add(&l.dw_b.reshape((1, c, 1, 1))?)?
                                 .permute((0, 2, 3, 1))?;
-                            let h = l
-                                .pw2
-                                .forward(&act(a, &l.pw1.forward(&l.ln.forward(&h)?)?)?)?;
+                            let mut h = act(a, &l.pw1.forward(&l.ln.forward(&h)?)?)?;
+                            if let Some((gw, gb)) = &l.grn {
+                                // ‖h‖₂ over height and width, normalised by its channel mean.
+                                let g = h.sqr()?.sum_keepdim(1)?.sum_keepdim(2)?.sqrt()?;
+                                let nx = g.broadcast_div(&(g.mean_keepdim(3)? + 1e-6)?)?;
+                                h = ((h.broadcast_mul(&nx)?.broadcast_mul(gw)? + &h)?
+                                    .broadcast_add(gb))?;
+                            }
+                            let h = l.pw2.forward(&h)?;
                             let h = match &l.scale {
                                 Some(s) => h.broadcast_mul(s)?,
                                 None => h,
