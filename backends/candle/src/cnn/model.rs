@@ -1,7 +1,7 @@
 //! Convolutional image classifiers: ResNet (basic or bottleneck layers, eval-mode batch norm
 //! with the saved running statistics), ConvNeXt (depthwise 7×7 convolutions, channel
 //! LayerNorms, layer scale) and ConvNeXt V2 (global response normalisation instead of the
-//! layer scale). Every tensor is taken by name and shape; one nobody takes is
+//! layer scale), and RegNet X/Y (grouped 3×3 convolutions; Y adds squeeze-and-excitation). Every tensor is taken by name and shape; one nobody takes is
 //! refused (the `num_batches_tracked` counters carry no weights).
 
 use candle_core::{D, DType, Module, Tensor};
@@ -15,7 +15,7 @@ use crate::activation::{Act, act};
 use crate::weights::{Weights, layer_norm, linear};
 
 /// The model types [`translate`] knows.
-pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "resnet"];
+pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "regnet", "resnet"];
 
 /// Which network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,12 @@ pub(crate) enum Kind {
         bottleneck: bool,
         in_bottleneck: bool,
         first_stride: usize,
+    },
+    /// RegNet: `y` adds squeeze-and-excitation; 3×3 convolutions in groups of `groups_width`.
+    Regnet {
+        y: bool,
+        first_stride: usize,
+        groups_width: usize,
     },
     ConvNext {
         patch: usize,
@@ -113,6 +119,28 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
                 1e-5,
             )
         }
+        "regnet" => (
+            Kind::Regnet {
+                y: match f.str_opt("layer_type")?.unwrap_or("y") {
+                    "y" => true,
+                    "x" => false,
+                    other => {
+                        return Err(
+                            f.err("layer_type", format!("`{other}` is not implemented (x, y)"))
+                        );
+                    }
+                },
+                first_stride: if f.bool_or("downsample_in_first_stage", true)? {
+                    2
+                } else {
+                    1
+                },
+                groups_width: f.positive("groups_width")?,
+            },
+            "regnet",
+            f.positive("embedding_size")?,
+            1e-5,
+        ),
         "convnext" => (
             Kind::ConvNext {
                 patch: f.positive("patch_size")?,
@@ -166,6 +194,7 @@ struct ConvBn {
     w: Tensor,
     stride: usize,
     pad: usize,
+    groups: usize,
     /// Per channel: `scale = γ/√(var + ε)`, `shift = β − mean·scale`.
     scale: Tensor,
     shift: Tensor,
@@ -178,7 +207,20 @@ impl ConvBn {
         (out, inp, k): (usize, usize, usize),
         stride: usize,
     ) -> Result<Self, SkillError> {
-        let weight = w.take(&format!("{p}.convolution.weight"), &[out, inp, k, k])?;
+        Self::load_grouped(w, p, (out, inp, k), stride, 1)
+    }
+
+    fn load_grouped(
+        w: &mut Weights,
+        p: &str,
+        (out, inp, k): (usize, usize, usize),
+        stride: usize,
+        groups: usize,
+    ) -> Result<Self, SkillError> {
+        let weight = w.take(
+            &format!("{p}.convolution.weight"),
+            &[out, inp / groups, k, k],
+        )?;
         let n = format!("{p}.normalization");
         let gamma = w.take(&format!("{n}.weight"), &[out])?;
         let beta = w.take(&format!("{n}.bias"), &[out])?;
@@ -197,13 +239,14 @@ impl ConvBn {
             w: weight,
             stride,
             pad: k / 2,
+            groups,
             scale,
             shift,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.w, self.pad, self.stride, 1, 1)?
+        x.conv2d(&self.w, self.pad, self.stride, 1, self.groups)?
             .broadcast_mul(&self.scale)?
             .broadcast_add(&self.shift)
     }
@@ -213,6 +256,9 @@ impl ConvBn {
 struct ResLayer {
     shortcut: Option<ConvBn>,
     convs: Vec<ConvBn>,
+    /// RegNet Y's squeeze-and-excitation after the second convolution: (reduce weight,
+    /// bias, expand weight, bias) of two 1×1 convolutions.
+    se: Option<(Tensor, Tensor, Tensor, Tensor)>,
 }
 
 /// A LayerNorm over the channels of `[b, c, h, w]`.
@@ -240,6 +286,8 @@ type Downsample = (LayerNorm, Tensor, Tensor);
 enum Body {
     Resnet {
         stem: ConvBn,
+        /// ResNet's 3×3 max pool after the stem (RegNet has none).
+        stem_pool: bool,
         stages: Vec<Vec<ResLayer>>,
     },
     ConvNext {
@@ -322,12 +370,93 @@ impl CnnModel {
                                 ConvBn::load(w, &format!("{b}.layer.1"), (out, out, 3), 1)?,
                             ]
                         };
-                        layers.push(ResLayer { shortcut, convs });
+                        layers.push(ResLayer {
+                            shortcut,
+                            convs,
+                            se: None,
+                        });
                     }
                     stages.push(layers);
                     inp = out;
                 }
-                Body::Resnet { stem, stages }
+                Body::Resnet {
+                    stem,
+                    stem_pool: true,
+                    stages,
+                }
+            }
+            Kind::Regnet {
+                y,
+                first_stride,
+                groups_width,
+            } => {
+                let stem = ConvBn::load(
+                    w,
+                    &format!("{p}.embedder.embedder"),
+                    (spec.embedding, spec.channels, 3),
+                    2,
+                )?;
+                let mut stages = Vec::new();
+                let mut inp = spec.embedding;
+                for (s, (&out, &depth)) in spec.hidden.iter().zip(&spec.depths).enumerate() {
+                    let mut layers = Vec::new();
+                    for l in 0..depth {
+                        let (i, stride) = if l == 0 {
+                            (inp, if s == 0 { first_stride } else { 2 })
+                        } else {
+                            (out, 1)
+                        };
+                        let b = format!("{p}.encoder.stages.{s}.layers.{l}");
+                        let shortcut = if i != out || stride != 1 {
+                            Some(ConvBn::load(
+                                w,
+                                &format!("{b}.shortcut"),
+                                (out, i, 1),
+                                stride,
+                            )?)
+                        } else {
+                            None
+                        };
+                        let groups = (out / groups_width).max(1);
+                        let last = if y { 3 } else { 2 };
+                        let convs = vec![
+                            ConvBn::load(w, &format!("{b}.layer.0"), (out, i, 1), 1)?,
+                            ConvBn::load_grouped(
+                                w,
+                                &format!("{b}.layer.1"),
+                                (out, out, 3),
+                                stride,
+                                groups,
+                            )?,
+                            ConvBn::load(w, &format!("{b}.layer.{last}"), (out, out, 1), 1)?,
+                        ];
+                        let se = if y {
+                            // transformers: round(in_channels / 4) reduced channels.
+                            let r = ((i as f64) / 4.0).round() as usize;
+                            let a = format!("{b}.layer.2.attention");
+                            Some((
+                                w.take(&format!("{a}.0.weight"), &[r, out, 1, 1])?,
+                                w.take(&format!("{a}.0.bias"), &[r])?,
+                                w.take(&format!("{a}.2.weight"), &[out, r, 1, 1])?,
+                                w.take(&format!("{a}.2.bias"), &[out])?,
+                            ))
+                        } else {
+                            None
+                        };
+                        layers.push(ResLayer {
+                            shortcut,
+                            convs,
+                            se,
+                        });
+                    }
+                    stages.push(layers);
+                    inp = out;
+                }
+                Body::Resnet {
+                    stem,
+                    stem_pool: false,
+                    stages,
+                }
             }
             Kind::ConvNext {
                 patch,
@@ -395,7 +524,9 @@ impl CnnModel {
             }
         };
         let classifier = match spec.kind {
-            Kind::Resnet { .. } => linear(w, "classifier.1", labels, last, true)?,
+            Kind::Resnet { .. } | Kind::Regnet { .. } => {
+                linear(w, "classifier.1", labels, last, true)?
+            }
             Kind::ConvNext { .. } => linear(w, "classifier", labels, last, true)?,
         };
         w.finish()?;
@@ -415,15 +546,21 @@ impl CnnModel {
         let a = self.spec.act;
         let run = || -> candle_core::Result<Tensor> {
             let pooled = match &self.body {
-                Body::Resnet { stem, stages } => {
-                    let x = act(a, &stem.forward(pixels)?)?;
-                    // 3×3 max pool, stride 2, padding 1: zero padding equals −∞ padding here
-                    // because the input is a ReLU output (non-negative).
-                    if a != Act::Relu {
-                        candle_core::bail!("the stem's max pool assumes a ReLU");
+                Body::Resnet {
+                    stem,
+                    stem_pool,
+                    stages,
+                } => {
+                    let mut x = act(a, &stem.forward(pixels)?)?;
+                    if *stem_pool {
+                        // 3×3 max pool, stride 2, padding 1: zero padding equals −∞ padding
+                        // here because the input is a ReLU output (non-negative).
+                        if a != Act::Relu {
+                            candle_core::bail!("the stem's max pool assumes a ReLU");
+                        }
+                        x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+                        x = x.max_pool2d_with_stride(3, 2)?;
                     }
-                    let mut x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
-                    x = x.max_pool2d_with_stride(3, 2)?;
                     for stage in stages {
                         for l in stage {
                             let mut h = x.clone();
@@ -432,6 +569,17 @@ impl CnnModel {
                                 h = c.forward(&h)?;
                                 if i + 1 < n {
                                     h = act(a, &h)?;
+                                }
+                                if let (1, Some((w1, b1, w2, b2))) = (i, &l.se) {
+                                    let pooled = h.mean_keepdim(3)?.mean_keepdim(2)?;
+                                    let r = pooled
+                                        .conv2d(w1, 0, 1, 1, 1)?
+                                        .broadcast_add(&b1.reshape((1, b1.dim(0)?, 1, 1))?)?
+                                        .relu()?;
+                                    let g = r
+                                        .conv2d(w2, 0, 1, 1, 1)?
+                                        .broadcast_add(&b2.reshape((1, b2.dim(0)?, 1, 1))?)?;
+                                    h = h.broadcast_mul(&candle_nn::ops::sigmoid(&g)?)?;
                                 }
                             }
                             let r = match &l.shortcut {
