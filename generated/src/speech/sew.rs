@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `ctc`: candle **verified** (`ctc`); MAX not implemented
 /// Skill for the `sew` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         audio_classification("SEWForSequenceClassification"),
         ctc("SEWForCTC")
     ),
+    native(ctc = ctc),
     backends = crate::backends,
 )]
 pub struct Sew {

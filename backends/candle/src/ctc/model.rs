@@ -4,7 +4,9 @@
 //! norm") transformer blocks, and the CTC head. Types: wav2vec2, hubert, unispeech,
 //! unispeech-sat, WavLM (a relative position bias from the first layer, gated per layer
 //! and head by the layer's input) and data2vec-audio (a stack of plain position
-//! convolutions, each with a parameter-free LayerNorm). Every tensor is taken by name and shape; one nobody takes is refused.
+//! convolutions, each with a parameter-free LayerNorm) and SEW (the sequence squeezed by
+//! `squeeze_factor` before the blocks — average pooling plus a strided position convolution —
+//! and upsampled after them). Every tensor is taken by name and shape; one nobody takes is refused.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{GroupNorm, LayerNorm, Linear};
@@ -20,6 +22,7 @@ use crate::weights::{Weights, layer_norm};
 pub const MODEL_TYPES: &[&str] = &[
     "data2vec-audio",
     "hubert",
+    "sew",
     "unispeech",
     "unispeech-sat",
     "wav2vec2",
@@ -60,6 +63,8 @@ pub(crate) struct Spec {
     /// data2vec-audio: this many plain position convolutions instead of one
     /// weight-normalised one.
     pub(crate) pos_stack: Option<usize>,
+    /// SEW's squeeze factor.
+    pub(crate) squeeze: Option<usize>,
 }
 
 fn activation(f: &Fields<'_>, field: &str) -> Result<Act, SkillError> {
@@ -97,6 +102,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         "unispeech-sat" => "unispeech_sat",
         "wavlm" => "wavlm",
         "data2vec-audio" => "data2vec_audio",
+        "sew" => "sew",
         other => {
             return Err(f.err(
                 "model_type",
@@ -178,6 +184,11 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         },
         pos_groups,
         vocab: f.positive("vocab_size")?,
+        squeeze: if model_type == "sew" {
+            Some(f.positive("squeeze_factor")?)
+        } else {
+            None
+        },
         pos_stack: if data2vec {
             Some(f.positive("num_conv_pos_embeddings")?)
         } else {
@@ -267,7 +278,10 @@ pub(crate) struct CtcModel {
     spec: Spec,
     convs: Vec<ConvLayer>,
     proj_ln: Option<LayerNorm>,
-    proj: Linear,
+    /// The feature projection (SEW: only when the widths differ).
+    proj: Option<Linear>,
+    /// SEW's upsampling projection (`hidden → hidden·squeeze`).
+    upsample: Option<Linear>,
     /// The position convolutions (weight, bias): one (weight-normalised), or data2vec-audio's
     /// stack.
     pos: Vec<(Tensor, Tensor)>,
@@ -319,12 +333,32 @@ impl CtcModel {
         }
         let (h, feat) = (spec.hidden, inp);
         let fp = format!("{p}.feature_projection");
-        let proj_ln = if spec.feat_proj_ln {
-            Some(layer_norm(w, &format!("{fp}.layer_norm"), feat, spec.eps)?)
-        } else {
-            None
+        let (proj_ln, proj, upsample) = match spec.squeeze {
+            // SEW: `layer_norm` on the features, a projection only when the widths differ.
+            Some(sq) => (
+                Some(layer_norm(w, &format!("{p}.layer_norm"), feat, spec.eps)?),
+                if feat != h {
+                    Some(linear(w, &format!("{p}.feature_projection"), h, feat)?)
+                } else {
+                    None
+                },
+                Some(linear(
+                    w,
+                    &format!("{p}.encoder.upsample.projection"),
+                    h * sq,
+                    h,
+                )?),
+            ),
+            None => (
+                if spec.feat_proj_ln {
+                    Some(layer_norm(w, &format!("{fp}.layer_norm"), feat, spec.eps)?)
+                } else {
+                    None
+                },
+                Some(linear(w, &format!("{fp}.projection"), h, feat)?),
+                None,
+            ),
         };
-        let proj = linear(w, &format!("{fp}.projection"), h, feat)?;
         let shape_v = [h, h / spec.pos_groups, spec.pos_kernel];
         let pos = match spec.pos_stack {
             Some(n) => (0..n)
@@ -418,6 +452,7 @@ impl CtcModel {
             convs,
             proj_ln,
             proj,
+            upsample,
             pos,
             enc_ln,
             blocks,
@@ -461,16 +496,26 @@ impl CtcModel {
             if let Some(ln) = &self.proj_ln {
                 x = ln.forward(&x)?;
             }
-            let x = self.proj.forward(&x)?;
-            // Position convolution(s) ("same" padding; an even kernel drops the last frame).
+            let x = match &self.proj {
+                Some(p) => p.forward(&x)?,
+                None => x,
+            };
+            // Position convolution(s) ("same" padding; an even kernel drops the last frame;
+            // SEW's is strided by the squeeze factor).
             let pad = s.pos_kernel / 2;
-            let n = x.dim(1)?;
+            let frames = x.dim(1)?;
+            let stride = s.squeeze.unwrap_or(1);
             let mut pos = x.transpose(1, 2)?.contiguous()?;
             for (weight, bias) in &self.pos {
-                pos = pos.conv1d(weight, pad, 1, 1, s.pos_groups)?;
+                pos = pos.conv1d(weight, pad, stride, 1, s.pos_groups)?;
+                let keep = if s.pos_kernel.is_multiple_of(2) {
+                    pos.dim(2)? - 1
+                } else {
+                    pos.dim(2)?
+                };
                 pos = pos
                     .broadcast_add(&bias.reshape((1, s.hidden, 1))?)?
-                    .narrow(2, 0, n)?;
+                    .narrow(2, 0, keep)?;
                 if s.pos_stack.is_some() {
                     // data2vec-audio: LayerNorm without parameters over the channels.
                     pos = candle_nn::ops::layer_norm(
@@ -484,7 +529,20 @@ impl CtcModel {
                 pos = act(s.feat_act, &pos)?;
             }
             let pos = pos.transpose(1, 2)?;
-            let mut x = (x + pos)?;
+            let mut x = match s.squeeze {
+                // SEW: average-pool the sequence, add the strided positions, shortest length.
+                Some(sq) => {
+                    let m = frames / sq;
+                    let pooled = x
+                        .narrow(1, 0, m * sq)?
+                        .reshape((1, m, sq, s.hidden))?
+                        .mean(2)?;
+                    let len = m.min(pos.dim(1)?);
+                    (pooled.narrow(1, 0, len)? + pos.narrow(1, 0, len)?)?
+                }
+                None => (x + pos)?,
+            };
+            let n = x.dim(1)?;
             if !s.stable {
                 x = self.enc_ln.forward(&x)?;
             }
@@ -528,6 +586,15 @@ impl CtcModel {
             }
             if s.stable {
                 x = self.enc_ln.forward(&x)?;
+            }
+            if let (Some(up), Some(sq)) = (&self.upsample, s.squeeze) {
+                // SEW: each squeezed frame becomes `sq` frames, zero-padded to the input length.
+                let u = act(s.feat_act, &up.forward(&x)?)?.reshape((1, n * sq, s.hidden))?;
+                x = if n * sq < frames {
+                    u.pad_with_zeros(1, 0, frames - n * sq)?
+                } else {
+                    u
+                };
             }
             self.head.forward(&x)?.squeeze(0)
         };
