@@ -26,7 +26,9 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `question-answering`: candle **verified** (`seq2seq`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`seq2seq`); MAX not implemented
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `bigbird_pegasus` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +43,11 @@
         question_answering("BigBirdPegasusForQuestionAnswering"),
         sequence_classification("BigBirdPegasusForSequenceClassification"),
         seq_to_seq_causal_lm("BigBirdPegasusForConditionalGeneration")
+    ),
+    native(
+        question_answering = seq2seq,
+        sequence_classification = seq2seq,
+        seq_to_seq_causal_lm = seq2seq
     ),
     backends = crate::backends,
 )]

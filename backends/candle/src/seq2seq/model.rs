@@ -19,6 +19,7 @@ use crate::weights::Weights;
 /// The model types [`translate`] knows.
 pub const MODEL_TYPES: &[&str] = &[
     "bart",
+    "bigbird_pegasus",
     "blenderbot",
     "blenderbot-small",
     "m2m_100",
@@ -61,6 +62,12 @@ pub(crate) struct Spec {
     pub(crate) max_pos: usize,
     /// Blenderbot-small's decoder normalises the token embeddings before adding positions.
     pub(crate) dec_ln_before_pos: bool,
+    /// Attention projections with biases (BigBird-Pegasus: `use_bias`).
+    pub(crate) attn_bias: bool,
+    /// BigBird-Pegasus: its final LayerNorms are named `layernorm_embedding`, its encoder
+    /// attention `self_attn.self.{query,key,value}` / `self_attn.output`, and inputs longer
+    /// than the block-sparse threshold (where it stops being full attention) are refused.
+    pub(crate) bigbird: Option<usize>,
 }
 
 /// `config.json` of `model_type` → [`Spec`], field by field.
@@ -79,6 +86,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         // Pegasus saves its sinusoidal table; Marian does not.
         "pegasus" => (true, false, Positions::Table { offset: 0 }),
         "marian" => (false, false, Positions::MarianSinusoidal),
+        "bigbird_pegasus" => (true, false, Positions::Table { offset: 0 }),
         "m2m_100" => (true, false, Positions::M2mSinusoidal { pad: pad()? }),
         other => {
             return Err(f.err(
@@ -136,6 +144,21 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         positions,
         max_pos: f.positive("max_position_embeddings")?,
         dec_ln_before_pos: model_type == "blenderbot-small",
+        attn_bias: model_type != "bigbird_pegasus" || f.bool_or("use_bias", false)?,
+        bigbird: if model_type == "bigbird_pegasus" {
+            match f.str_opt("attention_type")? {
+                Some("original_full") => Some(usize::MAX),
+                Some("block_sparse") | None => Some(
+                    (5 + 2 * f.usize_opt("num_random_blocks")?.unwrap_or(3))
+                        * f.usize_opt("block_size")?.unwrap_or(64),
+                ),
+                Some(other) => {
+                    return Err(f.err("attention_type", format!("`{other}` is not implemented")));
+                }
+            }
+        } else {
+            None
+        },
     })
 }
 
@@ -167,12 +190,39 @@ struct Attn {
 }
 
 impl Attn {
-    fn load(w: &mut Weights, p: &str, d: usize, heads: usize) -> Result<Self, SkillError> {
+    fn load(
+        w: &mut Weights,
+        p: &str,
+        d: usize,
+        heads: usize,
+        bias: bool,
+    ) -> Result<Self, SkillError> {
+        let l =
+            |w: &mut Weights, n: &str| crate::weights::linear(w, &format!("{p}.{n}"), d, d, bias);
         Ok(Self {
-            q: linear(w, &format!("{p}.q_proj"), d, d)?,
-            k: linear(w, &format!("{p}.k_proj"), d, d)?,
-            v: linear(w, &format!("{p}.v_proj"), d, d)?,
-            o: linear(w, &format!("{p}.out_proj"), d, d)?,
+            q: l(w, "q_proj")?,
+            k: l(w, "k_proj")?,
+            v: l(w, "v_proj")?,
+            o: l(w, "out_proj")?,
+            heads,
+        })
+    }
+
+    /// BigBird-Pegasus' encoder names: `self.{query,key,value}`, `output`.
+    fn load_bigbird(
+        w: &mut Weights,
+        p: &str,
+        d: usize,
+        heads: usize,
+        bias: bool,
+    ) -> Result<Self, SkillError> {
+        let l =
+            |w: &mut Weights, n: &str| crate::weights::linear(w, &format!("{p}.{n}"), d, d, bias);
+        Ok(Self {
+            q: l(w, "self.query")?,
+            k: l(w, "self.key")?,
+            v: l(w, "self.value")?,
+            o: l(w, "output")?,
             heads,
         })
     }
@@ -396,7 +446,23 @@ impl Seq2seqModel {
         for l in 0..spec.enc_layers {
             let p = format!("model.encoder.layers.{l}");
             enc.push(EncLayer {
-                attn: Attn::load(w, &format!("{p}.self_attn"), d, spec.enc_heads)?,
+                attn: if spec.bigbird.is_some() {
+                    Attn::load_bigbird(
+                        w,
+                        &format!("{p}.self_attn"),
+                        d,
+                        spec.enc_heads,
+                        spec.attn_bias,
+                    )?
+                } else {
+                    Attn::load(
+                        w,
+                        &format!("{p}.self_attn"),
+                        d,
+                        spec.enc_heads,
+                        spec.attn_bias,
+                    )?
+                },
                 attn_ln: norm(w, &format!("{p}.self_attn_layer_norm"), d)?,
                 ffn: Ffn {
                     fc1: linear(w, &format!("{p}.fc1"), spec.enc_ffn, d)?,
@@ -409,9 +475,21 @@ impl Seq2seqModel {
         for l in 0..spec.dec_layers {
             let p = format!("model.decoder.layers.{l}");
             dec.push(DecLayer {
-                attn: Attn::load(w, &format!("{p}.self_attn"), d, spec.dec_heads)?,
+                attn: Attn::load(
+                    w,
+                    &format!("{p}.self_attn"),
+                    d,
+                    spec.dec_heads,
+                    spec.attn_bias,
+                )?,
                 attn_ln: norm(w, &format!("{p}.self_attn_layer_norm"), d)?,
-                cross: Attn::load(w, &format!("{p}.encoder_attn"), d, spec.dec_heads)?,
+                cross: Attn::load(
+                    w,
+                    &format!("{p}.encoder_attn"),
+                    d,
+                    spec.dec_heads,
+                    spec.attn_bias,
+                )?,
                 cross_ln: norm(w, &format!("{p}.encoder_attn_layer_norm"), d)?,
                 ffn: Ffn {
                     fc1: linear(w, &format!("{p}.fc1"), spec.dec_ffn, d)?,
@@ -420,10 +498,15 @@ impl Seq2seqModel {
                 ffn_ln: norm(w, &format!("{p}.final_layer_norm"), d)?,
             });
         }
+        let final_name = if spec.bigbird.is_some() {
+            "layernorm_embedding"
+        } else {
+            "layer_norm"
+        };
         let (enc_final, dec_final) = if spec.pre_ln {
             (
-                Some(norm(w, "model.encoder.layer_norm", d)?),
-                Some(norm(w, "model.decoder.layer_norm", d)?),
+                Some(norm(w, &format!("model.encoder.{final_name}"), d)?),
+                Some(norm(w, &format!("model.decoder.{final_name}"), d)?),
             )
         } else {
             (None, None)
@@ -461,12 +544,13 @@ impl Seq2seqModel {
 
     /// The longest input (and decoder sequence) the position table covers.
     pub(crate) fn max_len(&self) -> usize {
-        match self.spec.positions {
+        let room = match self.spec.positions {
             Positions::M2mSinusoidal { pad } => {
                 (self.spec.max_pos + 2).saturating_sub(pad as usize + 1)
             }
             _ => self.spec.max_pos,
-        }
+        };
+        self.spec.bigbird.map_or(room, |m| m.min(room))
     }
 
     /// Embeddings of `ids` at absolute positions `start..` (`[1, n, d]`).
