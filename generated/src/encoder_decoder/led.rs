@@ -23,7 +23,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `question-answering`: candle **verified** (`seq2seq`); MAX not implemented
+//! - `seq-to-seq-causal-lm`: candle **verified** (`seq2seq`); MAX not implemented
 /// Skill for the `led` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +38,7 @@
         question_answering("LEDForQuestionAnswering"),
         seq_to_seq_causal_lm("LEDForConditionalGeneration")
     ),
+    native(question_answering = seq2seq, seq_to_seq_causal_lm = seq2seq),
     backends = crate::backends,
 )]
 pub struct Led {

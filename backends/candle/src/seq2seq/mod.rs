@@ -210,12 +210,12 @@ impl Seq2seqGenerator {
         force_eos: bool,
     ) -> Result<(Vec<u32>, bool), SkillError> {
         self.check_input(ids)?;
-        if max_new + 1 > self.model.max_len() {
+        if max_new + 1 > self.model.dec_max_len() {
             return Err(SkillError::InvalidRequest {
                 capability: Capability::Generate,
                 detail: format!(
                     "max_tokens {max_new}: the decoder's positions cover {} tokens (start token included)",
-                    self.model.max_len()
+                    self.model.dec_max_len()
                 ),
             });
         }

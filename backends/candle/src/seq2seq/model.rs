@@ -20,6 +20,7 @@ use crate::weights::Weights;
 pub const MODEL_TYPES: &[&str] = &[
     "bart",
     "bigbird_pegasus",
+    "led",
     "blenderbot",
     "blenderbot-small",
     "m2m_100",
@@ -68,6 +69,13 @@ pub(crate) struct Spec {
     /// attention `self_attn.self.{query,key,value}` / `self_attn.output`, and inputs longer
     /// than the block-sparse threshold (where it stops being full attention) are refused.
     pub(crate) bigbird: Option<usize>,
+    /// The body's tensor prefix (`model`; LED: `led`).
+    pub(crate) prefix: &'static str,
+    /// The decoder's position table (LED's differs from the encoder's).
+    pub(crate) dec_max_pos: usize,
+    /// LED: the encoder's Longformer attention is full attention for inputs of at most this
+    /// many tokens (half the smallest `attention_window`, plus one); longer ones are refused.
+    pub(crate) longformer: Option<usize>,
 }
 
 /// `config.json` of `model_type` → [`Spec`], field by field.
@@ -87,6 +95,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         "pegasus" => (true, false, Positions::Table { offset: 0 }),
         "marian" => (false, false, Positions::MarianSinusoidal),
         "bigbird_pegasus" => (true, false, Positions::Table { offset: 0 }),
+        "led" => (false, true, Positions::Table { offset: 0 }),
         "m2m_100" => (true, false, Positions::M2mSinusoidal { pad: pad()? }),
         other => {
             return Err(f.err(
@@ -142,7 +151,39 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             1.0
         },
         positions,
-        max_pos: f.positive("max_position_embeddings")?,
+        max_pos: if model_type == "led" {
+            f.positive("max_encoder_position_embeddings")?
+        } else {
+            f.positive("max_position_embeddings")?
+        },
+        prefix: if model_type == "led" { "led" } else { "model" },
+        dec_max_pos: if model_type == "led" {
+            f.positive("max_decoder_position_embeddings")?
+        } else {
+            f.positive("max_position_embeddings")?
+        },
+        longformer: if model_type == "led" {
+            let windows: Vec<usize> = match f.get("attention_window") {
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_u64().map(|x| x as usize))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| f.err("attention_window", "expected integers"))?,
+                Some(v) => vec![
+                    v.as_u64()
+                        .ok_or_else(|| f.err("attention_window", "expected an integer"))?
+                        as usize,
+                ],
+                None => return Err(f.err("attention_window", "missing (required)")),
+            };
+            let w = windows.into_iter().min().unwrap_or(0);
+            if w < 2 || !w.is_multiple_of(2) {
+                return Err(f.err("attention_window", "must be even and at least 2"));
+            }
+            Some(w / 2 + 1)
+        } else {
+            None
+        },
         dec_ln_before_pos: model_type == "blenderbot-small",
         attn_bias: model_type != "bigbird_pegasus" || f.bool_or("use_bias", false)?,
         bigbird: if model_type == "bigbird_pegasus" {
@@ -204,6 +245,22 @@ impl Attn {
             k: l(w, "k_proj")?,
             v: l(w, "v_proj")?,
             o: l(w, "out_proj")?,
+            heads,
+        })
+    }
+
+    /// LED's encoder names: `longformer_self_attn.{query,key,value}`, `output` (the global
+    /// projections are left: no token is global, as transformers' default).
+    fn load_led(w: &mut Weights, p: &str, d: usize, heads: usize) -> Result<Self, SkillError> {
+        let l =
+            |w: &mut Weights, n: &str| crate::weights::linear(w, &format!("{p}.{n}"), d, d, true);
+        let global = format!("{p}.longformer_self_attn.");
+        w.leave(|n| n.starts_with(&global) && n.contains("_global."));
+        Ok(Self {
+            q: l(w, "longformer_self_attn.query")?,
+            k: l(w, "longformer_self_attn.key")?,
+            v: l(w, "longformer_self_attn.value")?,
+            o: l(w, "output")?,
             heads,
         })
     }
@@ -392,22 +449,24 @@ impl Seq2seqModel {
         w.convert(DType::F32)?;
         let device = w.device().clone();
         let d = spec.d;
-        let shared = w.take("model.shared.weight", &[spec.vocab, d])?;
+        let pre = spec.prefix;
+        let shared = w.take(&format!("{pre}.shared.weight"), &[spec.vocab, d])?;
         // Tied copies some checkpoints save.
-        for tied in [
-            "model.encoder.embed_tokens.weight",
-            "model.decoder.embed_tokens.weight",
-        ] {
-            if w.has(tied) {
-                w.take(tied, &[spec.vocab, d])?;
+        for side in ["encoder", "decoder"] {
+            let tied = format!("{pre}.{side}.embed_tokens.weight");
+            if w.has(&tied) {
+                w.take(&tied, &[spec.vocab, d])?;
             }
         }
         let table = |w: &mut Weights, side: &str| -> Result<Option<Tensor>, SkillError> {
-            let name = format!("model.{side}.embed_positions.weight");
+            let name = format!("{pre}.{side}.embed_positions.weight");
+            let rows = if side == "decoder" {
+                spec.dec_max_pos
+            } else {
+                spec.max_pos
+            };
             match spec.positions {
-                Positions::Table { offset } => {
-                    Ok(Some(w.take(&name, &[spec.max_pos + offset, d])?))
-                }
+                Positions::Table { offset } => Ok(Some(w.take(&name, &[rows + offset, d])?)),
                 Positions::MarianSinusoidal if w.has(&name) => {
                     Ok(Some(w.take(&name, &[spec.max_pos, d])?))
                 }
@@ -419,7 +478,7 @@ impl Seq2seqModel {
                 Positions::M2mSinusoidal { pad } => {
                     let n = spec.max_pos + 2;
                     // Older checkpoints saved the (recomputable) table as `weights`.
-                    let saved = format!("model.{side}.embed_positions.weights");
+                    let saved = format!("{pre}.{side}.embed_positions.weights");
                     w.leave(|t| t == saved);
                     Tensor::from_vec(m2m_table(n, d, pad as usize), (n, d), &device)
                         .map(Some)
@@ -433,7 +492,7 @@ impl Seq2seqModel {
             if spec.emb_ln {
                 Ok(Some(norm(
                     w,
-                    &format!("model.{side}.layernorm_embedding"),
+                    &format!("{pre}.{side}.layernorm_embedding"),
                     d,
                 )?))
             } else {
@@ -444,9 +503,11 @@ impl Seq2seqModel {
         let dec_emb_ln = emb_ln(w, "decoder")?;
         let mut enc = Vec::with_capacity(spec.enc_layers);
         for l in 0..spec.enc_layers {
-            let p = format!("model.encoder.layers.{l}");
+            let p = format!("{pre}.encoder.layers.{l}");
             enc.push(EncLayer {
-                attn: if spec.bigbird.is_some() {
+                attn: if spec.longformer.is_some() {
+                    Attn::load_led(w, &format!("{p}.self_attn"), d, spec.enc_heads)?
+                } else if spec.bigbird.is_some() {
                     Attn::load_bigbird(
                         w,
                         &format!("{p}.self_attn"),
@@ -473,7 +534,7 @@ impl Seq2seqModel {
         }
         let mut dec = Vec::with_capacity(spec.dec_layers);
         for l in 0..spec.dec_layers {
-            let p = format!("model.decoder.layers.{l}");
+            let p = format!("{pre}.decoder.layers.{l}");
             dec.push(DecLayer {
                 attn: Attn::load(
                     w,
@@ -505,8 +566,8 @@ impl Seq2seqModel {
         };
         let (enc_final, dec_final) = if spec.pre_ln {
             (
-                Some(norm(w, &format!("model.encoder.{final_name}"), d)?),
-                Some(norm(w, &format!("model.decoder.{final_name}"), d)?),
+                Some(norm(w, &format!("{pre}.encoder.{final_name}"), d)?),
+                Some(norm(w, &format!("{pre}.decoder.{final_name}"), d)?),
             )
         } else {
             (None, None)
@@ -550,7 +611,18 @@ impl Seq2seqModel {
             }
             _ => self.spec.max_pos,
         };
-        self.spec.bigbird.map_or(room, |m| m.min(room))
+        let room = self.spec.bigbird.map_or(room, |m| m.min(room));
+        self.spec.longformer.map_or(room, |m| m.min(room))
+    }
+
+    /// The longest decoder sequence (start token included) the decoder's positions cover.
+    pub(crate) fn dec_max_len(&self) -> usize {
+        match self.spec.positions {
+            Positions::M2mSinusoidal { pad } => {
+                (self.spec.dec_max_pos + 2).saturating_sub(pad as usize + 1)
+            }
+            _ => self.spec.dec_max_pos,
+        }
     }
 
     /// Embeddings of `ids` at absolute positions `start..` (`[1, n, d]`).
