@@ -1157,14 +1157,21 @@ fn ctc_fixtures_conform_and_equal_the_support_table() {
 /// softmax (CLIP) or sigmoid (SigLIP) of transformers' logits.
 #[test]
 fn zero_shot_fixtures_conform_and_equal_the_support_table() {
-    use skillgen_candle::parity::dual_encoder;
+    use skillgen_candle::parity::{Pixels, dual_encoder};
     let load = |dir: &Path| {
         let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let (ps, pixels) = floats_of(&st, "pixel_values");
         let (is, ids) = ints(&st, "input_ids");
         let (ls, logits) = floats_of(&st, "logits_per_image");
-        (ps, pixels, rows(&is, &ids), ls, logits)
+        // SigLIP 2 (NaFlex): pixel_values [b, n, p·p·3] with each image's patch grid.
+        let grids = st.tensor("spatial_shapes").ok().map(|_| {
+            let (_, g) = ints(&st, "spatial_shapes");
+            g.chunks(2)
+                .map(|c| (c[0] as usize, c[1] as usize))
+                .collect::<Vec<_>>()
+        });
+        (ps, pixels, rows(&is, &ids), ls, logits, grids)
     };
     let mut pass = Vec::new();
     let mut fail = BTreeMap::new();
@@ -1179,10 +1186,29 @@ fn zero_shot_fixtures_conform_and_equal_the_support_table() {
             let state = SkillState::load(info, skills::backends(), &dir, TargetSpec::Default)
                 .map_err(|e| format!("load: {e}"))?;
             let enc = dual_encoder(&state, Target::Cpu).map_err(|e| e.to_string())?;
-            let (ps, pixels, ids, ls, want) = load(&dir);
-            let got = enc
-                .logits(&pixels, [ps[0], ps[1], ps[2], ps[3]], &ids)
-                .map_err(|e| e.to_string())?;
+            let (ps, pixels, ids, ls, want, grids) = load(&dir);
+            let rows_of_grids;
+            let px = match &grids {
+                Some(grids) => {
+                    // The valid rows of each image (transformers pads to the longest).
+                    rows_of_grids = grids
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, (h, w))| {
+                            pixels[i * ps[1] * ps[2]..][..h * w * ps[2]].to_vec()
+                        })
+                        .collect::<Vec<f32>>();
+                    Pixels::Patches {
+                        values: &rows_of_grids,
+                        grids,
+                    }
+                }
+                None => Pixels::Square {
+                    values: &pixels,
+                    shape: [ps[0], ps[1], ps[2], ps[3]],
+                },
+            };
+            let got = enc.logits(px, &ids).map_err(|e| e.to_string())?;
             let (atol, rtol) = tolerance("decoders");
             let mut worst = 0f32;
             for (i, row) in got.iter().enumerate() {
@@ -1223,7 +1249,7 @@ fn zero_shot_fixtures_conform_and_equal_the_support_table() {
     let caps = Capabilities::fixed_cpu_only();
     for t in &marked {
         let dir = root().join(t).join("zero-shot");
-        let (_, _, ids, ls, want) = load(&dir);
+        let (_, _, ids, ls, want, _) = load(&dir);
         let sigmoid = t.contains("siglip");
         let pad = ids[0].last().copied();
         // The texts are the fixture's ids as bytes (SigLIP: without the padding the skill adds).

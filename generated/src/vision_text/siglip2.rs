@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `zero-shot-image-classification`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `siglip2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +37,7 @@
         image_classification("Siglip2ForImageClassification"),
         zero_shot_image_classification("Siglip2Model")
     ),
+    native(zero_shot_image_classification = dual),
     backends = crate::backends,
 )]
 pub struct Siglip2 {

@@ -5,6 +5,8 @@
 //! through `tokenizer.json`, truncated to the text tower's positions — and, for SigLIP,
 //! padded to them with `pad_token_id`, as transformers' zero-shot pipeline does (SigLIP pools
 //! the last position). Scores: softmax over the texts (CLIP), a sigmoid per pair (SigLIP).
+//! SigLIP 2 images go through its NaFlex processor: each keeps its aspect ratio as a grid of
+//! patch rows (no padding: the masked padding of transformers' batch changes nothing).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,6 +29,26 @@ crate::architecture_struct!(
     Dual,
     "The `dual` implementation: CLIP and SigLIP dual encoders."
 );
+
+/// Preprocessed images, as the image tower takes them.
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// `[b, 3, s, s]` pixel values (CLIP, SigLIP).
+    Square {
+        /// The values, row-major.
+        values: &'a [f32],
+        /// `[b, 3, s, s]`.
+        shape: [usize; 4],
+    },
+    /// NaFlex patch rows (SigLIP 2): image `i` is `grids[i] = (h, w)` patches, `h·w` rows of
+    /// `patch·patch·3` values, the images concatenated.
+    Patches {
+        /// The rows of every image, concatenated.
+        values: &'a [f32],
+        /// Each image's patch grid.
+        grids: &'a [(usize, usize)],
+    },
+}
 
 /// Run `call`.
 fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
@@ -72,6 +94,17 @@ impl DualEncoder {
         };
         let spec = model::translate(model_type, &f)?;
         let pre = Preprocess::read(dir, spec.image)?;
+        if spec.naflex.is_some() && pre.naflex.map(|(p, _)| p) != Some(spec.patch) {
+            return Err(SkillError::ConfigField {
+                path: dir.join("preprocessor_config.json"),
+                field: "patch_size".into(),
+                detail: format!(
+                    "a NaFlex processor (max_num_patches, patch_size {}) is needed for this \
+                     image tower, found {:?}",
+                    spec.patch, pre.naflex
+                ),
+            });
+        }
         let max_pos = spec.max_pos;
         let mut w = Weights::read(dir, device)?;
         let model = DualModel::load(spec, &mut w)?;
@@ -114,30 +147,47 @@ impl DualEncoder {
         Ok(ids)
     }
 
-    /// `logits_per_image` `[images][texts]` of preprocessed `pixels` (`shape` `[b, 3, s, s]`)
-    /// against texts given as token ids (already through [`DualEncoder::text_ids`]).
+    /// `logits_per_image` `[images][texts]` of preprocessed `pixels` against texts given as
+    /// token ids (already through [`DualEncoder::text_ids`]).
     pub fn logits(
         &self,
-        pixels: &[f32],
-        shape: [usize; 4],
+        pixels: Pixels<'_>,
         texts: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>, SkillError> {
-        let s = self.model.spec().image;
-        if shape[1..] != [3, s, s] || pixels.len() != shape.iter().product::<usize>() {
-            return Err(SkillError::InvalidRequest {
-                capability: Capability::ImageTextSimilarity,
-                detail: format!(
-                    "pixel values of shape {shape:?}; the model takes [b, 3, {s}, {s}]"
-                ),
-            });
-        }
-        let px = Tensor::from_slice(
-            pixels,
-            (shape[0], shape[1], shape[2], shape[3]),
-            &self.device,
-        )
-        .map_err(e("pixels"))?;
-        let images = self.model.image_embeds(&px)?;
+        let spec = self.model.spec();
+        let s = spec.image;
+        let images = match (pixels, spec.naflex) {
+            (Pixels::Square { values, shape }, None) => {
+                if shape[1..] != [3, s, s] || values.len() != shape.iter().product::<usize>() {
+                    return Err(SkillError::InvalidRequest {
+                        capability: Capability::ImageTextSimilarity,
+                        detail: format!(
+                            "pixel values of shape {shape:?}; the model takes [b, 3, {s}, {s}]"
+                        ),
+                    });
+                }
+                let px = Tensor::from_slice(
+                    values,
+                    (shape[0], shape[1], shape[2], shape[3]),
+                    &self.device,
+                )
+                .map_err(e("pixels"))?;
+                self.model.image_embeds(&px)?
+            }
+            (Pixels::Patches { values, grids }, Some(_)) => {
+                self.model.patch_embeds(values, grids)?
+            }
+            (_, naflex) => {
+                return Err(SkillError::InvalidRequest {
+                    capability: Capability::ImageTextSimilarity,
+                    detail: if naflex.is_some() {
+                        "this image tower takes NaFlex patch rows, not square pixel values".into()
+                    } else {
+                        "this image tower takes square pixel values, not patch rows".into()
+                    },
+                });
+            }
+        };
         let rows = texts
             .iter()
             .map(|t| self.model.text_embed(t))
@@ -171,11 +221,33 @@ impl DualEncoder {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let side = self.model.spec().image;
-        let mut pixels = Vec::new();
-        for image in &req.images {
-            pixels.extend(self.pre.pixels(image, side)?);
-        }
-        let logits = self.logits(&pixels, [req.images.len(), 3, side, side], &texts)?;
+        let mut values = Vec::new();
+        let logits = if self.model.spec().naflex.is_some() {
+            let mut grids = Vec::with_capacity(req.images.len());
+            for image in &req.images {
+                let (rows, grid) = self.pre.patch_rows(image)?;
+                values.extend(rows);
+                grids.push(grid);
+            }
+            self.logits(
+                Pixels::Patches {
+                    values: &values,
+                    grids: &grids,
+                },
+                &texts,
+            )?
+        } else {
+            for image in &req.images {
+                values.extend(self.pre.pixels(image, side)?);
+            }
+            self.logits(
+                Pixels::Square {
+                    values: &values,
+                    shape: [req.images.len(), 3, side, side],
+                },
+                &texts,
+            )?
+        };
         let scores = logits
             .iter()
             .map(|row| match self.model.spec().kind {

@@ -8,6 +8,9 @@
 //! - SigLIP (siglip): no `[CLS]`, a patch bias, `post_layernorm` on every token and an
 //!   attention-pooling head (`probe`); bidirectional text tower pooled at the last position,
 //!   `head`; logits `exp(logit_scale)·cos + logit_bias`, a sigmoid per pair.
+//! - SigLIP 2 (siglip2): SigLIP with NaFlex patch embeddings — each image keeps its aspect
+//!   ratio as an `h × w` grid of patch rows (a linear patch embedding), and the square table of
+//!   learned positions is resized to `h × w` (bilinear, antialiased, as `F.interpolate`).
 //! - Chinese-CLIP and AltCLIP: CLIP's image tower with a BERT-like text tower (the
 //!   [`crate::encoder::bertlike`] body: BERT, XLM-R) pooled at `[CLS]` (AltCLIP after its
 //!   `pre_LN` and `transformation`), then `text_projection`; CLIP's logits.
@@ -30,6 +33,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "clipseg",
     "metaclip_2",
     "siglip",
+    "siglip2",
 ];
 
 /// CLIP or SigLIP.
@@ -72,6 +76,9 @@ pub(crate) struct Spec {
     pub(crate) bert_text: Option<crate::encoder::bertlike::Spec>,
     /// AltCLIP's `project_dim`.
     pub(crate) project_dim: usize,
+    /// SigLIP 2: the side of the square position table (`num_patches` = side²); images come as
+    /// patch rows of any `h × w` grid.
+    pub(crate) naflex: Option<usize>,
 }
 
 fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
@@ -119,7 +126,7 @@ fn sub<'a>(
 pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillError> {
     let kind = match model_type {
         "clip" | "clipseg" | "metaclip_2" => Kind::Clip,
-        "siglip" => Kind::Siglip,
+        "siglip" | "siglip2" => Kind::Siglip,
         "chinese_clip" => Kind::ChineseClip,
         "altclip" => Kind::AltClip,
         other => {
@@ -167,8 +174,24 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             "SigLIP's towers must have the same width (the text head projects to it)",
         ));
     }
-    let image = v.positive("image_size")?;
     let patch = v.positive("patch_size")?;
+    let naflex = if model_type == "siglip2" {
+        let n = v.positive("num_patches")?;
+        let side = n.isqrt();
+        if side * side != n {
+            return Err(v.err(
+                "num_patches",
+                format!("{n} is not a square (the position table is side × side)"),
+            ));
+        }
+        Some(side)
+    } else {
+        None
+    };
+    let image = match naflex {
+        Some(side) => side * patch,
+        None => v.positive("image_size")?,
+    };
     if !image.is_multiple_of(patch) {
         return Err(v.err(
             "patch_size",
@@ -213,6 +236,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         vision,
         bert_text,
         project_dim,
+        naflex,
     })
 }
 
@@ -363,10 +387,17 @@ impl DualModel {
         let siglip = spec.kind == Kind::Siglip;
         let ve = "vision_model.embeddings";
         let patches = (spec.image / spec.patch).pow(2);
-        let patch_w = w.take(
-            &format!("{ve}.patch_embedding.weight"),
-            &[vh, 3, spec.patch, spec.patch],
-        )?;
+        let patch_w = if spec.naflex.is_some() {
+            w.take(
+                &format!("{ve}.patch_embedding.weight"),
+                &[vh, 3 * spec.patch * spec.patch],
+            )?
+        } else {
+            w.take(
+                &format!("{ve}.patch_embedding.weight"),
+                &[vh, 3, spec.patch, spec.patch],
+            )?
+        };
         let patch_b = if siglip {
             Some(w.take(&format!("{ve}.patch_embedding.bias"), &[vh])?)
         } else {
@@ -534,6 +565,65 @@ impl DualModel {
             }
         };
         run().map_err(ce("image tower"))
+    }
+
+    /// SigLIP 2: image embeddings `[b, proj]` of images given as patch rows: image `i` is
+    /// `grids[i] = (h, w)` patches, `h·w` rows of `patch·patch·3` values (row-major patches,
+    /// each `(y, x, channel)`), concatenated in `rows`.
+    pub(crate) fn patch_embeds(
+        &self,
+        rows: &[f32],
+        grids: &[(usize, usize)],
+    ) -> Result<Tensor, SkillError> {
+        let Some(side) = self.spec.naflex else {
+            return Err(SkillError::Backend {
+                backend: skillgen_runtime::BackendKind::Candle,
+                detail: "patch rows are for NaFlex (SigLIP 2) image towers".into(),
+            });
+        };
+        let width = 3 * self.spec.patch * self.spec.patch;
+        let dev = self.patch_w.device();
+        let mut at = 0;
+        let mut out = Vec::with_capacity(grids.len());
+        for &(h, w) in grids {
+            let n = h * w;
+            let Some(chunk) = rows.get(at..at + n * width) else {
+                return Err(SkillError::InvalidRequest {
+                    capability: skillgen_runtime::Capability::ImageTextSimilarity,
+                    detail: format!(
+                        "{} patch values for grids {grids:?} of {width} values each",
+                        rows.len()
+                    ),
+                });
+            };
+            at += n * width;
+            let run = || -> candle_core::Result<Tensor> {
+                let x = Tensor::from_slice(chunk, (n, width), dev)?;
+                let mut x = x.matmul(&self.patch_w.t()?)?;
+                if let Some(b) = &self.patch_b {
+                    x = x.broadcast_add(b)?;
+                }
+                let resize = crate::vit::resize::antialiased_bilinear(side, side, h, w);
+                let resize = Tensor::from_vec(resize, (n, side * side), dev)?;
+                let x = (x + resize.matmul(&self.vpos)?)?.unsqueeze(0)?;
+                let x = self.venc.forward(&x, None)?;
+                match &self.vhead {
+                    Some(head) => head.forward(&self.post_ln.forward(&x)?),
+                    None => candle_core::bail!("no image head"),
+                }
+            };
+            out.push(run().map_err(ce("image tower"))?);
+        }
+        if at != rows.len() {
+            return Err(SkillError::InvalidRequest {
+                capability: skillgen_runtime::Capability::ImageTextSimilarity,
+                detail: format!(
+                    "{} patch values for grids {grids:?} of {width} values each",
+                    rows.len()
+                ),
+            });
+        }
+        Tensor::cat(&out, 0).map_err(ce("image tower"))
     }
 
     /// The text embedding `[proj]` (not normalised) of one input.

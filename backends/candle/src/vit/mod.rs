@@ -27,6 +27,7 @@ use skillgen_runtime::{SkillError, Target};
 
 pub(crate) mod model;
 pub(crate) mod preprocess;
+pub(crate) mod resize;
 
 pub use model::MODEL_TYPES;
 use model::VitModel;

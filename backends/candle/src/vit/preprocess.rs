@@ -1,4 +1,5 @@
-//! ViTImageProcessor settings (`preprocessor_config.json`): resize, rescale, normalise.
+//! ViTImageProcessor settings (`preprocessor_config.json`): resize, rescale, normalise — and
+//! Siglip2ImageProcessor's NaFlex resize to a patch grid (`patch_size`, `max_num_patches`).
 
 use std::path::Path;
 
@@ -23,6 +24,8 @@ pub(crate) struct Preprocess {
     pub(crate) resample: Resample,
     pub(crate) rescale: Option<f32>,
     pub(crate) normalize: Option<([f32; 3], [f32; 3])>,
+    /// NaFlex (`Siglip2ImageProcessor`): `(patch_size, max_num_patches)`.
+    pub(crate) naflex: Option<(usize, usize)>,
 }
 
 fn three(f: &Fields<'_>, field: &str, default: f32) -> Result<[f32; 3], SkillError> {
@@ -64,6 +67,7 @@ impl Preprocess {
                 resample: Resample::Bilinear,
                 rescale: Some(1.0 / 255.0),
                 normalize: Some(([0.5; 3], [0.5; 3])),
+                naflex: None,
             });
         }
         let map = read_json(&path)?;
@@ -135,33 +139,84 @@ impl Preprocess {
         {
             return Err(f.err("image_std", "must be finite and non-zero"));
         }
+        let naflex = match f.usize_opt("max_num_patches")? {
+            Some(0) => return Err(f.err("max_num_patches", "must be positive")),
+            Some(max) => match f.usize_opt("patch_size")? {
+                Some(p) if p > 0 => Some((p, max)),
+                _ => return Err(f.err("patch_size", "missing or zero (with max_num_patches)")),
+            },
+            None => None,
+        };
         Ok(Self {
             resize,
             resample,
             rescale,
             normalize,
+            naflex,
         })
     }
 }
 
+/// Siglip2ImageProcessor's target size of an `h × w` image: the largest scale whose
+/// patch-rounded size has at most `max` patches (its bisection, step for step).
+pub(crate) fn naflex_size(h: u32, w: u32, patch: usize, max: usize) -> (usize, usize) {
+    let scaled = |scale: f64, size: u32| -> usize {
+        let s = f64::from(size) * scale;
+        let s = (s / patch as f64).ceil() as usize * patch;
+        s.max(patch)
+    };
+    let (mut lo, mut hi) = (1e-5 / 10.0, 100.0);
+    while hi - lo >= 1e-5 {
+        let scale = (lo + hi) / 2.0;
+        let n = (scaled(scale, h) / patch) * (scaled(scale, w) / patch);
+        if n <= max {
+            lo = scale;
+        } else {
+            hi = scale;
+        }
+    }
+    (scaled(lo, h), scaled(lo, w))
+}
+
 impl Preprocess {
+    /// NaFlex: decode `image`, resize it to its patch grid and cut it into patch rows
+    /// (`(y, x, channel)` within a patch, patches row-major). Returns the rows and the grid.
+    pub(crate) fn patch_rows(
+        &self,
+        image: &ImageInput,
+    ) -> Result<(Vec<f32>, (usize, usize)), SkillError> {
+        let Some((patch, max)) = self.naflex else {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::ImageTextSimilarity,
+                detail: "the preprocessor has no max_num_patches (not a NaFlex processor)".into(),
+            });
+        };
+        let rgb = decode(image)?;
+        let (h, w) = naflex_size(rgb.height(), rgb.width(), patch, max);
+        let chw = self.values(rgb, (h as u32, w as u32));
+        let (gh, gw) = (h / patch, w / patch);
+        let mut rows = Vec::with_capacity(chw.len());
+        for py in 0..gh {
+            for px in 0..gw {
+                for y in 0..patch {
+                    for x in 0..patch {
+                        for c in 0..3 {
+                            rows.push(chw[(c * h + py * patch + y) * w + px * patch + x]);
+                        }
+                    }
+                }
+            }
+        }
+        Ok((rows, (gh, gw)))
+    }
+
     /// Decode `image` and preprocess it into `[3, side, side]` pixel values (row-major).
     pub(crate) fn pixels(&self, image: &ImageInput, side: usize) -> Result<Vec<f32>, SkillError> {
         let invalid = |detail: String| SkillError::InvalidRequest {
             capability: Capability::ClassifyImage,
             detail,
         };
-        let img = match image {
-            ImageInput::Path(p) => {
-                let bytes = std::fs::read(p)
-                    .map_err(|err| invalid(format!("reading image {}: {err}", p.display())))?;
-                image::load_from_memory(&bytes)
-                    .map_err(|err| invalid(format!("decoding image {}: {err}", p.display())))?
-            }
-            ImageInput::Encoded(bytes) => image::load_from_memory(bytes)
-                .map_err(|err| invalid(format!("decoding image bytes: {err}")))?,
-        };
-        let rgb = img.to_rgb8();
+        let rgb = decode(image)?;
         let (h, w) = self.resize.unwrap_or((rgb.height(), rgb.width()));
         let side = u32::try_from(side).unwrap_or(u32::MAX);
         if (h, w) != (side, side) {
@@ -169,7 +224,12 @@ impl Preprocess {
                 "preprocessing yields {h}x{w} images, the model takes {side}x{side}"
             )));
         }
-        let rgb = if self.resize.is_some() && (rgb.height(), rgb.width()) != (h, w) {
+        Ok(self.values(rgb, (h, w)))
+    }
+
+    /// Resize `rgb` to `(h, w)` (when it differs), rescale and normalise: `[3, h, w]`.
+    fn values(&self, rgb: image::RgbImage, (h, w): (u32, u32)) -> Vec<f32> {
+        let rgb = if (rgb.height(), rgb.width()) != (h, w) {
             let filter = match self.resample {
                 Resample::Nearest => image::imageops::FilterType::Nearest,
                 Resample::Bilinear => image::imageops::FilterType::Triangle,
@@ -195,6 +255,39 @@ impl Preprocess {
                 }
             }
         }
-        Ok(out)
+        out
+    }
+}
+
+/// Decode `image` into RGB.
+fn decode(image: &ImageInput) -> Result<image::RgbImage, SkillError> {
+    let invalid = |detail: String| SkillError::InvalidRequest {
+        capability: Capability::ClassifyImage,
+        detail,
+    };
+    let img = match image {
+        ImageInput::Path(p) => {
+            let bytes = std::fs::read(p)
+                .map_err(|err| invalid(format!("reading image {}: {err}", p.display())))?;
+            image::load_from_memory(&bytes)
+                .map_err(|err| invalid(format!("decoding image {}: {err}", p.display())))?
+        }
+        ImageInput::Encoded(bytes) => image::load_from_memory(bytes)
+            .map_err(|err| invalid(format!("decoding image bytes: {err}")))?,
+    };
+    Ok(img.to_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::naflex_size;
+
+    #[test]
+    fn naflex_sizes_follow_the_processor() {
+        // transformers' get_image_size_for_max_num_patches.
+        assert_eq!(naflex_size(32, 32, 8, 16), (32, 32));
+        assert_eq!(naflex_size(224, 224, 16, 256), (256, 256));
+        assert_eq!(naflex_size(480, 640, 16, 256), (224, 288));
+        assert_eq!(naflex_size(1, 1000, 16, 256), (16, 4096));
     }
 }
