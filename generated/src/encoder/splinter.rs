@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `splinter` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -37,6 +37,7 @@
         pretraining("SplinterForPreTraining"),
         question_answering("SplinterForQuestionAnswering")
     ),
+    native(base_model = encoder),
     backends = crate::backends,
 )]
 pub struct Splinter {

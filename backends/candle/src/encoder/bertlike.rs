@@ -297,6 +297,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "rembert",
     "roberta",
     "roberta-prelayernorm",
+    "splinter",
     "xlm-roberta",
     "xlm-roberta-xl",
 ];
@@ -323,6 +324,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     let (prefix, layout, offset, proj, seq_head) = match model_type {
         "bert" => ("bert", Layout::Bert, false, None, pooler),
         "ernie" => ("ernie", Layout::Bert, false, None, pooler),
+        "splinter" => ("splinter", Layout::Bert, false, None, pooler),
         "roberta" | "camembert" | "xlm-roberta" => ("roberta", Layout::Bert, true, None, tanh),
         "ibert" => ("ibert", Layout::Bert, true, None, tanh),
         "data2vec-text" => ("data2vec_text", Layout::Bert, true, None, tanh),
