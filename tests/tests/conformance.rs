@@ -146,9 +146,7 @@ fn conforms(model_type: &str, dir: &Path) -> Result<f32, String> {
 
 /// Whether `model_type`'s head fixtures run through the BERT-like encoder (else the decoder).
 fn is_encoder(model_type: &str) -> bool {
-    skillgen_candle::encoder::bertlike::MODEL_TYPES.contains(&model_type)
-        || skillgen_candle::encoder::rope::MODEL_TYPES.contains(&model_type)
-        || matches!(model_type, "modernbert" | "deberta-v2")
+    skillgen_candle::parity::is_head_encoder(model_type)
 }
 
 /// The types `models.yaml` marks as running `task` on candle.

@@ -155,6 +155,7 @@ pub mod parity {
     };
     pub use crate::dual::{DualEncoder, Pixels, dual_encoder};
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
+    pub use crate::encoder::bertlike as is_head_encoder;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};
     pub use crate::encoder::text::encoder_outputs;
     pub use crate::encoder::{EncoderKind, TextEncoder};

@@ -30,7 +30,12 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `deberta` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -47,6 +52,14 @@
         sequence_classification("DebertaForSequenceClassification"),
         text_encoding("DebertaModel"),
         token_classification("DebertaForTokenClassification")
+    ),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        question_answering = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

@@ -1,9 +1,13 @@
-//! DeBERTa-v2/v3: a post-LN BERT-layout encoder whose attention adds DeBERTa's disentangled
+//! DeBERTa (v1, v2, v3): a post-LN BERT-layout encoder whose attention adds DeBERTa's disentangled
 //! relative terms — content→position (`c2p`) and position→content (`p2c`) — computed from one
 //! shared table of relative embeddings (LayerNorm-ed when `norm_rel_ebd` says so) through the
 //! layer's own query/key projections (`share_att_key`), with log-bucketed relative positions
-//! (`position_buckets`). Every tensor is taken by name and shape; what the translation does
-//! not implement (a convolution layer, unshared position projections) is a typed error.
+//! (`position_buckets`). DeBERTa v1 (`model_type: deberta`) fuses the projections into
+//! `in_proj` (per head: query, key, value rows) with separate `q_bias`/`v_bias`, projects the
+//! relative table with its own `pos_proj` (c2p) and `pos_q_proj` (p2c), and slices the table
+//! to the input's span — the same indices as v2 without buckets. Every tensor is taken by name
+//! and shape; what the translation does not implement (a convolution layer, unshared v2
+//! position projections, talking heads) is a typed error.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,9 +25,11 @@ use crate::encoder::bertlike::EncoderHead;
 use crate::heads::TaskHeads;
 use crate::weights::{Weights, layer_norm as norm, linear};
 
-/// DeBERTa-v2's configuration, read field by field.
+/// DeBERTa's configuration, read field by field.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
+    /// DeBERTa v1 (`model_type: deberta`): fused `in_proj`, own position projections.
+    v1: bool,
     vocab: usize,
     emb: usize,
     hidden: usize,
@@ -61,6 +67,19 @@ fn act_of(f: &Fields<'_>, field: &str) -> Result<Act, SkillError> {
 
 /// `config.json` → [`Spec`].
 pub(crate) fn translate(f: &Fields<'_>) -> Result<Spec, SkillError> {
+    let v1 = match f.str_opt("model_type")? {
+        Some("deberta") => true,
+        Some("deberta-v2") | None => false,
+        Some(other) => {
+            return Err(f.err(
+                "model_type",
+                format!("`{other}` is not DeBERTa (deberta, deberta-v2)"),
+            ));
+        }
+    };
+    if v1 && f.bool_or("talking_head", false)? {
+        return Err(f.err("talking_head", "talking heads are not implemented"));
+    }
     let hidden = f.positive("hidden_size")?;
     let heads = f.positive("num_attention_heads")?;
     if !hidden.is_multiple_of(heads) {
@@ -95,7 +114,7 @@ pub(crate) fn translate(f: &Fields<'_>) -> Result<Spec, SkillError> {
         relative && kinds.iter().any(|k| k == "c2p"),
         relative && kinds.iter().any(|k| k == "p2c"),
     );
-    if relative && !f.bool_or("share_att_key", false)? && (c2p || p2c) {
+    if !v1 && relative && !f.bool_or("share_att_key", false)? && (c2p || p2c) {
         return Err(f.err(
             "share_att_key",
             "`false` (separate position projections) is not implemented",
@@ -107,7 +126,7 @@ pub(crate) fn translate(f: &Fields<'_>) -> Result<Spec, SkillError> {
         _ => max_pos,
     };
     let buckets = match f.get("position_buckets").and_then(Value::as_i64) {
-        Some(b) if b > 0 => b as usize,
+        Some(b) if b > 0 && !v1 => b as usize,
         _ => 0,
     };
     let norm_rel = f
@@ -117,6 +136,7 @@ pub(crate) fn translate(f: &Fields<'_>) -> Result<Spec, SkillError> {
         .split('|')
         .any(|x| x.trim() == "layer_norm");
     Ok(Spec {
+        v1,
         vocab: f.positive("vocab_size")?,
         emb: f.positive_opt("embedding_size")?.unwrap_or(hidden),
         hidden,
@@ -134,7 +154,7 @@ pub(crate) fn translate(f: &Fields<'_>) -> Result<Spec, SkillError> {
         buckets,
         max_relative,
         span: if buckets > 0 { buckets } else { max_relative },
-        norm_rel,
+        norm_rel: norm_rel && !v1,
         pooler_act: act_of(f, "pooler_hidden_act")?,
         pooler_hidden: f.positive_opt("pooler_hidden_size")?.unwrap_or(hidden),
         legacy_mlm: f.bool_or("legacy", true)?,
@@ -164,6 +184,34 @@ pub(crate) fn relative_position(i: usize, j: usize, buckets: usize, max_position
     (log as i64) * rel.signum()
 }
 
+/// DeBERTa v1's fused `in_proj` (`[3·hidden, hidden]`, per head its query, key and value rows)
+/// with `q_bias` and `v_bias` → the query, key and value projections.
+fn fused_qkv(
+    w: &mut Weights,
+    a: &str,
+    h: usize,
+    heads: usize,
+) -> Result<(Linear, Linear, Linear), SkillError> {
+    let fused = w.take(&format!("{a}.in_proj.weight"), &[3 * h, h])?;
+    let q_bias = w.take(&format!("{a}.q_bias"), &[h])?;
+    let v_bias = w.take(&format!("{a}.v_bias"), &[h])?;
+    let part = |i: usize| -> candle_core::Result<Tensor> {
+        fused
+            .reshape((heads, 3, h / heads, h))?
+            .narrow(1, i, 1)?
+            .reshape((h, h))?
+            .contiguous()
+    };
+    let run = || -> candle_core::Result<(Linear, Linear, Linear)> {
+        Ok((
+            Linear::new(part(0)?, Some(q_bias.clone())),
+            Linear::new(part(1)?, None),
+            Linear::new(part(2)?, Some(v_bias.clone())),
+        ))
+    };
+    run().map_err(ce("in_proj"))
+}
+
 fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
     move |e| SkillError::Backend {
         backend: skillgen_runtime::BackendKind::Candle,
@@ -181,6 +229,10 @@ struct Layer {
     ffn_in: Linear,
     ffn_out: Linear,
     ffn_ln: LayerNorm,
+    /// DeBERTa v1's `pos_proj` (c2p keys of the relative table; v2: `k`).
+    pos_k: Option<Linear>,
+    /// DeBERTa v1's `pos_q_proj` (p2c queries of the relative table; v2: `q`).
+    pos_q: Option<Linear>,
 }
 
 #[derive(Debug)]
@@ -283,10 +335,34 @@ impl Deberta {
         for l in 0..spec.layers {
             let b = format!("{p}encoder.layer.{l}");
             let a = format!("{b}.attention.self");
+            let (q, k, v, pos_k, pos_q) = if spec.v1 {
+                let (q, k, v) = fused_qkv(&mut w, &a, h, spec.heads)?;
+                let pos_k = if spec.relative && spec.c2p {
+                    Some(linear(&mut w, &format!("{a}.pos_proj"), h, h, false)?)
+                } else {
+                    None
+                };
+                let pos_q = if spec.relative && spec.p2c {
+                    Some(linear(&mut w, &format!("{a}.pos_q_proj"), h, h, true)?)
+                } else {
+                    None
+                };
+                (q, k, v, pos_k, pos_q)
+            } else {
+                (
+                    linear(&mut w, &format!("{a}.query_proj"), h, h, true)?,
+                    linear(&mut w, &format!("{a}.key_proj"), h, h, true)?,
+                    linear(&mut w, &format!("{a}.value_proj"), h, h, true)?,
+                    None,
+                    None,
+                )
+            };
             layers.push(Layer {
-                q: linear(&mut w, &format!("{a}.query_proj"), h, h, true)?,
-                k: linear(&mut w, &format!("{a}.key_proj"), h, h, true)?,
-                v: linear(&mut w, &format!("{a}.value_proj"), h, h, true)?,
+                q,
+                k,
+                v,
+                pos_k,
+                pos_q,
                 o: linear(&mut w, &format!("{b}.attention.output.dense"), h, h, true)?,
                 attn_ln: norm(
                     &mut w,
@@ -487,12 +563,12 @@ impl Deberta {
                     let rows = rel.dim(0)?;
                     let rel = rel.unsqueeze(0)?;
                     if s.c2p {
-                        let pk = split(l.k.forward(&rel)?, rows)?;
+                        let pk = split(l.pos_k.as_ref().unwrap_or(&l.k).forward(&rel)?, rows)?;
                         let c2p = q.matmul(&pk.t()?)?.contiguous()?.gather(&c2p_idx, 3)?;
                         scores = (scores + (c2p / scale)?)?;
                     }
                     if s.p2c {
-                        let pq = split(l.q.forward(&rel)?, rows)?;
+                        let pq = split(l.pos_q.as_ref().unwrap_or(&l.q).forward(&rel)?, rows)?;
                         // [heads, key, table] gathered on the key rows, then read as [query][key].
                         let kp = k.matmul(&pq.t()?)?.contiguous()?;
                         let p2c = kp.gather(&p2c_idx, 3)?.transpose(2, 3)?;

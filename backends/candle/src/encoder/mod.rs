@@ -76,10 +76,10 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 
 /// Whether `model_type` runs on the task-head encoders (`distilbert` keeps its
 /// candle-transformers model for now).
-fn bertlike(model_type: &str) -> bool {
+pub fn bertlike(model_type: &str) -> bool {
     bertlike::MODEL_TYPES.contains(&model_type)
         || rope::MODEL_TYPES.contains(&model_type)
-        || matches!(model_type, "modernbert" | "deberta-v2")
+        || matches!(model_type, "modernbert" | "deberta" | "deberta-v2")
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
@@ -95,7 +95,7 @@ pub(crate) fn with_head(
             let device = crate::device(target)?;
             Ok(if model_type == "modernbert" {
                 TextModel::Modern(Box::new(ModernBert::load(state.dir(), &device, head)?))
-            } else if model_type == "deberta-v2" {
+            } else if matches!(model_type, "deberta" | "deberta-v2") {
                 TextModel::Deberta(Box::new(Deberta::load(state.dir(), &device, head)?))
             } else if rope::MODEL_TYPES.contains(&model_type) {
                 TextModel::Rope(Box::new(RopeEncoder::load(
