@@ -4,6 +4,15 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::Linear;
 
+/// Rotary tables `cos`, `sin` `[n, d/2]` and how they pair a head's features.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rope<'a> {
+    pub(crate) cos: &'a Tensor,
+    pub(crate) sin: &'a Tensor,
+    /// Pairs `(x₀, x₁), (x₂, x₃)…` (RoFormer) instead of the two halves (ESM, Llama).
+    pub(crate) interleaved: bool,
+}
+
 /// The four projections of one attention layer.
 #[derive(Debug, Clone)]
 pub(crate) struct SelfAttention {
@@ -26,7 +35,7 @@ impl SelfAttention {
         &self,
         x: &Tensor,
         bias: Option<&Tensor>,
-        rope: Option<(&Tensor, &Tensor)>,
+        rope: Option<Rope<'_>>,
     ) -> candle_core::Result<Tensor> {
         let (b, n, _) = x.dims3()?;
         let q = self.q.forward(x)?;
@@ -39,9 +48,14 @@ impl SelfAttention {
         };
         let mut q = split(q)?;
         let mut k = split(self.k.forward(x)?)?;
-        if let Some((cos, sin)) = rope {
-            q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-            k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        if let Some(r) = rope {
+            let apply = if r.interleaved {
+                candle_nn::rotary_emb::rope_i
+            } else {
+                candle_nn::rotary_emb::rope
+            };
+            q = apply(&q, r.cos, r.sin)?;
+            k = apply(&k, r.cos, r.sin)?;
         }
         let v = split(self.v.forward(x)?)?;
         let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;

@@ -33,7 +33,7 @@ use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 use skillgen_runtime::{Capability, SkillError};
 
 use crate::activation::{Act, act};
-use crate::attention::{SelfAttention, relative_bucket};
+use crate::attention::{Rope, SelfAttention, relative_bucket};
 use crate::heads::TaskHeads;
 use crate::weights::{Weights, layer_norm};
 
@@ -210,7 +210,7 @@ const ROBERTA_MLM: MlmNames = MlmNames {
 /// The masked-LM head of `model_type`, if implemented.
 fn mlm_names(model_type: &str) -> Option<MlmNames> {
     Some(match model_type {
-        "bert" | "ernie" | "megatron-bert" | "big_bird" => BERT_MLM,
+        "bert" | "ernie" | "megatron-bert" | "big_bird" | "roformer" => BERT_MLM,
         "roberta"
         | "camembert"
         | "xlm-roberta"
@@ -238,6 +238,16 @@ fn mlm_names(model_type: &str) -> Option<MlmNames> {
         },
         _ => return None,
     })
+}
+
+/// Rotary positions of a BERT-like encoder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Rotary {
+    /// ESM: computed with this θ, rotating the two halves of each head.
+    Theta(f64),
+    /// RoFormer: the checkpoint's sinusoidal table (`encoder.embed_positions`: sines, then
+    /// cosines), rotating interleaved pairs.
+    Table,
 }
 
 /// A BERT-like encoder, as [`translate`] reads it from `config.json`.
@@ -273,8 +283,8 @@ pub(crate) struct Spec {
     pub(crate) max_full_tokens: Option<usize>,
     /// I-BERT (float mode): leave the integer-only parameters.
     pub(crate) quant_params: bool,
-    /// ESM: rotary positions with this θ instead of a position table.
-    pub(crate) rotary: Option<f64>,
+    /// Rotary positions instead of a position table.
+    pub(crate) rotary: Option<Rotary>,
     /// ESM's token dropout: the mask token id whose embeddings are zeroed, the rest scaled.
     pub(crate) token_dropout: Option<u32>,
     /// ESM's optional embedding LayerNorm (`embeddings.layer_norm`).
@@ -297,6 +307,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "rembert",
     "roberta",
     "roberta-prelayernorm",
+    "roformer",
     "splinter",
     "xlm-roberta",
     "xlm-roberta-xl",
@@ -324,6 +335,13 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     let (prefix, layout, offset, proj, seq_head) = match model_type {
         "bert" => ("bert", Layout::Bert, false, None, pooler),
         "ernie" => ("ernie", Layout::Bert, false, None, pooler),
+        "roformer" => (
+            "roformer",
+            Layout::Bert,
+            false,
+            Some("embeddings_project"),
+            SeqHead::DenseOut(activation(f, "hidden_act")?),
+        ),
         "splinter" => ("splinter", Layout::Bert, false, None, pooler),
         "roberta" | "camembert" | "xlm-roberta" => ("roberta", Layout::Bert, true, None, tanh),
         "ibert" => ("ibert", Layout::Bert, true, None, tanh),
@@ -383,9 +401,16 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
             "cross-attention layers are not implemented by the encoder",
         ));
     }
+    if model_type == "roformer" && f.bool_or("rotary_value", false)? {
+        return Err(f.err(
+            "rotary_value",
+            "rotary positions on the values are not implemented",
+        ));
+    }
     let rotary = match (f.str_opt("position_embedding_type")?, layout) {
+        _ if model_type == "roformer" => Some(Rotary::Table),
         (None | Some("absolute"), _) => None,
-        (Some("rotary"), Layout::Esm) => Some(
+        (Some("rotary"), Layout::Esm) => Some(Rotary::Theta(
             match f.get("rope_parameters").and_then(|v| v.get("rope_theta")) {
                 Some(t) => t
                     .as_f64()
@@ -395,7 +420,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
                     .and_then(serde_json::Value::as_f64)
                     .unwrap_or(10_000.0),
             },
-        ),
+        )),
         (Some(other), _) => {
             return Err(f.err(
                 "position_embedding_type",
@@ -429,6 +454,11 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         (None, _) => hidden,
         (Some(_), "rembert") => f.positive("input_embedding_size")?,
         (Some(_), _) => f.positive("embedding_size")?,
+    };
+    // ELECTRA and RoFormer project only embeddings narrower than the hidden size.
+    let proj = match model_type {
+        "electra" | "roformer" if emb == hidden => None,
+        _ => proj,
     };
     if model_type == "ernie" && f.bool_or("use_task_id", false)? {
         return Err(f.err(
@@ -596,7 +626,7 @@ impl Block {
         x: &Tensor,
         s: &Spec,
         bias: Option<&Tensor>,
-        rope: Option<(&Tensor, &Tensor)>,
+        rope: Option<Rope<'_>>,
     ) -> candle_core::Result<Tensor> {
         let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
             self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
@@ -607,7 +637,9 @@ impl Block {
                 .forward_rope(&self.ln_attn.forward(x)?, bias, rope)?)?;
             &x + ffn(&self.ln_ffn.forward(&x)?)?
         } else {
-            let x = self.ln_attn.forward(&(self.attn.forward(x, bias)? + x)?)?;
+            let x = self
+                .ln_attn
+                .forward(&(self.attn.forward_rope(x, bias, rope)? + x)?)?;
             self.ln_ffn.forward(&(ffn(&x)? + &x)?)
         }
     }
@@ -653,6 +685,8 @@ pub(crate) struct BertBody {
     word: Tensor,
     /// The position table (absent with rotary positions).
     pos: Option<Tensor>,
+    /// RoFormer's rotary tables `cos`, `sin` `[max_pos, d/2]` from the checkpoint.
+    rope_table: Option<(Tensor, Tensor)>,
     token_type: Option<Tensor>,
     emb_ln: Option<LayerNorm>,
     proj: Option<Linear>,
@@ -670,6 +704,29 @@ impl BertBody {
             &format!("{p}embeddings.word_embeddings.weight"),
             &[spec.vocab, e],
         )?;
+        let rope_table = if spec.rotary == Some(Rotary::Table) {
+            let d = spec.hidden / spec.heads;
+            if !d.is_multiple_of(2) {
+                return Err(SkillError::Backend {
+                    backend: skillgen_runtime::BackendKind::Candle,
+                    detail: format!("rotary positions need an even head size, not {d}"),
+                });
+            }
+            let table = w.take(
+                &format!("{p}encoder.embed_positions.weight"),
+                &[spec.max_pos, d],
+            )?;
+            let half = |i: usize| -> candle_core::Result<Tensor> {
+                table.narrow(1, i * d / 2, d / 2)?.contiguous()
+            };
+            let (sin, cos) = (half(0), half(1));
+            Some((
+                cos.map_err(ce("rotary table"))?,
+                sin.map_err(ce("rotary table"))?,
+            ))
+        } else {
+            None
+        };
         let pos = if spec.rotary.is_some() {
             None
         } else {
@@ -753,6 +810,7 @@ impl BertBody {
             spec: spec.clone(),
             word,
             pos,
+            rope_table,
             token_type,
             emb_ln,
             proj,
@@ -833,16 +891,23 @@ impl BertBody {
                 }
                 None => None,
             };
-            let rope = match self.spec.rotary {
-                Some(theta) => Some(crate::attention::rope_tables(
+            let tables = match (self.spec.rotary, &self.rope_table) {
+                (Some(Rotary::Theta(theta)), _) => Some(crate::attention::rope_tables(
                     n,
                     self.spec.hidden / self.spec.heads,
                     theta,
                     dev,
                 )?),
-                None => None,
+                (Some(Rotary::Table), Some((cos, sin))) => {
+                    Some((cos.narrow(0, 0, n)?, sin.narrow(0, 0, n)?))
+                }
+                _ => None,
             };
-            let rope = rope.as_ref().map(|(c, s)| (c, s));
+            let rope = tables.as_ref().map(|(cos, sin)| Rope {
+                cos,
+                sin,
+                interleaved: self.spec.rotary == Some(Rotary::Table),
+            });
             let mut x = x.unsqueeze(0)?;
             for block in &self.blocks {
                 x = block.forward(&x, &self.spec, bias.as_ref(), rope)?;
