@@ -205,8 +205,32 @@ pub struct Classifications {
 pub struct ClassifyTokensRequest {
     /// The inputs.
     pub input: TextBatch,
+    /// Whether to group tokens into entities as well (text inputs only).
+    pub aggregation: Aggregation,
 }
-text_request_from!(ClassifyTokensRequest {});
+text_request_from!(ClassifyTokensRequest {
+    aggregation: Aggregation::None
+});
+
+impl ClassifyTokensRequest {
+    /// Also group the tokens into entities, as `aggregation`.
+    pub fn aggregate(mut self, aggregation: Aggregation) -> Self {
+        self.aggregation = aggregation;
+        self
+    }
+}
+
+/// How `classify_tokens` groups tokens into entities (transformers' `aggregation_strategy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregation {
+    /// Tokens only.
+    #[default]
+    None,
+    /// transformers' `"simple"`: adjacent tokens with the same tag join one entity unless the
+    /// next begins one (`B-`); the entity's score is the mean of its tokens', `O` is dropped.
+    Simple,
+}
 
 /// One token's label.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,6 +251,71 @@ pub struct TokenLabel {
 pub struct TokenClassifications {
     /// Per input, one entry per token.
     pub tokens: Vec<Vec<TokenLabel>>,
+    /// Per input, its entities (with [`Aggregation::Simple`]; `None` without aggregation).
+    pub entities: Option<Vec<Vec<Entity>>>,
+}
+
+/// A group of adjacent tokens with one tag.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Entity {
+    /// The tag (the label without its `B-`/`I-` prefix).
+    pub label: String,
+    /// The mean score of its tokens.
+    pub score: f32,
+    /// Its tokens, decoded.
+    pub word: String,
+    /// Byte offsets in the input text: the first token's start, the last token's end.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// transformers' `"simple"` aggregation of one input's `tokens` (special tokens — those
+/// without offsets — skipped); `decode` turns a group's token ids into its word.
+pub fn simple_entities<E>(
+    tokens: &[TokenLabel],
+    decode: &dyn Fn(&[u32]) -> Result<String, E>,
+) -> Result<Vec<Entity>, E> {
+    // transformers' `get_tag`: B-/I- prefixes; anything else continues ("I").
+    fn tag(label: &str) -> (bool, &str) {
+        match label.split_at_checked(2) {
+            Some(("B-", t)) => (true, t),
+            Some(("I-", t)) => (false, t),
+            _ => (false, label),
+        }
+    }
+    let mut groups: Vec<Vec<&TokenLabel>> = Vec::new();
+    for t in tokens.iter().filter(|t| t.offsets.is_some()) {
+        let (begins, this) = tag(&t.label);
+        match groups.last_mut() {
+            Some(g) if !begins && g.last().is_some_and(|p| tag(&p.label).1 == this) => g.push(t),
+            _ => groups.push(vec![t]),
+        }
+    }
+    let mut out = Vec::new();
+    for g in groups {
+        let (Some(first), Some(last)) = (g.first(), g.last()) else {
+            continue;
+        };
+        let label = first
+            .label
+            .split_once('-')
+            .map_or(first.label.as_str(), |(_, rest)| rest);
+        let (Some((start, _)), Some((_, end))) = (first.offsets, last.offsets) else {
+            continue;
+        };
+        if label == "O" {
+            continue;
+        }
+        let ids: Vec<u32> = g.iter().map(|t| t.token_id).collect();
+        out.push(Entity {
+            label: label.to_owned(),
+            score: g.iter().map(|t| t.score).sum::<f32>() / g.len() as f32,
+            word: decode(&ids)?,
+            start,
+            end,
+        });
+    }
+    Ok(out)
 }
 
 /// `answer_question`: extractive question answering.
@@ -630,6 +719,77 @@ impl Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tok(id: u32, off: Option<(usize, usize)>, label: &str, score: f32) -> TokenLabel {
+        TokenLabel {
+            token_id: id,
+            offsets: off,
+            label: label.into(),
+            score,
+        }
+    }
+
+    fn words(ids: &[u32]) -> Result<String, String> {
+        Ok(ids.iter().map(|i| char::from(b'a' + *i as u8)).collect())
+    }
+
+    #[test]
+    fn simple_entities_group_as_transformers() {
+        // [CLS] B-PER I-PER O B-LOC B-LOC I-LOC MISC MISC I-MISC [SEP]
+        let toks = [
+            tok(9, None, "B-PER", 0.9),
+            tok(0, Some((0, 1)), "B-PER", 0.8),
+            tok(1, Some((1, 2)), "I-PER", 0.6),
+            tok(2, Some((3, 4)), "O", 0.99),
+            tok(3, Some((5, 6)), "B-LOC", 0.5),
+            tok(4, Some((7, 8)), "B-LOC", 0.7),
+            tok(5, Some((8, 9)), "I-LOC", 0.9),
+            tok(6, Some((10, 11)), "MISC", 0.2),
+            tok(7, Some((11, 12)), "MISC", 0.4),
+            tok(8, Some((12, 13)), "I-MISC", 0.6),
+            tok(9, None, "O", 1.0),
+        ];
+        let e = simple_entities(&toks, &words).unwrap();
+        let got: Vec<_> = e
+            .iter()
+            .map(|e| (e.label.as_str(), e.word.as_str(), e.start, e.end))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("PER", "ab", 0, 2),
+                ("LOC", "d", 5, 6),
+                ("LOC", "ef", 7, 9),
+                ("MISC", "ghi", 10, 13),
+            ]
+        );
+        assert!((e[0].score - 0.7).abs() < 1e-6);
+        assert!((e[3].score - 0.4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn simple_entities_edge_cases() {
+        let none: Result<_, String> = simple_entities(&[], &words);
+        assert_eq!(none.unwrap(), []);
+        // Only special tokens and O: nothing.
+        let toks = [tok(1, None, "B-X", 0.9), tok(2, Some((0, 1)), "O", 0.9)];
+        assert_eq!(simple_entities(&toks, &words).unwrap(), []);
+        // A label with no prefix whose own name has a dash keeps it whole as its tag
+        // ("I" bi), but the group's label is split at the first dash, as transformers does.
+        let toks = [
+            tok(0, Some((0, 1)), "X-Y", 0.5),
+            tok(1, Some((1, 2)), "X-Y", 0.5),
+        ];
+        let e = simple_entities(&toks, &words).unwrap();
+        assert_eq!(
+            (e.len(), e[0].label.as_str(), e[0].word.as_str()),
+            (1, "Y", "ab")
+        );
+        // The decoder's error comes back.
+        let fail = |_: &[u32]| -> Result<String, String> { Err("bad id".into()) };
+        let toks = [tok(0, Some((0, 1)), "B-X", 0.5)];
+        assert_eq!(simple_entities(&toks, &fail).unwrap_err(), "bad id");
+    }
 
     #[test]
     fn conversions() {

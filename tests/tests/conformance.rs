@@ -19,8 +19,8 @@ use skillgen_candle::parity::{
     EncoderHead, decoder_all_logits, decoder_classify_logits, decoder_greedy, encoder_head_logits,
 };
 use skillgen_runtime::request::{
-    Call, ClassifyRequest, ClassifyTokensRequest, EmbedRequest, FillMaskRequest, FinishReason,
-    GenerateRequest, Output, Pooling, Prompt, QuestionRequest, TextBatch,
+    Aggregation, Call, ClassifyRequest, ClassifyTokensRequest, EmbedRequest, FillMaskRequest,
+    FinishReason, GenerateRequest, Output, Pooling, Prompt, QuestionRequest, TextBatch,
 };
 use skillgen_runtime::{
     BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
@@ -601,9 +601,9 @@ fn token_and_qa_through_their_generated_skills() {
         let dir = root().join(&t).join("token-classify");
         let r = head_reference(&dir, Kind::Tokens);
         let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
-        let req = ClassifyTokensRequest {
-            input: TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()),
-        };
+        let req = ClassifyTokensRequest::from(TextBatch::Texts(
+            r.inputs.iter().map(|i| text(i)).collect(),
+        ));
         let (out, d) = skill
             .state()
             .run_with(Call::ClassifyTokens(req), &MapEnv::empty(), &caps)
@@ -620,6 +620,8 @@ fn token_and_qa_through_their_generated_skills() {
                 assert_eq!(g.label, names[best], "{t}");
             }
         }
+        assert_eq!(c.entities, None, "{t}: entities only when asked");
+        simple_entities_match_the_pipeline(&t, &skill, &dir, &caps);
     }
     for t in marked_for(Task::QuestionAnswering) {
         let dir = root().join(&t).join("qa");
@@ -647,6 +649,80 @@ fn token_and_qa_through_their_generated_skills() {
         }
         assert_eq!((a.start, a.end), (best.0 - 2, best.1 - 1), "{t}: {a:?}");
         assert_eq!(a.answer, context[best.0 - 2..best.1 - 1], "{t}");
+    }
+}
+
+/// `classify_tokens` with [`Aggregation::Simple`] gives what transformers'
+/// `pipeline("token-classification", aggregation_strategy="simple")` gives on the same texts
+/// (`entities.json`, made by `fixtures/factory/token_entities.py`): the same groups, labels,
+/// words and offsets, scores within 1e-4.
+fn simple_entities_match_the_pipeline(t: &str, skill: &DynSkill, dir: &Path, caps: &Capabilities) {
+    struct WantEntity {
+        label: String,
+        score: f32,
+        word: String,
+        start: usize,
+        end: usize,
+    }
+    let path = dir.join("entities.json");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let texts: Vec<String> = json["texts"]
+        .as_array()
+        .expect("texts")
+        .iter()
+        .map(|v| v.as_str().expect("a text").to_owned())
+        .collect();
+    let want_entities: Vec<Vec<WantEntity>> = json["entities"]
+        .as_array()
+        .expect("entities")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("entities of a text")
+                .iter()
+                .map(|e| WantEntity {
+                    label: e["label"].as_str().expect("label").to_owned(),
+                    score: e["score"].as_f64().expect("score") as f32,
+                    word: e["word"].as_str().expect("word").to_owned(),
+                    start: e["start"].as_u64().expect("start") as usize,
+                    end: e["end"].as_u64().expect("end") as usize,
+                })
+                .collect()
+        })
+        .collect();
+    let req =
+        ClassifyTokensRequest::from(TextBatch::Texts(texts.clone())).aggregate(Aggregation::Simple);
+    let (out, _) = skill
+        .state()
+        .run_with(Call::ClassifyTokens(req), &MapEnv::empty(), caps)
+        .unwrap_or_else(|e| panic!("{t}: {e}"));
+    let Output::ClassifyTokens(c) = out else {
+        panic!("{t}: {out:?}")
+    };
+    let got = c.entities.unwrap_or_else(|| panic!("{t}: no entities"));
+    assert_eq!(got.len(), want_entities.len(), "{t}");
+    for (text, (g, w)) in texts.iter().zip(got.iter().zip(&want_entities)) {
+        assert_eq!(
+            g.iter()
+                .map(|e| (e.label.clone(), e.word.clone(), e.start, e.end))
+                .collect::<Vec<_>>(),
+            w.iter()
+                .map(|e| (e.label.clone(), e.word.clone(), e.start, e.end))
+                .collect::<Vec<_>>(),
+            "{t}: entities of {text:?}"
+        );
+        for (ge, we) in g.iter().zip(w) {
+            assert!(
+                (ge.score - we.score).abs() <= 1e-4,
+                "{t}: {text:?} {:?}: score {} vs transformers {}",
+                we.word,
+                ge.score,
+                we.score
+            );
+        }
     }
 }
 

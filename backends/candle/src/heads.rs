@@ -10,8 +10,9 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use skillgen_runtime::request::{
-    Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Embeddings, FillMaskOutput,
-    Label, MaskPrediction, Pooling, QuestionRequest, TextBatch, TokenClassifications, TokenLabel,
+    Aggregation, Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Embeddings,
+    FillMaskOutput, Label, MaskPrediction, Pooling, QuestionRequest, TextBatch,
+    TokenClassifications, TokenLabel, simple_entities,
 };
 use skillgen_runtime::{Capability, SkillError};
 
@@ -138,7 +139,7 @@ pub(crate) trait TaskHeads {
         let mut tokens = Vec::new();
         for (ids, offsets) in self.encode_batch(&req.input, Capability::ClassifyTokens)? {
             let logits = self.token_logits(&ids)?;
-            let row =
+            let row: Vec<TokenLabel> =
                 logits
                     .iter()
                     .zip(ids.iter().zip(offsets))
@@ -160,7 +161,32 @@ pub(crate) trait TaskHeads {
                     .collect();
             tokens.push(row);
         }
-        Ok(TokenClassifications { tokens })
+        let entities = match req.aggregation {
+            Aggregation::None => None,
+            Aggregation::Simple => {
+                if matches!(req.input, TextBatch::TokenIds(_)) {
+                    return Err(SkillError::InvalidRequest {
+                        capability: Capability::ClassifyTokens,
+                        detail: "entities need text inputs (token ids have no offsets)".into(),
+                    });
+                }
+                let tok = self
+                    .tokenizer_for("the tokenizer (tokenizer.json), needed to decode entities")?;
+                let decode = |ids: &[u32]| {
+                    tok.decode(ids, false).map_err(|e| SkillError::Tokenizer {
+                        path: self.tokenizer_file().to_path_buf(),
+                        detail: format!("decoding an entity: {e}"),
+                    })
+                };
+                Some(
+                    tokens
+                        .iter()
+                        .map(|row| simple_entities(row, &decode))
+                        .collect::<Result<_, _>>()?,
+                )
+            }
+        };
+        Ok(TokenClassifications { tokens, entities })
     }
 
     /// `answer_question`: the context span maximising `start + end` logits (as transformers'
