@@ -22,7 +22,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `openai_privacy_filter` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +36,7 @@
         base_model("OpenAIPrivacyFilterModel"),
         token_classification("OpenAIPrivacyFilterForTokenClassification")
     ),
+    native(base_model = decoder, token_classification = decoder),
     backends = crate::backends,
 )]
 pub struct OpenaiPrivacyFilter {

@@ -1,6 +1,8 @@
 //! Native decoders (see [`crate`]): causal text generation (task `causal-lm`, the
 //! `generate` capability) with one config-driven decoder ([`model`]) for every model type
-//! [`translate`] knows.
+//! [`translate`] knows. The same blocks with bidirectional attention ([`spec::Spec::bidirectional`]:
+//! EuroBERT, the OpenAI privacy filter) are encoders: their [`HeadKind::Base`] and
+//! [`HeadKind::Mlm`] bodies answer `embed` and `fill_mask`, and they never generate.
 //!
 //! Loading ([`Decoder::load`]) reads a Hugging Face model directory:
 //! - `config.json`, translated field by field into a [`spec::Spec`] ([`translate`]):
@@ -26,7 +28,7 @@ use skillgen_runtime::{Capability, Task};
 
 use skillgen_runtime::BackendKind;
 use skillgen_runtime::Model;
-use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Prompt};
+use skillgen_runtime::request::{Call, FinishReason, GenerateRequest, Output, Pooling, Prompt};
 use skillgen_runtime::stream::{SourceStep, TokenSource, TokenStream};
 use skillgen_runtime::{SkillError, Target};
 
@@ -38,6 +40,7 @@ pub mod translate;
 use crate::heads::TaskHeads;
 use crate::weights::Weights;
 use config::{DecoderFields, Fields};
+use spec::SeqPool;
 
 /// The `decoder` implementation: every causal LM the config-driven decoder loads.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +83,21 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::AnswerQuestion(req) => with_head(state, target, HeadKind::Qa)?
             .answer_question(&req)
             .map(Output::AnswerQuestion),
+        Call::Embed(req) => {
+            let d = with_head(state, target, HeadKind::Base)?;
+            let how = (
+                d.pooling,
+                req.normalize.unwrap_or(d.normalize),
+                d.model.hidden(),
+            );
+            crate::heads::embed(&*d, &req.input, how, |ids| d.hidden_states(ids)).map(Output::Embed)
+        }
+        Call::FillMask(req) => crate::heads::fill_mask(
+            &*with_head(state, target, HeadKind::Mlm)?,
+            &req.input,
+            req.top_k,
+        )
+        .map(Output::FillMask),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -95,6 +113,10 @@ pub enum HeadKind {
     Tokens,
     /// `*ForQuestionAnswering`: start and end logits of every token.
     Qa,
+    /// `*Model`: the last hidden state of every token (encoder bodies: `embed`).
+    Base,
+    /// `*ForMaskedLM`: the LM head at every token (encoder bodies: `fill_mask`).
+    Mlm,
 }
 
 /// The cached decoder of `state` on `target` (loaded on first use).
@@ -119,6 +141,8 @@ pub(crate) fn with_head(
         HeadKind::Sequence => format!("candle/{model_type}/{target}/classify"),
         HeadKind::Tokens => format!("candle/{model_type}/{target}/tokens"),
         HeadKind::Qa => format!("candle/{model_type}/{target}/qa"),
+        HeadKind::Base => format!("candle/{model_type}/{target}/base"),
+        HeadKind::Mlm => format!("candle/{model_type}/{target}/mlm"),
     };
     state.cached(&key, || {
         Decoder::load(model_type, state.dir(), &crate::device(target)?, head)
@@ -248,6 +272,9 @@ pub struct Decoder {
     labels: Vec<String>,
     pad: Option<u32>,
     sigmoid: bool,
+    /// `embed`'s pooling and normalisation (sentence-transformers' files; mean, none).
+    pooling: Pooling,
+    normalize: bool,
 }
 
 impl std::fmt::Debug for Decoder {
@@ -313,7 +340,7 @@ impl Decoder {
         device: &Device,
         head: HeadKind,
     ) -> Result<Self, SkillError> {
-        let classifier = head != HeadKind::Lm;
+        let classifier = matches!(head, HeadKind::Sequence | HeadKind::Tokens | HeadKind::Qa);
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(SkillError::ConfigMissing {
@@ -327,11 +354,28 @@ impl Decoder {
             map: &map,
         };
         let (spec, mut names) = translate::translate(model_type, &f)?;
+        if matches!(head, HeadKind::Base | HeadKind::Mlm) && !spec.bidirectional {
+            return Err(SkillError::Backend {
+                backend: BackendKind::Candle,
+                detail: format!(
+                    "`{model_type}` is a causal LM: its hidden states and LM logits are not an encoder's"
+                ),
+            });
+        }
+        if matches!(head, HeadKind::Tokens | HeadKind::Qa) {
+            // Per-token heads read the body directly; the transform is the sequence
+            // classifier's (ModernBERT-decoder's `head`, EuroBERT's `dense`).
+            names.score_transform = None;
+        }
         let mut weights = Weights::read(dir, device)?;
         // Task heads that keep the body under another prefix (Llama's question answering:
-        // `transformer.`).
+        // `transformer.`), and bare bodies (an encoder's `*Model`: no prefix).
         if !weights.has(&format!("{}.weight", names.embed)) {
-            for (from, to) in [("model.", "transformer."), ("transformer.", "model.")] {
+            for (from, to) in [
+                ("model.", "transformer."),
+                ("transformer.", "model."),
+                ("model.", ""),
+            ] {
                 let alt = names.with_body_prefix(from, to);
                 if weights.has(&format!("{}.weight", alt.embed)) {
                     names = alt;
@@ -341,8 +385,10 @@ impl Decoder {
         }
         let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
-        let (labels, head) = match head {
-            HeadKind::Lm => (Vec::new(), model::Head::Lm),
+        let head_kind = head;
+        let (labels, head) = match head_kind {
+            HeadKind::Lm | HeadKind::Mlm => (Vec::new(), model::Head::Lm),
+            HeadKind::Base => (Vec::new(), model::Head::Hidden),
             HeadKind::Sequence | HeadKind::Tokens => {
                 let labels = f.labels()?;
                 let n = labels.len();
@@ -365,18 +411,18 @@ impl Decoder {
         let model = model::Model::load(spec, &names, &mut weights, head)?;
         let (vocab_size, max_positions) = (model.vocab(), model.max_positions());
         let eos = config::eos_ids(dir, &f)?;
-        let tokenizer_path = dir.join("tokenizer.json");
-        let tokenizer = if tokenizer_path.is_file() {
-            let t = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-                SkillError::Tokenizer {
-                    path: tokenizer_path.clone(),
-                    detail: e.to_string(),
-                }
-            })?;
-            Some(Arc::new(t))
+        // Embeddings follow sentence-transformers: its pooling and normalisation, and
+        // truncation at its `max_seq_length` (else the context).
+        let (pooling, normalize, truncate) = if head_kind == HeadKind::Base {
+            let (pooling, normalize) = skillgen_checkpoint::sentence_transformers_head(dir)?;
+            let max_len = skillgen_checkpoint::sentence_max_len(dir)?
+                .map_or(max_positions, |m| m.min(max_positions));
+            (pooling, normalize, Some(max_len))
         } else {
-            None
+            (Pooling::Mean, false, None)
         };
+        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+        let tokenizer = tokenizer.map(Arc::new);
         Ok(Self {
             model_type: model_type.to_owned(),
             model,
@@ -390,7 +436,16 @@ impl Decoder {
             labels,
             pad,
             sigmoid,
+            pooling,
+            normalize,
         })
+    }
+
+    /// The final hidden states `[positions, hidden]` of `ids` (a [`HeadKind::Base`] body).
+    fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.check_ids(ids)?;
+        let mut s = self.session()?;
+        self.model.forward(ids, 0, &mut s, true)
     }
 
     /// The classifier logits of `ids` at its last non-padding token (transformers'
@@ -398,15 +453,21 @@ impl Decoder {
     /// a right-padded batch computes under causal attention).
     fn class_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
         self.check_ids(ids)?;
-        let at = match self.pad {
-            // The last token that is not padding (position 0 when all are).
-            Some(p) => ids.iter().rposition(|&t| t != p).unwrap_or(0),
-            None => ids.len() - 1,
-        };
         let mut s = self.session()?;
         let all = self.model.forward(ids, 0, &mut s, true)?;
-        all.get(at)
-            .and_then(|r| r.to_vec1())
+        let row = match self.model.seq_pool() {
+            SeqPool::Last => {
+                let at = match self.pad {
+                    // The last token that is not padding (position 0 when all are).
+                    Some(p) => ids.iter().rposition(|&t| t != p).unwrap_or(0),
+                    None => ids.len() - 1,
+                };
+                all.get(at)
+            }
+            SeqPool::First => all.get(0),
+            SeqPool::MeanLogits => all.mean(0),
+        };
+        row.and_then(|r| r.to_vec1())
             .map_err(candle_err("reading classifier logits"))
     }
 
@@ -496,6 +557,15 @@ impl Decoder {
     /// Start generating: the prompt is checked and tokenized here; tokens come from the
     /// returned iterator.
     pub fn stream(self: Arc<Self>, req: GenerateRequest) -> Result<TokenStream, SkillError> {
+        if self.model.bidirectional() {
+            return Err(SkillError::Backend {
+                backend: BackendKind::Candle,
+                detail: format!(
+                    "`{}` is an encoder (bidirectional attention): it does not generate",
+                    self.model_type
+                ),
+            });
+        }
         let prompt = match &req.prompt {
             Prompt::TokenIds(ids) => ids.clone(),
             Prompt::Text(text) => {

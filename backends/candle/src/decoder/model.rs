@@ -151,6 +151,52 @@ fn linear(
     Ok(Linear::new(weight, b))
 }
 
+/// A classifier head: `score`, or `classifier` / `qa_outputs` (token and QA heads), with its
+/// bias when the checkpoint has one.
+fn score_head(w: &mut Weights, names: &Names, labels: usize, hd: usize) -> R<Linear> {
+    let name = [names.score.as_str(), "classifier", "qa_outputs"]
+        .into_iter()
+        .find(|n| w.has(&format!("{n}.weight")))
+        .unwrap_or(names.score.as_str())
+        .to_owned();
+    let bias = format!("{name}.bias");
+    let b = if w.has(&bias) {
+        Some(w.take(&bias, &[labels])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(
+        w.take(&format!("{name}.weight"), &[labels, hd])?,
+        b,
+    ))
+}
+
+/// The LM head: `names.head` or, tied, the embedding matrix.
+fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) -> R<Linear> {
+    let head_w = if s.tie {
+        if w.has(&format!("{}.weight", names.head)) {
+            // transformers would tie and ignore the stored head: refuse the ambiguity.
+            return Err(SkillError::ConfigField {
+                path: w.path.with_file_name("config.json"),
+                field: "tie_word_embeddings".into(),
+                detail: format!(
+                    "`true`, but the weights hold a separate {}.weight",
+                    names.head
+                ),
+            });
+        }
+        embed.clone()
+    } else {
+        w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
+    };
+    let head_b = if s.head_bias {
+        Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
+    } else {
+        None
+    };
+    Ok(Linear::new(head_w, head_b))
+}
+
 fn cat_rows(parts: &[&Tensor]) -> R<Tensor> {
     Tensor::cat(parts, 0).map_err(ce("fusing projections"))
 }
@@ -539,6 +585,8 @@ pub(crate) enum Head {
     Lm,
     /// A sequence classifier (`score`, `[labels, hidden]`), as in `*ForSequenceClassification`.
     Score { labels: usize },
+    /// No head: the final hidden states (`*Model`'s `last_hidden_state`).
+    Hidden,
 }
 
 /// A loaded decoder.
@@ -551,11 +599,12 @@ pub(super) struct Model {
     embed_norm: Option<Norm>,
     layers: Vec<Layer>,
     final_norm: Option<Norm>,
-    head: Linear,
+    /// The head (`None`: [`Head::Hidden`]).
+    head: Option<Linear>,
     /// Gemma 4's per-layer embeddings.
     ple: Option<PleModel>,
     /// The prediction head before `head` (ModernBERT-decoder).
-    head_transform: Option<(Linear, Act, Norm)>,
+    head_transform: Option<(Linear, Act, Option<Norm>)>,
     ropes: Vec<RopeTable>,
     /// ALiBi slopes `[heads, 1, 1]`.
     alibi: Option<Tensor>,
@@ -820,53 +869,10 @@ impl Model {
         } else {
             None
         };
-        let (head_w, head_b) = match kind {
-            Head::Score { labels } => {
-                // `score`, or `classifier` / `qa_outputs` for the token and QA heads.
-                let name = [names.score.as_str(), "classifier", "qa_outputs"]
-                    .into_iter()
-                    .find(|n| w.has(&format!("{n}.weight")))
-                    .unwrap_or(names.score.as_str())
-                    .to_owned();
-                let names = &Names {
-                    score: name,
-                    ..names.clone()
-                };
-                let bias = format!("{}.bias", names.score);
-                let b = if w.has(&bias) {
-                    Some(w.take(&bias, &[labels])?)
-                } else {
-                    None
-                };
-                (
-                    w.take(&format!("{}.weight", names.score), &[labels, hd])?,
-                    b,
-                )
-            }
-            Head::Lm => {
-                let head_w = if s.tie {
-                    if w.has(&format!("{}.weight", names.head)) {
-                        // transformers would tie and ignore the stored head: refuse the ambiguity.
-                        return Err(SkillError::ConfigField {
-                            path: w.path.with_file_name("config.json"),
-                            field: "tie_word_embeddings".into(),
-                            detail: format!(
-                                "`true`, but the weights hold a separate {}.weight",
-                                names.head
-                            ),
-                        });
-                    }
-                    embed.clone()
-                } else {
-                    w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
-                };
-                let head_b = if s.head_bias {
-                    Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
-                } else {
-                    None
-                };
-                (head_w, head_b)
-            }
+        let head = match kind {
+            Head::Hidden => None,
+            Head::Score { labels } => Some(score_head(w, names, labels, hd)?),
+            Head::Lm => Some(lm_head(w, names, s, &embed, hd)?),
         };
         let ple = match s.ple {
             Some((pw, pv)) => {
@@ -888,15 +894,30 @@ impl Model {
             None => None,
         };
         let transform_prefix = match kind {
-            Head::Lm => Some("lm_head".to_owned()),
+            Head::Lm => names.lm_transform.clone(),
             Head::Score { .. } => names.score_transform.clone(),
+            Head::Hidden => None,
         };
         let head_transform = match (transform_prefix, s.head_transform) {
-            (Some(pre), Some(a)) => Some((
-                linear(w, &format!("{pre}.dense"), hd, hd, false, false)?,
-                a,
-                Norm::load(w, &format!("{pre}.norm"), s.norm, &[hd])?,
-            )),
+            (Some(pre), Some(t)) => {
+                let name = |n: &str| {
+                    if pre.is_empty() {
+                        n.to_owned()
+                    } else {
+                        format!("{pre}.{n}")
+                    }
+                };
+                let norm = if t.norm {
+                    Some(Norm::load(w, &name("norm"), s.norm, &[hd])?)
+                } else {
+                    None
+                };
+                Some((
+                    linear(w, &name("dense"), hd, hd, t.bias, false)?,
+                    t.act,
+                    norm,
+                ))
+            }
             _ => None,
         };
         let ropes = s
@@ -913,8 +934,15 @@ impl Model {
             _ => None,
         };
         w.finish()?;
+        if s.bidirectional && s.layers.iter().any(|l| l.chunk.is_some()) {
+            return Err(SkillError::Backend {
+                backend: skillgen_runtime::BackendKind::Candle,
+                detail: "bidirectional attention in chunks is not implemented".into(),
+            });
+        }
         let fused_attn = dev.is_cpu()
             && dtype == DType::F32
+            && !s.bidirectional
             && s.mla.is_none()
             && !s.sinks
             && alibi.is_none()
@@ -935,7 +963,7 @@ impl Model {
             embed_norm,
             layers,
             final_norm,
-            head: Linear::new(head_w, head_b),
+            head,
             ropes,
             alibi,
             device: dev,
@@ -2008,6 +2036,21 @@ impl Model {
         self.spec.vocab
     }
 
+    /// The hidden size.
+    pub(super) fn hidden(&self) -> usize {
+        self.spec.hidden
+    }
+
+    /// Attention sees every position (an encoder body): nothing to generate with.
+    pub(super) fn bidirectional(&self) -> bool {
+        self.spec.bidirectional
+    }
+
+    /// How the sequence classifier pools.
+    pub(super) fn seq_pool(&self) -> super::spec::SeqPool {
+        self.spec.seq_pool
+    }
+
     /// The context length.
     pub(super) fn max_positions(&self) -> usize {
         self.spec.max_positions
@@ -2112,14 +2155,20 @@ impl Model {
         if let Some(n) = &self.final_norm {
             x = n.forward(&x)?;
         }
+        let Some(head) = &self.head else {
+            return x.to_dtype(DType::F32).map_err(ce("hidden states"));
+        };
         if let Some((dense, a, n)) = &self.head_transform {
             let h = dense
                 .forward(&x)
                 .and_then(|h| act(*a, &h))
                 .map_err(ce("prediction head"))?;
-            x = n.forward(&h)?;
+            x = match n {
+                Some(n) => n.forward(&h)?,
+                None => h,
+            };
         }
-        let mut logits = self.head.forward(&x).map_err(ce("head"))?;
+        let mut logits = head.forward(&x).map_err(ce("head"))?;
         if self.kind != Head::Lm {
             return logits.to_dtype(DType::F32).map_err(ce("logits"));
         }
@@ -2142,15 +2191,16 @@ impl Model {
         chunk: Option<usize>,
     ) -> R<Option<Tensor>> {
         let t = pos + s;
-        if s == 1 && window.is_none_or(|w| t <= w) && chunk.is_none_or(|c| t <= c) {
+        let bidi = self.spec.bidirectional;
+        if (s == 1 || bidi) && window.is_none_or(|w| t <= w) && chunk.is_none_or(|c| t <= c) {
             return Ok(None);
         }
         let mut m = vec![0f32; s * t];
         for i in 0..s {
             let q = pos + i;
             for j in 0..t {
-                if j > q
-                    || window.is_some_and(|w| q - j >= w)
+                if (!bidi && j > q)
+                    || window.is_some_and(|w| q.abs_diff(j) >= w)
                     || chunk.is_some_and(|c| j / c != q / c)
                 {
                     m[i * t + j] = f32::NEG_INFINITY;

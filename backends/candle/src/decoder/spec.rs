@@ -341,9 +341,14 @@ pub(crate) struct Spec {
     pub ple: Option<(usize, usize)>,
     /// Layer 0 has no pre-attention norm (ModernBERT-decoder).
     pub first_layer_no_attn_norm: bool,
-    /// A prediction head before the LM head: `norm(act(dense(x)))` (ModernBERT-decoder:
-    /// `lm_head.dense`, GELU, `lm_head.norm`).
-    pub head_transform: Option<Act>,
+    /// A prediction head before the LM head or sequence classifier (ModernBERT-decoder:
+    /// `lm_head.dense`, GELU, `lm_head.norm`; EuroBERT's classifier: `dense` + bias, GELU).
+    pub head_transform: Option<HeadTransform>,
+    /// Attention sees every position (encoders built from decoder blocks: EuroBERT). Such a
+    /// body has no KV cache use and does not generate.
+    pub bidirectional: bool,
+    /// How a sequence classifier reduces the sequence to one row of logits.
+    pub seq_pool: SeqPool,
     /// A gate on the attention output.
     pub attn_gate: Option<AttnGate>,
     /// Differential attention (DiffLlama): `(softmax₁ − λ·softmax₂)·V` over head pairs, with
@@ -385,6 +390,27 @@ pub(crate) struct Spec {
     /// The LM head is the embedding matrix.
     pub tie: bool,
     pub head_bias: bool,
+}
+
+/// `act(dense(x))`, then a norm when `norm` (see [`Spec::head_transform`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct HeadTransform {
+    pub act: Act,
+    /// `dense` has a bias.
+    pub bias: bool,
+    /// A `norm` of the model's norm kind follows.
+    pub norm: bool,
+}
+
+/// How `*ForSequenceClassification` pools (see [`Spec::seq_pool`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqPool {
+    /// The last token that is not padding (causal LMs).
+    Last,
+    /// The first token (EuroBERT `classifier_pooling: bos`).
+    First,
+    /// The mean of every token's logits (EuroBERT `late`).
+    MeanLogits,
 }
 
 /// How a fused q/k/v tensor is laid out.
@@ -457,9 +483,13 @@ pub(crate) struct Names {
     pub moe_out_norm: String,
     /// The sequence classifier's head (`score`, CTRL's and ModernBERT's `classifier`).
     pub score: String,
-    /// The prediction head the classifier reads through, when it has one (ModernBERT: `head`,
-    /// with `dense` and `norm`); the LM head's is `lm_head`.
+    /// The prediction head the sequence classifier reads through, when it has one
+    /// (ModernBERT-decoder: `head`, with `dense` and `norm`; EuroBERT: the top-level `dense`,
+    /// written as the empty prefix).
     pub score_transform: Option<String>,
+    /// The prediction head the LM head reads through, when it has one (ModernBERT-decoder:
+    /// `lm_head`, with `dense` and `norm`). An empty prefix means top-level names.
+    pub lm_transform: Option<String>,
     /// A bias added after `o_proj` on the last layer only (GPT-NeoX Japanese `dense_bias`).
     pub last_o_bias: Option<String>,
     pub gate_bias: String,
@@ -513,6 +543,7 @@ impl Names {
             last_o_bias: None,
             score: "score".into(),
             score_transform: None,
+            lm_transform: None,
             gate_bias: "self_attn.gate_bias".into(),
         }
     }

@@ -11,8 +11,8 @@ use skillgen_runtime::SkillError;
 
 use super::config::{DecoderFields, Fields};
 use super::spec::{
-    Absolute, Act, AttnGate, FusedExperts, FusedQkv, LayerSpec, Mla, Mlp, Moe, Names, NormKind,
-    QkNorm, Rope, Routing, Spec, Yarn,
+    Absolute, Act, AttnGate, FusedExperts, FusedQkv, HeadTransform, LayerSpec, Mla, Mlp, Moe,
+    Names, NormKind, QkNorm, Rope, Routing, SeqPool, Spec, Yarn,
 };
 
 type R<T> = Result<T, SkillError>;
@@ -91,6 +91,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "deepseek_v2",
     "deepseek_v3",
     "ernie4_5",
+    "eurobert",
     "exaone4",
     "falcon",
     "gemma",
@@ -119,6 +120,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "olmo2",
     "olmo3",
     "olmoe",
+    "openai_privacy_filter",
     "opt",
     "phi",
     "phi3",
@@ -546,7 +548,12 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         None if t == "olmo" => 1e-5,
         None => return Err(f.err("rms_norm_eps", "missing (required)")),
     };
-    let act = act_field(f, &["hidden_act", "hidden_activation"])?;
+    let act = if t == "openai_privacy_filter" {
+        // No field: every FFN is the clamped-SwiGLU experts, which do not read it.
+        Act::Silu
+    } else {
+        act_field(f, &["hidden_act", "hidden_activation"])?
+    };
     let tie_default = matches!(
         t,
         "gemma"
@@ -563,7 +570,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     let interleaved = t == "llama4_text"
         || matches!(
             t,
-            "helium"
+            "openai_privacy_filter"
+                | "helium"
                 | "cohere"
                 | "cohere2"
                 | "glm"
@@ -584,7 +592,13 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "ministral3"
             | "doge"
     );
-    let wins = windows(f, layers, window_everywhere)?;
+    let wins = if t == "openai_privacy_filter" {
+        // Every layer: transformers' bidirectional window admits keys with
+        // |q − k| ≤ sliding_window, i.e. a window of sliding_window + 1 either side.
+        vec![Some(f.positive("sliding_window")? + 1); layers]
+    } else {
+        windows(f, layers, window_everywhere)?
+    };
     let chunks = chunks(f, layers)?;
     let mut spec = Spec {
         vocab,
@@ -619,6 +633,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         ple: None,
         first_layer_no_attn_norm: false,
         head_transform: None,
+        bidirectional: false,
+        seq_pool: SeqPool::Last,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -799,6 +815,29 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         }
         "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" | "iquestcoder" => {
             refuse_true(f, "use_bidirectional_attention", "a causal LM")?;
+        }
+        "eurobert" => {
+            // Llama blocks with bidirectional attention; `lm_head` has a bias with the MLP's,
+            // the sequence classifier reads through `dense` + GELU.
+            spec.bidirectional = true;
+            spec.head_bias = spec.mlp.bias;
+            spec.seq_pool = match f.str_opt("classifier_pooling")?.unwrap_or("late") {
+                "bos" => SeqPool::First,
+                "late" => SeqPool::MeanLogits,
+                other => {
+                    return Err(f.err(
+                        "classifier_pooling",
+                        format!("`{other}` is not implemented (bos, late)"),
+                    ));
+                }
+            };
+            spec.head_transform = Some(HeadTransform {
+                act: Act::Gelu,
+                bias: true,
+                norm: false,
+            });
+            n.score = "classifier".into();
+            n.score_transform = Some(String::new());
         }
         "qwen2" => {
             spec.qkv_bias = true;
@@ -1258,14 +1297,15 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 per_head: true,
             });
         }
-        "gpt_oss" => {
+        "gpt_oss" | "openai_privacy_filter" => {
             spec.sinks = true;
             n.router = "mlp.router".into();
             n.fused_experts = Some(FusedExperts {
                 gate_up: "mlp.experts.gate_up_proj".into(),
                 down: "mlp.experts.down_proj".into(),
                 transposed: true,
-                interleaved: true,
+                // The privacy filter keeps gate and up as halves, gpt-oss interleaves them.
+                interleaved: t == "gpt_oss",
                 biases: Some((
                     "mlp.experts.gate_up_proj_bias".into(),
                     "mlp.experts.down_proj_bias".into(),
@@ -1416,6 +1456,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "olmoe"
             | "granitemoe"
             | "gpt_oss"
+            | "openai_privacy_filter"
             | "deepseek_v2"
             | "deepseek_v3"
             | "granitemoeshared"
@@ -1493,11 +1534,18 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                 moe.shared = f.positive_opt("shared_expert_intermediate_size")?;
                 moe.shared_gate = moe.shared.is_some();
             }
-            "gpt_oss" => {
+            "gpt_oss" | "openai_privacy_filter" => {
                 moe.routing = Routing::TopKSoftmax;
                 moe.router_bias = true;
                 moe.expert_bias = true;
                 moe.swiglu_limit = Some(float_or(f, "swiglu_limit", 7.0)?);
+                let alpha = float_or(f, "swiglu_alpha", 1.702)?;
+                if alpha != 1.702 {
+                    return Err(f.err(
+                        "swiglu_alpha",
+                        format!("{alpha} is not implemented (the clamped SwiGLU uses 1.702)"),
+                    ));
+                }
             }
             "granitemoe" | "granitemoeshared" => {
                 moe.routing = Routing::TopKSoftmax;
@@ -1738,6 +1786,10 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             kv_heads: layer_kv[i],
         })
         .collect();
+    if t == "openai_privacy_filter" {
+        // gpt-oss blocks with bidirectional (windowed) attention: an encoder.
+        spec.bidirectional = true;
+    }
     match f.get("use_bidirectional_attention") {
         // Gemma 4: bidirectional among image tokens only; text is causal.
         Some(Value::String(v)) if v == "vision" && t.starts_with("gemma4") => {}
@@ -1807,6 +1859,8 @@ fn gpt_base(
         ple: None,
         first_layer_no_attn_norm: false,
         head_transform: None,
+        bidirectional: false,
+        seq_pool: SeqPool::Last,
         sub_norms: false,
         nope_query_scale: None,
         qk_norm_rope_layers_only: false,
@@ -3458,7 +3512,11 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     };
     spec.embed_norm = true;
     spec.first_layer_no_attn_norm = true;
-    spec.head_transform = Some(act_field(f, &["classifier_activation"])?);
+    spec.head_transform = Some(HeadTransform {
+        act: act_field(f, &["classifier_activation"])?,
+        bias: false,
+        norm: true,
+    });
     spec.head_bias = f.bool_or("decoder_bias", true)?;
     spec.tie = f.bool_or("tie_word_embeddings", true)?;
     let wins = windows(f, layers, false)?;
@@ -3508,6 +3566,7 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.down = "mlp.Wo".into();
     n.score = "classifier".into();
     n.score_transform = Some("head".into());
+    n.lm_transform = Some("lm_head".into());
     Ok((spec, n))
 }
 
