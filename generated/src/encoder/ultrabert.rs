@@ -28,7 +28,11 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`decoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `ultrabert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -43,6 +47,13 @@
         question_answering("UltrabertForQuestionAnswering"),
         sequence_classification("UltrabertForSequenceClassification"),
         token_classification("UltrabertForTokenClassification")
+    ),
+    native(
+        base_model = decoder,
+        masked_lm = decoder,
+        question_answering = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
     ),
     backends = crate::backends,
 )]

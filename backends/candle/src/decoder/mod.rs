@@ -369,11 +369,14 @@ impl Decoder {
         }
         let mut weights = Weights::read(dir, device)?;
         // Task heads that keep the body under another prefix (Llama's question answering:
-        // `transformer.`), and bare bodies (an encoder's `*Model`: no prefix).
+        // `transformer.`; UltraBERT's classifiers: `ultrabert.`), and bare bodies (an
+        // encoder's `*Model`: no prefix).
         if !weights.has(&format!("{}.weight", names.embed)) {
+            let own = format!("{model_type}.");
             for (from, to) in [
                 ("model.", "transformer."),
                 ("transformer.", "model."),
+                ("model.", own.as_str()),
                 ("model.", ""),
             ] {
                 let alt = names.with_body_prefix(from, to);

@@ -11,7 +11,8 @@ use candle_nn::Linear;
 use skillgen_runtime::SkillError;
 
 use super::spec::{
-    Absolute, Act, AttnGate, FusedQkv, Mla, Moe, Names, NopeScale, NormKind, Rope, Routing, Spec,
+    Absolute, Act, AttnGate, FusedQkv, HeadTransform, Mla, Moe, Names, NopeScale, NormKind, Rope,
+    Routing, Spec,
 };
 use crate::activation::act;
 use crate::weights::Weights;
@@ -589,6 +590,21 @@ pub(crate) enum Head {
     Hidden,
 }
 
+/// A loaded [`HeadTransform`].
+#[derive(Debug, Clone)]
+enum Transform {
+    Dense {
+        dense: Linear,
+        act: Act,
+        norm: Option<Norm>,
+    },
+    TwoLayer {
+        first: Linear,
+        second: Linear,
+        act: Act,
+    },
+}
+
 /// A loaded decoder.
 #[derive(Debug, Clone)]
 pub(super) struct Model {
@@ -604,7 +620,7 @@ pub(super) struct Model {
     /// Gemma 4's per-layer embeddings.
     ple: Option<PleModel>,
     /// The prediction head before `head` (ModernBERT-decoder).
-    head_transform: Option<(Linear, Act, Option<Norm>)>,
+    head_transform: Option<Transform>,
     ropes: Vec<RopeTable>,
     /// ALiBi slopes `[heads, 1, 1]`.
     alibi: Option<Tensor>,
@@ -907,16 +923,22 @@ impl Model {
                         format!("{pre}.{n}")
                     }
                 };
-                let norm = if t.norm {
-                    Some(Norm::load(w, &name("norm"), s.norm, &[hd])?)
-                } else {
-                    None
-                };
-                Some((
-                    linear(w, &name("dense"), hd, hd, t.bias, false)?,
-                    t.act,
-                    norm,
-                ))
+                Some(match t {
+                    HeadTransform::Dense { act, bias, norm } => Transform::Dense {
+                        dense: linear(w, &name("dense"), hd, hd, bias, false)?,
+                        act,
+                        norm: if norm {
+                            Some(Norm::load(w, &name("norm"), s.norm, &[hd])?)
+                        } else {
+                            None
+                        },
+                    },
+                    HeadTransform::TwoLayer { act, width } => Transform::TwoLayer {
+                        first: linear(w, &name("linear1"), width, hd, false, false)?,
+                        second: linear(w, &name("linear2"), hd, width, false, false)?,
+                        act,
+                    },
+                })
             }
             _ => None,
         };
@@ -2158,15 +2180,34 @@ impl Model {
         let Some(head) = &self.head else {
             return x.to_dtype(DType::F32).map_err(ce("hidden states"));
         };
-        if let Some((dense, a, n)) = &self.head_transform {
-            let h = dense
-                .forward(&x)
-                .and_then(|h| act(*a, &h))
-                .map_err(ce("prediction head"))?;
-            x = match n {
-                Some(n) => n.forward(&h)?,
-                None => h,
-            };
+        match &self.head_transform {
+            Some(Transform::Dense {
+                dense,
+                act: a,
+                norm,
+            }) => {
+                let h = dense
+                    .forward(&x)
+                    .and_then(|h| act(*a, &h))
+                    .map_err(ce("prediction head"))?;
+                x = match norm {
+                    Some(n) => n.forward(&h)?,
+                    None => h,
+                };
+            }
+            Some(Transform::TwoLayer {
+                first,
+                second,
+                act: a,
+            }) => {
+                x = first
+                    .forward(&x)
+                    .and_then(|h| act(*a, &h))
+                    .and_then(|h| second.forward(&h))
+                    .and_then(|h| act(*a, &h))
+                    .map_err(ce("prediction head"))?;
+            }
+            None => {}
         }
         let mut logits = head.forward(&x).map_err(ce("head"))?;
         if self.kind != Head::Lm {

@@ -392,14 +392,14 @@ pub(crate) struct Spec {
     pub head_bias: bool,
 }
 
-/// `act(dense(x))`, then a norm when `norm` (see [`Spec::head_transform`]).
+/// A prediction head before the LM head or classifier (see [`Spec::head_transform`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct HeadTransform {
-    pub act: Act,
-    /// `dense` has a bias.
-    pub bias: bool,
-    /// A `norm` of the model's norm kind follows.
-    pub norm: bool,
+pub(crate) enum HeadTransform {
+    /// `act(dense(x))` (`dense` with a bias when `bias`), then a `norm` of the model's norm
+    /// kind when `norm`.
+    Dense { act: Act, bias: bool, norm: bool },
+    /// `act(linear2(act(linear1(x))))` through `width`, no biases (UltraBERT).
+    TwoLayer { act: Act, width: usize },
 }
 
 /// How `*ForSequenceClassification` pools (see [`Spec::seq_pool`]).

@@ -132,6 +132,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "smollm3",
     "stablelm",
     "starcoder2",
+    "ultrabert",
     "vaultgemma",
 ];
 
@@ -591,14 +592,16 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
             | "phimoe"
             | "ministral3"
             | "doge"
+            | "openai_privacy_filter"
     );
-    let wins = if t == "openai_privacy_filter" {
-        // Every layer: transformers' bidirectional window admits keys with
-        // |q − k| ≤ sliding_window, i.e. a window of sliding_window + 1 either side.
-        vec![Some(f.positive("sliding_window")? + 1); layers]
-    } else {
-        windows(f, layers, window_everywhere)?
-    };
+    let mut wins = windows(f, layers, window_everywhere)?;
+    if matches!(t, "openai_privacy_filter" | "ultrabert" | "eurobert") {
+        // transformers' bidirectional window admits keys with |q − k| ≤ sliding_window: a
+        // window of sliding_window + 1 either side.
+        for w in wins.iter_mut().flatten() {
+            *w += 1;
+        }
+    }
     let chunks = chunks(f, layers)?;
     let mut spec = Spec {
         vocab,
@@ -816,6 +819,30 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "llama" | "mistral" | "helium" | "cwm" | "ministral" | "internlm3" | "iquestcoder" => {
             refuse_true(f, "use_bidirectional_attention", "a causal LM")?;
         }
+        "ultrabert" => {
+            // Llama blocks, bidirectional, full and sliding layers; the MLM head reads through
+            // `head.linear1` → GELU(tanh) → `head.linear2` → GELU(tanh) into `cls` (the
+            // checkpoint name of `head.decoder`).
+            spec.bidirectional = true;
+            spec.seq_pool = match f.str_opt("classifier_pooling")?.unwrap_or("cls") {
+                "cls" => SeqPool::First,
+                // A linear classifier: the mean of its logits is its logits of the mean.
+                "mean" => SeqPool::MeanLogits,
+                other => {
+                    return Err(f.err(
+                        "classifier_pooling",
+                        format!("`{other}` is not implemented (cls, mean)"),
+                    ));
+                }
+            };
+            spec.head_transform = Some(HeadTransform::TwoLayer {
+                act: Act::GeluTanh,
+                width: f.positive("prediction_head_size")?,
+            });
+            n.head = "cls".into();
+            n.lm_transform = Some("head".into());
+            n.score = "classifier".into();
+        }
         "eurobert" => {
             // Llama blocks with bidirectional attention; `lm_head` has a bias with the MLP's,
             // the sequence classifier reads through `dense` + GELU.
@@ -831,7 +858,7 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     ));
                 }
             };
-            spec.head_transform = Some(HeadTransform {
+            spec.head_transform = Some(HeadTransform::Dense {
                 act: Act::Gelu,
                 bias: true,
                 norm: false,
@@ -3512,7 +3539,7 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     };
     spec.embed_norm = true;
     spec.first_layer_no_attn_norm = true;
-    spec.head_transform = Some(HeadTransform {
+    spec.head_transform = Some(HeadTransform::Dense {
         act: act_field(f, &["classifier_activation"])?,
         bias: false,
         norm: true,
