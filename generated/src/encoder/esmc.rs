@@ -26,7 +26,10 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`decoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`decoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`decoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `esmc` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +43,12 @@
         masked_lm("EsmcForMaskedLM"),
         sequence_classification("EsmcForSequenceClassification"),
         token_classification("EsmcForTokenClassification")
+    ),
+    native(
+        base_model = decoder,
+        masked_lm = decoder,
+        sequence_classification = decoder,
+        token_classification = decoder
     ),
     backends = crate::backends,
 )]

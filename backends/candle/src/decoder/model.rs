@@ -152,10 +152,11 @@ fn linear(
     Ok(Linear::new(weight, b))
 }
 
-/// A classifier head: `score`, or `classifier` / `qa_outputs` (token and QA heads), with its
+/// A classifier head: `names.score`, else `score`, `classifier` or `qa_outputs` (token and QA
+/// heads), with its
 /// bias when the checkpoint has one.
 fn score_head(w: &mut Weights, names: &Names, labels: usize, hd: usize) -> R<Linear> {
-    let name = [names.score.as_str(), "classifier", "qa_outputs"]
+    let name = [names.score.as_str(), "score", "classifier", "qa_outputs"]
         .into_iter()
         .find(|n| w.has(&format!("{n}.weight")))
         .unwrap_or(names.score.as_str())
@@ -881,7 +882,12 @@ impl Model {
             a.out_bias = Some(w.take(&full, &[hd])?);
         }
         let final_norm = if s.final_norm {
-            Some(Norm::load(w, &names.final_norm, s.norm, &[hd])?)
+            Some(Norm::load(
+                w,
+                &names.final_norm,
+                s.final_norm_kind.unwrap_or(s.norm),
+                &[hd],
+            )?)
         } else {
             None
         };
@@ -910,12 +916,12 @@ impl Model {
             None => None,
         };
         let transform_prefix = match kind {
-            Head::Lm => names.lm_transform.clone(),
-            Head::Score { .. } => names.score_transform.clone(),
+            Head::Lm => names.lm_transform.clone().zip(s.lm_transform),
+            Head::Score { .. } => names.score_transform.clone().zip(s.score_transform),
             Head::Hidden => None,
         };
-        let head_transform = match (transform_prefix, s.head_transform) {
-            (Some(pre), Some(t)) => {
+        let head_transform = match transform_prefix {
+            Some((pre, t)) => {
                 let name = |n: &str| {
                     if pre.is_empty() {
                         n.to_owned()
@@ -927,10 +933,9 @@ impl Model {
                     HeadTransform::Dense { act, bias, norm } => Transform::Dense {
                         dense: linear(w, &name("dense"), hd, hd, bias, false)?,
                         act,
-                        norm: if norm {
-                            Some(Norm::load(w, &name("norm"), s.norm, &[hd])?)
-                        } else {
-                            None
+                        norm: match norm {
+                            Some(n) => Some(Norm::load(w, &name(n), s.norm, &[hd])?),
+                            None => None,
                         },
                     },
                     HeadTransform::TwoLayer { act, width } => Transform::TwoLayer {

@@ -341,9 +341,15 @@ pub(crate) struct Spec {
     pub ple: Option<(usize, usize)>,
     /// Layer 0 has no pre-attention norm (ModernBERT-decoder).
     pub first_layer_no_attn_norm: bool,
-    /// A prediction head before the LM head or sequence classifier (ModernBERT-decoder:
-    /// `lm_head.dense`, GELU, `lm_head.norm`; EuroBERT's classifier: `dense` + bias, GELU).
-    pub head_transform: Option<HeadTransform>,
+    /// A prediction head before the LM head (ModernBERT-decoder: `lm_head.dense`, GELU,
+    /// `lm_head.norm`; UltraBERT's two layers; ESM C's `lm_head.dense`, GELU,
+    /// `lm_head.layer_norm`), under [`Names::lm_transform`].
+    pub lm_transform: Option<HeadTransform>,
+    /// ... and before the sequence classifier (ModernBERT-decoder's `head`; EuroBERT's
+    /// `dense` + GELU; ESM C's `classifier.dense` + tanh), under [`Names::score_transform`].
+    pub score_transform: Option<HeadTransform>,
+    /// The final norm's own kind, when it differs from the blocks' (ESM C: no bias).
+    pub final_norm_kind: Option<NormKind>,
     /// Attention sees every position (encoders built from decoder blocks: EuroBERT). Such a
     /// body has no KV cache use and does not generate.
     pub bidirectional: bool,
@@ -392,12 +398,16 @@ pub(crate) struct Spec {
     pub head_bias: bool,
 }
 
-/// A prediction head before the LM head or classifier (see [`Spec::head_transform`]).
+/// A prediction head before the LM head or classifier (see [`Spec::lm_transform`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum HeadTransform {
-    /// `act(dense(x))` (`dense` with a bias when `bias`), then a `norm` of the model's norm
-    /// kind when `norm`.
-    Dense { act: Act, bias: bool, norm: bool },
+    /// `act(dense(x))` (`dense` with a bias when `bias`), then the norm named `norm` (of the
+    /// blocks' norm kind) when there is one.
+    Dense {
+        act: Act,
+        bias: bool,
+        norm: Option<&'static str>,
+    },
     /// `act(linear2(act(linear1(x))))` through `width`, no biases (UltraBERT).
     TwoLayer { act: Act, width: usize },
 }

@@ -91,6 +91,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "deepseek_v2",
     "deepseek_v3",
     "ernie4_5",
+    "esmc",
     "eurobert",
     "exaone4",
     "falcon",
@@ -546,7 +547,8 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
     // OLMo's parameter-free LayerNorm has a fixed epsilon and no field.
     let eps = match eps_field.iter().find_map(|k| f.get(k).and_then(num)) {
         Some(e) => e,
-        None if t == "olmo" => 1e-5,
+        // OLMo's parameter-free LayerNorm and ESM C's `nn.LayerNorm`s: torch's default.
+        None if matches!(t, "olmo" | "esmc") => 1e-5,
         None => return Err(f.err("rms_norm_eps", "missing (required)")),
     };
     let act = if t == "openai_privacy_filter" {
@@ -635,7 +637,9 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         layer_scalar: false,
         ple: None,
         first_layer_no_attn_norm: false,
-        head_transform: None,
+        lm_transform: None,
+        score_transform: None,
+        final_norm_kind: None,
         bidirectional: false,
         seq_pool: SeqPool::Last,
         sub_norms: false,
@@ -835,13 +839,43 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     ));
                 }
             };
-            spec.head_transform = Some(HeadTransform::TwoLayer {
+            spec.lm_transform = Some(HeadTransform::TwoLayer {
                 act: Act::GeluTanh,
                 width: f.positive("prediction_head_size")?,
             });
             n.head = "cls".into();
             n.lm_transform = Some("head".into());
             n.score = "classifier".into();
+        }
+        "esmc" => {
+            // Pre-LN blocks of biased LayerNorms (the final one without a bias), LayerNorm q/k
+            // norms over the whole projection, branches scaled by 1/√(layers/36);
+            // bidirectional. MLM: `lm_head.dense` → GELU → `lm_head.layer_norm` →
+            // `lm_head.decoder`; classifier: `<s>` → `classifier.dense` → tanh → `out_proj`.
+            spec.bidirectional = true;
+            spec.norm = NormKind::Layer { eps, bias: true };
+            spec.final_norm_kind = Some(NormKind::Layer { eps, bias: false });
+            spec.qk_norm = Some(QkNorm {
+                kind: NormKind::Layer { eps, bias: false },
+                per_head: false,
+            });
+            spec.residual_scale = Some(1.0 / (layers as f64 / 36.0).sqrt());
+            spec.lm_transform = Some(HeadTransform::Dense {
+                act: Act::Gelu,
+                bias: true,
+                norm: Some("layer_norm"),
+            });
+            spec.head_bias = true;
+            spec.score_transform = Some(HeadTransform::Dense {
+                act: Act::Tanh,
+                bias: true,
+                norm: None,
+            });
+            spec.seq_pool = SeqPool::First;
+            n.head = "lm_head.decoder".into();
+            n.lm_transform = Some("lm_head".into());
+            n.score = "classifier.out_proj".into();
+            n.score_transform = Some("classifier".into());
         }
         "eurobert" => {
             // Llama blocks with bidirectional attention; `lm_head` has a bias with the MLP's,
@@ -858,10 +892,10 @@ fn llama_like(t: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
                     ));
                 }
             };
-            spec.head_transform = Some(HeadTransform::Dense {
+            spec.score_transform = Some(HeadTransform::Dense {
                 act: Act::Gelu,
                 bias: true,
-                norm: false,
+                norm: None,
             });
             n.score = "classifier".into();
             n.score_transform = Some(String::new());
@@ -1885,7 +1919,9 @@ fn gpt_base(
         layer_scalar: false,
         ple: None,
         first_layer_no_attn_norm: false,
-        head_transform: None,
+        lm_transform: None,
+        score_transform: None,
+        final_norm_kind: None,
         bidirectional: false,
         seq_pool: SeqPool::Last,
         sub_norms: false,
@@ -3539,11 +3575,13 @@ fn modernbert_decoder(f: &Fields<'_>) -> R<(Spec, Names)> {
     };
     spec.embed_norm = true;
     spec.first_layer_no_attn_norm = true;
-    spec.head_transform = Some(HeadTransform::Dense {
+    let transform = HeadTransform::Dense {
         act: act_field(f, &["classifier_activation"])?,
         bias: false,
-        norm: true,
-    });
+        norm: Some("norm"),
+    };
+    spec.lm_transform = Some(transform);
+    spec.score_transform = Some(transform);
     spec.head_bias = f.bool_or("decoder_bias", true)?;
     spec.tie = f.bool_or("tie_word_embeddings", true)?;
     let wins = windows(f, layers, false)?;
