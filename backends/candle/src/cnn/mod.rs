@@ -1,5 +1,5 @@
-//! Native image classification with convolutional networks (see [`crate`]): ResNet and
-//! ConvNeXt ([`model`]), with the same image preprocessing as the ViT-like encoder
+//! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
+//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -15,11 +15,40 @@ use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
 pub(crate) mod model;
+mod poolformer;
 
 use model::CnnModel;
-pub use model::MODEL_TYPES;
 
-crate::architecture_struct!(Cnn, "The `cnn` implementation: ResNet and ConvNeXt.");
+/// The model types the `cnn` implementation knows.
+pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "poolformer", "regnet", "resnet"];
+
+crate::architecture_struct!(
+    Cnn,
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2) and PoolFormer."
+);
+
+/// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
+pub(crate) trait Network: std::fmt::Debug + Send + Sync {
+    /// The input channels.
+    fn channels(&self) -> usize;
+    /// The preprocessing size when the preprocessor names none (`image_size`, else 224).
+    fn image_size(&self) -> usize;
+    fn logits(&self, pixels: &Tensor) -> Result<Tensor, SkillError>;
+}
+
+/// Read `config.json` (in `f`) of `model_type` and take its `*ForImageClassification`
+/// weights with `labels` classes.
+fn load_network(
+    model_type: &str,
+    f: &Fields<'_>,
+    w: &mut Weights,
+    labels: usize,
+) -> Result<Box<dyn Network>, SkillError> {
+    Ok(match model_type {
+        "poolformer" => Box::new(poolformer::PoolFormer::load(f, w, labels)?),
+        _ => Box::new(CnnModel::load(model::translate(model_type, f)?, w, labels)?),
+    })
+}
 
 /// Run `call`.
 fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
@@ -39,7 +68,7 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 
 /// A loaded CNN image classifier.
 pub struct CnnClassifier {
-    model: CnnModel,
+    model: Box<dyn Network>,
     labels: Vec<String>,
     pre: Preprocess,
     device: Device,
@@ -48,7 +77,7 @@ pub struct CnnClassifier {
 impl std::fmt::Debug for CnnClassifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CnnClassifier")
-            .field("spec", self.model.spec())
+            .field("model", &self.model)
             .field("labels", &self.labels.len())
             .finish_non_exhaustive()
     }
@@ -62,11 +91,10 @@ impl CnnClassifier {
             path: &config_path,
             map: &map,
         };
-        let spec = model::translate(model_type, &f)?;
         let labels = f.labels()?;
-        let pre = Preprocess::read(dir, spec.image)?;
         let mut w = Weights::read(dir, device)?;
-        let model = CnnModel::load(spec, &mut w, labels.len())?;
+        let model = load_network(model_type, &f, &mut w, labels.len())?;
+        let pre = Preprocess::read(dir, model.image_size())?;
         Ok(Self {
             model,
             labels,
@@ -78,13 +106,13 @@ impl CnnClassifier {
     /// Logits `[batch, labels]` of `pixel_values` (`shape` `[b, channels, h, w]`, flat).
     pub fn logits(&self, pixel_values: &[f32], shape: [usize; 4]) -> Result<Tensor, SkillError> {
         let [b, c, h, w] = shape;
-        if b == 0 || c != self.model.spec().channels || pixel_values.len() != b * c * h * w {
+        if b == 0 || c != self.model.channels() || pixel_values.len() != b * c * h * w {
             return Err(SkillError::InvalidRequest {
                 capability: Capability::ClassifyImage,
                 detail: format!(
                     "pixel_values of {} values and shape {shape:?}; the model takes [batch ≥ 1, {}, h, w]",
                     pixel_values.len(),
-                    self.model.spec().channels
+                    self.model.channels()
                 ),
             });
         }
@@ -108,7 +136,7 @@ impl CnnClassifier {
                     detail: format!("non-square preprocessing sizes ({h}x{w}) are not implemented"),
                 });
             }
-            None => self.model.spec().image,
+            None => self.model.image_size(),
         };
         let pixels = self.pre.pixels(image, s)?;
         let logits = self

@@ -14,9 +14,6 @@ use skillgen_runtime::SkillError;
 use crate::activation::{Act, act};
 use crate::weights::{Weights, layer_norm, linear};
 
-/// The model types [`translate`] knows.
-pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "regnet", "resnet"];
-
 /// Which network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -54,7 +51,7 @@ pub(crate) struct Spec {
     pub(crate) image: usize,
 }
 
-fn list(f: &Fields<'_>, field: &str) -> Result<Vec<usize>, SkillError> {
+pub(crate) fn list(f: &Fields<'_>, field: &str) -> Result<Vec<usize>, SkillError> {
     match f.get(field) {
         Some(Value::Array(a)) if !a.is_empty() => a
             .iter()
@@ -181,7 +178,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     })
 }
 
-fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
+pub(crate) fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillError {
     move |e| SkillError::Backend {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("CNN {context}: {e}"),
@@ -537,10 +534,6 @@ impl CnnModel {
         })
     }
 
-    pub(crate) fn spec(&self) -> &Spec {
-        &self.spec
-    }
-
     /// Logits `[b, labels]` of preprocessed `pixels` `[b, channels, h, w]`.
     pub(crate) fn logits(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
         let a = self.spec.act;
@@ -637,5 +630,19 @@ impl CnnModel {
             self.classifier.forward(&pooled)
         };
         run().map_err(ce("forward"))
+    }
+}
+
+impl super::Network for CnnModel {
+    fn channels(&self) -> usize {
+        self.spec.channels
+    }
+
+    fn image_size(&self) -> usize {
+        self.spec.image
+    }
+
+    fn logits(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+        CnnModel::logits(self, pixels)
     }
 }
