@@ -13,6 +13,8 @@ pub(crate) enum Act {
     GeluTanh,
     /// `relu`.
     Relu,
+    /// `relu6`: ReLU capped at 6 (MobileNet).
+    Relu6,
     /// `tanh` (BERT's pooler, RoBERTa's classifier head).
     Tanh,
     /// `quick_gelu` (CLIP): `x · σ(1.702 x)`.
@@ -32,6 +34,7 @@ impl Act {
             "gelu" => Self::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
             "relu" => Self::Relu,
+            "relu6" => Self::Relu6,
             "relu2" => Self::Relu2,
             "tanh" => Self::Tanh,
             "quick_gelu" => Self::QuickGelu,
@@ -49,6 +52,7 @@ pub(crate) fn act(a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
         Act::Gelu => x.gelu_erf(),
         Act::GeluTanh => x.gelu(),
         Act::Relu => x.relu(),
+        Act::Relu6 => x.clamp(0f32, 6f32),
         Act::Relu2 => x.relu()?.sqr(),
         Act::Tanh => x.tanh(),
         Act::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,

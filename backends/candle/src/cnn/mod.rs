@@ -1,5 +1,5 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
-//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), with the same image preprocessing as the ViT-like encoder
+//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -14,17 +14,27 @@ use crate::e;
 use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
+mod conv;
+mod mobilenet;
 pub(crate) mod model;
 mod poolformer;
 
 use model::CnnModel;
 
 /// The model types the `cnn` implementation knows.
-pub const MODEL_TYPES: &[&str] = &["convnext", "convnextv2", "poolformer", "regnet", "resnet"];
+pub const MODEL_TYPES: &[&str] = &[
+    "convnext",
+    "convnextv2",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "poolformer",
+    "regnet",
+    "resnet",
+];
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2) and PoolFormer."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer and MobileNet V1/V2."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -46,6 +56,8 @@ fn load_network(
 ) -> Result<Box<dyn Network>, SkillError> {
     Ok(match model_type {
         "poolformer" => Box::new(poolformer::PoolFormer::load(f, w, labels)?),
+        "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
+        "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
         _ => Box::new(CnnModel::load(model::translate(model_type, f)?, w, labels)?),
     })
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use skillgen_checkpoint::Fields;
 use skillgen_runtime::SkillError;
 
+use super::conv::ConvBn;
 use crate::activation::{Act, act};
 use crate::weights::{Weights, layer_norm, linear};
 
@@ -182,70 +183,6 @@ pub(crate) fn ce(context: &'static str) -> impl Fn(candle_core::Error) -> SkillE
     move |e| SkillError::Backend {
         backend: skillgen_runtime::BackendKind::Candle,
         detail: format!("CNN {context}: {e}"),
-    }
-}
-
-/// A convolution with eval-mode batch norm (ResNet's `ResNetConvLayer` / shortcut).
-#[derive(Debug)]
-struct ConvBn {
-    w: Tensor,
-    stride: usize,
-    pad: usize,
-    groups: usize,
-    /// Per channel: `scale = γ/√(var + ε)`, `shift = β − mean·scale`.
-    scale: Tensor,
-    shift: Tensor,
-}
-
-impl ConvBn {
-    fn load(
-        w: &mut Weights,
-        p: &str,
-        (out, inp, k): (usize, usize, usize),
-        stride: usize,
-    ) -> Result<Self, SkillError> {
-        Self::load_grouped(w, p, (out, inp, k), stride, 1)
-    }
-
-    fn load_grouped(
-        w: &mut Weights,
-        p: &str,
-        (out, inp, k): (usize, usize, usize),
-        stride: usize,
-        groups: usize,
-    ) -> Result<Self, SkillError> {
-        let weight = w.take(
-            &format!("{p}.convolution.weight"),
-            &[out, inp / groups, k, k],
-        )?;
-        let n = format!("{p}.normalization");
-        let gamma = w.take(&format!("{n}.weight"), &[out])?;
-        let beta = w.take(&format!("{n}.bias"), &[out])?;
-        let mean = w.take(&format!("{n}.running_mean"), &[out])?;
-        let var = w.take(&format!("{n}.running_var"), &[out])?;
-        let run = || -> candle_core::Result<(Tensor, Tensor)> {
-            let scale = gamma.div(&(var + 1e-5)?.sqrt()?)?;
-            let shift = (beta - mean.mul(&scale)?)?;
-            Ok((
-                scale.reshape((1, out, 1, 1))?,
-                shift.reshape((1, out, 1, 1))?,
-            ))
-        };
-        let (scale, shift) = run().map_err(ce("batch norm"))?;
-        Ok(Self {
-            w: weight,
-            stride,
-            pad: k / 2,
-            groups,
-            scale,
-            shift,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.w, self.pad, self.stride, 1, self.groups)?
-            .broadcast_mul(&self.scale)?
-            .broadcast_add(&self.shift)
     }
 }
 
