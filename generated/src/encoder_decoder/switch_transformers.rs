@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `seq-to-seq-causal-lm`: candle **verified** (`t5`); MAX not implemented
 /// Skill for the `switch_transformers` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         pretraining("SwitchTransformersForConditionalGeneration"),
         seq_to_seq_causal_lm("SwitchTransformersForConditionalGeneration")
     ),
+    native(seq_to_seq_causal_lm = t5),
     backends = crate::backends,
 )]
 pub struct SwitchTransformers {

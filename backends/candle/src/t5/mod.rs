@@ -260,9 +260,37 @@ impl T5Generator {
             let v = f.usize_opt(field)?.unwrap_or(default);
             u32::try_from(v).map_err(|_| f.err(field, "does not fit in u32"))
         };
+        // transformers' `generate()`: `decoder_start_token_id`, else `bos_token_id`, from the
+        // generation config, then the model config.
+        let gen_path = dir.join("generation_config.json");
+        let generation: serde_json::Value = match std::fs::read_to_string(&gen_path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| {
+                f.err(
+                    "generation_config.json",
+                    format!("{}: {e}", gen_path.display()),
+                )
+            })?,
+            Err(_) => serde_json::Value::Null,
+        };
+        let start = ["decoder_start_token_id", "bos_token_id"]
+            .iter()
+            .find_map(|k| {
+                generation
+                    .get(k)
+                    .and_then(serde_json::Value::as_u64)
+                    .or_else(|| f.get(k).and_then(serde_json::Value::as_u64))
+            })
+            .ok_or_else(|| {
+                f.err(
+                    "decoder_start_token_id",
+                    "missing, and no bos_token_id either",
+                )
+            })?;
+        let start = u32::try_from(start)
+            .map_err(|_| f.err("decoder_start_token_id", "does not fit in u32"))?;
         let (tokenizer, tokenizer_path) = load_tokenizer(dir, None)?;
         Ok(Self {
-            start: id("decoder_start_token_id", 0)?,
+            start,
             eos: id("eos_token_id", 1)?,
             model,
             tokenizer,

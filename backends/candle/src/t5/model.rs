@@ -17,7 +17,7 @@ use crate::activation::{Act, act};
 use crate::weights::Weights;
 
 /// The model types [`translate`] knows.
-pub const MODEL_TYPES: &[&str] = &["mt5", "t5", "umt5"];
+pub const MODEL_TYPES: &[&str] = &["mt5", "switch_transformers", "t5", "umt5"];
 
 /// A T5-like model, as [`translate`] reads it from `config.json`.
 #[derive(Debug, Clone)]
@@ -38,6 +38,27 @@ pub(crate) struct Spec {
     pub(crate) scale_outputs: bool,
     /// umt5: every layer has its own relative position bias.
     pub(crate) bias_per_layer: bool,
+    /// Switch Transformers: the MLPs (`mlp.` rather than `DenseReluDense.`) of every
+    /// `sparse_step`-th layer are top-1 mixtures of experts.
+    pub(crate) switch: Option<Switch>,
+}
+
+/// Switch Transformers' sparse layers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Switch {
+    pub(crate) experts: usize,
+    /// Tokens an expert takes per sequence (per forward pass), in order; later ones skip the
+    /// MLP (their branch is zero).
+    pub(crate) capacity: usize,
+    pub(crate) router_bias: bool,
+    /// Layer `i` is sparse when `i % step == 1` or `step == 1` (encoder, decoder).
+    pub(crate) steps: (usize, usize),
+}
+
+impl Switch {
+    fn sparse(step: usize, i: usize) -> bool {
+        step == 1 || i % step == 1
+    }
 }
 
 /// `config.json` of `model_type` → [`Spec`], field by field.
@@ -77,10 +98,46 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
     let tied = f.bool_or("tie_word_embeddings", true)?;
     let scale_outputs = match model_type {
         "t5" => f.bool_or("scale_decoder_outputs", tied)?,
-        "umt5" => tied,
+        "umt5" | "switch_transformers" => tied,
         _ => false,
     };
     let enc_layers = f.positive("num_layers")?;
+    let dec_layers = f.positive_opt("num_decoder_layers")?.unwrap_or(enc_layers);
+    let switch = if model_type == "switch_transformers" {
+        if gated {
+            return Err(f.err("feed_forward_proj", "gated experts are not implemented"));
+        }
+        // `*_sparse_step` as saved, else as transformers' config computes it:
+        // `num_layers // num_sparse_*_layers` (no sparse layer when that is 0).
+        let step = |n: usize, field: &str, saved: &str| -> Result<usize, SkillError> {
+            if let Some(s) = f.positive_opt(saved)? {
+                return Ok(s);
+            }
+            Ok(match f.usize_opt(field)?.unwrap_or(3) {
+                0 => usize::MAX,
+                k => (n / k).max(1),
+            })
+        };
+        Some(Switch {
+            experts: f.positive("num_experts")?,
+            capacity: f.positive("expert_capacity")?,
+            router_bias: f.bool_or("router_bias", false)?,
+            steps: (
+                step(
+                    enc_layers,
+                    "num_sparse_encoder_layers",
+                    "encoder_sparse_step",
+                )?,
+                step(
+                    dec_layers,
+                    "num_sparse_decoder_layers",
+                    "decoder_sparse_step",
+                )?,
+            ),
+        })
+    } else {
+        None
+    };
     Ok(Spec {
         vocab: f.positive("vocab_size")?,
         d: f.positive("d_model")?,
@@ -88,7 +145,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         d_ff: f.positive("d_ff")?,
         heads: f.positive("num_heads")?,
         enc_layers,
-        dec_layers: f.positive_opt("num_decoder_layers")?.unwrap_or(enc_layers),
+        dec_layers,
         buckets: f.positive("relative_attention_num_buckets")?,
         max_distance: f
             .usize_opt("relative_attention_max_distance")?
@@ -99,6 +156,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         tied,
         scale_outputs,
         bias_per_layer: model_type == "umt5",
+        switch,
     })
 }
 
@@ -299,13 +357,77 @@ impl Ffn {
     }
 }
 
+/// Switch Transformers' top-1 mixture: `router` logits, its experts.
+#[derive(Debug)]
+struct Sparse {
+    router: Linear,
+    experts: Vec<Ffn>,
+    capacity: usize,
+}
+
+impl Sparse {
+    /// Each token of `x` `[1, n, d]` goes to its most probable expert, scaled by that
+    /// probability, while the expert has capacity (counted in order); the rest get zero.
+    fn forward(&self, x: &Tensor, a: Act) -> candle_core::Result<Tensor> {
+        let x2 = x.squeeze(0)?;
+        let probs = candle_nn::ops::softmax_last_dim(&self.router.forward(&x2)?)?;
+        let mut taken = vec![0usize; self.experts.len()];
+        let mut routed: Vec<(Vec<u32>, Vec<f32>)> =
+            vec![(Vec::new(), Vec::new()); self.experts.len()];
+        for (t, row) in probs.to_vec2::<f32>()?.iter().enumerate() {
+            // torch.argmax: the first maximum.
+            let (e, p) =
+                row.iter()
+                    .copied()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, v)| if v > b.1 { (i, v) } else { b },
+                    );
+            taken[e] += 1;
+            if taken[e] <= self.capacity {
+                routed[e].0.push(t as u32);
+                routed[e].1.push(p);
+            }
+        }
+        let mut out = x2.zeros_like()?;
+        for (e, (toks, ps)) in routed.into_iter().enumerate() {
+            if toks.is_empty() {
+                continue;
+            }
+            let n = toks.len();
+            let idx = Tensor::from_vec(toks, n, x.device())?;
+            let y = self.experts[e].forward(&x2.index_select(&idx, 0)?, a)?;
+            let y = y.broadcast_mul(&Tensor::from_vec(ps, (n, 1), x.device())?)?;
+            out = out.index_add(&idx, &y, 0)?;
+        }
+        out.unsqueeze(0)
+    }
+}
+
+/// A layer's feed-forward branch.
+#[derive(Debug)]
+enum FeedForward {
+    Dense(Ffn),
+    Sparse(Sparse),
+}
+
+impl FeedForward {
+    fn forward(&self, x: &Tensor, a: Act) -> candle_core::Result<Tensor> {
+        match self {
+            FeedForward::Dense(f) => f.forward(x, a),
+            FeedForward::Sparse(m) => m.forward(x, a),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Layer {
     attn_ln: RmsNorm,
     attn: Attn,
     cross: Option<(RmsNorm, Attn)>,
     ffn_ln: RmsNorm,
-    ffn: Ffn,
+    ffn: FeedForward,
 }
 
 /// Which part of the checkpoint to load.
@@ -364,7 +486,41 @@ fn layers(w: &mut Weights, side: &str, s: &Spec, n: usize) -> Result<Vec<Layer>,
                     None
                 },
                 ffn_ln: norm(w, &format!("{p}.{ffn_i}.layer_norm"), s)?,
-                ffn: Ffn::load(w, &format!("{p}.{ffn_i}.DenseReluDense"), s)?,
+                ffn: match s.switch {
+                    None => {
+                        FeedForward::Dense(Ffn::load(w, &format!("{p}.{ffn_i}.DenseReluDense"), s)?)
+                    }
+                    Some(sw) => {
+                        let m = format!("{p}.{ffn_i}.mlp");
+                        let step = if decoder { sw.steps.1 } else { sw.steps.0 };
+                        if Switch::sparse(step, l) {
+                            let router = Linear::new(
+                                w.take(
+                                    &format!("{m}.router.classifier.weight"),
+                                    &[sw.experts, s.d],
+                                )?,
+                                if sw.router_bias {
+                                    Some(w.take(
+                                        &format!("{m}.router.classifier.bias"),
+                                        &[sw.experts],
+                                    )?)
+                                } else {
+                                    None
+                                },
+                            );
+                            let experts = (0..sw.experts)
+                                .map(|e| Ffn::load(w, &format!("{m}.experts.expert_{e}"), s))
+                                .collect::<Result<_, _>>()?;
+                            FeedForward::Sparse(Sparse {
+                                router,
+                                experts,
+                                capacity: sw.capacity,
+                            })
+                        } else {
+                            FeedForward::Dense(Ffn::load(w, &m, s)?)
+                        }
+                    }
+                },
             })
         })
         .collect()
