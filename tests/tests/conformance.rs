@@ -866,7 +866,9 @@ fn image_fixtures_conform_and_equal_the_support_table() {
             continue;
         }
         let r = image_reference(&dir);
-        let got = if skillgen_candle::cnn::MODEL_TYPES.contains(&t.as_str()) {
+        let got = if skillgen_candle::cnn::MODEL_TYPES.contains(&t.as_str())
+            || skillgen_candle::swin::MODEL_TYPES.contains(&t.as_str())
+        {
             skillgen_candle::parity::cnn_logits(&dir, &r.pixels, r.shape)
         } else {
             skillgen_candle::parity::vit_logits(&dir, &r.pixels, r.shape)

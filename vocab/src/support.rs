@@ -86,8 +86,10 @@ crate::vocabulary! {
         Ctc = "ctc" / "ctc",
         /// CLIP / SigLIP dual encoders: zero-shot image classification.
         Dual = "dual" / "dual",
-        /// Convolutional image classifiers (ResNet, ConvNeXt).
+        /// Convolutional image classifiers (ResNet, RegNet, ConvNeXt, PoolFormer, MobileNet).
         Cnn = "cnn" / "cnn",
+        /// Shifted-window vision transformers (Swin, Donut's Swin): image classification.
+        Swin = "swin" / "swin",
     }
 }
 

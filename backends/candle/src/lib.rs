@@ -30,6 +30,7 @@ pub mod dual;
 pub mod encoder;
 mod heads;
 pub mod seq2seq;
+pub mod swin;
 pub mod t5;
 pub mod vit;
 mod weights;
@@ -102,6 +103,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::Ctc => &ctc::Ctc,
         NativeImpl::Dual => &dual::Dual,
         NativeImpl::Cnn => &cnn::Cnn,
+        NativeImpl::Swin => &swin::Swin,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }

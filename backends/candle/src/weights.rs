@@ -220,6 +220,51 @@ impl Weights {
         Ok(t)
     }
 
+    /// Integer buffer `name` (I64 or I32) of shape `shape`, as values: index tables some
+    /// checkpoints persist (Donut's `relative_position_index`), which the caller checks.
+    pub(crate) fn take_ints(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Vec<i64>, SkillError> {
+        let Some(entry) = self.entries.get(name) else {
+            return Err(SkillError::TensorMissing {
+                path: self.path.clone(),
+                tensor: name.to_owned(),
+            });
+        };
+        let bad = |detail: String| SkillError::TensorInvalid {
+            path: entry.file.clone(),
+            tensor: name.to_owned(),
+            detail,
+        };
+        if !matches!(
+            entry.dtype,
+            safetensors::Dtype::I64 | safetensors::Dtype::I32
+        ) {
+            return Err(bad(format!(
+                "has dtype {:?}, expected integers",
+                entry.dtype
+            )));
+        }
+        if entry.shape != shape {
+            return Err(bad(format!(
+                "has shape {:?}, config.json implies {shape:?}",
+                entry.shape
+            )));
+        }
+        let values = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| bad("is not loaded".into()))?
+            .to_dtype(DType::I64)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<i64>())
+            .map_err(|e| bad(e.to_string()))?;
+        self.used.insert(name.to_owned());
+        Ok(values)
+    }
+
     /// Leave the tensors `unused` selects: parts of the checkpoint the caller's task does not
     /// compute by design (an MLM head or pooler when embedding), so [`Weights::finish`] does
     /// not refuse them.

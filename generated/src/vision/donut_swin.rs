@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`swin`); MAX not implemented
 /// Skill for the `donut-swin` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +34,7 @@
         base_model("DonutSwinModel"),
         image_classification("DonutSwinForImageClassification")
     ),
+    native(image_classification = swin),
     backends = crate::backends,
 )]
 pub struct DonutSwin {

@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`swin`); MAX not implemented
 /// Skill for the `swin` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         image_classification("SwinForImageClassification"),
         masked_image_modeling("SwinForMaskedImageModeling")
     ),
+    native(image_classification = swin),
     backends = crate::backends,
 )]
 pub struct Swin {

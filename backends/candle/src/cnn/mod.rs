@@ -58,12 +58,20 @@ fn load_network(
         "poolformer" => Box::new(poolformer::PoolFormer::load(f, w, labels)?),
         "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
+        t if crate::swin::MODEL_TYPES.contains(&t) => {
+            Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
+        }
         _ => Box::new(CnnModel::load(model::translate(model_type, f)?, w, labels)?),
     })
 }
 
-/// Run `call`.
-fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, SkillError> {
+/// Run `call` (also the `swin` implementation's: the same classifier over its network).
+pub(crate) fn run(
+    state: &Model,
+    target: Target,
+    task: Task,
+    call: Call,
+) -> Result<Output, SkillError> {
     match call {
         Call::ClassifyImage(req) => {
             let model_type = state.info().model_type;
@@ -78,7 +86,7 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
     }
 }
 
-/// A loaded CNN image classifier.
+/// A loaded image classifier over a [`Network`] (the CNNs here, and Swin).
 pub struct CnnClassifier {
     model: Box<dyn Network>,
     labels: Vec<String>,
