@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`swin`); MAX not implemented
 /// Skill for the `swinv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         image_classification("Swinv2ForImageClassification"),
         masked_image_modeling("Swinv2ForMaskedImageModeling")
     ),
+    native(image_classification = swin),
     backends = crate::backends,
 )]
 pub struct Swinv2 {

@@ -7,7 +7,7 @@
 //! as large as the grid is not shifted, as in transformers; a smaller grid is refused. Every
 //! tensor is taken by name and shape.
 
-use candle_core::{DType, Module, Tensor};
+use candle_core::{D, DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use skillgen_checkpoint::Fields;
@@ -18,7 +18,7 @@ use crate::cnn::model::{ce, list};
 use crate::weights::{Weights, layer_norm, linear};
 
 /// The model types [`Swin::load`] knows.
-pub const MODEL_TYPES: &[&str] = &["donut-swin", "swin"];
+pub const MODEL_TYPES: &[&str] = &["donut-swin", "swin", "swinv2"];
 
 /// torch's `nn.LayerNorm` default (the patch and merging norms).
 const TORCH_EPS: f64 = 1e-5;
@@ -26,13 +26,18 @@ const TORCH_EPS: f64 = 1e-5;
 #[derive(Debug)]
 struct Block {
     heads: usize,
+    /// Swin V2: this block's window and shift, fixed from the configured image size.
+    fixed: Option<(usize, usize)>,
     ln_before: LayerNorm,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    /// `[(2w−1)², heads]`.
+    /// The bias per relative offset, `[(2w−1)², heads]`: Swin's learned table, or Swin V2's
+    /// `16·σ(cpb_mlp(log-spaced coordinates))` computed at load.
     table: Tensor,
+    /// Swin V2's cosine attention: `exp(min(logit_scale, ln 100))` per head, `[1, heads, 1, 1]`.
+    logit_scale: Option<Tensor>,
     ln_after: LayerNorm,
     fc1: Linear,
     fc2: Linear,
@@ -41,7 +46,8 @@ struct Block {
 #[derive(Debug)]
 struct Stage {
     blocks: Vec<Block>,
-    /// Patch merging: its LayerNorm over `4·dim` and the bias-less reduction to `2·dim`.
+    /// Patch merging: its LayerNorm (over `4·dim`; Swin V2: over `2·dim`, after the
+    /// reduction) and the bias-less reduction to `2·dim`.
     merge: Option<(LayerNorm, Linear)>,
 }
 
@@ -52,6 +58,8 @@ pub(crate) struct Swin {
     image: usize,
     patch: usize,
     window: usize,
+    /// Swin V2: residual post-norm blocks, cosine attention, norm after the merge.
+    v2: bool,
     act: Act,
     patch_w: Tensor,
     patch_b: Tensor,
@@ -102,6 +110,46 @@ fn shift_mask(h: usize, wd: usize, win: usize, shift: usize) -> Vec<f32> {
     out
 }
 
+/// Swin V2's bias table of a `win`×`win` window: `16·σ(mlp(coords))` over the log-spaced
+/// relative coordinates (normalised by the pretrained window when given, else the window),
+/// `[(2w−1)², heads]`, from `{a}.continuous_position_bias_mlp.{0,2}`.
+fn cpb_table(
+    w: &mut Weights,
+    a: &str,
+    win: usize,
+    pretrained: usize,
+    heads: usize,
+) -> Result<Tensor, SkillError> {
+    let m = format!("{a}.continuous_position_bias_mlp");
+    let l0 = linear(w, &format!("{m}.0"), 512, 2, true)?;
+    let l2 = linear(w, &format!("{m}.2"), heads, 512, false)?;
+    let norm = if pretrained > 0 {
+        (pretrained - 1) as f32
+    } else if win > 1 {
+        (win - 1) as f32
+    } else {
+        1.0
+    };
+    let side = 2 * win - 1;
+    let mut coords = Vec::with_capacity(side * side * 2);
+    let log = |v: f32| {
+        let v = v / norm * 8.0;
+        v.signum() * (v.abs() + 1.0).log2() / 3.0
+    };
+    for i in 0..side {
+        for j in 0..side {
+            coords.push(log(i as f32 - (win as f32 - 1.0)));
+            coords.push(log(j as f32 - (win as f32 - 1.0)));
+        }
+    }
+    let run = || -> candle_core::Result<Tensor> {
+        let c = Tensor::from_vec(coords, (side * side, 2), w.device())?;
+        let t = l2.forward(&l0.forward(&c)?.relu()?)?;
+        candle_nn::ops::sigmoid(&t)? * 16.0
+    };
+    run().map_err(ce("continuous position bias"))
+}
+
 impl Swin {
     /// Read `config.json` (in `f`) of `model_type` and take its `*ForImageClassification`
     /// weights with `labels` classes.
@@ -113,6 +161,7 @@ impl Swin {
     ) -> Result<Self, SkillError> {
         let (p, final_norm) = match model_type {
             "swin" => ("swin", true),
+            "swinv2" => ("swinv2", true),
             "donut-swin" => ("donut", false),
             other => {
                 return Err(f.err(
@@ -165,6 +214,28 @@ impl Swin {
         } else {
             None
         };
+        let v2 = model_type == "swinv2";
+        let pretrained = if v2 {
+            match f.get("pretrained_window_sizes") {
+                None | Some(serde_json::Value::Null) => vec![0; depths.len()],
+                Some(serde_json::Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_u64().map(|n| n as usize))
+                    .collect::<Option<Vec<_>>>()
+                    .filter(|v| v.len() >= depths.len())
+                    .ok_or_else(|| {
+                        f.err("pretrained_window_sizes", "expected one size per stage")
+                    })?,
+                Some(other) => {
+                    return Err(f.err(
+                        "pretrained_window_sizes",
+                        format!("expected a list, found {other}"),
+                    ));
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let mut stages = Vec::with_capacity(depths.len());
         let mut dim = embed;
         for (s, (&depth, &nh)) in depths.iter().zip(&heads).enumerate() {
@@ -196,17 +267,49 @@ impl Swin {
                         });
                     }
                 }
+                // Swin V2 fixes each stage's window from the configured grid (transformers:
+                // the window shrinks to a smaller grid, which then does not shift).
+                let res = (image / patch) >> s;
+                let fixed = v2.then(|| {
+                    let win = res.min(window);
+                    (
+                        win,
+                        if res <= win || b % 2 == 0 {
+                            0
+                        } else {
+                            window / 2
+                        },
+                    )
+                });
+                let (table, logit_scale) = match fixed {
+                    None => (
+                        w.take(
+                            &format!("{a}.relative_position_bias_table"),
+                            &[(2 * window - 1) * (2 * window - 1), nh],
+                        )?,
+                        None,
+                    ),
+                    Some((win, _)) => (
+                        cpb_table(w, &a, win, pretrained[s], nh)?,
+                        Some(
+                            w.take(&format!("{a}.logit_scale"), &[nh, 1, 1])?
+                                .clamp(f64::NEG_INFINITY, 100f64.ln())
+                                .and_then(|t| t.exp())
+                                .and_then(|t| t.unsqueeze(0))
+                                .map_err(ce("logit scale"))?,
+                        ),
+                    ),
+                };
                 blocks.push(Block {
                     heads: nh,
+                    fixed,
                     ln_before: layer_norm(w, &format!("{bp}.layernorm_before"), dim, eps)?,
                     q: linear(w, &format!("{a}.query"), dim, dim, qkv_bias)?,
-                    k: linear(w, &format!("{a}.key"), dim, dim, qkv_bias)?,
+                    k: linear(w, &format!("{a}.key"), dim, dim, qkv_bias && !v2)?,
                     v: linear(w, &format!("{a}.value"), dim, dim, qkv_bias)?,
                     o: linear(w, &format!("{bp}.attention.output.dense"), dim, dim, true)?,
-                    table: w.take(
-                        &format!("{a}.relative_position_bias_table"),
-                        &[(2 * window - 1) * (2 * window - 1), nh],
-                    )?,
+                    table,
+                    logit_scale,
                     ln_after: layer_norm(w, &format!("{bp}.layernorm_after"), dim, eps)?,
                     fc1: linear(w, &format!("{bp}.intermediate.dense"), mid, dim, true)?,
                     fc2: linear(w, &format!("{bp}.output.dense"), dim, mid, true)?,
@@ -215,7 +318,12 @@ impl Swin {
             let merge = if s + 1 < depths.len() {
                 let d = format!("{p}.encoder.layers.{s}.downsample");
                 let m = (
-                    layer_norm(w, &format!("{d}.norm"), 4 * dim, TORCH_EPS)?,
+                    layer_norm(
+                        w,
+                        &format!("{d}.norm"),
+                        if v2 { 2 * dim } else { 4 * dim },
+                        TORCH_EPS,
+                    )?,
                     linear(w, &format!("{d}.reduction"), 2 * dim, 4 * dim, false)?,
                 );
                 dim *= 2;
@@ -237,6 +345,7 @@ impl Swin {
             image,
             patch,
             window,
+            v2,
             act,
             patch_w,
             patch_b,
@@ -260,20 +369,18 @@ impl Swin {
         let c = x.dim(1)?;
         // transformers: a window as large as the grid does not shift; a grid smaller than the
         // window would need a bias table of another size (transformers fails there too).
-        let win = self.window;
-        let shift = match h.min(wd).cmp(&win) {
-            std::cmp::Ordering::Less => candle_core::bail!(
-                "a {h}×{wd} grid is smaller than the {win}×{win} window (use the preprocessor's size)"
-            ),
-            std::cmp::Ordering::Equal => 0,
-            std::cmp::Ordering::Greater if shifted => win / 2,
-            std::cmp::Ordering::Greater => 0,
+        let (win, shift) = match b.fixed {
+            Some(fixed) => fixed,
+            None => self.dynamic_window(h, wd, shifted)?,
         };
         let hp = h.div_ceil(win) * win;
         let wp = wd.div_ceil(win) * win;
-        let mut g = b
-            .ln_before
-            .forward(x)?
+        let normed = if self.v2 {
+            x.clone()
+        } else {
+            b.ln_before.forward(x)?
+        };
+        let mut g = normed
             .reshape((h, wd, c))?
             .pad_with_zeros(0, 0, hp - h)?
             .pad_with_zeros(1, 0, wp - wd)?;
@@ -292,10 +399,23 @@ impl Swin {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = (split(b.q.forward(&windows)?)? * (hd as f64).powf(-0.5))?;
-        let k = split(b.k.forward(&windows)?)?;
+        let (q, k) = (
+            split(b.q.forward(&windows)?)?,
+            split(b.k.forward(&windows)?)?,
+        );
         let v = split(b.v.forward(&windows)?)?;
-        let mut scores = q.matmul(&k.transpose(2, 3)?.contiguous()?)?;
+        let mut scores = match &b.logit_scale {
+            None => (q * (hd as f64).powf(-0.5))?.matmul(&k.transpose(2, 3)?.contiguous()?)?,
+            Some(scale) => {
+                // F.normalize: x / max(‖x‖, 1e-12).
+                let unit = |t: &Tensor| -> candle_core::Result<Tensor> {
+                    t.broadcast_div(&t.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.maximum(1e-12)?)
+                };
+                unit(&q)?
+                    .matmul(&unit(&k)?.transpose(2, 3)?.contiguous()?)?
+                    .broadcast_mul(scale)?
+            }
+        };
         let idx = Tensor::from_vec(relative_index(win), n * n, dev)?;
         let bias = b
             .table
@@ -322,11 +442,37 @@ impl Swin {
             g = g.roll(shift as i32, 0)?.roll(shift as i32, 1)?;
         }
         let attn = g.narrow(0, 0, h)?.narrow(1, 0, wd)?.reshape((h * wd, c))?;
+        if self.v2 {
+            let x = (x + b.ln_before.forward(&attn)?)?;
+            let m = b.fc2.forward(&act(self.act, &b.fc1.forward(&x)?)?)?;
+            return x + b.ln_after.forward(&m)?;
+        }
         let x = (x + attn)?;
         let m = b
             .fc2
             .forward(&act(self.act, &b.fc1.forward(&b.ln_after.forward(&x)?)?)?)?;
         x + m
+    }
+
+    /// Swin's window and shift on an `h`×`w` grid: a window as large as the grid does not
+    /// shift; a grid smaller than the window would need a bias table of another size
+    /// (transformers fails there too).
+    fn dynamic_window(
+        &self,
+        h: usize,
+        wd: usize,
+        shifted: bool,
+    ) -> candle_core::Result<(usize, usize)> {
+        let win = self.window;
+        let shift = match h.min(wd).cmp(&win) {
+            std::cmp::Ordering::Less => candle_core::bail!(
+                "a {h}×{wd} grid is smaller than the {win}×{win} window (use the preprocessor's size)"
+            ),
+            std::cmp::Ordering::Equal => 0,
+            std::cmp::Ordering::Greater if shifted => win / 2,
+            std::cmp::Ordering::Greater => 0,
+        };
+        Ok((win, shift))
     }
 
     /// The pooled features of one image `[1, c, H, W]`.
@@ -371,7 +517,11 @@ impl Swin {
                     g.narrow(1, r, 1)?.narrow(3, col, 1)?.reshape((h2 * w2, c))
                 };
                 let cat = Tensor::cat(&[part(0, 0)?, part(1, 0)?, part(0, 1)?, part(1, 1)?], 1)?;
-                x = red.forward(&norm.forward(&cat)?)?;
+                x = if self.v2 {
+                    norm.forward(&red.forward(&cat)?)?
+                } else {
+                    red.forward(&norm.forward(&cat)?)?
+                };
                 (h, wd) = (h2, w2);
             }
         }
