@@ -16,6 +16,8 @@ pub(crate) enum Pad {
     /// TensorFlow "SAME": pad so that the output is `⌈in / stride⌉`, the odd pixel at the
     /// bottom/right (transformers' `apply_tf_padding`).
     TfSame,
+    /// Fixed zeros (left, right, top, bottom), then a "valid" convolution (`nn.ZeroPad2d`).
+    Explicit([usize; 4]),
 }
 
 /// A convolution (no bias) followed by eval-mode batch norm folded into a per-channel
@@ -57,16 +59,31 @@ impl ConvBn {
     pub(crate) fn load_with(
         w: &mut Weights,
         p: &str,
+        dims: (usize, usize, usize),
+        sg: (usize, usize),
+        pad: Pad,
+        eps: f64,
+    ) -> Result<Self, SkillError> {
+        Self::load_named(
+            w,
+            (&format!("{p}.convolution"), &format!("{p}.normalization")),
+            dims,
+            sg,
+            pad,
+            eps,
+        )
+    }
+
+    /// A convolution and batch norm under their own names (`conv`, `norm`).
+    pub(crate) fn load_named(
+        w: &mut Weights,
+        (conv, n): (&str, &str),
         (out, inp, k): (usize, usize, usize),
         (stride, groups): (usize, usize),
         pad: Pad,
         eps: f64,
     ) -> Result<Self, SkillError> {
-        let weight = w.take(
-            &format!("{p}.convolution.weight"),
-            &[out, inp / groups, k, k],
-        )?;
-        let n = format!("{p}.normalization");
+        let weight = w.take(&format!("{conv}.weight"), &[out, inp / groups, k, k])?;
         let gamma = w.take(&format!("{n}.weight"), &[out])?;
         let beta = w.take(&format!("{n}.bias"), &[out])?;
         let mean = w.take(&format!("{n}.running_mean"), &[out])?;
@@ -102,6 +119,10 @@ impl ConvBn {
                     .pad_with_zeros(3, left, right)?
                     .conv2d(&self.w, 0, self.stride, 1, self.groups)?
             }
+            Pad::Explicit([left, right, top, bottom]) => x
+                .pad_with_zeros(2, top, bottom)?
+                .pad_with_zeros(3, left, right)?
+                .conv2d(&self.w, 0, self.stride, 1, self.groups)?,
         };
         y.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
     }

@@ -1,5 +1,6 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
-//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]), with the same image preprocessing as the ViT-like encoder
+//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
+//! EfficientNet ([`efficientnet`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -15,6 +16,7 @@ use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
 mod conv;
+mod efficientnet;
 mod mobilenet;
 pub(crate) mod model;
 mod poolformer;
@@ -25,6 +27,7 @@ use model::CnnModel;
 pub const MODEL_TYPES: &[&str] = &[
     "convnext",
     "convnextv2",
+    "efficientnet",
     "mobilenet_v1",
     "mobilenet_v2",
     "poolformer",
@@ -34,7 +37,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer and MobileNet V1/V2."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2 and EfficientNet."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -56,6 +59,7 @@ fn load_network(
 ) -> Result<Box<dyn Network>, SkillError> {
     Ok(match model_type {
         "poolformer" => Box::new(poolformer::PoolFormer::load(f, w, labels)?),
+        "efficientnet" => Box::new(efficientnet::EfficientNet::load(f, w, labels)?),
         "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
