@@ -868,6 +868,7 @@ fn image_fixtures_conform_and_equal_the_support_table() {
         let r = image_reference(&dir);
         let got = if skillgen_candle::cnn::MODEL_TYPES.contains(&t.as_str())
             || skillgen_candle::swin::MODEL_TYPES.contains(&t.as_str())
+            || skillgen_candle::pvt::MODEL_TYPES.contains(&t.as_str())
         {
             skillgen_candle::parity::cnn_logits(&dir, &r.pixels, r.shape)
         } else {

@@ -90,6 +90,8 @@ crate::vocabulary! {
         Cnn = "cnn" / "cnn",
         /// Shifted-window vision transformers (Swin, Donut's Swin): image classification.
         Swin = "swin" / "swin",
+        /// Pyramid vision transformers (PVT v2, SegFormer's encoder): image classification.
+        Pvt = "pvt" / "pvt",
     }
 }
 

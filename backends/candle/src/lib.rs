@@ -29,6 +29,7 @@ pub mod decoder;
 pub mod dual;
 pub mod encoder;
 mod heads;
+pub mod pvt;
 pub mod seq2seq;
 pub mod swin;
 pub mod t5;
@@ -104,6 +105,7 @@ pub fn architecture(implementation: NativeImpl) -> &'static dyn Architecture {
         NativeImpl::Dual => &dual::Dual,
         NativeImpl::Cnn => &cnn::Cnn,
         NativeImpl::Swin => &swin::Swin,
+        NativeImpl::Pvt => &pvt::Pvt,
         NativeImpl::Whisper => &whisper::Whisper,
     }
 }

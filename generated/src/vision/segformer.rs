@@ -23,9 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `segformer` module; skillgen does not run it.
+//! - `image-classification`: candle **verified** (`pvt`); MAX not implemented
 /// Skill for the `segformer` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -41,6 +39,7 @@
         semantic_segmentation("SegformerForSemanticSegmentation")
     ),
     candle = "segformer",
+    native(image_classification = pvt),
     backends = crate::backends,
 )]
 pub struct Segformer {

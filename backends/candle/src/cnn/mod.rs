@@ -65,11 +65,15 @@ fn load_network(
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
+        t if crate::pvt::MODEL_TYPES.contains(&t) => {
+            Box::new(crate::pvt::model::Pvt::load(t, f, w, labels)?)
+        }
         _ => Box::new(CnnModel::load(model::translate(model_type, f)?, w, labels)?),
     })
 }
 
-/// Run `call` (also the `swin` implementation's: the same classifier over its network).
+/// Run `call` (also the `swin` and `pvt` implementations': the same classifier over their
+/// networks).
 pub(crate) fn run(
     state: &Model,
     target: Target,
@@ -90,7 +94,7 @@ pub(crate) fn run(
     }
 }
 
-/// A loaded image classifier over a [`Network`] (the CNNs here, and Swin).
+/// A loaded image classifier over a [`Network`] (the CNNs here, Swin and PVT).
 pub struct CnnClassifier {
     model: Box<dyn Network>,
     labels: Vec<String>,
