@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`pvt`); MAX not implemented
 /// Skill for the `pvt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         image("PvtModel"),
         image_classification("PvtForImageClassification")
     ),
+    native(image_classification = pvt),
     backends = crate::backends,
 )]
 pub struct Pvt {

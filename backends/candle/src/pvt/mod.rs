@@ -1,5 +1,5 @@
-//! Native image classification with pyramid vision transformers (see [`crate`]): PVT v2 and
-//! SegFormer's Mix Transformer ([`model`]), run through the CNN family's image classifier
+//! Native image classification with pyramid vision transformers (see [`crate`]): PVT, PVT v2
+//! and SegFormer's Mix Transformer ([`model`]), run through the CNN family's image classifier
 //! ([`crate::cnn::CnnClassifier`]: the same preprocessing and heads over a
 //! [`crate::cnn::Network`]).
 

@@ -1,9 +1,10 @@
 //! Pyramid vision transformers: PVT v2 and SegFormer's Mix Transformer (the same network
-//! under two names). Per stage an overlapping strided patch convolution with a LayerNorm,
+//! under two names), and PVT v1. Per stage a strided patch convolution with a LayerNorm,
 //! then pre-LN blocks whose attention reads keys and values from a spatially reduced grid
-//! (a stride-`sr` convolution and a LayerNorm) and whose MLP runs a depthwise 3×3
-//! convolution between its two linears, and a stage LayerNorm; the classifier reads the
-//! token mean of the last stage. Every tensor is taken by name and shape.
+//! (a stride-`sr` convolution and a LayerNorm). v2 / SegFormer: overlapping patches, a
+//! depthwise 3×3 convolution inside the MLP, a LayerNorm closing each stage, the classifier
+//! on the token mean. v1: learned positions per stage, a `[CLS]` token in the last stage, a
+//! final LayerNorm, the classifier on `[CLS]`. Every tensor is taken by name and shape.
 
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -16,7 +17,7 @@ use crate::cnn::model::{ce, list};
 use crate::weights::{Weights, layer_norm, linear};
 
 /// The model types [`Pvt::load`] knows.
-pub const MODEL_TYPES: &[&str] = &["pvt_v2", "segformer"];
+pub const MODEL_TYPES: &[&str] = &["pvt", "pvt_v2", "segformer"];
 
 /// A convolution with its bias, `[out, in / groups, k, k]`.
 #[derive(Debug)]
@@ -64,7 +65,8 @@ struct Block {
     sr: Option<(Conv, LayerNorm)>,
     ln2: LayerNorm,
     fc1: Linear,
-    dw: Conv,
+    /// v2 / SegFormer: the MLP's depthwise convolution.
+    dw: Option<Conv>,
     fc2: Linear,
 }
 
@@ -72,8 +74,13 @@ struct Block {
 struct Stage {
     embed: Conv,
     embed_ln: LayerNorm,
+    /// v1: the stage's positions `[tokens, c]` (its `[CLS]` first when it has one).
+    positions: Option<Tensor>,
+    /// v1, last stage: the `[CLS]` token `[1, c]`.
+    cls: Option<Tensor>,
     blocks: Vec<Block>,
-    ln: LayerNorm,
+    /// v2 / SegFormer: the stage's closing LayerNorm.
+    ln: Option<LayerNorm>,
 }
 
 /// A loaded PVT v2 / SegFormer classifier.
@@ -83,6 +90,8 @@ pub(crate) struct Pvt {
     image: usize,
     act: Act,
     stages: Vec<Stage>,
+    /// v1: the LayerNorm after the last stage (the classifier then reads `[CLS]`).
+    final_ln: Option<LayerNorm>,
     classifier: Linear,
 }
 
@@ -121,9 +130,10 @@ impl Pvt {
         w: &mut Weights,
         labels: usize,
     ) -> Result<Self, SkillError> {
-        let segformer = match model_type {
-            "segformer" => true,
-            "pvt_v2" => false,
+        let (segformer, v1) = match model_type {
+            "segformer" => (true, false),
+            "pvt_v2" => (false, false),
+            "pvt" => (false, true),
             other => {
                 return Err(f.err(
                     "model_type",
@@ -138,7 +148,7 @@ impl Pvt {
         } else {
             f.f64("layer_norm_eps")?
         };
-        if !segformer && f.bool_or("linear_attention", false)? {
+        if model_type == "pvt_v2" && f.bool_or("linear_attention", false)? {
             return Err(f.err(
                 "linear_attention",
                 "`true` (pooled keys and values) is not implemented",
@@ -149,7 +159,14 @@ impl Pvt {
         let hidden = list(f, "hidden_sizes")?;
         let depths = list(f, "depths")?;
         let heads = list(f, "num_attention_heads")?;
-        let srs = list(f, "sr_ratios")?;
+        let srs = list(
+            f,
+            if v1 {
+                "sequence_reduction_ratios"
+            } else {
+                "sr_ratios"
+            },
+        )?;
         let patches = list(f, "patch_sizes")?;
         let strides = list(f, "strides")?;
         let ratios: Vec<f64> = match f.get("mlp_ratios") {
@@ -178,7 +195,8 @@ impl Pvt {
             .filter(|a| *a != Act::XieLu)
             .ok_or_else(|| f.err("hidden_act", format!("`{act_name}` is not implemented")))?;
         let channels = f.usize_opt("num_channels")?.unwrap_or(3);
-        let p = if segformer { "segformer" } else { "pvt_v2" };
+        let p = model_type;
+        let image = image_size(f)?;
         let mut stages = Vec::with_capacity(n);
         let mut inp = channels;
         for s in 0..n {
@@ -189,7 +207,7 @@ impl Pvt {
                     format!("{} heads do not divide stage {s}'s width {c}", heads[s]),
                 ));
             }
-            let (emb, blk, stage_ln) = if segformer {
+            let (emb, blk, stage_ln) = if segformer || v1 {
                 (
                     format!("{p}.encoder.patch_embeddings.{s}"),
                     format!("{p}.encoder.block.{s}"),
@@ -203,22 +221,60 @@ impl Pvt {
                 )
             };
             let k = patches[s];
-            let embed = Conv::load(
-                w,
-                &format!("{emb}.proj"),
-                (c, inp, k),
-                (strides[s], k / 2, 1),
-            )?;
+            let last = s + 1 == n;
+            let (embed, positions, cls) = if v1 {
+                // transformers: kernel `strides[s]`, stride `patch_sizes[s]`; stage s > 0 sees an
+                // image of `image_size / 2^(s+1)`.
+                let side = if s == 0 { image } else { image >> (s + 1) } / k;
+                let conv = Conv::load(
+                    w,
+                    &format!("{emb}.projection"),
+                    (c, inp, strides[s]),
+                    (k, 0, 1),
+                )?;
+                let rows = side * side + usize::from(last);
+                let pos = w
+                    .take(&format!("{emb}.position_embeddings"), &[1, rows, c])?
+                    .squeeze(0)
+                    .map_err(ce("positions"))?;
+                let cls = if last {
+                    Some(
+                        w.take(&format!("{emb}.cls_token"), &[1, 1, c])?
+                            .squeeze(0)
+                            .map_err(ce("cls token"))?,
+                    )
+                } else {
+                    None
+                };
+                if last && srs[s] > 1 {
+                    return Err(f.err(
+                        "sequence_reduction_ratios",
+                        "the last stage (with [CLS]) cannot reduce its keys and values",
+                    ));
+                }
+                (conv, Some(pos), cls)
+            } else {
+                (
+                    Conv::load(
+                        w,
+                        &format!("{emb}.proj"),
+                        (c, inp, k),
+                        (strides[s], k / 2, 1),
+                    )?,
+                    None,
+                    None,
+                )
+            };
             let embed_ln = layer_norm(w, &format!("{emb}.layer_norm"), c, eps)?;
             let mid = (c as f64 * ratios[s]) as usize;
             let mut blocks = Vec::with_capacity(depths[s]);
             for j in 0..depths[s] {
                 let b = format!("{blk}.{j}");
-                let (a, o, sr_name) = if segformer {
+                let (a, o, sr_name) = if segformer || v1 {
                     (
                         format!("{b}.attention.self"),
                         format!("{b}.attention.output.dense"),
-                        "sr",
+                        if v1 { "sequence_reduction" } else { "sr" },
                     )
                 } else {
                     (
@@ -245,30 +301,46 @@ impl Pvt {
                     sr,
                     ln2: layer_norm(w, &format!("{b}.layer_norm_2"), c, eps)?,
                     fc1: linear(w, &format!("{b}.mlp.dense1"), mid, c, true)?,
-                    dw: Conv::load(
-                        w,
-                        &format!("{b}.mlp.dwconv.dwconv"),
-                        (mid, mid, 3),
-                        (1, 1, mid),
-                    )?,
+                    dw: if v1 {
+                        None
+                    } else {
+                        Some(Conv::load(
+                            w,
+                            &format!("{b}.mlp.dwconv.dwconv"),
+                            (mid, mid, 3),
+                            (1, 1, mid),
+                        )?)
+                    },
                     fc2: linear(w, &format!("{b}.mlp.dense2"), c, mid, true)?,
                 });
             }
             stages.push(Stage {
                 embed,
                 embed_ln,
+                positions,
+                cls,
                 blocks,
-                ln: layer_norm(w, &stage_ln, c, eps)?,
+                ln: if v1 {
+                    None
+                } else {
+                    Some(layer_norm(w, &stage_ln, c, eps)?)
+                },
             });
             inp = c;
         }
+        let final_ln = if v1 {
+            Some(layer_norm(w, &format!("{p}.encoder.layer_norm"), inp, eps)?)
+        } else {
+            None
+        };
         let classifier = linear(w, "classifier", labels, inp, true)?;
         w.finish()?;
         Ok(Self {
             channels,
-            image: image_size(f)?,
+            image,
             act,
             stages,
+            final_ln,
             classifier,
         })
     }
@@ -291,8 +363,10 @@ impl Pvt {
         let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let attn = probs.matmul(&v)?.transpose(0, 1)?.reshape((n, c))?;
         let x = (x + b.o.forward(&attn)?)?;
-        let hmid = b.fc1.forward(&b.ln2.forward(&x)?)?;
-        let hmid = to_tokens(&b.dw.forward(&to_grid(&hmid, h, w)?)?)?;
+        let mut hmid = b.fc1.forward(&b.ln2.forward(&x)?)?;
+        if let Some(dw) = &b.dw {
+            hmid = to_tokens(&dw.forward(&to_grid(&hmid, h, w)?)?)?;
+        }
         x + b.fc2.forward(&act(self.act, &hmid)?)?
     }
 
@@ -304,16 +378,34 @@ impl Pvt {
             let e = st.embed.forward(&g)?;
             let (_, _, h, w) = e.dims4()?;
             let mut t = st.embed_ln.forward(&to_tokens(&e)?)?;
+            if let Some(cls) = &st.cls {
+                t = Tensor::cat(&[cls, &t], 0)?;
+            }
+            if let Some(pos) = &st.positions {
+                if pos.dim(0)? != t.dim(0)? {
+                    candle_core::bail!(
+                        "the positions cover {} tokens, the image gives {} (use the preprocessor's size)",
+                        pos.dim(0)?,
+                        t.dim(0)?
+                    );
+                }
+                t = (t + pos)?;
+            }
             for b in &st.blocks {
                 t = self.block(b, &t, (h, w))?;
             }
-            let t = st.ln.forward(&t)?;
-            g = to_grid(&t, h, w)?;
+            if let Some(ln) = &st.ln {
+                t = ln.forward(&t)?;
+            }
+            if st.cls.is_none() {
+                g = to_grid(&t, h, w)?;
+            }
             x = Some(t);
         }
-        match x {
-            Some(t) => t.mean_keepdim(0),
-            None => candle_core::bail!("no stages"),
+        match (x, &self.final_ln) {
+            (Some(t), Some(ln)) => ln.forward(&t)?.narrow(0, 0, 1),
+            (Some(t), None) => t.mean_keepdim(0),
+            (None, _) => candle_core::bail!("no stages"),
         }
     }
 }
