@@ -64,7 +64,7 @@ fn common(f: &Fields<'_>) -> Result<(Pad, f64, Act, f64, usize), SkillError> {
 }
 
 /// transformers' `make_divisible`.
-fn make_divisible(value: usize, divisor: usize, min_value: usize) -> usize {
+pub(crate) fn make_divisible(value: usize, divisor: usize, min_value: usize) -> usize {
     let v = value as f64;
     let mut new = min_value.max(((v + divisor as f64 / 2.0) as usize) / divisor * divisor);
     if (new as f64) < 0.9 * v {

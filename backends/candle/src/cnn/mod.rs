@@ -1,6 +1,7 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
-//! EfficientNet ([`efficientnet`]), with the same image preprocessing as the ViT-like encoder
+//! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
+//! blocks over unfolded patches), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -18,6 +19,7 @@ use crate::weights::Weights;
 mod conv;
 mod efficientnet;
 mod mobilenet;
+mod mobilevit;
 pub(crate) mod model;
 mod poolformer;
 
@@ -30,6 +32,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "efficientnet",
     "mobilenet_v1",
     "mobilenet_v2",
+    "mobilevit",
     "poolformer",
     "regnet",
     "resnet",
@@ -37,7 +40,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2 and EfficientNet."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet and MobileViT."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -62,6 +65,7 @@ fn load_network(
         "efficientnet" => Box::new(efficientnet::EfficientNet::load(f, w, labels)?),
         "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
+        "mobilevit" => Box::new(mobilevit::MobileVit::load(f, w, labels)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
