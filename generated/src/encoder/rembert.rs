@@ -33,6 +33,7 @@
 //! # Implementations
 //!
 //! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
@@ -57,6 +58,7 @@
     ),
     native(
         base_model = encoder,
+        masked_lm = encoder,
         question_answering = encoder,
         sequence_classification = encoder,
         text_encoding = encoder,

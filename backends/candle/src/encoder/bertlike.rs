@@ -187,6 +187,8 @@ pub(crate) struct MlmNames {
     pub(crate) act: Option<Act>,
     /// The dense layer maps to the embedding width (ELECTRA, ALBERT), else the hidden size.
     pub(crate) to_embedding: bool,
+    /// ... or to the width this config field names (RemBERT: `output_embedding_size`).
+    pub(crate) width_field: Option<&'static str>,
 }
 
 const BERT_MLM: MlmNames = MlmNames {
@@ -196,6 +198,7 @@ const BERT_MLM: MlmNames = MlmNames {
     decoder: "cls.predictions.decoder",
     act: None,
     to_embedding: false,
+    width_field: None,
 };
 
 const ROBERTA_MLM: MlmNames = MlmNames {
@@ -205,6 +208,7 @@ const ROBERTA_MLM: MlmNames = MlmNames {
     decoder: "lm_head.decoder",
     act: Some(Act::Gelu),
     to_embedding: false,
+    width_field: None,
 };
 
 /// The masked-LM head of `model_type`, if implemented.
@@ -227,6 +231,7 @@ fn mlm_names(model_type: &str) -> Option<MlmNames> {
             decoder: "generator_lm_head",
             act: Some(Act::Gelu),
             to_embedding: true,
+            width_field: None,
         },
         "albert" => MlmNames {
             dense: "predictions.dense",
@@ -235,6 +240,16 @@ fn mlm_names(model_type: &str) -> Option<MlmNames> {
             decoder: "predictions.decoder",
             act: None,
             to_embedding: true,
+            width_field: None,
+        },
+        "rembert" => MlmNames {
+            dense: "cls.predictions.dense",
+            norm: "cls.predictions.LayerNorm",
+            bias: "cls.predictions.bias",
+            decoder: "cls.predictions.decoder",
+            act: None,
+            to_embedding: false,
+            width_field: Some("output_embedding_size"),
         },
         _ => return None,
     })
@@ -1012,7 +1027,11 @@ impl BertLike {
                         ),
                     )
                 })?;
-                let width = if names.to_embedding { e } else { h };
+                let width = match names.width_field {
+                    Some(field) => f.positive(field)?,
+                    None if names.to_embedding => e,
+                    None => h,
+                };
                 let dense = linear(&mut w, names.dense, width, h)?;
                 let norm = layer_norm(&mut w, names.norm, width, spec.eps)?;
                 let dec_name = format!("{}.weight", names.decoder);
