@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`cnn`); MAX not implemented
 /// Skill for the `textnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         backbone("TextNetBackbone"),
         image_classification("TextNetForImageClassification")
     ),
+    native(image_classification = cnn),
     backends = crate::backends,
 )]
 pub struct Textnet {

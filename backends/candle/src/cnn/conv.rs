@@ -84,19 +84,7 @@ impl ConvBn {
         eps: f64,
     ) -> Result<Self, SkillError> {
         let weight = w.take(&format!("{conv}.weight"), &[out, inp / groups, k, k])?;
-        let gamma = w.take(&format!("{n}.weight"), &[out])?;
-        let beta = w.take(&format!("{n}.bias"), &[out])?;
-        let mean = w.take(&format!("{n}.running_mean"), &[out])?;
-        let var = w.take(&format!("{n}.running_var"), &[out])?;
-        let run = || -> candle_core::Result<(Tensor, Tensor)> {
-            let scale = gamma.div(&(var + eps)?.sqrt()?)?;
-            let shift = (beta - mean.mul(&scale)?)?;
-            Ok((
-                scale.reshape((1, out, 1, 1))?,
-                shift.reshape((1, out, 1, 1))?,
-            ))
-        };
-        let (scale, shift) = run().map_err(ce("batch norm"))?;
+        let (scale, shift) = batch_norm(w, n, out, eps)?;
         Ok(Self {
             w: weight,
             k,
@@ -126,6 +114,26 @@ impl ConvBn {
         };
         y.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)
     }
+}
+
+/// Eval-mode batch norm `name` over `c` channels, folded: (`γ/√(var + ε)`, `β − mean·scale`),
+/// each `[1, c, 1, 1]`.
+pub(crate) fn batch_norm(
+    w: &mut Weights,
+    n: &str,
+    c: usize,
+    eps: f64,
+) -> Result<(Tensor, Tensor), SkillError> {
+    let gamma = w.take(&format!("{n}.weight"), &[c])?;
+    let beta = w.take(&format!("{n}.bias"), &[c])?;
+    let mean = w.take(&format!("{n}.running_mean"), &[c])?;
+    let var = w.take(&format!("{n}.running_var"), &[c])?;
+    let run = || -> candle_core::Result<(Tensor, Tensor)> {
+        let scale = gamma.div(&(var + eps)?.sqrt()?)?;
+        let shift = (beta - mean.mul(&scale)?)?;
+        Ok((scale.reshape((1, c, 1, 1))?, shift.reshape((1, c, 1, 1))?))
+    };
+    run().map_err(ce("batch norm"))
 }
 
 /// TensorFlow "SAME" padding of one dimension of `size`: (before, after).

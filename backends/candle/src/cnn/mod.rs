@@ -1,7 +1,7 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
-//! blocks over unfolded patches), with the same image preprocessing as the ViT-like encoder
+//! blocks over unfolded patches), TextNet ([`textnet`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -22,6 +22,7 @@ mod mobilenet;
 mod mobilevit;
 pub(crate) mod model;
 mod poolformer;
+mod textnet;
 
 use model::CnnModel;
 
@@ -36,11 +37,12 @@ pub const MODEL_TYPES: &[&str] = &[
     "poolformer",
     "regnet",
     "resnet",
+    "textnet",
 ];
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet and MobileViT."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT and TextNet."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -66,6 +68,7 @@ fn load_network(
         "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
         "mobilevit" => Box::new(mobilevit::MobileVit::load(f, w, labels)?),
+        "textnet" => Box::new(textnet::TextNet::load(f, w, labels)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
