@@ -1,7 +1,7 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
-//! blocks over unfolded patches), TextNet ([`textnet`]), with the same image preprocessing as the ViT-like encoder
+//! blocks over unfolded patches), TextNet ([`textnet`]), BiT ([`bit`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -16,6 +16,7 @@ use crate::e;
 use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
+mod bit;
 mod conv;
 mod efficientnet;
 mod mobilenet;
@@ -28,6 +29,7 @@ use model::CnnModel;
 
 /// The model types the `cnn` implementation knows.
 pub const MODEL_TYPES: &[&str] = &[
+    "bit",
     "convnext",
     "convnextv2",
     "efficientnet",
@@ -42,7 +44,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT and TextNet."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet and BiT."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -69,6 +71,7 @@ fn load_network(
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
         "mobilevit" => Box::new(mobilevit::MobileVit::load(f, w, labels)?),
         "textnet" => Box::new(textnet::TextNet::load(f, w, labels)?),
+        "bit" => Box::new(bit::Bit::load(f, w, labels)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
