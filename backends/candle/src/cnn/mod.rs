@@ -1,7 +1,8 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
-//! blocks over unfolded patches), TextNet ([`textnet`]), BiT ([`bit`]), with the same image preprocessing as the ViT-like encoder
+//! blocks over unfolded patches), TextNet ([`textnet`]), BiT ([`bit`]), SwiftFormer
+//! ([`swiftformer`]: convolutions with additive attention), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -23,6 +24,7 @@ mod mobilenet;
 mod mobilevit;
 pub(crate) mod model;
 mod poolformer;
+mod swiftformer;
 mod textnet;
 
 use model::CnnModel;
@@ -39,12 +41,13 @@ pub const MODEL_TYPES: &[&str] = &[
     "poolformer",
     "regnet",
     "resnet",
+    "swiftformer",
     "textnet",
 ];
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet and BiT."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet, BiT and SwiftFormer."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -72,6 +75,7 @@ fn load_network(
         "mobilevit" => Box::new(mobilevit::MobileVit::load(f, w, labels)?),
         "textnet" => Box::new(textnet::TextNet::load(f, w, labels)?),
         "bit" => Box::new(bit::Bit::load(f, w, labels)?),
+        "swiftformer" => Box::new(swiftformer::SwiftFormer::load(f, w, labels)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
