@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`cnn`); MAX not implemented
 /// Skill for the `hgnet_v2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +36,7 @@
         backbone("HGNetV2Backbone"),
         image_classification("HGNetV2ForImageClassification")
     ),
+    native(image_classification = cnn),
     backends = crate::backends,
 )]
 pub struct HgnetV2 {

@@ -2,7 +2,7 @@
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
 //! blocks over unfolded patches), TextNet ([`textnet`]), BiT ([`bit`]), SwiftFormer
-//! ([`swiftformer`]: convolutions with additive attention), with the same image preprocessing as the ViT-like encoder
+//! ([`swiftformer`]: convolutions with additive attention), HGNet V2 ([`hgnet`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
 
@@ -20,6 +20,7 @@ use crate::weights::Weights;
 mod bit;
 mod conv;
 mod efficientnet;
+mod hgnet;
 mod mobilenet;
 mod mobilevit;
 pub(crate) mod model;
@@ -35,6 +36,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "convnext",
     "convnextv2",
     "efficientnet",
+    "hgnet_v2",
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilevit",
@@ -47,7 +49,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet, BiT and SwiftFormer."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet, BiT, SwiftFormer and HGNet V2."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -76,6 +78,7 @@ fn load_network(
         "textnet" => Box::new(textnet::TextNet::load(f, w, labels)?),
         "bit" => Box::new(bit::Bit::load(f, w, labels)?),
         "swiftformer" => Box::new(swiftformer::SwiftFormer::load(f, w, labels)?),
+        "hgnet_v2" => Box::new(hgnet::HgNet::load(f, w, labels)?),
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
