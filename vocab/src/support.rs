@@ -90,7 +90,7 @@ crate::vocabulary! {
         Cnn = "cnn" / "cnn",
         /// Shifted-window vision transformers (Swin, Donut's Swin): image classification.
         Swin = "swin" / "swin",
-        /// Pyramid vision transformers (PVT, PVT v2, SegFormer's encoder): image classification.
+        /// Pyramid vision transformers (PVT, PVT v2, SegFormer's encoder, CvT): image classification.
         Pvt = "pvt" / "pvt",
     }
 }

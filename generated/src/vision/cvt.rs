@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`pvt`); MAX not implemented
 /// Skill for the `cvt` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "CvtConfig",
     hf_module = "cvt",
     tasks(base_model("CvtModel"), image_classification("CvtForImageClassification")),
+    native(image_classification = pvt),
     backends = crate::backends,
 )]
 pub struct Cvt {

@@ -18,7 +18,7 @@ use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
 mod bit;
-mod conv;
+pub(crate) mod conv;
 mod efficientnet;
 mod hgnet;
 mod mobilenet;
@@ -82,6 +82,7 @@ fn load_network(
         t if crate::swin::MODEL_TYPES.contains(&t) => {
             Box::new(crate::swin::model::Swin::load(t, f, w, labels)?)
         }
+        "cvt" => Box::new(crate::pvt::cvt::Cvt::load(f, w, labels)?),
         t if crate::pvt::MODEL_TYPES.contains(&t) => {
             Box::new(crate::pvt::model::Pvt::load(t, f, w, labels)?)
         }

@@ -1,14 +1,16 @@
 //! Native image classification with pyramid vision transformers (see [`crate`]): PVT, PVT v2
-//! and SegFormer's Mix Transformer ([`model`]), run through the CNN family's image classifier
+//! and SegFormer's Mix Transformer ([`model`]), CvT ([`cvt`]), run through the CNN family's image classifier
 //! ([`crate::cnn::CnnClassifier`]: the same preprocessing and heads over a
 //! [`crate::cnn::Network`]).
 
 use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{Model, SkillError, Target, Task};
 
+pub(crate) mod cvt;
 pub(crate) mod model;
 
-pub use model::MODEL_TYPES;
+/// The model types the `pvt` implementation knows.
+pub const MODEL_TYPES: &[&str] = &["cvt", "pvt", "pvt_v2", "segformer"];
 
 crate::architecture_struct!(
     Pvt,

@@ -16,9 +16,6 @@ use crate::activation::{Act, act};
 use crate::cnn::model::{ce, list};
 use crate::weights::{Weights, layer_norm, linear};
 
-/// The model types [`Pvt::load`] knows.
-pub const MODEL_TYPES: &[&str] = &["pvt", "pvt_v2", "segformer"];
-
 /// A convolution with its bias, `[out, in / groups, k, k]`.
 #[derive(Debug)]
 struct Conv {
