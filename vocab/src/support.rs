@@ -90,7 +90,8 @@ crate::vocabulary! {
         Cnn = "cnn" / "cnn",
         /// Shifted-window vision transformers (Swin, Donut's Swin): image classification.
         Swin = "swin" / "swin",
-        /// Pyramid vision transformers (PVT, PVT v2, SegFormer's encoder, CvT): image classification.
+        /// Pyramid vision transformers (PVT, PVT v2, SegFormer's encoder, CvT, LeViT): image
+        /// classification.
         Pvt = "pvt" / "pvt",
     }
 }

@@ -22,7 +22,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`pvt`); MAX not implemented
 /// Skill for the `levit` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -39,6 +39,7 @@
             "LevitForImageClassificationWithTeacher"
         )
     ),
+    native(image_classification = pvt),
     backends = crate::backends,
 )]
 pub struct Levit {
