@@ -90,8 +90,8 @@ crate::vocabulary! {
         Cnn = "cnn" / "cnn",
         /// Shifted-window vision transformers (Swin, Donut's Swin): image classification.
         Swin = "swin" / "swin",
-        /// Pyramid vision transformers (PVT, PVT v2, SegFormer's encoder, CvT, LeViT): image
-        /// classification.
+        /// Pyramid vision transformers and kin (PVT, PVT v2, SegFormer's encoder, CvT, LeViT,
+        /// FocalNet): image classification.
         Pvt = "pvt" / "pvt",
     }
 }

@@ -24,7 +24,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`pvt`); MAX not implemented
 /// Skill for the `focalnet` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -40,6 +40,7 @@
         image_classification("FocalNetForImageClassification"),
         masked_image_modeling("FocalNetForMaskedImageModeling")
     ),
+    native(image_classification = pvt),
     backends = crate::backends,
 )]
 pub struct Focalnet {

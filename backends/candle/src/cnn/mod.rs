@@ -84,6 +84,7 @@ fn load_network(
         }
         "cvt" => Box::new(crate::pvt::cvt::Cvt::load(f, w, labels)?),
         "levit" => Box::new(crate::pvt::levit::Levit::load(f, w, labels)?),
+        "focalnet" => Box::new(crate::pvt::focalnet::FocalNet::load(f, w, labels)?),
         t if crate::pvt::MODEL_TYPES.contains(&t) => {
             Box::new(crate::pvt::model::Pvt::load(t, f, w, labels)?)
         }

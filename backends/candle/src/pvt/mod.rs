@@ -1,5 +1,6 @@
 //! Native image classification with pyramid vision transformers (see [`crate`]): PVT, PVT v2
-//! and SegFormer's Mix Transformer ([`model`]), CvT ([`cvt`]), LeViT ([`levit`]), run through the CNN family's image classifier
+//! and SegFormer's Mix Transformer ([`model`]), CvT ([`cvt`]), LeViT ([`levit`]),
+//! FocalNet ([`focalnet`]: focal modulation in place of attention), run through the CNN family's image classifier
 //! ([`crate::cnn::CnnClassifier`]: the same preprocessing and heads over a
 //! [`crate::cnn::Network`]).
 
@@ -7,11 +8,12 @@ use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{Model, SkillError, Target, Task};
 
 pub(crate) mod cvt;
+pub(crate) mod focalnet;
 pub(crate) mod levit;
 pub(crate) mod model;
 
 /// The model types the `pvt` implementation knows.
-pub const MODEL_TYPES: &[&str] = &["cvt", "levit", "pvt", "pvt_v2", "segformer"];
+pub const MODEL_TYPES: &[&str] = &["cvt", "focalnet", "levit", "pvt", "pvt_v2", "segformer"];
 
 crate::architecture_struct!(
     Pvt,
