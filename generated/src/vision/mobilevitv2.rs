@@ -23,7 +23,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `image-classification`: candle **verified** (`cnn`); MAX not implemented
 /// Skill for the `mobilevitv2` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -38,6 +38,7 @@
         image_classification("MobileViTV2ForImageClassification"),
         semantic_segmentation("MobileViTV2ForSemanticSegmentation")
     ),
+    native(image_classification = cnn),
     backends = crate::backends,
 )]
 pub struct Mobilevitv2 {

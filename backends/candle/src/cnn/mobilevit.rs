@@ -24,7 +24,7 @@ const BN_EPS: f64 = 1e-5;
 
 /// An inverted residual: expand 1×1, depthwise 3×3 (`stride`), linear reduce 1×1.
 #[derive(Debug)]
-struct Inverted {
+pub(super) struct Inverted {
     expand: ConvBn,
     depthwise: ConvBn,
     reduce: ConvBn,
@@ -71,7 +71,16 @@ pub(crate) struct MobileVit {
     classifier: Linear,
 }
 
-fn conv(
+impl Inverted {
+    pub(super) fn forward(&self, a: Act, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = act(a, &self.expand.forward(x)?)?;
+        let h = act(a, &self.depthwise.forward(&h)?)?;
+        let h = self.reduce.forward(&h)?;
+        if self.residual { x + h } else { Ok(h) }
+    }
+}
+
+pub(super) fn conv(
     w: &mut Weights,
     p: &str,
     dims: (usize, usize, usize),
@@ -81,7 +90,7 @@ fn conv(
     ConvBn::load_with(w, p, dims, (stride, groups), Pad::Symmetric, BN_EPS)
 }
 
-fn inverted(
+pub(super) fn inverted(
     w: &mut Weights,
     p: &str,
     (inp, out): (usize, usize),
@@ -233,10 +242,7 @@ impl MobileVit {
     }
 
     fn inverted(&self, b: &Inverted, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = act(self.act, &b.expand.forward(x)?)?;
-        let h = act(self.act, &b.depthwise.forward(&h)?)?;
-        let h = b.reduce.forward(&h)?;
-        if b.residual { x + h } else { Ok(h) }
+        b.forward(self.act, x)
     }
 
     /// One transformer layer over `x` `[sequences, tokens, c]`.

@@ -1,7 +1,7 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
 //! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
-//! blocks over unfolded patches), TextNet ([`textnet`]), BiT ([`bit`]), SwiftFormer
+//! blocks over unfolded patches; V2 [`mobilevit2`] with separable attention), TextNet ([`textnet`]), BiT ([`bit`]), SwiftFormer
 //! ([`swiftformer`]: convolutions with additive attention), HGNet V2 ([`hgnet`]), with the same image preprocessing as the ViT-like encoder
 //! ([`crate::vit`]: `preprocessor_config.json` with `{height, width}` sizes; other size
 //! schemes are a typed error).
@@ -23,6 +23,7 @@ mod efficientnet;
 mod hgnet;
 mod mobilenet;
 mod mobilevit;
+mod mobilevit2;
 pub(crate) mod model;
 mod poolformer;
 mod swiftformer;
@@ -40,6 +41,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilevit",
+    "mobilevitv2",
     "poolformer",
     "regnet",
     "resnet",
@@ -49,7 +51,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT, TextNet, BiT, SwiftFormer and HGNet V2."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT (V2), TextNet, BiT, SwiftFormer and HGNet V2."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -75,6 +77,7 @@ fn load_network(
         "mobilenet_v1" => Box::new(mobilenet::MobileNet::load(f, w, labels, false)?),
         "mobilenet_v2" => Box::new(mobilenet::MobileNet::load(f, w, labels, true)?),
         "mobilevit" => Box::new(mobilevit::MobileVit::load(f, w, labels)?),
+        "mobilevitv2" => Box::new(mobilevit2::MobileVit2::load(f, w, labels)?),
         "textnet" => Box::new(textnet::TextNet::load(f, w, labels)?),
         "bit" => Box::new(bit::Bit::load(f, w, labels)?),
         "swiftformer" => Box::new(swiftformer::SwiftFormer::load(f, w, labels)?),
