@@ -21,7 +21,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `bert-generation` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "BertGenerationConfig",
     hf_module = "bert_generation",
     tasks(base_model("BertGenerationEncoder"), causal_lm("BertGenerationDecoder")),
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct BertGeneration {

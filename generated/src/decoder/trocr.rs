@@ -20,9 +20,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `trocr` module; skillgen does not run it.
+//! - `causal-lm`: candle **verified** (`decoder`); MAX not implemented
 /// Skill for the `trocr` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -33,6 +31,7 @@
     hf_module = "trocr",
     tasks(causal_lm("TrOCRForCausalLM")),
     candle = "trocr",
+    native(causal_lm = decoder),
     backends = crate::backends,
 )]
 pub struct Trocr {

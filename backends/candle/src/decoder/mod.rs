@@ -386,6 +386,10 @@ impl Decoder {
                 }
             }
         }
+        if !names.unused_by_design.is_empty() {
+            let parts = names.unused_by_design.clone();
+            weights.leave(|t| parts.iter().any(|p| t.contains(p.as_str())));
+        }
         let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
         let head_kind = head;

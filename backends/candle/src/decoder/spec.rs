@@ -497,6 +497,9 @@ pub(crate) struct Names {
     /// (ModernBERT-decoder: `head`, with `dense` and `norm`; EuroBERT: the top-level `dense`,
     /// written as the empty prefix).
     pub score_transform: Option<String>,
+    /// Tensors (name fragments) the checkpoint holds for a part a causal LM never runs
+    /// (TrOCR's cross-attention over image-encoder states): left unused, as transformers does.
+    pub unused_by_design: Vec<String>,
     /// The prediction head the LM head reads through, when it has one (ModernBERT-decoder:
     /// `lm_head`, with `dense` and `norm`). An empty prefix means top-level names.
     pub lm_transform: Option<String>,
@@ -554,6 +557,7 @@ impl Names {
             score: "score".into(),
             score_transform: None,
             lm_transform: None,
+            unused_by_design: Vec::new(),
             gate_bias: "self_attn.gate_bias".into(),
         }
     }

@@ -70,6 +70,8 @@ pub const MODEL_TYPES: &[&str] = &[
     "granitemoeshared",
     "ministral3",
     "biogpt",
+    "bert-generation",
+    "trocr",
     "gpt_neo",
     "hyperclovax",
     "jais2",
@@ -158,6 +160,8 @@ pub(super) fn translate(model_type: &str, f: &Fields<'_>) -> R<(Spec, Names)> {
         "xglm" => xglm(f),
         "ctrl" => ctrl(f),
         "biogpt" => biogpt(f),
+        "bert-generation" => bert_generation(f),
+        "trocr" => trocr(f),
         "gpt_neox" | "gpt_neox_japanese" => gpt_neox(model_type, f),
         "gptj" | "codegen" => gptj(model_type, f),
         "falcon" => falcon(f),
@@ -2521,6 +2525,103 @@ fn openai_gpt(f: &Fields<'_>) -> R<(Spec, Names)> {
     n.up = "mlp.c_fc".into();
     n.down = "mlp.c_proj".into();
     n.conv1d = true;
+    Ok((spec, n))
+}
+
+/// BERT-generation (`BertGenerationDecoder`): BERT's post-LN blocks under causal attention,
+/// learned positions, the embedding LayerNorm, a tied LM head with its own bias.
+fn bert_generation(f: &Fields<'_>) -> R<(Spec, Names)> {
+    refuse_true(
+        f,
+        "add_cross_attention",
+        "cross-attention layers are not part of a causal LM",
+    )?;
+    if let Some(t) = f.str_opt("position_embedding_type")?
+        && t != "absolute"
+    {
+        return Err(f.err(
+            "position_embedding_type",
+            format!("`{t}` is not implemented (absolute)"),
+        ));
+    }
+    let hidden = f.positive("hidden_size")?;
+    let heads = f.positive("num_attention_heads")?;
+    divisible(f, "num_attention_heads", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        f.f64("layer_norm_eps")?,
+        act_field(f, &["hidden_act"])?,
+        f.positive("intermediate_size")?,
+    );
+    spec.post_norm = true;
+    spec.final_norm = false;
+    spec.embed_norm = true;
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.head_bias = true;
+    spec.layers = plain_layers(f.positive("num_hidden_layers")?, None);
+    let mut n = Names::llama();
+    n.embed = "bert.embeddings.word_embeddings".into();
+    n.positions = "bert.embeddings.position_embeddings".into();
+    n.embed_norm = "bert.embeddings.LayerNorm".into();
+    n.layer = "bert.encoder.layer.{}".into();
+    n.q = "attention.self.query".into();
+    n.k = "attention.self.key".into();
+    n.v = "attention.self.value".into();
+    n.o = "attention.output.dense".into();
+    n.attn_in = Some("attention.output.LayerNorm".into());
+    n.ffn_in = Some("output.LayerNorm".into());
+    n.up = "intermediate.dense".into();
+    n.down = "output.dense".into();
+    Ok((spec, n))
+}
+
+/// TrOCR's text decoder as a causal LM (`TrOCRForCausalLM`): post-LN blocks, learned positions
+/// (offset 2), optional √d embedding scale and embedding LayerNorm, a tied output projection.
+/// Its cross-attention runs only over an image encoder's states, which a causal LM does not
+/// have: those tensors are left unused, as transformers leaves them.
+fn trocr(f: &Fields<'_>) -> R<(Spec, Names)> {
+    if !f.bool_or("use_learned_position_embeddings", true)? {
+        return Err(f.err(
+            "use_learned_position_embeddings",
+            "`false` (sinusoidal positions) is not implemented",
+        ));
+    }
+    let hidden = f.positive("d_model")?;
+    let heads = f.positive("decoder_attention_heads")?;
+    divisible(f, "decoder_attention_heads", hidden, heads)?;
+    let mut spec = gpt_base(
+        f.positive("vocab_size")?,
+        hidden,
+        heads,
+        f.positive("max_position_embeddings")?,
+        1e-5,
+        act_field(f, &["activation_function"])?,
+        f.positive("decoder_ffn_dim")?,
+    );
+    spec.absolute = Some(Absolute::Learned { offset: 2 });
+    spec.post_norm = true;
+    spec.final_norm = false;
+    spec.embed_norm = f.bool_or("layernorm_embedding", true)?;
+    if f.bool_or("scale_embedding", false)? {
+        spec.embed_scale = Some((hidden as f64).sqrt());
+    }
+    spec.tie = f.bool_or("tie_word_embeddings", true)?;
+    spec.layers = plain_layers(f.positive("decoder_layers")?, None);
+    let mut n = Names::llama();
+    n.embed = "model.decoder.embed_tokens".into();
+    n.positions = "model.decoder.embed_positions".into();
+    n.embed_norm = "model.decoder.layernorm_embedding".into();
+    n.layer = "model.decoder.layers.{}".into();
+    n.o = "self_attn.out_proj".into();
+    n.attn_in = Some("self_attn_layer_norm".into());
+    n.ffn_in = Some("final_layer_norm".into());
+    n.up = "fc1".into();
+    n.down = "fc2".into();
+    n.head = "output_projection".into();
+    n.unused_by_design = vec![".encoder_attn.".into(), ".encoder_attn_layer_norm.".into()];
     Ok((spec, n))
 }
 
