@@ -31,7 +31,10 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `flaubert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -49,6 +52,12 @@
         sequence_classification("FlaubertForSequenceClassification"),
         text_encoding("FlaubertModel"),
         token_classification("FlaubertForTokenClassification")
+    ),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder
     ),
     backends = crate::backends,
 )]

@@ -33,7 +33,12 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
+//! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
+//! - `question-answering`: candle **verified** (`encoder`); MAX not implemented
+//! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `xlm` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -52,6 +57,14 @@
         sequence_classification("XLMForSequenceClassification"),
         text_encoding("XLMModel"),
         token_classification("XLMForTokenClassification")
+    ),
+    native(
+        base_model = encoder,
+        masked_lm = encoder,
+        question_answering = encoder,
+        sequence_classification = encoder,
+        text_encoding = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]

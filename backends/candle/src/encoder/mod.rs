@@ -17,6 +17,7 @@ use crate::encoder::bertlike::{BertLike, EncoderHead};
 use crate::encoder::deberta::Deberta;
 use crate::encoder::modernbert::ModernBert;
 use crate::encoder::rope::RopeEncoder;
+use crate::encoder::xlm::Xlm;
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
 use skillgen_runtime::request::{Call, Output};
@@ -29,6 +30,7 @@ mod distilbert;
 pub mod modernbert;
 pub mod rope;
 pub(crate) mod text;
+pub mod xlm;
 
 pub use text::{EncoderKind, TextEncoder};
 
@@ -80,6 +82,7 @@ pub fn bertlike(model_type: &str) -> bool {
     bertlike::MODEL_TYPES.contains(&model_type)
         || rope::MODEL_TYPES.contains(&model_type)
         || matches!(model_type, "modernbert" | "deberta" | "deberta-v2")
+        || xlm::MODEL_TYPES.contains(&model_type)
 }
 
 /// The cached BERT-like encoder of `state` on `target` with `head` (loaded on first use).
@@ -97,6 +100,8 @@ pub(crate) fn with_head(
                 TextModel::Modern(Box::new(ModernBert::load(state.dir(), &device, head)?))
             } else if matches!(model_type, "deberta" | "deberta-v2") {
                 TextModel::Deberta(Box::new(Deberta::load(state.dir(), &device, head)?))
+            } else if xlm::MODEL_TYPES.contains(&model_type) {
+                TextModel::Xlm(Box::new(Xlm::load(model_type, state.dir(), &device, head)?))
             } else if rope::MODEL_TYPES.contains(&model_type) {
                 TextModel::Rope(Box::new(RopeEncoder::load(
                     model_type,
@@ -124,6 +129,7 @@ pub enum TextModel {
     Modern(Box<ModernBert>),
     Deberta(Box<Deberta>),
     Rope(Box<RopeEncoder>),
+    Xlm(Box<Xlm>),
 }
 
 impl TextModel {
@@ -133,6 +139,7 @@ impl TextModel {
             Self::Modern(m) => m.as_ref(),
             Self::Deberta(m) => m.as_ref(),
             Self::Rope(m) => m.as_ref(),
+            Self::Xlm(m) => m.as_ref(),
         }
     }
 
@@ -143,6 +150,7 @@ impl TextModel {
             Self::Modern(m) => m.head_logits(ids),
             Self::Deberta(m) => m.head_logits(ids),
             Self::Rope(m) => m.head_logits(ids),
+            Self::Xlm(m) => m.head_logits(ids),
         }
     }
 
@@ -157,6 +165,7 @@ impl TextModel {
             Self::Modern(m) => m.embed(input, normalize),
             Self::Deberta(m) => m.embed(input, normalize),
             Self::Rope(m) => m.embed(input, normalize),
+            Self::Xlm(m) => m.embed(input, normalize),
         }
     }
 }
