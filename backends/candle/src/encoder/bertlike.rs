@@ -22,19 +22,18 @@
 //! ([`Weights::finish`]), except the parts a task does not compute by design (the pooler and
 //! MLM head when embedding).
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json, sentence_max_len, sentence_transformers_head};
-use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
-use skillgen_runtime::{Capability, SkillError};
+use skillgen_checkpoint::{Fields, read_json};
+use skillgen_runtime::SkillError;
+use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::attention::{Rope, SelfAttention, relative_bucket};
-use crate::heads::TaskHeads;
+use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm};
 
 /// Where the LayerNorms sit and how tensors are named.
@@ -941,15 +940,8 @@ pub struct BertLike {
     spec: Spec,
     body: BertBody,
     head: Head,
-    /// What a request to this head is (for error messages).
-    capability: Capability,
-    labels: Vec<String>,
-    sigmoid: bool,
-    /// The sentence-transformers head (base model): pooling and normalisation.
-    pooling: Pooling,
-    normalize: bool,
-    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
-    tokenizer_path: PathBuf,
+    /// Labels, scores, `embed` pooling, the tokenizer.
+    setup: HeadSetup,
 }
 
 impl std::fmt::Debug for BertLike {
@@ -957,7 +949,7 @@ impl std::fmt::Debug for BertLike {
         f.debug_struct("BertLike")
             .field("spec", &self.spec)
             .field("head", &self.head)
-            .field("labels", &self.labels)
+            .field("labels", &self.setup.labels)
             .finish_non_exhaustive()
     }
 }
@@ -996,17 +988,7 @@ impl BertLike {
         let body = BertBody::load(&spec, &mut w, &p)?;
         let word = body.word.clone();
         let h = spec.hidden;
-        let capability = match head {
-            EncoderHead::Base => Capability::Embed,
-            EncoderHead::Sequence => Capability::Classify,
-            EncoderHead::Tokens => Capability::ClassifyTokens,
-            EncoderHead::Qa => Capability::AnswerQuestion,
-            EncoderHead::Mlm => Capability::FillMask,
-        };
-        let labels = match head {
-            EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
-            _ => Vec::new(),
-        };
+        let labels = setup::labels(&f, head)?;
         let n = labels.len();
         let head_kind = head;
         let head = match head {
@@ -1084,45 +1066,19 @@ impl BertLike {
             w.leave(|name| name.starts_with(&pooler));
         }
         w.finish()?;
-        let sigmoid = match f.str_opt("problem_type")? {
-            Some("multi_label_classification") => true,
-            Some("single_label_classification") | None => n == 1,
-            Some("regression") if !labels.is_empty() => {
-                return Err(f.err(
-                    "problem_type",
-                    "`regression` heads are not classifiers (scores would be raw values)",
-                ));
-            }
-            Some(_) => n == 1,
+        // Embeddings truncate at the position table (less the RoBERTa offset), or
+        // sentence-transformers' `max_seq_length`.
+        let room = match spec.pos_offset {
+            Some(p) => spec.max_pos.saturating_sub(p as usize + 1),
+            None => spec.max_pos,
         };
-        // Embeddings follow sentence-transformers: its pooling and normalisation, and
-        // truncation at its `max_seq_length` (else the position table). Task heads refuse
-        // over-long inputs instead.
-        let (pooling, normalize, truncate) = if capability == Capability::Embed {
-            let (pooling, normalize) = sentence_transformers_head(dir)?;
-            let room = match spec.pos_offset {
-                Some(p) => spec.max_pos.saturating_sub(p as usize + 1),
-                None => spec.max_pos,
-            };
-            let room = spec.max_full_tokens.map_or(room, |m| m.min(room));
-            let max_len = sentence_max_len(dir)?.map_or(room, |m| m.min(room));
-            (pooling, normalize, Some(max_len))
-        } else {
-            (Pooling::Mean, false, None)
-        };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
-        let tokenizer = tokenizer.map(Arc::new);
+        let room = spec.max_full_tokens.map_or(room, |m| m.min(room));
+        let setup = HeadSetup::finish(dir, &f, head_kind, labels, room)?;
         Ok(Self {
             spec,
             body,
             head,
-            capability,
-            labels,
-            sigmoid,
-            pooling,
-            normalize,
-            tokenizer,
-            tokenizer_path,
+            setup,
         })
     }
 
@@ -1137,7 +1093,7 @@ impl BertLike {
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
         let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: self.capability,
+            capability: self.setup.capability,
             detail,
         };
         if ids.is_empty() {
@@ -1202,42 +1158,20 @@ impl BertLike {
         normalize: Option<bool>,
     ) -> Result<Embeddings, SkillError> {
         let how = (
-            self.pooling,
-            normalize.unwrap_or(self.normalize),
+            self.setup.pooling,
+            normalize.unwrap_or(self.setup.normalize),
             self.spec.hidden,
         );
         crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
     }
 }
 
-impl TaskHeads for BertLike {
-    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
-        self.tokenizer
-            .as_deref()
-            .ok_or_else(|| SkillError::ModelFileMissing {
-                path: self.tokenizer_path.clone(),
-                what: why,
-            })
+impl HeadModel for BertLike {
+    fn setup(&self) -> &HeadSetup {
+        &self.setup
     }
 
-    fn tokenizer_file(&self) -> &Path {
-        &self.tokenizer_path
-    }
-
-    fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    fn sigmoid(&self) -> bool {
-        self.sigmoid
-    }
-
-    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
-        let mut rows = self.head_logits(ids)?;
-        Ok(rows.pop().unwrap_or_default())
-    }
-
-    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+    fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
         self.head_logits(ids)
     }
 }

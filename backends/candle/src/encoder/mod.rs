@@ -29,6 +29,7 @@ pub mod deberta;
 mod distilbert;
 pub mod modernbert;
 pub mod rope;
+pub(crate) mod setup;
 pub(crate) mod text;
 pub mod xlm;
 

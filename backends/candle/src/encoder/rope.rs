@@ -4,21 +4,20 @@
 //! per-token classifiers, and each type's masked-LM head. Every tensor is taken by name and
 //! shape; one nobody takes is refused.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
-use skillgen_checkpoint::{Fields, read_json, sentence_max_len, sentence_transformers_head};
-use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
-use skillgen_runtime::{Capability, SkillError};
+use skillgen_checkpoint::{Fields, read_json};
+use skillgen_runtime::SkillError;
+use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::attention::rope_tables;
 use crate::encoder::bertlike::EncoderHead;
-use crate::heads::TaskHeads;
+use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm as norm, linear};
 
 /// The model types this encoder implements.
@@ -211,14 +210,8 @@ pub struct RopeEncoder {
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     head: Head,
-    labels: Vec<String>,
-    sigmoid: bool,
-    pooling: Pooling,
-    normalize: bool,
-    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
-    tokenizer_path: PathBuf,
     device: Device,
-    capability: Capability,
+    setup: HeadSetup,
 }
 
 impl std::fmt::Debug for RopeEncoder {
@@ -314,17 +307,8 @@ impl RopeEncoder {
                 mlp_ln: norm(&mut w, &format!("{b}.{}", nm.mlp_ln), h, spec.eps)?,
             });
         }
-        let capability = match head {
-            EncoderHead::Base => Capability::Embed,
-            EncoderHead::Sequence => Capability::Classify,
-            EncoderHead::Tokens => Capability::ClassifyTokens,
-            EncoderHead::Qa => Capability::AnswerQuestion,
-            EncoderHead::Mlm => Capability::FillMask,
-        };
-        let labels = match head {
-            EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
-            _ => Vec::new(),
-        };
+        let head_kind = head;
+        let labels = setup::labels(&f, head)?;
         let n = labels.len();
         let pooler = format!("{p}pooler");
         if !matches!(head, EncoderHead::Sequence) {
@@ -354,24 +338,7 @@ impl RopeEncoder {
             }
         };
         w.finish()?;
-        let sigmoid = match f.str_opt("problem_type")? {
-            Some("multi_label_classification") => true,
-            Some("regression") if n > 0 => {
-                return Err(f.err(
-                    "problem_type",
-                    "`regression` heads are not classifiers (scores would be raw values)",
-                ));
-            }
-            _ => n == 1,
-        };
-        let (pooling, normalize, truncate) = if capability == Capability::Embed {
-            let (pooling, normalize) = sentence_transformers_head(dir)?;
-            let max_len = sentence_max_len(dir)?.map_or(spec.max_pos, |m| m.min(spec.max_pos));
-            (pooling, normalize, Some(max_len))
-        } else {
-            (Pooling::Mean, false, None)
-        };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+        let setup = HeadSetup::finish(dir, &f, head_kind, labels, spec.max_pos)?;
         Ok(Self {
             spec,
             word,
@@ -379,20 +346,14 @@ impl RopeEncoder {
             emb_ln,
             layers,
             head,
-            labels,
-            sigmoid,
-            pooling,
-            normalize,
-            tokenizer: tokenizer.map(Arc::new),
-            tokenizer_path,
             device: device.clone(),
-            capability,
+            setup,
         })
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
         let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: self.capability,
+            capability: self.setup.capability,
             detail,
         };
         if ids.is_empty() {
@@ -485,41 +446,20 @@ impl RopeEncoder {
         normalize: Option<bool>,
     ) -> Result<Embeddings, SkillError> {
         let how = (
-            self.pooling,
-            normalize.unwrap_or(self.normalize),
+            self.setup.pooling,
+            normalize.unwrap_or(self.setup.normalize),
             self.spec.hidden,
         );
         crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
     }
 }
 
-impl TaskHeads for RopeEncoder {
-    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
-        self.tokenizer
-            .as_deref()
-            .ok_or_else(|| SkillError::ModelFileMissing {
-                path: self.tokenizer_path.clone(),
-                what: why,
-            })
+impl HeadModel for RopeEncoder {
+    fn setup(&self) -> &HeadSetup {
+        &self.setup
     }
 
-    fn tokenizer_file(&self) -> &Path {
-        &self.tokenizer_path
-    }
-
-    fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    fn sigmoid(&self) -> bool {
-        self.sigmoid
-    }
-
-    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
-        Ok(self.head_logits(ids)?.pop().unwrap_or_default())
-    }
-
-    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+    fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
         self.head_logits(ids)
     }
 }

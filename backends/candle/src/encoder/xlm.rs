@@ -7,19 +7,18 @@
 //! they are left unused, as transformers does without `langs`. Causal configurations and
 //! adaptive softmax are typed errors. Every tensor is taken by name and shape.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json, sentence_max_len, sentence_transformers_head};
-use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
-use skillgen_runtime::{Capability, SkillError};
+use skillgen_checkpoint::{Fields, read_json};
+use skillgen_runtime::SkillError;
+use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::encoder::bertlike::EncoderHead;
-use crate::heads::TaskHeads;
+use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm as norm, linear};
 
 /// The model types [`Xlm::load`] knows.
@@ -65,14 +64,8 @@ pub struct Xlm {
     emb_ln: LayerNorm,
     layers: Vec<Layer>,
     head: Head,
-    labels: Vec<String>,
-    sigmoid: bool,
-    pooling: Pooling,
-    normalize: bool,
-    tokenizer: Option<Arc<tokenizers::Tokenizer>>,
-    tokenizer_path: PathBuf,
     device: Device,
-    capability: Capability,
+    setup: HeadSetup,
 }
 
 impl std::fmt::Debug for Xlm {
@@ -171,17 +164,8 @@ impl Xlm {
                 ln2: norm(&mut w, &format!("{p}layer_norm2.{i}"), dim, eps)?,
             });
         }
-        let capability = match head {
-            EncoderHead::Base => Capability::Embed,
-            EncoderHead::Sequence => Capability::Classify,
-            EncoderHead::Tokens => Capability::ClassifyTokens,
-            EncoderHead::Qa => Capability::AnswerQuestion,
-            EncoderHead::Mlm => Capability::FillMask,
-        };
-        let labels = match head {
-            EncoderHead::Sequence | EncoderHead::Tokens => f.labels()?,
-            _ => Vec::new(),
-        };
+        let head_kind = head;
+        let labels = setup::labels(&f, head)?;
         let n = labels.len();
         let head = match head {
             EncoderHead::Base => {
@@ -224,24 +208,7 @@ impl Xlm {
             }
         };
         w.finish()?;
-        let sigmoid = match f.str_opt("problem_type")? {
-            Some("multi_label_classification") => true,
-            Some("regression") if n > 0 => {
-                return Err(f.err(
-                    "problem_type",
-                    "`regression` heads are not classifiers (scores would be raw values)",
-                ));
-            }
-            _ => n == 1,
-        };
-        let (pooling, normalize, truncate) = if capability == Capability::Embed {
-            let (pooling, normalize) = sentence_transformers_head(dir)?;
-            let max_len = sentence_max_len(dir)?.map_or(max_pos, |m| m.min(max_pos));
-            (pooling, normalize, Some(max_len))
-        } else {
-            (Pooling::Mean, false, None)
-        };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+        let setup = HeadSetup::finish(dir, &f, head_kind, labels, max_pos)?;
         Ok(Self {
             dim,
             heads,
@@ -253,20 +220,14 @@ impl Xlm {
             emb_ln,
             layers,
             head,
-            labels,
-            sigmoid,
-            pooling,
-            normalize,
-            tokenizer: tokenizer.map(Arc::new),
-            tokenizer_path,
+            setup,
             device: device.clone(),
-            capability,
         })
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
         let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: self.capability,
+            capability: self.setup.capability,
             detail,
         };
         if ids.is_empty() {
@@ -340,38 +301,21 @@ impl Xlm {
         input: &TextBatch,
         normalize: Option<bool>,
     ) -> Result<Embeddings, SkillError> {
-        let how = (self.pooling, normalize.unwrap_or(self.normalize), self.dim);
+        let how = (
+            self.setup.pooling,
+            normalize.unwrap_or(self.setup.normalize),
+            self.dim,
+        );
         crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
     }
 }
 
-impl TaskHeads for Xlm {
-    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
-        self.tokenizer
-            .as_deref()
-            .ok_or_else(|| SkillError::ModelFileMissing {
-                path: self.tokenizer_path.clone(),
-                what: why,
-            })
+impl HeadModel for Xlm {
+    fn setup(&self) -> &HeadSetup {
+        &self.setup
     }
 
-    fn tokenizer_file(&self) -> &Path {
-        &self.tokenizer_path
-    }
-
-    fn labels(&self) -> &[String] {
-        &self.labels
-    }
-
-    fn sigmoid(&self) -> bool {
-        self.sigmoid
-    }
-
-    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
-        Ok(self.head_logits(ids)?.pop().unwrap_or_default())
-    }
-
-    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+    fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
         self.head_logits(ids)
     }
 }

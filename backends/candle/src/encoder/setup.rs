@@ -1,0 +1,129 @@
+//! What every task-head encoder (BERT-like, ModernBERT, DeBERTa, rotary, XLM) sets up the same
+//! way around its body — the capability its head answers, the `id2label` labels, softmax or
+//! sigmoid scores from `problem_type`, sentence-transformers pooling and truncation for
+//! `embed`, the tokenizer — and the [`TaskHeads`] answers over its head's outputs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use skillgen_checkpoint::{Fields, sentence_max_len, sentence_transformers_head};
+use skillgen_runtime::request::Pooling;
+use skillgen_runtime::{Capability, SkillError};
+
+use crate::encoder::bertlike::EncoderHead;
+use crate::heads::TaskHeads;
+
+/// The head-independent parts of a loaded encoder.
+#[derive(Debug)]
+pub(crate) struct HeadSetup {
+    pub(crate) capability: Capability,
+    pub(crate) labels: Vec<String>,
+    /// Scores are independent sigmoids (`multi_label_classification`, or one label).
+    pub(crate) sigmoid: bool,
+    /// `embed`'s pooling and normalisation (sentence-transformers' files; mean, none).
+    pub(crate) pooling: Pooling,
+    pub(crate) normalize: bool,
+    pub(crate) tokenizer: Option<Arc<tokenizers::Tokenizer>>,
+    pub(crate) tokenizer_path: PathBuf,
+}
+
+/// The capability `head` answers.
+pub(crate) fn capability(head: EncoderHead) -> Capability {
+    match head {
+        EncoderHead::Base => Capability::Embed,
+        EncoderHead::Sequence => Capability::Classify,
+        EncoderHead::Tokens => Capability::ClassifyTokens,
+        EncoderHead::Qa => Capability::AnswerQuestion,
+        EncoderHead::Mlm => Capability::FillMask,
+    }
+}
+
+/// The `id2label` labels of a classifier head (none for the others).
+pub(crate) fn labels(f: &Fields<'_>, head: EncoderHead) -> Result<Vec<String>, SkillError> {
+    match head {
+        EncoderHead::Sequence | EncoderHead::Tokens => f.labels(),
+        _ => Ok(Vec::new()),
+    }
+}
+
+impl HeadSetup {
+    /// Finish loading `dir` for `head` with its `labels`: `max_len` is the most tokens an
+    /// `embed` input keeps (sentence-transformers' `max_seq_length` caps it further; task heads
+    /// refuse over-long inputs instead of truncating).
+    pub(crate) fn finish(
+        dir: &Path,
+        f: &Fields<'_>,
+        head: EncoderHead,
+        labels: Vec<String>,
+        max_len: usize,
+    ) -> Result<Self, SkillError> {
+        let n = labels.len();
+        let sigmoid = match f.str_opt("problem_type")? {
+            Some("multi_label_classification") => true,
+            Some("regression") if n > 0 => {
+                return Err(f.err(
+                    "problem_type",
+                    "`regression` heads are not classifiers (scores would be raw values)",
+                ));
+            }
+            _ => n == 1,
+        };
+        let capability = capability(head);
+        let (pooling, normalize, truncate) = if capability == Capability::Embed {
+            let (pooling, normalize) = sentence_transformers_head(dir)?;
+            let max_len = sentence_max_len(dir)?.map_or(max_len, |m| m.min(max_len));
+            (pooling, normalize, Some(max_len))
+        } else {
+            (Pooling::Mean, false, None)
+        };
+        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+        Ok(Self {
+            capability,
+            labels,
+            sigmoid,
+            pooling,
+            normalize,
+            tokenizer: tokenizer.map(Arc::new),
+            tokenizer_path,
+        })
+    }
+}
+
+/// An encoder with a [`HeadSetup`] and per-token head outputs (one row for a sequence head).
+pub(crate) trait HeadModel {
+    fn setup(&self) -> &HeadSetup;
+    /// The head's outputs for one unpadded input.
+    fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError>;
+}
+
+impl<T: HeadModel> TaskHeads for T {
+    fn tokenizer_for(&self, why: &'static str) -> Result<&tokenizers::Tokenizer, SkillError> {
+        let s = self.setup();
+        s.tokenizer
+            .as_deref()
+            .ok_or_else(|| SkillError::ModelFileMissing {
+                path: s.tokenizer_path.clone(),
+                what: why,
+            })
+    }
+
+    fn tokenizer_file(&self) -> &Path {
+        &self.setup().tokenizer_path
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.setup().labels
+    }
+
+    fn sigmoid(&self) -> bool {
+        self.setup().sigmoid
+    }
+
+    fn sequence_logits(&self, ids: &[u32]) -> Result<Vec<f32>, SkillError> {
+        Ok(self.outputs(ids)?.pop().unwrap_or_default())
+    }
+
+    fn token_logits(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {
+        self.outputs(ids)
+    }
+}
