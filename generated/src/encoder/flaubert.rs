@@ -35,6 +35,7 @@
 //! - `masked-lm`: candle **verified** (`encoder`); MAX not implemented
 //! - `sequence-classification`: candle **verified** (`encoder`); MAX not implemented
 //! - `text-encoding`: candle **verified** (`encoder`); MAX not implemented
+//! - `token-classification`: candle **verified** (`encoder`); MAX not implemented
 /// Skill for the `flaubert` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -57,7 +58,8 @@
         base_model = encoder,
         masked_lm = encoder,
         sequence_classification = encoder,
-        text_encoding = encoder
+        text_encoding = encoder,
+        token_classification = encoder
     ),
     backends = crate::backends,
 )]
