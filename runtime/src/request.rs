@@ -572,6 +572,44 @@ pub struct ImageClassification {
     pub labels: Vec<Label>,
 }
 
+/// `embed_image`: one feature vector per image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EmbedImageRequest {
+    /// The images.
+    pub images: Vec<ImageInput>,
+    /// L2-normalise each vector.
+    pub normalize: bool,
+}
+
+impl EmbedImageRequest {
+    /// `images`, not normalised.
+    pub fn new(images: Vec<ImageInput>) -> Self {
+        Self {
+            images,
+            normalize: false,
+        }
+    }
+}
+
+impl<T: Into<ImageInput>> From<T> for EmbedImageRequest {
+    fn from(i: T) -> Self {
+        Self::new(vec![i.into()])
+    }
+}
+
+/// `embed_image` output.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ImageEmbeddings {
+    /// One vector per image.
+    pub vectors: Vec<Vec<f32>>,
+    /// The vector dimension.
+    pub dim: usize,
+    /// What the vector is, e.g. `post-layernorm class token` (transformers' `pooler_output`).
+    pub pooling: String,
+    /// Whether the vectors were L2-normalised.
+    pub normalized: bool,
+}
+
 /// `image_text_similarity`: CLIP-style matching of images against texts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImageTextRequest {
@@ -690,6 +728,12 @@ impl Call {
                 }
             }
             Call::ClassifyImage(r) => r.image.validate(),
+            Call::EmbedImage(r) => {
+                if r.images.is_empty() {
+                    return Err("no images".to_owned());
+                }
+                r.images.iter().try_for_each(ImageInput::validate)
+            }
             Call::ClassifyTokens(r) => r.input.validate(),
             Call::AnswerQuestion(r) => {
                 if r.question.trim().is_empty() {
@@ -845,6 +889,17 @@ mod tests {
         );
         assert!(
             Call::ImageTextSimilarity(ImageTextRequest::new(vec![], vec!["a".into()]))
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            Call::EmbedImage(EmbedImageRequest::new(vec![]))
+                .validate()
+                .unwrap_err(),
+            "no images"
+        );
+        assert!(
+            Call::EmbedImage(Vec::<u8>::new().into())
                 .validate()
                 .is_err()
         );

@@ -19,8 +19,9 @@ use skillgen_candle::parity::{
     EncoderHead, decoder_all_logits, decoder_classify_logits, decoder_greedy, encoder_head_logits,
 };
 use skillgen_runtime::request::{
-    Aggregation, Call, ClassifyRequest, ClassifyTokensRequest, EmbedRequest, FillMaskRequest,
-    FinishReason, GenerateRequest, Output, Pooling, Prompt, QuestionRequest, TextBatch,
+    Aggregation, Call, ClassifyRequest, ClassifyTokensRequest, EmbedImageRequest, EmbedRequest,
+    FillMaskRequest, FinishReason, GenerateRequest, Output, Pooling, Prompt, QuestionRequest,
+    TextBatch,
 };
 use skillgen_runtime::{
     BackendKind, Capabilities, DynSkill, MapEnv, SkillState, Support, Target, TargetSpec, Task,
@@ -156,6 +157,11 @@ fn marked_for(task: Task) -> Vec<String> {
         .filter(|i| matches!(i.support(task, BackendKind::Candle), Support::Verified(_)))
         .map(|i| i.model_type.to_owned())
         .collect()
+}
+
+/// Whether `t` is of the vision family (its `base-model` is `embed_image`, not `embed`).
+fn is_vision(t: &str) -> bool {
+    skills::registry::by_model_type(t).is_some_and(|i| i.family == skillgen_runtime::Family::Vision)
 }
 
 fn marked() -> Vec<String> {
@@ -559,7 +565,10 @@ fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
                 }
             }
         }
-        let marked = marked_for(task);
+        let marked: Vec<String> = marked_for(task)
+            .into_iter()
+            .filter(|t| kind != Kind::Base || !is_vision(t))
+            .collect();
         // A type marked on the strength of its hand-written parity fixture
         // (`fixtures/native/<type>`, e.g. distilbert) has no factory fixture for this head.
         let native_only = |t: &str| {
@@ -952,6 +961,117 @@ fn image_fixtures_conform_and_equal_the_support_table() {
                     l.score
                 );
             }
+        }
+    }
+}
+
+/// An image tower's fixture (`<type>/image-embed/`): transformers' `pooler_output` of the
+/// two PNGs.
+fn pooled_reference(dir: &Path) -> Vec<Vec<f32>> {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, p) = floats_of(&st, "pooler_output");
+    p.chunks(s[1]).map(<[f32]>::to_vec).collect()
+}
+
+/// `embed_image` of the fixture's two PNGs against `want`; the largest difference.
+fn pooled_conforms(got: &[Vec<f32>], want: &[Vec<f32>]) -> Result<f32, String> {
+    let (atol, rtol) = tolerance("decoders");
+    if got.len() != want.len() || got.iter().zip(want).any(|(g, w)| g.len() != w.len()) {
+        return Err(format!(
+            "shape: {} vectors of {:?} vs {} of {:?}",
+            got.len(),
+            got.first().map(Vec::len),
+            want.len(),
+            want.first().map(Vec::len)
+        ));
+    }
+    let mut worst = 0f32;
+    for (x, y) in got.iter().flatten().zip(want.iter().flatten()) {
+        let d = (x - y).abs();
+        worst = worst.max(d);
+        if !within(d, *y, atol, rtol) {
+            return Err(format!("pooled {got:?} vs {want:?}"));
+        }
+    }
+    Ok(worst)
+}
+
+/// Every image-tower fixture (`<type>/image-embed/`: CLIP's, SigLIP's, SigLIP 2's vision
+/// models) through the candle image tower, PNG to pooled output (the preprocessor included);
+/// the passing set equals the registry's `base-model` marks of the vision family; and every
+/// marked type through its generated skill's `embed_image`.
+#[test]
+fn image_tower_fixtures_conform_and_equal_the_support_table() {
+    let images = |dir: &Path| -> Vec<skillgen_runtime::request::ImageInput> {
+        (0..2)
+            .map(|k| dir.join(format!("image{k}.png")).into())
+            .collect()
+    };
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("image-embed");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        let want = pooled_reference(&dir);
+        let outcome = skillgen_candle::parity::image_tower(&dir, &t)
+            .and_then(|m| m.embed(&EmbedImageRequest::new(images(&dir))))
+            .map_err(|e| e.to_string())
+            .and_then(|e| pooled_conforms(&e.vectors, &want));
+        match outcome {
+            Ok(w) => {
+                eprintln!("pass {t:<24} image-embed max |Δ| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} image-embed {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    let marked: Vec<String> = marked_for(Task::BaseModel)
+        .into_iter()
+        .filter(|t| is_vision(t))
+        .collect();
+    let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+    let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+    assert!(
+        unproven.is_empty(),
+        "image-embed: marked but no passing fixture: {unproven:?} ({fail:?})"
+    );
+    assert!(
+        unmarked.is_empty(),
+        "image-embed: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+    );
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &marked {
+        let dir = root().join(t).join("image-embed");
+        let want = pooled_reference(&dir);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let mut req = EmbedImageRequest::new(images(&dir));
+        req.normalize = true;
+        let (out, d) = skill
+            .state()
+            .run_with(Call::EmbedImage(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::EmbedImage(e) = out else {
+            panic!("{t}: {out:?}")
+        };
+        assert!(e.normalized, "{t}");
+        assert_eq!(e.dim, want[0].len(), "{t}");
+        let unit: Vec<Vec<f32>> = want
+            .iter()
+            .map(|v| {
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter().map(|x| x / n).collect()
+            })
+            .collect();
+        for (g, w) in e.vectors.iter().flatten().zip(unit.iter().flatten()) {
+            assert!((g - w).abs() < 1e-4, "{t}: {:?} vs {unit:?}", e.vectors);
         }
     }
 }

@@ -240,6 +240,8 @@ vocabulary! {
         ClassifyTokens = "classify-tokens" / "classify_tokens",
         /// `answer_question`: extractive question answering (a span of the context).
         AnswerQuestion = "answer-question" / "answer_question",
+        /// `embed_image`: one feature vector per image (the vision model's pooled output).
+        EmbedImage = "embed-image" / "embed_image",
     }
 }
 
@@ -368,6 +370,7 @@ macro_rules! for_each_capability {
             ImageTextSimilarity image_text_similarity(ImageTextRequest) -> Similarity: "Score images against texts.";
             ClassifyTokens classify_tokens(ClassifyTokensRequest) -> TokenClassifications: "Label each token of each input.";
             AnswerQuestion answer_question(QuestionRequest) -> Answer: "Find the answer span in a context.";
+            EmbedImage embed_image(EmbedImageRequest) -> ImageEmbeddings: "One feature vector per image.";
         }
     };
 }
@@ -429,6 +432,10 @@ impl Capability {
             Capability::ImageTextSimilarity => &[Task::ZeroShotImageClassification],
             Capability::ClassifyTokens => &[Task::TokenClassification],
             Capability::AnswerQuestion => &[Task::QuestionAnswering],
+            Capability::EmbedImage => match family {
+                Family::Vision => &[Task::Image, Task::BaseModel],
+                _ => &[],
+            },
         }
     }
 

@@ -157,7 +157,7 @@ pub mod parity {
         decoder_all_logits, decoder_classify_logits, decoder_greedy, decoder_head_logits,
         decoder_incremental_logits, decoder_prefill_logits,
     };
-    pub use crate::dual::{DualEncoder, Pixels, dual_encoder};
+    pub use crate::dual::{DualEncoder, ImageTower, Pixels, dual_encoder, image_tower};
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::bertlike as is_head_encoder;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};

@@ -17,13 +17,11 @@
 //!
 //! # Capabilities
 //!
-//! None: no task of this model type backs a typed capability.
+//! - `embed_image` (from `base-model`)
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `clip` module; skillgen does not run it.
+//! - `base-model`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `clip_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -34,6 +32,7 @@
     hf_module = "clip",
     tasks(base_model("CLIPVisionModel")),
     candle = "clip",
+    native(base_model = dual),
     sub_config_of("clip"),
     backends = crate::backends,
 )]

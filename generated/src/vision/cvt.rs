@@ -18,6 +18,7 @@
 //! # Capabilities
 //!
 //! - `classify_image` (from `image-classification`)
+//! - `embed_image` (from `base-model`)
 //!
 //! # Implementations
 //!

@@ -19,6 +19,7 @@
 //! # Capabilities
 //!
 //! - `classify_image` (from `image-classification`)
+//! - `embed_image` (from `image`)
 //!
 //! # Implementations
 //!

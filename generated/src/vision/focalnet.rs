@@ -21,6 +21,7 @@
 //! # Capabilities
 //!
 //! - `classify_image` (from `image-classification`)
+//! - `embed_image` (from `image`)
 //!
 //! # Implementations
 //!

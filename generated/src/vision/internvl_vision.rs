@@ -17,7 +17,7 @@
 //!
 //! # Capabilities
 //!
-//! None: no task of this model type backs a typed capability.
+//! - `embed_image` (from `base-model`)
 //!
 //! # Implementations
 //!

@@ -17,11 +17,11 @@
 //!
 //! # Capabilities
 //!
-//! None: no task of this model type backs a typed capability.
+//! - `embed_image` (from `base-model`)
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `siglip2_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -31,6 +31,7 @@
     config_class = "Siglip2VisionConfig",
     hf_module = "siglip2",
     tasks(base_model("Siglip2VisionModel")),
+    native(base_model = dual),
     sub_config_of("siglip2"),
     backends = crate::backends,
 )]

@@ -18,13 +18,12 @@
 //!
 //! # Capabilities
 //!
-//! None: no task of this model type backs a typed capability.
+//! - `embed_image` (from `image`)
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `siglip` module; skillgen does not run it.
+//! - `base-model`: candle **verified** (`dual`); MAX not implemented
+//! - `image`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `siglip_vision_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
     hf_module = "siglip",
     tasks(base_model("SiglipVisionModel"), image("SiglipVisionModel")),
     candle = "siglip",
+    native(base_model = dual, image = dual),
     sub_config_of("siglip"),
     backends = crate::backends,
 )]

@@ -20,6 +20,7 @@
 //! # Capabilities
 //!
 //! - `classify_image` (from `image-classification`)
+//! - `embed_image` (from `image`)
 //!
 //! # Implementations
 //!

@@ -19,7 +19,7 @@
 //!
 //! # Capabilities
 //!
-//! None: no task of this model type backs a typed capability.
+//! - `embed_image` (from `image`)
 //!
 //! # Implementations
 //!

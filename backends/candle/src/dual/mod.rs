@@ -21,9 +21,11 @@ use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
 pub(crate) mod model;
+mod tower;
 
 pub use model::MODEL_TYPES;
 use model::{DualModel, Kind};
+pub use tower::ImageTower;
 
 crate::architecture_struct!(
     Dual,
@@ -56,6 +58,9 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::ImageTextSimilarity(req) => encoder(state, target)?
             .similarity(&req)
             .map(Output::ImageTextSimilarity),
+        Call::EmbedImage(req) => cached_tower(state, target)?
+            .embed(&req)
+            .map(Output::EmbedImage),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -64,6 +69,13 @@ fn encoder(state: &Model, target: Target) -> Result<Arc<DualEncoder>, SkillError
     let model_type = state.info().model_type;
     state.cached(&format!("candle/{model_type}/dual/{target}"), || {
         DualEncoder::load(state.dir(), model_type, &crate::device(target)?)
+    })
+}
+
+fn cached_tower(state: &Model, target: Target) -> Result<Arc<ImageTower>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(&format!("candle/{model_type}/image-tower/{target}"), || {
+        ImageTower::load(state.dir(), model_type, &crate::device(target)?)
     })
 }
 
@@ -93,18 +105,7 @@ impl DualEncoder {
             map: &map,
         };
         let spec = model::translate(model_type, &f)?;
-        let pre = Preprocess::read(dir, spec.image)?;
-        if spec.naflex.is_some() && pre.naflex.map(|(p, _)| p) != Some(spec.patch) {
-            return Err(SkillError::ConfigField {
-                path: dir.join("preprocessor_config.json"),
-                field: "patch_size".into(),
-                detail: format!(
-                    "a NaFlex processor (max_num_patches, patch_size {}) is needed for this \
-                     image tower, found {:?}",
-                    spec.patch, pre.naflex
-                ),
-            });
-        }
+        let pre = tower::preprocess(dir, &spec.vision)?;
         let max_pos = spec.max_pos;
         let mut w = Weights::read(dir, device)?;
         let model = DualModel::load(spec, &mut w)?;
@@ -154,7 +155,7 @@ impl DualEncoder {
         pixels: Pixels<'_>,
         texts: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>, SkillError> {
-        let spec = self.model.spec();
+        let spec = &self.model.spec().vision;
         let s = spec.image;
         let images = match (pixels, spec.naflex) {
             (Pixels::Square { values, shape }, None) => {
@@ -220,34 +221,19 @@ impl DualEncoder {
                     .and_then(|enc| self.text_ids(enc.get_ids().to_vec()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let side = self.model.spec().image;
-        let mut values = Vec::new();
-        let logits = if self.model.spec().naflex.is_some() {
-            let mut grids = Vec::with_capacity(req.images.len());
-            for image in &req.images {
-                let (rows, grid) = self.pre.patch_rows(image)?;
-                values.extend(rows);
-                grids.push(grid);
-            }
-            self.logits(
-                Pixels::Patches {
-                    values: &values,
-                    grids: &grids,
-                },
-                &texts,
-            )?
-        } else {
-            for image in &req.images {
-                values.extend(self.pre.pixels(image, side)?);
-            }
-            self.logits(
-                Pixels::Square {
-                    values: &values,
-                    shape: [req.images.len(), 3, side, side],
-                },
-                &texts,
-            )?
-        };
+        let pooled =
+            tower::pooled_images(self.model.vision(), &self.pre, &self.device, &req.images)?;
+        let images = self.model.project(pooled)?;
+        let rows = texts
+            .iter()
+            .map(|t| self.model.text_embed(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let texts = Tensor::stack(&rows, 0).map_err(e("text embeddings"))?;
+        let logits: Vec<Vec<f32>> = self
+            .model
+            .logits(&images, &texts)?
+            .to_vec2()
+            .map_err(e("reading logits"))?;
         let scores = logits
             .iter()
             .map(|row| match self.model.spec().kind {
@@ -265,4 +251,10 @@ pub fn dual_encoder(
     target: Target,
 ) -> Result<Arc<DualEncoder>, SkillError> {
     encoder(state.model(), target)
+}
+
+/// The image tower of the `model_type` checkpoint in `dir`, loaded on the CPU. For the
+/// conformance tests (which compare the types no registry entry marks yet).
+pub fn image_tower(dir: &Path, model_type: &str) -> Result<ImageTower, SkillError> {
+    ImageTower::load(dir, model_type, &Device::Cpu)
 }

@@ -58,27 +58,34 @@ pub(crate) struct Tower {
     pub(crate) eps: f64,
 }
 
+/// An image tower, as [`translate_vision`] reads it from its `config.json` section.
+#[derive(Debug, Clone)]
+pub(crate) struct VisionSpec {
+    pub(crate) kind: Kind,
+    pub(crate) tower: Tower,
+    pub(crate) image: usize,
+    pub(crate) patch: usize,
+    /// SigLIP 2: the side of the square position table (`num_patches` = side²); images come as
+    /// patch rows of any `h × w` grid.
+    pub(crate) naflex: Option<usize>,
+}
+
 /// A dual encoder, as [`translate`] reads it from `config.json`.
 #[derive(Debug, Clone)]
 pub(crate) struct Spec {
     pub(crate) kind: Kind,
     pub(crate) text: Tower,
-    pub(crate) vision: Tower,
+    pub(crate) vision: VisionSpec,
     pub(crate) vocab: usize,
     pub(crate) max_pos: usize,
     pub(crate) eos: u32,
     pub(crate) pad: u32,
-    pub(crate) image: usize,
-    pub(crate) patch: usize,
     /// CLIP's projection width.
     pub(crate) proj: usize,
     /// The BERT-like text tower (Chinese-CLIP, AltCLIP).
     pub(crate) bert_text: Option<crate::encoder::bertlike::Spec>,
     /// AltCLIP's `project_dim`.
     pub(crate) project_dim: usize,
-    /// SigLIP 2: the side of the square position table (`num_patches` = side²); images come as
-    /// patch rows of any `h × w` grid.
-    pub(crate) naflex: Option<usize>,
 }
 
 fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
@@ -167,39 +174,12 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         },
         None => tower(&t)?,
     };
-    let vision = tower(&v)?;
-    if kind == Kind::Siglip && text.hidden != vision.hidden {
+    let vision = translate_vision(kind, model_type == "siglip2", &v)?;
+    if kind == Kind::Siglip && text.hidden != vision.tower.hidden {
         return Err(v.err(
             "hidden_size",
             "SigLIP's towers must have the same width (the text head projects to it)",
         ));
-    }
-    let patch = v.positive("patch_size")?;
-    let naflex = if model_type == "siglip2" {
-        let n = v.positive("num_patches")?;
-        let side = n.isqrt();
-        if side * side != n {
-            return Err(v.err(
-                "num_patches",
-                format!("{n} is not a square (the position table is side × side)"),
-            ));
-        }
-        Some(side)
-    } else {
-        None
-    };
-    let image = match naflex {
-        Some(side) => side * patch,
-        None => v.positive("image_size")?,
-    };
-    if !image.is_multiple_of(patch) {
-        return Err(v.err(
-            "patch_size",
-            format!("{patch} does not divide image_size {image}"),
-        ));
-    }
-    if v.usize_opt("num_channels")?.unwrap_or(3) != 3 {
-        return Err(v.err("num_channels", "only RGB (3) is implemented"));
     }
     let project_dim = if kind == Kind::AltClip {
         t.positive("project_dim")?
@@ -226,8 +206,6 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         } else {
             0
         },
-        image,
-        patch,
         proj: match kind {
             Kind::Siglip => t.positive_opt("projection_size")?.unwrap_or(text.hidden),
             _ => f.positive("projection_dim")?,
@@ -236,6 +214,49 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         vision,
         bert_text,
         project_dim,
+    })
+}
+
+/// An image tower's section of `config.json` (`vision_config`, or a vision model's own config)
+/// → [`VisionSpec`]; `naflex`: SigLIP 2's patch rows.
+pub(crate) fn translate_vision(
+    kind: Kind,
+    naflex: bool,
+    v: &Fields<'_>,
+) -> Result<VisionSpec, SkillError> {
+    let tower = tower(v)?;
+    let patch = v.positive("patch_size")?;
+    let naflex = if naflex {
+        let n = v.positive("num_patches")?;
+        let side = n.isqrt();
+        if side * side != n {
+            return Err(v.err(
+                "num_patches",
+                format!("{n} is not a square (the position table is side × side)"),
+            ));
+        }
+        Some(side)
+    } else {
+        None
+    };
+    let image = match naflex {
+        Some(side) => side * patch,
+        None => v.positive("image_size")?,
+    };
+    if !image.is_multiple_of(patch) {
+        return Err(v.err(
+            "patch_size",
+            format!("{patch} does not divide image_size {image}"),
+        ));
+    }
+    if v.usize_opt("num_channels")?.unwrap_or(3) != 3 {
+        return Err(v.err("num_channels", "only RGB (3) is implemented"));
+    }
+    Ok(VisionSpec {
+        kind,
+        tower,
+        image,
+        patch,
         naflex,
     })
 }
@@ -268,7 +289,7 @@ impl Encoder {
         let h = t.hidden;
         let blocks = (0..t.layers)
             .map(|l| {
-                let b = format!("{p}.{layers}.{l}");
+                let b = format!("{p}{layers}.{l}");
                 let a = format!("{b}.self_attn");
                 Ok(Block {
                     ln1: norm(w, &format!("{b}.layer_norm1"), h, t.eps)?,
@@ -357,11 +378,10 @@ enum TextTower {
     },
 }
 
-/// A loaded dual encoder.
+/// A loaded image tower, up to its pooled output (transformers' `pooler_output`).
 #[derive(Debug)]
-pub(crate) struct DualModel {
-    spec: Spec,
-    // vision
+pub(crate) struct VisionTower {
+    spec: VisionSpec,
     patch_w: Tensor,
     patch_b: Option<Tensor>,
     cls: Option<Tensor>,
@@ -370,6 +390,13 @@ pub(crate) struct DualModel {
     venc: Encoder,
     post_ln: LayerNorm,
     vhead: Option<PoolHead>,
+}
+
+/// A loaded dual encoder.
+#[derive(Debug)]
+pub(crate) struct DualModel {
+    spec: Spec,
+    vision: VisionTower,
     vproj: Option<Linear>,
     // text
     text: TextTower,
@@ -378,14 +405,13 @@ pub(crate) struct DualModel {
     logit_bias: Option<Tensor>,
 }
 
-impl DualModel {
-    /// Take every tensor of the checkpoint from `w`.
-    pub(crate) fn load(spec: Spec, w: &mut Weights) -> Result<Self, SkillError> {
-        w.convert(DType::F32)?;
-        let (vt, tt) = (&spec.vision, &spec.text);
-        let (vh, th) = (vt.hidden, tt.hidden);
+impl VisionTower {
+    /// Take the tower's tensors, named after the prefix `p` (`vision_model.` or none), from `w`.
+    pub(crate) fn load(spec: VisionSpec, w: &mut Weights, p: &str) -> Result<Self, SkillError> {
+        let vt = &spec.tower;
+        let vh = vt.hidden;
         let siglip = spec.kind == Kind::Siglip;
-        let ve = "vision_model.embeddings";
+        let ve = format!("{p}embeddings");
         let patches = (spec.image / spec.patch).pow(2);
         let patch_w = if spec.naflex.is_some() {
             w.take(
@@ -413,17 +439,17 @@ impl DualModel {
         let pre_ln = if siglip {
             None
         } else {
-            Some(norm(w, "vision_model.pre_layrnorm", vh, vt.eps)?)
+            Some(norm(w, &format!("{p}pre_layrnorm"), vh, vt.eps)?)
         };
         let vlayers = if spec.kind == Kind::AltClip {
             "encoder.layer"
         } else {
             "encoder.layers"
         };
-        let venc = Encoder::load(w, "vision_model", vlayers, vt)?;
-        let post_ln = norm(w, "vision_model.post_layernorm", vh, vt.eps)?;
+        let venc = Encoder::load(w, p, vlayers, vt)?;
+        let post_ln = norm(w, &format!("{p}post_layernorm"), vh, vt.eps)?;
         let vhead = if siglip {
-            let hp = "vision_model.head";
+            let hp = format!("{p}head");
             let inw = w.take(&format!("{hp}.attention.in_proj_weight"), &[3 * vh, vh])?;
             let inb = w.take(&format!("{hp}.attention.in_proj_bias"), &[3 * vh])?;
             let part = |i: usize| -> candle_core::Result<Linear> {
@@ -447,75 +473,6 @@ impl DualModel {
         } else {
             None
         };
-        let vproj = if siglip {
-            None
-        } else {
-            Some(linear(w, "visual_projection", spec.proj, vh, false)?)
-        };
-        let text = match &spec.bert_text {
-            Some(b) => {
-                let alt = spec.kind == Kind::AltClip;
-                let p = if alt {
-                    "text_model.roberta."
-                } else {
-                    "text_model."
-                };
-                let body = Box::new(crate::encoder::bertlike::BertBody::load(b, w, p)?);
-                let (pre_ln, transformation) = if alt {
-                    (
-                        Some(norm(w, "text_model.pre_LN", th, tt.eps)?),
-                        Some(linear(
-                            w,
-                            "text_model.transformation",
-                            spec.project_dim,
-                            th,
-                            true,
-                        )?),
-                    )
-                } else {
-                    (None, None)
-                };
-                TextTower::Bert {
-                    body,
-                    pre_ln,
-                    transformation,
-                }
-            }
-            None => {
-                let te = "text_model.embeddings";
-                TextTower::Clip {
-                    tok: w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?,
-                    tpos: w.take(
-                        &format!("{te}.position_embedding.weight"),
-                        &[spec.max_pos, th],
-                    )?,
-                    enc: Encoder::load(w, "text_model", "encoder.layers", tt)?,
-                    final_ln: norm(w, "text_model.final_layer_norm", th, tt.eps)?,
-                }
-            }
-        };
-        let proj_in = if spec.kind == Kind::AltClip {
-            spec.project_dim
-        } else {
-            th
-        };
-        let tproj = if siglip {
-            linear(w, "text_model.head", spec.proj, th, true)?
-        } else {
-            linear(w, "text_projection", spec.proj, proj_in, false)?
-        };
-        let logit_scale = if siglip {
-            w.take("logit_scale", &[1])?
-        } else {
-            w.take("logit_scale", &[])?
-        };
-        let logit_bias = if siglip {
-            Some(w.take("logit_bias", &[1])?)
-        } else {
-            None
-        };
-        // Position ids buffers some checkpoints save.
-        w.finish()?;
         Ok(Self {
             spec,
             patch_w,
@@ -526,23 +483,26 @@ impl DualModel {
             venc,
             post_ln,
             vhead,
-            vproj,
-            text,
-            tproj,
-            logit_scale,
-            logit_bias,
         })
     }
 
-    pub(crate) fn spec(&self) -> &Spec {
+    pub(crate) fn spec(&self) -> &VisionSpec {
         &self.spec
     }
 
-    /// Image embeddings `[b, proj]` (not normalised) of `pixels` `[b, 3, size, size]`.
-    pub(crate) fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+    /// What [`pooled`](Self::pooled) is, in words.
+    pub(crate) fn pooling(&self) -> &'static str {
+        match self.vhead {
+            Some(_) => "attention-pooling head over the post-layernorm tokens",
+            None => "post-layernorm class token",
+        }
+    }
+
+    /// The pooled output `[b, hidden]` of `pixels` `[b, 3, size, size]`.
+    pub(crate) fn pooled(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
         let run = || -> candle_core::Result<Tensor> {
             let b = pixels.dim(0)?;
-            let h = self.spec.vision.hidden;
+            let h = self.spec.tower.hidden;
             let mut x = pixels.conv2d(&self.patch_w, 0, self.spec.patch, 1, 1)?;
             if let Some(bias) = &self.patch_b {
                 x = x.broadcast_add(&bias.reshape((1, h, 1, 1))?)?;
@@ -556,21 +516,18 @@ impl DualModel {
                 x = ln.forward(&x)?;
             }
             let x = self.venc.forward(&x, None)?;
-            match (&self.vhead, &self.vproj) {
-                (Some(head), _) => head.forward(&self.post_ln.forward(&x)?),
-                (_, Some(proj)) => {
-                    proj.forward(&self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?)?)
-                }
-                _ => candle_core::bail!("no image head"),
+            match &self.vhead {
+                Some(head) => head.forward(&self.post_ln.forward(&x)?),
+                None => self.post_ln.forward(&x.narrow(1, 0, 1)?.squeeze(1)?),
             }
         };
         run().map_err(ce("image tower"))
     }
 
-    /// SigLIP 2: image embeddings `[b, proj]` of images given as patch rows: image `i` is
+    /// SigLIP 2: the pooled output `[b, hidden]` of images given as patch rows: image `i` is
     /// `grids[i] = (h, w)` patches, `h·w` rows of `patch·patch·3` values (row-major patches,
     /// each `(y, x, channel)`), concatenated in `rows`.
-    pub(crate) fn patch_embeds(
+    pub(crate) fn pooled_patches(
         &self,
         rows: &[f32],
         grids: &[(usize, usize)],
@@ -624,6 +581,128 @@ impl DualModel {
             });
         }
         Tensor::cat(&out, 0).map_err(ce("image tower"))
+    }
+}
+
+impl DualModel {
+    /// Take every tensor of the checkpoint from `w`.
+    pub(crate) fn load(spec: Spec, w: &mut Weights) -> Result<Self, SkillError> {
+        w.convert(DType::F32)?;
+        let tt = &spec.text;
+        let th = tt.hidden;
+        let siglip = spec.kind == Kind::Siglip;
+        let vision = VisionTower::load(spec.vision.clone(), w, "vision_model.")?;
+        let vh = spec.vision.tower.hidden;
+        let vproj = if siglip {
+            None
+        } else {
+            Some(linear(w, "visual_projection", spec.proj, vh, false)?)
+        };
+        let text = match &spec.bert_text {
+            Some(b) => {
+                let alt = spec.kind == Kind::AltClip;
+                let p = if alt {
+                    "text_model.roberta."
+                } else {
+                    "text_model."
+                };
+                let body = Box::new(crate::encoder::bertlike::BertBody::load(b, w, p)?);
+                let (pre_ln, transformation) = if alt {
+                    (
+                        Some(norm(w, "text_model.pre_LN", th, tt.eps)?),
+                        Some(linear(
+                            w,
+                            "text_model.transformation",
+                            spec.project_dim,
+                            th,
+                            true,
+                        )?),
+                    )
+                } else {
+                    (None, None)
+                };
+                TextTower::Bert {
+                    body,
+                    pre_ln,
+                    transformation,
+                }
+            }
+            None => {
+                let te = "text_model.embeddings";
+                TextTower::Clip {
+                    tok: w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?,
+                    tpos: w.take(
+                        &format!("{te}.position_embedding.weight"),
+                        &[spec.max_pos, th],
+                    )?,
+                    enc: Encoder::load(w, "text_model.", "encoder.layers", tt)?,
+                    final_ln: norm(w, "text_model.final_layer_norm", th, tt.eps)?,
+                }
+            }
+        };
+        let proj_in = if spec.kind == Kind::AltClip {
+            spec.project_dim
+        } else {
+            th
+        };
+        let tproj = if siglip {
+            linear(w, "text_model.head", spec.proj, th, true)?
+        } else {
+            linear(w, "text_projection", spec.proj, proj_in, false)?
+        };
+        let logit_scale = if siglip {
+            w.take("logit_scale", &[1])?
+        } else {
+            w.take("logit_scale", &[])?
+        };
+        let logit_bias = if siglip {
+            Some(w.take("logit_bias", &[1])?)
+        } else {
+            None
+        };
+        // Position ids buffers some checkpoints save.
+        w.finish()?;
+        Ok(Self {
+            spec,
+            vision,
+            vproj,
+            text,
+            tproj,
+            logit_scale,
+            logit_bias,
+        })
+    }
+
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+
+    /// Image embeddings `[b, proj]` (not normalised) of `pixels` `[b, 3, size, size]`.
+    pub(crate) fn image_embeds(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+        self.project(self.vision.pooled(pixels)?)
+    }
+
+    /// SigLIP 2: image embeddings `[b, proj]` of images given as patch rows (see
+    /// [`VisionTower::pooled_patches`]).
+    pub(crate) fn patch_embeds(
+        &self,
+        rows: &[f32],
+        grids: &[(usize, usize)],
+    ) -> Result<Tensor, SkillError> {
+        self.project(self.vision.pooled_patches(rows, grids)?)
+    }
+
+    /// The image tower.
+    pub(crate) fn vision(&self) -> &VisionTower {
+        &self.vision
+    }
+
+    /// The visual projection (CLIP) of pooled outputs; SigLIP's pooled output is its embedding.
+    pub(crate) fn project(&self, pooled: Tensor) -> Result<Tensor, SkillError> {
+        match &self.vproj {
+            Some(p) => p.forward(&pooled).map_err(ce("visual projection")),
+            None => Ok(pooled),
+        }
     }
 
     /// The text embedding `[proj]` (not normalised) of one input.
