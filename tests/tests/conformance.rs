@@ -997,8 +997,8 @@ fn pooled_conforms(got: &[Vec<f32>], want: &[Vec<f32>]) -> Result<f32, String> {
     Ok(worst)
 }
 
-/// Every image-tower fixture (`<type>/image-embed/`: CLIP's, SigLIP's, SigLIP 2's vision
-/// models) through the candle image tower, PNG to pooled output (the preprocessor included);
+/// Every image-embedding fixture (`<type>/image-embed/`: CLIP's, SigLIP's, SigLIP 2's vision
+/// models, DINOv3's ConvNeXt) through candle, PNG to pooled output (the preprocessor included);
 /// the passing set equals the registry's `base-model` marks of the vision family; and every
 /// marked type through its generated skill's `embed_image`.
 #[test]
@@ -1016,10 +1016,10 @@ fn image_tower_fixtures_conform_and_equal_the_support_table() {
             continue;
         }
         let want = pooled_reference(&dir);
-        let outcome = skillgen_candle::parity::image_tower(&dir, &t)
-            .and_then(|m| m.embed(&EmbedImageRequest::new(images(&dir))))
-            .map_err(|e| e.to_string())
-            .and_then(|e| pooled_conforms(&e.vectors, &want));
+        let outcome =
+            skillgen_candle::parity::embed_image(&dir, &t, &EmbedImageRequest::new(images(&dir)))
+                .map_err(|e| e.to_string())
+                .and_then(|e| pooled_conforms(&e.vectors, &want));
         match outcome {
             Ok(w) => {
                 eprintln!("pass {t:<24} image-embed max |Δ| {w:.2e}");

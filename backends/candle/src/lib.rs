@@ -158,6 +158,21 @@ pub mod parity {
         decoder_incremental_logits, decoder_prefill_logits,
     };
     pub use crate::dual::{DualEncoder, ImageTower, Pixels, dual_encoder, image_tower};
+
+    /// `embed_image` of the base-model checkpoint of `model_type` in `dir` on the CPU (an
+    /// image tower of the `dual` implementation, or a CNN base model), whether or not the
+    /// registry marks the type.
+    pub fn embed_image(
+        dir: &std::path::Path,
+        model_type: &str,
+        req: &skillgen_runtime::request::EmbedImageRequest,
+    ) -> Result<skillgen_runtime::request::ImageEmbeddings, skillgen_runtime::SkillError> {
+        if crate::cnn::EMBED_TYPES.contains(&model_type) {
+            crate::cnn::CnnFeatures::load(dir, model_type, &candle_core::Device::Cpu)?.embed(req)
+        } else {
+            image_tower(dir, model_type)?.embed(req)
+        }
+    }
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::bertlike as is_head_encoder;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};

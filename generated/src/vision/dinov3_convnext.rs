@@ -22,7 +22,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`cnn`); MAX not implemented
+//! - `image`: candle **verified** (`cnn`); MAX not implemented
 /// Skill for the `dinov3_convnext` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -36,6 +37,7 @@
         backbone("DINOv3ConvNextBackbone"),
         image("DINOv3ConvNextModel")
     ),
+    native(base_model = cnn, image = cnn),
     backends = crate::backends,
 )]
 pub struct Dinov3Convnext {

@@ -1,5 +1,5 @@
 //! Native image classification with convolutional networks (see [`crate`]): ResNet, RegNet
-//! and ConvNeXt ([`model`]), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
+//! and ConvNeXt ([`model`]; DINOv3's ConvNeXt as a base model for `embed_image`), PoolFormer ([`poolformer`]), MobileNet V1/V2 ([`mobilenet`]),
 //! EfficientNet ([`efficientnet`]), MobileViT ([`mobilevit`]: convolutions with transformer
 //! blocks over unfolded patches; V2 [`mobilevit2`] with separable attention), TextNet ([`textnet`]), BiT ([`bit`]), SwiftFormer
 //! ([`swiftformer`]: convolutions with additive attention), HGNet V2 ([`hgnet`]), with the same image preprocessing as the ViT-like encoder
@@ -10,7 +10,9 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use skillgen_checkpoint::{Fields, config_json};
-use skillgen_runtime::request::{Call, ImageClassification, ImageInput, Output};
+use skillgen_runtime::request::{
+    Call, EmbedImageRequest, ImageClassification, ImageEmbeddings, ImageInput, Output,
+};
 use skillgen_runtime::{Capability, Model, SkillError, Target, Task};
 
 use crate::e;
@@ -36,6 +38,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "bit",
     "convnext",
     "convnextv2",
+    "dinov3_convnext",
     "efficientnet",
     "hgnet_v2",
     "mobilenet_v1",
@@ -51,7 +54,7 @@ pub const MODEL_TYPES: &[&str] = &[
 
 crate::architecture_struct!(
     Cnn,
-    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT (V2), TextNet, BiT, SwiftFormer and HGNet V2."
+    "The `cnn` implementation: ResNet, RegNet, ConvNeXt (V2, DINOv3's), PoolFormer, MobileNet V1/V2, EfficientNet, MobileViT (V2), TextNet, BiT, SwiftFormer and HGNet V2."
 );
 
 /// A loaded convolutional classifier: pixels `[b, channels, h, w]` → logits `[b, labels]`.
@@ -113,7 +116,104 @@ pub(crate) fn run(
                 .classify(&req.image, req.top_k)
                 .map(Output::ClassifyImage)
         }
+        Call::EmbedImage(req) if EMBED_TYPES.contains(&state.info().model_type) => {
+            let model_type = state.info().model_type;
+            let model = state.cached(
+                &format!("candle/{model_type}/cnn-features/{target}"),
+                || CnnFeatures::load(state.dir(), model_type, &crate::device(target)?),
+            )?;
+            model.embed(&req).map(Output::EmbedImage)
+        }
         _ => Err(crate::not_implemented(state, target, task)),
+    }
+}
+
+/// The base models whose pooled features (`embed_image`) the `cnn` implementation gives.
+pub const EMBED_TYPES: &[&str] = &["dinov3_convnext"];
+
+/// The preprocessing side of a CNN: the preprocessor's square size, else `image_size`.
+fn square_side(
+    pre: &Preprocess,
+    image_size: usize,
+    capability: Capability,
+) -> Result<usize, SkillError> {
+    match pre.resize {
+        Some((h, w)) if h == w => Ok(h as usize),
+        Some((h, w)) => Err(SkillError::InvalidRequest {
+            capability,
+            detail: format!("non-square preprocessing sizes ({h}x{w}) are not implemented"),
+        }),
+        None => Ok(image_size),
+    }
+}
+
+/// A loaded CNN base model with its preprocessing: `embed_image` gives its pooled features.
+#[derive(Debug)]
+pub struct CnnFeatures {
+    model: CnnModel,
+    pre: Preprocess,
+    device: Device,
+}
+
+impl CnnFeatures {
+    /// Load the base-model checkpoint of `model_type` (one of [`EMBED_TYPES`]) in `dir`.
+    pub fn load(dir: &Path, model_type: &str, device: &Device) -> Result<Self, SkillError> {
+        let (config_path, map) = config_json(dir)?;
+        let f = Fields {
+            path: &config_path,
+            map: &map,
+        };
+        if !EMBED_TYPES.contains(&model_type) {
+            return Err(f.err(
+                "model_type",
+                format!("`{model_type}` is not a CNN base model the candle backend implements"),
+            ));
+        }
+        let spec = model::translate(model_type, &f)?;
+        if spec.channels != 3 {
+            return Err(f.err("num_channels", "only RGB (3) is implemented"));
+        }
+        let mut w = Weights::read(dir, device)?;
+        let model = CnnModel::load(spec, &mut w, 0)?;
+        let pre = Preprocess::read(dir, model.spec().image)?;
+        Ok(Self {
+            model,
+            pre,
+            device: device.clone(),
+        })
+    }
+
+    /// `embed_image`: the pooled features of each image.
+    pub fn embed(&self, req: &EmbedImageRequest) -> Result<ImageEmbeddings, SkillError> {
+        if req.images.is_empty() {
+            return Err(SkillError::InvalidRequest {
+                capability: Capability::EmbedImage,
+                detail: "no images".into(),
+            });
+        }
+        let s = square_side(&self.pre, self.model.spec().image, Capability::EmbedImage)?;
+        let mut values = Vec::with_capacity(req.images.len() * 3 * s * s);
+        for image in &req.images {
+            values.extend(self.pre.pixels(image, s)?);
+        }
+        let x = Tensor::from_vec(values, (req.images.len(), 3, s, s), &self.device)
+            .map_err(e("pixel values"))?;
+        let rows: Vec<Vec<f32>> = self
+            .model
+            .pooled(&x)?
+            .to_vec2()
+            .map_err(e("reading embeddings"))?;
+        let dim = rows.first().map_or(0, Vec::len);
+        Ok(ImageEmbeddings {
+            vectors: if req.normalize {
+                rows.into_iter().map(crate::heads::l2_normalized).collect()
+            } else {
+                rows
+            },
+            dim,
+            pooling: "final layernorm of the mean over the last feature map".into(),
+            normalized: req.normalize,
+        })
     }
 }
 
@@ -179,16 +279,11 @@ impl CnnClassifier {
         top_k: usize,
     ) -> Result<ImageClassification, SkillError> {
         // A CNN takes any size: the preprocessor's, else `image_size` (224).
-        let s = match self.pre.resize {
-            Some((h, w)) if h == w => h as usize,
-            Some((h, w)) => {
-                return Err(SkillError::InvalidRequest {
-                    capability: Capability::ClassifyImage,
-                    detail: format!("non-square preprocessing sizes ({h}x{w}) are not implemented"),
-                });
-            }
-            None => self.model.image_size(),
-        };
+        let s = square_side(
+            &self.pre,
+            self.model.image_size(),
+            Capability::ClassifyImage,
+        )?;
         let pixels = self.pre.pixels(image, s)?;
         let logits = self
             .logits(&pixels, [1, 3, s, s])?

@@ -34,6 +34,9 @@ pub(crate) enum Kind {
         layer_scale: bool,
         /// ConvNeXt V2's global response normalisation after the activation.
         grn: bool,
+        /// DINOv3's ConvNeXt: the stem as stage 0's downsampling, its own module names, every
+        /// LayerNorm at `layer_norm_eps`, a base model (no classifier).
+        dinov3: bool,
     },
 }
 
@@ -144,6 +147,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
                 patch: f.positive("patch_size")?,
                 layer_scale: f.f64("layer_scale_init_value")? > 0.0,
                 grn: false,
+                dinov3: false,
             },
             "convnext",
             hidden[0],
@@ -154,8 +158,22 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
                 patch: f.positive("patch_size")?,
                 layer_scale: false,
                 grn: true,
+                dinov3: false,
             },
             "convnextv2",
+            hidden[0],
+            f.f64("layer_norm_eps")?,
+        ),
+        // transformers 5 saves DINOv3ConvNextModel's encoder unprefixed (`stages.*`); the
+        // loader also takes `model.stages.*`.
+        "dinov3_convnext" => (
+            Kind::ConvNext {
+                patch: 4,
+                layer_scale: true,
+                grn: false,
+                dinov3: true,
+            },
+            "",
             hidden[0],
             f.f64("layer_norm_eps")?,
         ),
@@ -234,12 +252,12 @@ enum Body {
     },
 }
 
-/// A loaded CNN classifier.
+/// A loaded CNN classifier (a base model without one: DINOv3's ConvNeXt).
 #[derive(Debug)]
 pub(crate) struct CnnModel {
     spec: Spec,
     body: Body,
-    classifier: Linear,
+    classifier: Option<Linear>,
 }
 
 impl CnnModel {
@@ -396,24 +414,41 @@ impl CnnModel {
                 patch,
                 layer_scale,
                 grn,
+                dinov3,
             } => {
-                let e = format!("{p}.embeddings");
                 let h0 = spec.hidden[0];
+                // Module names: ConvNeXt's, or DINOv3's (`[model.]stages.*`, the stem as
+                // stage 0's `downsample_layers`, LayerNorms at `layer_norm_eps`).
+                let (enc, ln_eps, names) = if dinov3 {
+                    let enc = if w.has("model.stages.0.downsample_layers.0.weight") {
+                        "model."
+                    } else {
+                        ""
+                    };
+                    (enc.to_owned(), spec.eps, NextNames::DINOV3)
+                } else {
+                    (format!("{p}.encoder."), 1e-6, NextNames::CONVNEXT)
+                };
+                let e = if dinov3 {
+                    format!("{enc}stages.0.downsample_layers")
+                } else {
+                    format!("{p}.embeddings")
+                };
                 let patch_w = w.take(
-                    &format!("{e}.patch_embeddings.weight"),
+                    &format!("{e}.{}.weight", names.stem_conv),
                     &[h0, spec.channels, patch, patch],
                 )?;
-                let patch_b = w.take(&format!("{e}.patch_embeddings.bias"), &[h0])?;
-                let stem_ln = layer_norm(w, &format!("{e}.layernorm"), h0, 1e-6)?;
+                let patch_b = w.take(&format!("{e}.{}.bias", names.stem_conv), &[h0])?;
+                let stem_ln = layer_norm(w, &format!("{e}.{}", names.stem_norm), h0, ln_eps)?;
                 let mut stages = Vec::new();
                 let mut inp = h0;
                 for (s, (&out, &depth)) in spec.hidden.iter().zip(&spec.depths).enumerate() {
-                    let st = format!("{p}.encoder.stages.{s}");
+                    let st = format!("{enc}stages.{s}");
                     let stride = if s > 0 { 2 } else { 1 };
                     let down = if inp != out || stride > 1 {
-                        let d = format!("{st}.downsampling_layer");
+                        let d = format!("{st}.{}", names.downsample);
                         Some((
-                            layer_norm(w, &format!("{d}.0"), inp, 1e-6)?,
+                            layer_norm(w, &format!("{d}.0"), inp, ln_eps)?,
                             w.take(&format!("{d}.1.weight"), &[out, inp, 2, 2])?,
                             w.take(&format!("{d}.1.bias"), &[out])?,
                         ))
@@ -423,14 +458,15 @@ impl CnnModel {
                     let mut layers = Vec::new();
                     for l in 0..depth {
                         let b = format!("{st}.layers.{l}");
+                        let n = |m: &str| format!("{b}.{m}");
                         layers.push(NextLayer {
-                            dw_w: w.take(&format!("{b}.dwconv.weight"), &[out, 1, 7, 7])?,
-                            dw_b: w.take(&format!("{b}.dwconv.bias"), &[out])?,
-                            ln: layer_norm(w, &format!("{b}.layernorm"), out, 1e-6)?,
-                            pw1: linear(w, &format!("{b}.pwconv1"), 4 * out, out, true)?,
-                            pw2: linear(w, &format!("{b}.pwconv2"), out, 4 * out, true)?,
+                            dw_w: w.take(&n(&format!("{}.weight", names.dw)), &[out, 1, 7, 7])?,
+                            dw_b: w.take(&n(&format!("{}.bias", names.dw)), &[out])?,
+                            ln: layer_norm(w, &n(names.norm), out, ln_eps)?,
+                            pw1: linear(w, &n(names.pw1), 4 * out, out, true)?,
+                            pw2: linear(w, &n(names.pw2), out, 4 * out, true)?,
                             scale: if layer_scale {
-                                Some(w.take(&format!("{b}.layer_scale_parameter"), &[out])?)
+                                Some(w.take(&n(names.scale), &[out])?)
                             } else {
                                 None
                             },
@@ -447,7 +483,11 @@ impl CnnModel {
                     stages.push((down, layers));
                     inp = out;
                 }
-                let final_ln = layer_norm(w, &format!("{p}.layernorm"), last, spec.eps)?;
+                let final_ln = if dinov3 {
+                    layer_norm(w, "layer_norm", last, spec.eps)?
+                } else {
+                    layer_norm(w, &format!("{p}.layernorm"), last, spec.eps)?
+                };
                 Body::ConvNext {
                     patch_w,
                     patch_b,
@@ -459,9 +499,10 @@ impl CnnModel {
         };
         let classifier = match spec.kind {
             Kind::Resnet { .. } | Kind::Regnet { .. } => {
-                linear(w, "classifier.1", labels, last, true)?
+                Some(linear(w, "classifier.1", labels, last, true)?)
             }
-            Kind::ConvNext { .. } => linear(w, "classifier", labels, last, true)?,
+            Kind::ConvNext { dinov3: true, .. } => None,
+            Kind::ConvNext { .. } => Some(linear(w, "classifier", labels, last, true)?),
         };
         w.finish()?;
         Ok(Self {
@@ -473,6 +514,19 @@ impl CnnModel {
 
     /// Logits `[b, labels]` of preprocessed `pixels` `[b, channels, h, w]`.
     pub(crate) fn logits(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
+        let pooled = self.pooled(pixels)?;
+        match &self.classifier {
+            Some(c) => c.forward(&pooled).map_err(ce("classifier")),
+            None => Err(SkillError::Backend {
+                backend: skillgen_runtime::BackendKind::Candle,
+                detail: "this CNN is a base model: it has no classifier".into(),
+            }),
+        }
+    }
+
+    /// The pooled features `[b, last hidden size]` (transformers' `pooler_output`) of
+    /// preprocessed `pixels` `[b, channels, h, w]`.
+    pub(crate) fn pooled(&self, pixels: &Tensor) -> Result<Tensor, SkillError> {
         let a = self.spec.act;
         let run = || -> candle_core::Result<Tensor> {
             let pooled = match &self.body {
@@ -564,10 +618,49 @@ impl CnnModel {
                     final_ln.forward(&x.mean(D::Minus1)?.mean(D::Minus1)?)?
                 }
             };
-            self.classifier.forward(&pooled)
+            Ok(pooled)
         };
         run().map_err(ce("forward"))
     }
+
+    pub(crate) fn spec(&self) -> &Spec {
+        &self.spec
+    }
+}
+
+/// The module names of a ConvNeXt block, stem and downsampling.
+struct NextNames {
+    stem_conv: &'static str,
+    stem_norm: &'static str,
+    downsample: &'static str,
+    dw: &'static str,
+    norm: &'static str,
+    pw1: &'static str,
+    pw2: &'static str,
+    scale: &'static str,
+}
+
+impl NextNames {
+    const CONVNEXT: Self = Self {
+        stem_conv: "patch_embeddings",
+        stem_norm: "layernorm",
+        downsample: "downsampling_layer",
+        dw: "dwconv",
+        norm: "layernorm",
+        pw1: "pwconv1",
+        pw2: "pwconv2",
+        scale: "layer_scale_parameter",
+    };
+    const DINOV3: Self = Self {
+        stem_conv: "0",
+        stem_norm: "1",
+        downsample: "downsample_layers",
+        dw: "depthwise_conv",
+        norm: "layer_norm",
+        pw1: "pointwise_conv1",
+        pw2: "pointwise_conv2",
+        scale: "gamma",
+    };
 }
 
 impl super::Network for CnnModel {
