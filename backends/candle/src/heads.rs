@@ -10,9 +10,10 @@ use std::path::Path;
 
 use candle_core::Tensor;
 use skillgen_runtime::request::{
-    Aggregation, Answer, Classifications, ClassifyRequest, ClassifyTokensRequest, Embeddings,
-    FillMaskOutput, Label, MaskPrediction, Pooling, QuestionRequest, TextBatch,
-    TokenClassifications, TokenLabel, simple_entities,
+    Aggregation, Answer, Classifications, ClassifyRequest, ClassifyTokensRequest,
+    EmbedImageRequest, Embeddings, FillMaskOutput, ImageEmbeddings, ImageInput, Label,
+    MaskPrediction, Pooling, QuestionRequest, TextBatch, TokenClassifications, TokenLabel,
+    simple_entities,
 };
 use skillgen_runtime::{Capability, SkillError};
 
@@ -342,6 +343,35 @@ pub(crate) fn embed<M: TaskHeads + ?Sized>(
         pooling,
         normalized,
         token_ids: ids,
+    })
+}
+
+/// `embed_image`: `pooled` (the model's pooled output `[images, dim]` of the request's images),
+/// optionally L2-normalised; `pooling` says what the vector is.
+pub(crate) fn embed_images(
+    req: &EmbedImageRequest,
+    pooling: &str,
+    pooled: impl FnOnce(&[ImageInput]) -> Result<Tensor, SkillError>,
+) -> Result<ImageEmbeddings, SkillError> {
+    if req.images.is_empty() {
+        return Err(SkillError::InvalidRequest {
+            capability: Capability::EmbedImage,
+            detail: "no images".into(),
+        });
+    }
+    let rows: Vec<Vec<f32>> = pooled(&req.images)?
+        .to_vec2()
+        .map_err(crate::e("reading embeddings"))?;
+    let dim = rows.first().map_or(0, Vec::len);
+    Ok(ImageEmbeddings {
+        vectors: if req.normalize {
+            rows.into_iter().map(l2_normalized).collect()
+        } else {
+            rows
+        },
+        dim,
+        pooling: pooling.to_owned(),
+        normalized: req.normalize,
     })
 }
 

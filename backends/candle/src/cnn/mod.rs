@@ -185,34 +185,16 @@ impl CnnFeatures {
 
     /// `embed_image`: the pooled features of each image.
     pub fn embed(&self, req: &EmbedImageRequest) -> Result<ImageEmbeddings, SkillError> {
-        if req.images.is_empty() {
-            return Err(SkillError::InvalidRequest {
-                capability: Capability::EmbedImage,
-                detail: "no images".into(),
-            });
-        }
         let s = square_side(&self.pre, self.model.spec().image, Capability::EmbedImage)?;
-        let mut values = Vec::with_capacity(req.images.len() * 3 * s * s);
-        for image in &req.images {
-            values.extend(self.pre.pixels(image, s)?);
-        }
-        let x = Tensor::from_vec(values, (req.images.len(), 3, s, s), &self.device)
-            .map_err(e("pixel values"))?;
-        let rows: Vec<Vec<f32>> = self
-            .model
-            .pooled(&x)?
-            .to_vec2()
-            .map_err(e("reading embeddings"))?;
-        let dim = rows.first().map_or(0, Vec::len);
-        Ok(ImageEmbeddings {
-            vectors: if req.normalize {
-                rows.into_iter().map(crate::heads::l2_normalized).collect()
-            } else {
-                rows
-            },
-            dim,
-            pooling: "final layernorm of the mean over the last feature map".into(),
-            normalized: req.normalize,
+        let pooling = "final layernorm of the mean over the last feature map";
+        crate::heads::embed_images(req, pooling, |images| {
+            let mut values = Vec::with_capacity(images.len() * 3 * s * s);
+            for image in images {
+                values.extend(self.pre.pixels(image, s)?);
+            }
+            let x = Tensor::from_vec(values, (images.len(), 3, s, s), &self.device)
+                .map_err(e("pixel values"))?;
+            self.model.pooled(&x)
         })
     }
 }

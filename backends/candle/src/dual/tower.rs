@@ -7,8 +7,8 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use skillgen_checkpoint::{Fields, config_json};
+use skillgen_runtime::SkillError;
 use skillgen_runtime::request::{EmbedImageRequest, ImageEmbeddings, ImageInput};
-use skillgen_runtime::{Capability, SkillError};
 
 use super::model::{Kind, VisionSpec, VisionTower, translate_vision};
 use crate::e;
@@ -118,24 +118,8 @@ impl ImageTower {
 
     /// `embed_image`: the pooled output of each image.
     pub fn embed(&self, req: &EmbedImageRequest) -> Result<ImageEmbeddings, SkillError> {
-        if req.images.is_empty() {
-            return Err(SkillError::InvalidRequest {
-                capability: Capability::EmbedImage,
-                detail: "no images".into(),
-            });
-        }
-        let pooled = pooled_images(&self.tower, &self.pre, &self.device, &req.images)?;
-        let rows: Vec<Vec<f32>> = pooled.to_vec2().map_err(e("reading embeddings"))?;
-        let vectors = if req.normalize {
-            rows.into_iter().map(crate::heads::l2_normalized).collect()
-        } else {
-            rows
-        };
-        Ok(ImageEmbeddings {
-            dim: self.tower.spec().tower.hidden,
-            vectors,
-            pooling: self.tower.pooling().to_owned(),
-            normalized: req.normalize,
+        crate::heads::embed_images(req, self.tower.pooling(), |images| {
+            pooled_images(&self.tower, &self.pre, &self.device, images)
         })
     }
 }

@@ -301,37 +301,14 @@ impl ModernBert {
         })
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
-        let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: self.setup.capability,
-            detail,
-        };
-        if ids.is_empty() {
-            return Err(invalid("an input has no tokens".into()));
-        }
-        if let Some((i, id)) = ids
-            .iter()
-            .enumerate()
-            .find(|(_, id)| **id as usize >= self.spec.vocab)
-        {
-            return Err(invalid(format!(
-                "token {i} has token id {id}, outside the vocabulary (size {})",
-                self.spec.vocab
-            )));
-        }
-        if ids.len() > self.spec.max_pos {
-            return Err(invalid(format!(
-                "an input has {} tokens; the model takes at most {} (max_position_embeddings)",
-                ids.len(),
-                self.spec.max_pos
-            )));
-        }
-        Ok(())
-    }
-
     /// The last hidden state `[n, hidden]` of one unpadded input.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
-        self.check_ids(ids)?;
+        self.setup.check_ids(
+            ids,
+            self.spec.vocab,
+            self.spec.max_pos,
+            &"max_position_embeddings",
+        )?;
         let s = &self.spec;
         let (n, h) = (ids.len(), s.hidden);
         let (heads, d) = (s.heads, h / s.heads);

@@ -47,6 +47,40 @@ pub(crate) fn labels(f: &Fields<'_>, head: EncoderHead) -> Result<Vec<String>, S
 }
 
 impl HeadSetup {
+    /// One unpadded input's ids against the model: not empty, every id below `vocab`, at most
+    /// `max_tokens` tokens (`limit` says where that limit comes from).
+    pub(crate) fn check_ids(
+        &self,
+        ids: &[u32],
+        vocab: usize,
+        max_tokens: usize,
+        limit: &dyn std::fmt::Display,
+    ) -> Result<(), SkillError> {
+        let invalid = |detail: String| SkillError::InvalidRequest {
+            capability: self.capability,
+            detail,
+        };
+        if ids.is_empty() {
+            return Err(invalid("an input has no tokens".into()));
+        }
+        if let Some((i, id)) = ids
+            .iter()
+            .enumerate()
+            .find(|(_, id)| **id as usize >= vocab)
+        {
+            return Err(invalid(format!(
+                "token {i} has token id {id}, outside the vocabulary (size {vocab})"
+            )));
+        }
+        if ids.len() > max_tokens {
+            return Err(invalid(format!(
+                "an input has {} tokens; the model takes at most {max_tokens} ({limit})",
+                ids.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// Finish loading `dir` for `head` with its `labels`: `max_len` is the most tokens an
     /// `embed` input keeps (sentence-transformers' `max_seq_length` caps it further; task heads
     /// refuse over-long inputs instead of truncating).

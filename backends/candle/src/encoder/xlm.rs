@@ -225,37 +225,10 @@ impl Xlm {
         })
     }
 
-    fn check_ids(&self, ids: &[u32]) -> Result<(), SkillError> {
-        let invalid = |detail: String| SkillError::InvalidRequest {
-            capability: self.setup.capability,
-            detail,
-        };
-        if ids.is_empty() {
-            return Err(invalid("an input has no tokens".into()));
-        }
-        if let Some((i, id)) = ids
-            .iter()
-            .enumerate()
-            .find(|(_, id)| **id as usize >= self.vocab)
-        {
-            return Err(invalid(format!(
-                "token {i} has token id {id}, outside the vocabulary (size {})",
-                self.vocab
-            )));
-        }
-        if ids.len() > self.max_pos {
-            return Err(invalid(format!(
-                "an input has {} tokens; the model takes at most {} (max_position_embeddings)",
-                ids.len(),
-                self.max_pos
-            )));
-        }
-        Ok(())
-    }
-
     /// The last hidden state `[n, dim]` of one unpadded input.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
-        self.check_ids(ids)?;
+        self.setup
+            .check_ids(ids, self.vocab, self.max_pos, &"max_position_embeddings")?;
         let (n, d, h) = (ids.len(), self.dim, self.heads);
         let hd = d / h;
         let run = || -> candle_core::Result<Tensor> {
