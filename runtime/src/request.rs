@@ -120,6 +120,9 @@ pub enum Pooling {
     Mean,
     /// The first token (`[CLS]`).
     Cls,
+    /// The model's own pooled output (transformers' `pooler_output`): CLIP's text tower at
+    /// its end-of-text token, DPR's (projected) `[CLS]` state.
+    Pooler,
 }
 
 impl std::fmt::Display for Pooling {
@@ -127,6 +130,7 @@ impl std::fmt::Display for Pooling {
         f.write_str(match self {
             Pooling::Mean => "mean",
             Pooling::Cls => "cls",
+            Pooling::Pooler => "pooler",
         })
     }
 }

@@ -164,6 +164,12 @@ fn is_vision(t: &str) -> bool {
     skills::registry::by_model_type(t).is_some_and(|i| i.family == skillgen_runtime::Family::Vision)
 }
 
+/// A text model verified by its own pooled output (`<type>/text-embed/`), not its hidden
+/// states.
+fn is_pooled_text(t: &str) -> bool {
+    root().join(t).join("text-embed").is_dir()
+}
+
 fn marked() -> Vec<String> {
     marked_for(Task::CausalLm)
 }
@@ -448,6 +454,21 @@ impl Kind {
     }
 }
 
+/// A fixture's inputs: each row of `input_ids` up to its attention mask.
+fn reference_inputs(dir: &Path) -> Vec<Vec<u32>> {
+    let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (s, ids) = ints(&st, "input_ids");
+    let (_, mask) = ints(&st, "attention_mask");
+    ids.chunks(s[1])
+        .zip(mask.chunks(s[1]))
+        .map(|(r, m)| {
+            let n = m.iter().filter(|x| **x == 1).count();
+            r[..n].iter().map(|&x| u32::try_from(x).unwrap()).collect()
+        })
+        .collect()
+}
+
 fn head_reference(dir: &Path, kind: Kind) -> HeadReference {
     let qa = kind == Kind::Qa;
     let bytes = std::fs::read(dir.join("reference.safetensors")).unwrap();
@@ -567,7 +588,7 @@ fn token_and_qa_fixtures_conform_and_equal_the_support_table() {
         }
         let marked: Vec<String> = marked_for(task)
             .into_iter()
-            .filter(|t| kind != Kind::Base || !is_vision(t))
+            .filter(|t| kind != Kind::Base || !(is_vision(t) || is_pooled_text(t)))
             .collect();
         // A type marked on the strength of its hand-written parity fixture
         // (`fixtures/native/<type>`, e.g. distilbert) has no factory fixture for this head.
@@ -1072,6 +1093,97 @@ fn image_tower_fixtures_conform_and_equal_the_support_table() {
             .collect();
         for (g, w) in e.vectors.iter().flatten().zip(unit.iter().flatten()) {
             assert!((g - w).abs() < 1e-4, "{t}: {:?} vs {unit:?}", e.vectors);
+        }
+    }
+}
+
+/// Every pooled-text fixture (`<type>/text-embed/`: CLIP's text tower, DPR's encoders):
+/// `embed` of the two texts gives transformers' `pooler_output`, each input alone; the passing
+/// set equals the `base-model` marks of the types with such a fixture (and their
+/// `text-encoding` marks, the same class); every marked type through its generated skill.
+#[test]
+fn pooled_text_fixtures_conform_and_equal_the_support_table() {
+    let text = |ids: &[u32]| -> String {
+        ids.iter()
+            .map(|&b| char::from(u8::try_from(b).unwrap()))
+            .collect()
+    };
+    let mut pass = Vec::new();
+    let mut fail = BTreeMap::new();
+    for (t, dir) in type_dirs() {
+        let dir = dir.join("text-embed");
+        if !dir.join("reference.safetensors").is_file() {
+            continue;
+        }
+        let inputs = reference_inputs(&dir);
+        let want = pooled_reference(&dir);
+        let input = TextBatch::Texts(inputs.iter().map(|i| text(i)).collect());
+        let outcome = skillgen_candle::parity::embed_pooled_text(&dir, &t, &input)
+            .map_err(|e| e.to_string())
+            .and_then(|e| {
+                if e.token_ids != inputs || e.pooling != Pooling::Pooler || e.normalized {
+                    return Err(format!(
+                        "token ids {:?} (want {inputs:?}), pooling {}, normalized {}",
+                        e.token_ids, e.pooling, e.normalized
+                    ));
+                }
+                pooled_conforms(&e.vectors, &want)
+            });
+        match outcome {
+            Ok(w) => {
+                eprintln!("pass {t:<24} text-embed max |Δ| {w:.2e}");
+                pass.push(t);
+            }
+            Err(why) => {
+                eprintln!("FAIL {t:<24} text-embed {why}");
+                fail.insert(t, why);
+            }
+        }
+    }
+    assert!(pass.len() >= 2, "only {pass:?} pass ({fail:?})");
+    for task in [Task::BaseModel, Task::TextEncoding] {
+        let marked: Vec<String> = marked_for(task)
+            .into_iter()
+            .filter(|t| is_pooled_text(t))
+            .collect();
+        let unproven: Vec<_> = marked.iter().filter(|t| !pass.contains(t)).collect();
+        assert!(
+            unproven.is_empty(),
+            "text-embed {task}: marked but no passing fixture: {unproven:?} ({fail:?})"
+        );
+        if task == Task::BaseModel {
+            let unmarked: Vec<_> = pass.iter().filter(|t| !marked.contains(t)).collect();
+            assert!(
+                unmarked.is_empty(),
+                "text-embed: fixtures pass but models.yaml does not mark them: {unmarked:?}"
+            );
+        }
+    }
+
+    let caps = Capabilities::fixed_cpu_only();
+    for t in &pass {
+        let dir = root().join(t).join("text-embed");
+        let inputs = reference_inputs(&dir);
+        let want = pooled_reference(&dir);
+        let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
+        let req = EmbedRequest {
+            input: TextBatch::Texts(inputs.iter().map(|i| text(i)).collect()),
+            normalize: Some(true),
+        };
+        let (out, d) = skill
+            .state()
+            .run_with(Call::Embed(req), &MapEnv::empty(), &caps)
+            .unwrap_or_else(|e| panic!("{t}: {e}"));
+        assert_eq!(d.used, Target::Cpu, "{t}");
+        let Output::Embed(e) = out else {
+            panic!("{t}: {out:?}")
+        };
+        assert_eq!((e.pooling, e.normalized), (Pooling::Pooler, true), "{t}");
+        for (g, w) in e.vectors.iter().zip(&want) {
+            let n = w.iter().map(|x| x * x).sum::<f32>().sqrt();
+            for (x, y) in g.iter().zip(w) {
+                assert!((x - y / n).abs() < 1e-4, "{t}: {g:?} vs {w:?}");
+            }
         }
     }
 }

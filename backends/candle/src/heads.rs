@@ -310,7 +310,8 @@ pub(crate) fn l2_normalized(v: Vec<f32>) -> Vec<f32> {
 }
 
 /// `embed` for an encoder with task heads: tokenise (text input), run each input
-/// (`hidden`: its last hidden state `[n, dim]`), pool, optionally L2-normalise.
+/// (`hidden`: its last hidden state `[n, dim]`, or with [`Pooling::Pooler`] the model's pooled
+/// output as one row `[1, dim]`), pool, optionally L2-normalise.
 pub(crate) fn embed<M: TaskHeads + ?Sized>(
     model: &M,
     input: &TextBatch,
@@ -326,7 +327,8 @@ pub(crate) fn embed<M: TaskHeads + ?Sized>(
     for one in &ids {
         let h = hidden(one)?;
         let pooled = match pooling {
-            Pooling::Cls => h.get(0),
+            // `hidden` gives the model's pooled output as its one row.
+            Pooling::Cls | Pooling::Pooler => h.get(0),
             Pooling::Mean => h.mean(0),
         }
         .and_then(|v| v.to_vec1::<f32>())

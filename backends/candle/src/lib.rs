@@ -173,6 +173,21 @@ pub mod parity {
             image_tower(dir, model_type)?.embed(req)
         }
     }
+
+    /// `embed` of a text model pooled by the model itself (`clip_text_model`, `dpr`) in `dir` on
+    /// the CPU, whether or not the registry marks the type.
+    pub fn embed_pooled_text(
+        dir: &std::path::Path,
+        model_type: &str,
+        input: &skillgen_runtime::request::TextBatch,
+    ) -> Result<skillgen_runtime::request::Embeddings, skillgen_runtime::SkillError> {
+        let cpu = candle_core::Device::Cpu;
+        if model_type == "dpr" {
+            crate::encoder::dpr::Dpr::load(dir, &cpu)?.embed(input, None)
+        } else {
+            crate::dual::TextTowerModel::load(dir, model_type, &cpu)?.embed(input, None)
+        }
+    }
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::bertlike as is_head_encoder;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};

@@ -94,6 +94,14 @@ pub fn correct_bert_embeddings(
                 detail: "the [CLS] token's vector is lost in the sum over all tokens".to_owned(),
             });
         }
+        (Pooling::Pooler, _) => {
+            return Err(MaxError::PoolingUnrecoverable {
+                pooling,
+                normalize,
+                detail: "the model's own pooled output is lost in the sum over all tokens"
+                    .to_owned(),
+            });
+        }
     }
     raw.iter()
         .enumerate()

@@ -22,9 +22,8 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
-//!
-//! - candle-transformers has a `clip` module; skillgen does not run it.
+//! - `base-model`: candle **verified** (`dual`); MAX not implemented
+//! - `text-encoding`: candle **verified** (`dual`); MAX not implemented
 /// Skill for the `clip_text_model` model type.
 #[derive(Debug, ::skillgen_runtime::Skill)]
 #[skill(
@@ -35,6 +34,7 @@
     hf_module = "clip",
     tasks(base_model("CLIPTextModel"), text_encoding("CLIPTextModel")),
     candle = "clip",
+    native(base_model = dual, text_encoding = dual),
     sub_config_of("clip"),
     backends = crate::backends,
 )]

@@ -20,7 +20,7 @@
 //!
 //! # Implementations
 //!
-//! Nothing runs this model type yet: every call is a typed error naming each target tried (see SUPPORT.md).
+//! - `base-model`: candle **verified** (`encoder`); MAX not implemented
 //!
 //! # Notes
 //!
@@ -36,6 +36,7 @@
     config_class = "DPRConfig",
     hf_module = "dpr",
     tasks(base_model("DPRQuestionEncoder")),
+    native(base_model = encoder),
     backends = crate::backends,
 )]
 pub struct Dpr {

@@ -1,5 +1,6 @@
 //! Native zero-shot image classification (see [`crate`]): CLIP and SigLIP dual encoders
-//! ([`model`]) for `image_text_similarity`.
+//! ([`model`]) for `image_text_similarity`; their image towers alone for `embed_image`
+//! ([`ImageTower`]) and CLIP's text tower alone for `embed` ([`TextTowerModel`]).
 //!
 //! Images go through the model's `preprocessor_config.json` (see [`crate::vit`]); texts
 //! through `tokenizer.json`, truncated to the text tower's positions — and, for SigLIP,
@@ -21,10 +22,12 @@ use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 
 pub(crate) mod model;
+mod text;
 mod tower;
 
 pub use model::MODEL_TYPES;
 use model::{DualModel, Kind};
+pub use text::TextTowerModel;
 pub use tower::ImageTower;
 
 crate::architecture_struct!(
@@ -61,6 +64,9 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         Call::EmbedImage(req) => cached_tower(state, target)?
             .embed(&req)
             .map(Output::EmbedImage),
+        Call::Embed(req) => text_tower(state, target)?
+            .embed(&req.input, req.normalize)
+            .map(Output::Embed),
         _ => Err(crate::not_implemented(state, target, task)),
     }
 }
@@ -76,6 +82,13 @@ fn cached_tower(state: &Model, target: Target) -> Result<Arc<ImageTower>, SkillE
     let model_type = state.info().model_type;
     state.cached(&format!("candle/{model_type}/image-tower/{target}"), || {
         ImageTower::load(state.dir(), model_type, &crate::device(target)?)
+    })
+}
+
+fn text_tower(state: &Model, target: Target) -> Result<Arc<TextTowerModel>, SkillError> {
+    let model_type = state.info().model_type;
+    state.cached(&format!("candle/{model_type}/text-tower/{target}"), || {
+        TextTowerModel::load(state.dir(), model_type, &crate::device(target)?)
     })
 }
 

@@ -88,7 +88,7 @@ pub(crate) struct Spec {
     pub(crate) project_dim: usize,
 }
 
-fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
+pub(crate) fn tower(f: &Fields<'_>) -> Result<Tower, SkillError> {
     let hidden = f.positive("hidden_size")?;
     let heads = f.positive("num_attention_heads")?;
     if !hidden.is_multiple_of(heads) {
@@ -365,17 +365,84 @@ impl PoolHead {
 /// The text tower: CLIP's own, or a BERT-like body.
 #[derive(Debug)]
 enum TextTower {
-    Clip {
-        tok: Tensor,
-        tpos: Tensor,
-        enc: Encoder,
-        final_ln: LayerNorm,
-    },
+    Clip(ClipText),
     Bert {
         body: Box<crate::encoder::bertlike::BertBody>,
         pre_ln: Option<LayerNorm>,
         transformation: Option<Linear>,
     },
+}
+
+/// CLIP's (and SigLIP's) own text tower, up to its pooled output (transformers'
+/// `pooler_output`: CLIP's end-of-text token after the final LayerNorm, SigLIP's last position).
+#[derive(Debug)]
+pub(crate) struct ClipText {
+    kind: Kind,
+    eos: u32,
+    tok: Tensor,
+    tpos: Tensor,
+    enc: Encoder,
+    final_ln: LayerNorm,
+}
+
+impl ClipText {
+    /// Take the tower's tensors under `p` (`text_model.` or none) from `w`: `kind`'s tower of
+    /// sizes `t`, `vocab` tokens, `max_pos` positions, pooling at `eos` (CLIP).
+    pub(crate) fn load(
+        w: &mut Weights,
+        p: &str,
+        (kind, t, vocab, max_pos, eos): (Kind, &Tower, usize, usize, u32),
+    ) -> Result<Self, SkillError> {
+        let te = format!("{p}embeddings");
+        let th = t.hidden;
+        Ok(Self {
+            kind,
+            eos,
+            tok: w.take(&format!("{te}.token_embedding.weight"), &[vocab, th])?,
+            tpos: w.take(&format!("{te}.position_embedding.weight"), &[max_pos, th])?,
+            enc: Encoder::load(w, p, "encoder.layers", t)?,
+            final_ln: norm(w, &format!("{p}final_layer_norm"), th, t.eps)?,
+        })
+    }
+
+    /// The pooled output `[1, hidden]` of one unpadded input (ids checked by the caller).
+    pub(crate) fn pooled(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        let n = ids.len();
+        let dev = self.tok.device();
+        let run = || -> candle_core::Result<Tensor> {
+            let x = self.tok.index_select(&Tensor::new(ids, dev)?, 0)?;
+            let x = (x + self.tpos.narrow(0, 0, n)?)?.unsqueeze(0)?;
+            let mask = if self.kind == Kind::Clip && n > 1 {
+                let m: Vec<f32> = (0..n)
+                    .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+                    .collect();
+                Some(Tensor::from_vec(m, (1, 1, n, n), dev)?)
+            } else {
+                None
+            };
+            let x = self
+                .final_ln
+                .forward(&self.enc.forward(&x, mask.as_ref())?)?;
+            x.get(0)?
+                .get(eos_position(self.kind, self.eos, ids))?
+                .unsqueeze(0)
+        };
+        run().map_err(ce("text tower"))
+    }
+}
+
+/// Where the text tower pools: SigLIP the last position; CLIP the first `eos` (legacy configs
+/// with eos 2: the highest id, as transformers does).
+fn eos_position(kind: Kind, eos: u32, ids: &[u32]) -> usize {
+    match kind {
+        Kind::Siglip => ids.len().saturating_sub(1),
+        _ if eos == 2 => ids
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
+            .map_or(0, |(i, _)| i),
+        _ => ids.iter().position(|&t| t == eos).unwrap_or(0),
+    }
 }
 
 /// A loaded image tower, up to its pooled output (transformers' `pooler_output`).
@@ -627,18 +694,11 @@ impl DualModel {
                     transformation,
                 }
             }
-            None => {
-                let te = "text_model.embeddings";
-                TextTower::Clip {
-                    tok: w.take(&format!("{te}.token_embedding.weight"), &[spec.vocab, th])?,
-                    tpos: w.take(
-                        &format!("{te}.position_embedding.weight"),
-                        &[spec.max_pos, th],
-                    )?,
-                    enc: Encoder::load(w, "text_model.", "encoder.layers", tt)?,
-                    final_ln: norm(w, "text_model.final_layer_norm", th, tt.eps)?,
-                }
-            }
+            None => TextTower::Clip(ClipText::load(
+                w,
+                "text_model.",
+                (spec.kind, tt, spec.vocab, spec.max_pos, spec.eos),
+            )?),
         };
         let proj_in = if spec.kind == Kind::AltClip {
             spec.project_dim
@@ -707,8 +767,7 @@ impl DualModel {
 
     /// The text embedding `[proj]` (not normalised) of one input.
     pub(crate) fn text_embed(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
-        let n = ids.len();
-        let (tok, tpos, enc, final_ln) = match &self.text {
+        let pooled = match &self.text {
             TextTower::Bert {
                 body,
                 pre_ln,
@@ -723,45 +782,13 @@ impl DualModel {
                     if let Some(t) = transformation {
                         h = t.forward(&h)?;
                     }
-                    self.tproj.forward(&h.narrow(0, 0, 1)?)?.squeeze(0)
+                    h.narrow(0, 0, 1)
                 };
-                return run().map_err(ce("text tower"));
+                run().map_err(ce("text tower"))?
             }
-            TextTower::Clip {
-                tok,
-                tpos,
-                enc,
-                final_ln,
-            } => (tok, tpos, enc, final_ln),
+            TextTower::Clip(tower) => tower.pooled(ids)?,
         };
-        let dev = tok.device();
-        let run = || -> candle_core::Result<Tensor> {
-            let x = tok.index_select(&Tensor::new(ids, dev)?, 0)?;
-            let x = (x + tpos.narrow(0, 0, n)?)?.unsqueeze(0)?;
-            let mask = if self.spec.kind == Kind::Clip && n > 1 {
-                let m: Vec<f32> = (0..n)
-                    .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-                    .collect();
-                Some(Tensor::from_vec(m, (1, 1, n, n), dev)?)
-            } else {
-                None
-            };
-            let x = final_ln.forward(&enc.forward(&x, mask.as_ref())?)?;
-            let at = match self.spec.kind {
-                Kind::Siglip => n - 1,
-                // transformers: the legacy configs (eos 2) pool at the highest id.
-                _ if self.spec.eos == 2 => ids
-                    .iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0)))
-                    .map_or(0, |(i, _)| i),
-                _ => ids.iter().position(|&t| t == self.spec.eos).unwrap_or(0),
-            };
-            self.tproj
-                .forward(&x.get(0)?.get(at)?.unsqueeze(0)?)?
-                .squeeze(0)
-        };
-        run().map_err(ce("text tower"))
+        (|| self.tproj.forward(&pooled)?.squeeze(0))().map_err(ce("text projection"))
     }
 
     /// `logits_per_image` `[images, texts]` of (unnormalised) embeddings.

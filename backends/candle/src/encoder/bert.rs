@@ -399,6 +399,9 @@ impl BertEmbedder {
         let (hidden, mask) = self.hidden_states(&ids, None)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
+            Pooling::Pooler => Err(candle_core::Error::Msg(
+                "this model has no pooled output of its own (mean or cls pooling)".into(),
+            )),
             Pooling::Mean => (|| {
                 let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
                 let sum = hidden.broadcast_mul(&m)?.sum(1)?;

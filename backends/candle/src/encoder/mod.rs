@@ -1,4 +1,5 @@
-//! Native encoders (see [`crate`]): `bert`, `distilbert` and `xlm-roberta` on candle.
+//! Native encoders (see [`crate`]): the BERT-like family and its kin (ModernBERT, DeBERTa,
+//! rotary encoders, XLM, FNet, SqueezeBERT), DPR's encoders, `distilbert` on candle.
 //!
 //! - `embed` (text-encoding / base-model task): last hidden state, pooled as the
 //!   sentence-transformers config says (default mean), optionally normalised. BERT keeps its
@@ -15,8 +16,10 @@ use std::sync::Arc;
 
 use crate::encoder::bertlike::{BertLike, EncoderHead};
 use crate::encoder::deberta::Deberta;
+use crate::encoder::fnet::FNet;
 use crate::encoder::modernbert::ModernBert;
 use crate::encoder::rope::RopeEncoder;
+use crate::encoder::squeezebert::SqueezeBert;
 use crate::encoder::xlm::Xlm;
 use crate::heads::TaskHeads;
 use skillgen_runtime::Model;
@@ -24,12 +27,16 @@ use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{SkillError, Target};
 
 pub mod bert;
+mod bert_heads;
 pub mod bertlike;
 pub mod deberta;
 mod distilbert;
+pub mod dpr;
+pub mod fnet;
 pub mod modernbert;
 pub mod rope;
 pub(crate) mod setup;
+pub mod squeezebert;
 pub(crate) mod text;
 pub mod xlm;
 
@@ -49,6 +56,12 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
         })
     };
     match call {
+        Call::Embed(req) if model_type == "dpr" => state
+            .cached(&format!("candle/dpr/encoder/{target}"), || {
+                dpr::Dpr::load(state.dir(), &crate::device(target)?)
+            })?
+            .embed(&req.input, req.normalize)
+            .map(Output::Embed),
         Call::Embed(req) if bertlike(model_type) => with_head(state, target, EncoderHead::Base)?
             .embed(&req.input, req.normalize)
             .map(Output::Embed),
@@ -82,7 +95,10 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
 pub fn bertlike(model_type: &str) -> bool {
     bertlike::MODEL_TYPES.contains(&model_type)
         || rope::MODEL_TYPES.contains(&model_type)
-        || matches!(model_type, "modernbert" | "deberta" | "deberta-v2")
+        || matches!(
+            model_type,
+            "modernbert" | "deberta" | "deberta-v2" | "fnet" | "squeezebert"
+        )
         || xlm::MODEL_TYPES.contains(&model_type)
 }
 
@@ -99,6 +115,10 @@ pub(crate) fn with_head(
             let device = crate::device(target)?;
             Ok(if model_type == "modernbert" {
                 TextModel::Modern(Box::new(ModernBert::load(state.dir(), &device, head)?))
+            } else if model_type == "squeezebert" {
+                TextModel::Squeeze(Box::new(SqueezeBert::load(state.dir(), &device, head)?))
+            } else if model_type == "fnet" {
+                TextModel::FNet(Box::new(FNet::load(state.dir(), &device, head)?))
             } else if matches!(model_type, "deberta" | "deberta-v2") {
                 TextModel::Deberta(Box::new(Deberta::load(state.dir(), &device, head)?))
             } else if xlm::MODEL_TYPES.contains(&model_type) {
@@ -122,8 +142,8 @@ pub(crate) fn with_head(
     )
 }
 
-/// One of the task-head encoders: the BERT-like one, ModernBERT, DeBERTa-v2 or the rotary
-/// encoders (nomic_bert, gte).
+/// One of the task-head encoders: the BERT-like one, ModernBERT, DeBERTa-v2, the rotary
+/// encoders (nomic_bert, gte), XLM/FlauBERT, FNet or SqueezeBERT.
 #[derive(Debug)]
 pub enum TextModel {
     Bert(Box<BertLike>),
@@ -131,6 +151,8 @@ pub enum TextModel {
     Deberta(Box<Deberta>),
     Rope(Box<RopeEncoder>),
     Xlm(Box<Xlm>),
+    FNet(Box<FNet>),
+    Squeeze(Box<SqueezeBert>),
 }
 
 impl TextModel {
@@ -141,6 +163,8 @@ impl TextModel {
             Self::Deberta(m) => m.as_ref(),
             Self::Rope(m) => m.as_ref(),
             Self::Xlm(m) => m.as_ref(),
+            Self::FNet(m) => m.as_ref(),
+            Self::Squeeze(m) => m.as_ref(),
         }
     }
 
@@ -152,6 +176,8 @@ impl TextModel {
             Self::Deberta(m) => m.head_logits(ids),
             Self::Rope(m) => m.head_logits(ids),
             Self::Xlm(m) => m.head_logits(ids),
+            Self::FNet(m) => m.head_logits(ids),
+            Self::Squeeze(m) => m.head_logits(ids),
         }
     }
 
@@ -167,6 +193,8 @@ impl TextModel {
             Self::Deberta(m) => m.embed(input, normalize),
             Self::Rope(m) => m.embed(input, normalize),
             Self::Xlm(m) => m.embed(input, normalize),
+            Self::FNet(m) => m.embed(input, normalize),
+            Self::Squeeze(m) => m.embed(input, normalize),
         }
     }
 }

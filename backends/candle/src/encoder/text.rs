@@ -688,6 +688,9 @@ impl TextEncoder {
         .map_err(e("mask"))?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
+            Pooling::Pooler => Err(candle_core::Error::Msg(
+                "this model has no pooled output of its own (mean or cls pooling)".into(),
+            )),
             Pooling::Mean => (|| {
                 let m = mask_t.unsqueeze(2)?;
                 let sum = hidden.broadcast_mul(&m)?.sum(1)?;

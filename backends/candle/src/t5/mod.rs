@@ -172,6 +172,9 @@ impl T5Encoder {
             let v = match self.pooling {
                 Pooling::Mean => h.mean(1),
                 Pooling::Cls => h.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
+                Pooling::Pooler => Err(candle_core::Error::Msg(
+                    "T5 has no pooled output of its own (mean or cls pooling)".into(),
+                )),
             }
             .and_then(|v| v.squeeze(0))
             .map_err(e("pooling"))?;
