@@ -222,7 +222,8 @@ fn mlm_names(model_type: &str) -> Option<MlmNames> {
         | "roberta-prelayernorm"
         | "ibert"
         | "mpnet"
-        | "esm" => ROBERTA_MLM,
+        | "esm"
+        | "xmod" => ROBERTA_MLM,
         "electra" => MlmNames {
             dense: "generator_predictions.dense",
             norm: "generator_predictions.LayerNorm",
@@ -303,6 +304,55 @@ pub(crate) struct Spec {
     pub(crate) token_dropout: Option<u32>,
     /// ESM's optional embedding LayerNorm (`embeddings.layer_norm`).
     pub(crate) esm_emb_ln: bool,
+    /// X-MOD's language adapters (the default language's).
+    pub(crate) adapter: Option<AdapterSpec>,
+}
+
+/// X-MOD's per-language bottleneck adapter after each block's FFN (the default language's:
+/// text requests carry no language id).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AdapterSpec {
+    /// The language key of `adapter_modules`.
+    pub(crate) language: String,
+    pub(crate) bottleneck: usize,
+    /// `ln_before_adapter`: the residual around the adapter is taken after its LayerNorm.
+    pub(crate) ln_before: bool,
+    /// `adapter_layer_norm`: an own LayerNorm before the adapter.
+    pub(crate) own_ln: bool,
+    /// `adapter_reuse_layer_norm`: the block's output LayerNorm before the adapter too.
+    pub(crate) reuse_ln: bool,
+}
+
+/// X-MOD's adapter settings (`default_language` must name one of `languages`).
+fn adapter_spec(f: &Fields<'_>, hidden: usize) -> Result<AdapterSpec, SkillError> {
+    if f.bool_or("pre_norm", false)? {
+        return Err(f.err("pre_norm", "`true` is not implemented (post-LN X-MOD only)"));
+    }
+    let languages: Vec<&str> = match f.get("languages") {
+        Some(serde_json::Value::Array(v)) => v.iter().filter_map(|x| x.as_str()).collect(),
+        _ => return Err(f.err("languages", "missing or not a list of language codes")),
+    };
+    let language = f.str_opt("default_language")?.ok_or_else(|| {
+        f.err(
+            "default_language",
+            "missing: text requests carry no language, so the adapter must come from the \
+             default language (transformers' `set_default_language`)",
+        )
+    })?;
+    if !languages.contains(&language) {
+        return Err(f.err(
+            "default_language",
+            format!("`{language}` is not one of `languages` {languages:?}"),
+        ));
+    }
+    let factor = f.positive("adapter_reduction_factor")?;
+    Ok(AdapterSpec {
+        language: language.to_owned(),
+        bottleneck: hidden / factor,
+        ln_before: f.bool_or("ln_before_adapter", true)?,
+        own_ln: f.bool_or("adapter_layer_norm", false)?,
+        reuse_ln: f.bool_or("adapter_reuse_layer_norm", true)?,
+    })
 }
 
 /// The model types [`translate`] knows.
@@ -325,6 +375,7 @@ pub const MODEL_TYPES: &[&str] = &[
     "splinter",
     "xlm-roberta",
     "xlm-roberta-xl",
+    "xmod",
 ];
 
 fn activation(f: &Fields<'_>, field: &str) -> Result<Act, SkillError> {
@@ -361,6 +412,7 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         "ibert" => ("ibert", Layout::Bert, true, None, tanh),
         "data2vec-text" => ("data2vec_text", Layout::Bert, true, None, tanh),
         "xlm-roberta-xl" => ("roberta", Layout::XlmRobertaXl, true, None, tanh),
+        "xmod" => ("roberta", Layout::Bert, true, None, tanh),
         "roberta-prelayernorm" => (
             "roberta_prelayernorm",
             Layout::RobertaPreLn,
@@ -577,6 +629,11 @@ pub(crate) fn translate(model_type: &str, f: &Fields<'_>) -> Result<Spec, SkillE
         rotary,
         token_dropout,
         esm_emb_ln,
+        adapter: if model_type == "xmod" {
+            Some(adapter_spec(f, hidden)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -614,6 +671,15 @@ struct Block {
     ffn_out: Linear,
     /// Post-LN: after the FFN; pre-LN: before it.
     ln_ffn: LayerNorm,
+    adapter: Option<Adapter>,
+}
+
+/// X-MOD's loaded adapter of one block.
+#[derive(Debug, Clone)]
+struct Adapter {
+    dense1: Linear,
+    dense2: Linear,
+    own_ln: Option<LayerNorm>,
 }
 
 impl Block {
@@ -632,7 +698,47 @@ impl Block {
             ffn_in: linear(w, &format!("{p}.{ffn_in}"), i, h)?,
             ffn_out: linear(w, &format!("{p}.{ffn_out}"), h, i)?,
             ln_ffn: any_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
+            adapter: match &s.adapter {
+                Some(a) => {
+                    let m = format!("{p}.output.adapter_modules.");
+                    let own = format!("{m}{}.", a.language);
+                    // Other languages' adapters apply only to inputs in those languages.
+                    w.leave(|n| n.starts_with(&m) && !n.starts_with(&own));
+                    let b = a.bottleneck;
+                    Some(Adapter {
+                        dense1: linear(w, &format!("{own}dense1"), b, h)?,
+                        dense2: linear(w, &format!("{own}dense2"), h, b)?,
+                        own_ln: if a.own_ln {
+                            Some(layer_norm(
+                                w,
+                                &format!("{p}.output.adapter_layer_norm"),
+                                h,
+                                eps,
+                            )?)
+                        } else {
+                            None
+                        },
+                    })
+                }
+                None => None,
+            },
         })
+    }
+
+    /// X-MOD's adapter on `h` (the FFN output plus its residual), before the output LayerNorm.
+    fn adapt(&self, h: Tensor, s: &Spec) -> candle_core::Result<Tensor> {
+        let (Some(a), Some(spec)) = (&self.adapter, &s.adapter) else {
+            return Ok(h);
+        };
+        let normed = match (&a.own_ln, spec.reuse_ln) {
+            (Some(ln), _) => ln.forward(&h)?,
+            (None, true) => self.ln_ffn.forward(&h)?,
+            (None, false) => h.clone(),
+        };
+        let residual = if spec.ln_before { &normed } else { &h };
+        a.dense2
+            .forward(&act(s.act, &a.dense1.forward(&normed)?)?)?
+            + residual
     }
 
     fn forward(
@@ -654,7 +760,7 @@ impl Block {
             let x = self
                 .ln_attn
                 .forward(&(self.attn.forward_rope(x, bias, rope)? + x)?)?;
-            self.ln_ffn.forward(&(ffn(&x)? + &x)?)
+            self.ln_ffn.forward(&self.adapt((ffn(&x)? + &x)?, s)?)
         }
     }
 }
@@ -1162,4 +1268,54 @@ pub fn encoder_head_logits(
 ) -> Result<Vec<Vec<Vec<f32>>>, SkillError> {
     let m = super::with_head(state.model(), target, head)?;
     inputs.iter().map(|ids| m.head_logits(ids)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xmod(extra: &str) -> Result<Spec, SkillError> {
+        let text = format!(
+            r#"{{"hidden_size": 8, "num_attention_heads": 2, "num_hidden_layers": 1,
+            "intermediate_size": 16, "hidden_act": "gelu", "layer_norm_eps": 1e-5,
+            "max_position_embeddings": 16, "vocab_size": 10, "type_vocab_size": 1,
+            "pad_token_id": 1, "adapter_reduction_factor": 2, "languages": ["en_XX", "de_DE"]
+            {extra}}}"#
+        );
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        let path = std::path::PathBuf::from("config.json");
+        translate(
+            "xmod",
+            &Fields {
+                path: &path,
+                map: &map,
+            },
+        )
+    }
+
+    fn field(r: Result<Spec, SkillError>) -> String {
+        match r {
+            Err(SkillError::ConfigField { field, .. }) => field,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn xmod_takes_the_default_languages_adapter() {
+        let s = xmod(r#", "default_language": "de_DE""#).unwrap();
+        let a = s.adapter.unwrap();
+        assert_eq!((a.language.as_str(), a.bottleneck), ("de_DE", 4));
+        assert!(a.ln_before && a.reuse_ln && !a.own_ln);
+    }
+
+    #[test]
+    fn xmod_without_a_known_default_language_or_with_pre_norm_is_refused_by_field() {
+        assert_eq!(field(xmod("")), "default_language");
+        assert_eq!(
+            field(xmod(r#", "default_language": "fr_XX""#)),
+            "default_language"
+        );
+        let pre = r#", "default_language": "en_XX", "pre_norm": true"#;
+        assert_eq!(field(xmod(pre)), "pre_norm");
+    }
 }
