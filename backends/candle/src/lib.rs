@@ -28,7 +28,9 @@ pub mod ctc;
 pub mod decoder;
 pub mod dual;
 pub mod encoder;
+pub mod gguf;
 mod heads;
+mod linear;
 pub mod pvt;
 pub mod seq2seq;
 pub mod swin;
@@ -181,6 +183,7 @@ pub mod parity {
         model_type: &str,
         input: &skillgen_runtime::request::TextBatch,
     ) -> Result<skillgen_runtime::request::Embeddings, skillgen_runtime::SkillError> {
+        use crate::encoder::setup::HeadModel;
         let cpu = candle_core::Device::Cpu;
         if model_type == "dpr" {
             crate::encoder::dpr::Dpr::load(dir, &cpu)?.embed(input, None)

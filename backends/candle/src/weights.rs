@@ -6,6 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
@@ -25,6 +28,8 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct Weights {
     tensors: HashMap<String, Tensor>,
+    /// Quantized matrices (GGUF), taken as quantized linear layers or dequantized.
+    quant: HashMap<String, Arc<QTensor>>,
     entries: BTreeMap<String, Entry>,
     used: HashSet<String>,
     /// The main weights path (for messages).
@@ -136,12 +141,84 @@ impl Weights {
         }
         Ok(Self {
             tensors,
+            quant: HashMap::new(),
             entries,
             used: HashSet::new(),
             path,
             device: device.clone(),
             dtype: DType::F32,
         })
+    }
+
+    /// Tensors read from another format (GGUF): float tensors `dense` and quantized matrices
+    /// `quant` of the file `path`, under the names the models take them by.
+    pub(crate) fn from_parts(
+        path: PathBuf,
+        dense: HashMap<String, Tensor>,
+        quant: HashMap<String, Arc<QTensor>>,
+        device: &Device,
+    ) -> Self {
+        let mut entries = BTreeMap::new();
+        for (name, t) in &dense {
+            let shape = t.dims().to_vec();
+            entries.insert(
+                name.clone(),
+                Entry {
+                    file: path.clone(),
+                    shape,
+                    dtype: safetensors::Dtype::F32,
+                },
+            );
+        }
+        for (name, q) in &quant {
+            let shape = q.shape().dims().to_vec();
+            entries.insert(
+                name.clone(),
+                Entry {
+                    file: path.clone(),
+                    shape,
+                    dtype: safetensors::Dtype::F32,
+                },
+            );
+        }
+        Self {
+            tensors: dense,
+            quant,
+            entries,
+            used: HashSet::new(),
+            path,
+            device: device.clone(),
+            dtype: DType::F32,
+        }
+    }
+
+    /// The quantized matrix `name` of shape `shape`, if the file holds it quantized (taken).
+    pub(crate) fn take_quant(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<Arc<QTensor>>, SkillError> {
+        let Some(q) = self.quant.get(name).cloned() else {
+            return Ok(None);
+        };
+        if q.shape().dims() != shape {
+            return Err(SkillError::TensorInvalid {
+                path: self.path.clone(),
+                tensor: name.to_owned(),
+                detail: format!(
+                    "has shape {:?}, the config implies {shape:?}",
+                    q.shape().dims()
+                ),
+            });
+        }
+        self.used.insert(name.to_owned());
+        Ok(Some(q))
+    }
+
+    /// The quantized matrix `name`, if the file holds it quantized (not marked taken: for a
+    /// second use of a tensor already taken, such as tied embeddings).
+    pub(crate) fn quantized(&self, name: &str) -> Option<Arc<QTensor>> {
+        self.quant.get(name).cloned()
     }
 
     /// Convert every float tensor to `dtype` (once, so the model does not hold two copies).
@@ -208,14 +285,20 @@ impl Weights {
                 detail: format!("has shape {:?}, config.json implies {shape:?}", entry.shape),
             });
         }
-        let t = self
-            .tensors
-            .get(name)
-            .cloned()
-            .ok_or_else(|| SkillError::TensorMissing {
-                path: self.path.clone(),
-                tensor: name.to_owned(),
-            })?;
+        let t = match self.quant.get(name) {
+            Some(q) => q
+                .dequantize(&self.device)
+                .and_then(|t| t.to_dtype(self.dtype))
+                .map_err(|e| invalid(&self.path, format!("dequantizing `{name}`: {e}")))?,
+            None => self
+                .tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| SkillError::TensorMissing {
+                    path: self.path.clone(),
+                    tensor: name.to_owned(),
+                })?,
+        };
         self.used.insert(name.to_owned());
         Ok(t)
     }

@@ -329,6 +329,29 @@ fn pick_dtype(weights: &Weights, embed: &str, device: &Device) -> DType {
     }
 }
 
+/// Where a decoder's tokenizer and end-of-sequence ids come from.
+enum Source<'a> {
+    /// A Hugging Face model directory (`tokenizer.json`, `generation_config.json`).
+    Dir(&'a Path),
+    /// A GGUF file's metadata.
+    Gguf {
+        file: &'a Path,
+        tokenizer: Box<tokenizers::Tokenizer>,
+        eos: Vec<u32>,
+    },
+}
+
+/// What a GGUF file says beyond the model: its model type, chat template and tensor types.
+#[derive(Debug, Clone)]
+pub struct GgufInfo {
+    /// The registry model type its architecture maps to.
+    pub model_type: &'static str,
+    /// `tokenizer.chat_template`.
+    pub chat_template: Option<String>,
+    /// `(tensor type, count)`, e.g. `("Q4_1", 210)`.
+    pub tensor_types: Vec<(String, usize)>,
+}
+
 impl Decoder {
     /// Load `dir` (a Hugging Face model directory of `model_type`) on `device`; typed errors
     /// name the file, field or tensor at fault.
@@ -340,7 +363,6 @@ impl Decoder {
         device: &Device,
         head: HeadKind,
     ) -> Result<Self, SkillError> {
-        let classifier = matches!(head, HeadKind::Sequence | HeadKind::Tokens | HeadKind::Qa);
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(SkillError::ConfigMissing {
@@ -353,7 +375,46 @@ impl Decoder {
             path: &config_path,
             map: &map,
         };
-        let (spec, mut names) = translate::translate(model_type, &f)?;
+        let weights = Weights::read(dir, device)?;
+        Self::assemble(model_type, &f, weights, device, head, Source::Dir(dir))
+    }
+
+    /// Load the GGUF file `path` (or the one in a directory) on `device` as a causal LM: its
+    /// architecture's model type, config, tensors (quantized ones on candle's quantized
+    /// kernels) and tokenizer, all from the file (see [`crate::gguf`]).
+    pub fn load_gguf(path: &Path, device: &Device) -> Result<(Self, GgufInfo), SkillError> {
+        let g = crate::gguf::read(path, device)?;
+        let file = crate::gguf::gguf_file(path)?;
+        let f = Fields {
+            path: &file,
+            map: &g.config,
+        };
+        let source = Source::Gguf {
+            file: &file,
+            tokenizer: Box::new(g.tokenizer),
+            eos: g.eos,
+        };
+        let decoder = Self::assemble(g.model_type, &f, g.weights, device, HeadKind::Lm, source)?;
+        let info = GgufInfo {
+            model_type: g.model_type,
+            chat_template: g.chat_template,
+            tensor_types: g.tensor_types,
+        };
+        Ok((decoder, info))
+    }
+
+    /// The model of `model_type` from its config `f` and `weights`, with `head`; the
+    /// tokenizer and end-of-sequence ids from `source`.
+    fn assemble(
+        model_type: &str,
+        f: &Fields<'_>,
+        mut weights: Weights,
+        device: &Device,
+        head: HeadKind,
+        source: Source<'_>,
+    ) -> Result<Self, SkillError> {
+        let classifier = matches!(head, HeadKind::Sequence | HeadKind::Tokens | HeadKind::Qa);
+        let (spec, mut names) = translate::translate(model_type, f)?;
         if matches!(head, HeadKind::Base | HeadKind::Mlm) && !spec.bidirectional {
             return Err(SkillError::Backend {
                 backend: BackendKind::Candle,
@@ -367,7 +428,6 @@ impl Decoder {
             // classifier's (ModernBERT-decoder's `head`, EuroBERT's `dense`).
             names.score_transform = None;
         }
-        let mut weights = Weights::read(dir, device)?;
         // Task heads that keep the body under another prefix (Llama's question answering:
         // `transformer.`; UltraBERT's classifiers: `ultrabert.`), and bare bodies (an
         // encoder's `*Model`: no prefix).
@@ -417,19 +477,35 @@ impl Decoder {
         let pad = f.token_ids("pad_token_id")?.first().copied();
         let model = model::Model::load(spec, &names, &mut weights, head)?;
         let (vocab_size, max_positions) = (model.vocab(), model.max_positions());
-        let eos = config::eos_ids(dir, &f)?;
-        // Embeddings follow sentence-transformers: its pooling and normalisation, and
-        // truncation at its `max_seq_length` (else the context).
-        let (pooling, normalize, truncate) = if head_kind == HeadKind::Base {
-            let (pooling, normalize) = skillgen_checkpoint::sentence_transformers_head(dir)?;
-            let max_len = skillgen_checkpoint::sentence_max_len(dir)?
-                .map_or(max_positions, |m| m.min(max_positions));
-            (pooling, normalize, Some(max_len))
-        } else {
-            (Pooling::Mean, false, None)
+        let (eos, pooling, normalize, tokenizer, tokenizer_path) = match source {
+            Source::Dir(dir) => {
+                let eos = config::eos_ids(dir, f)?;
+                // Embeddings follow sentence-transformers: its pooling and normalisation, and
+                // truncation at its `max_seq_length` (else the context).
+                let (pooling, normalize, truncate) = if head_kind == HeadKind::Base {
+                    let (pooling, normalize) =
+                        skillgen_checkpoint::sentence_transformers_head(dir)?;
+                    let max_len = skillgen_checkpoint::sentence_max_len(dir)?
+                        .map_or(max_positions, |m| m.min(max_positions));
+                    (pooling, normalize, Some(max_len))
+                } else {
+                    (Pooling::Mean, false, None)
+                };
+                let (tokenizer, path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+                (eos, pooling, normalize, tokenizer.map(Arc::new), path)
+            }
+            Source::Gguf {
+                file,
+                tokenizer,
+                eos,
+            } => (
+                eos,
+                Pooling::Mean,
+                false,
+                Some(Arc::new(*tokenizer)),
+                file.to_path_buf(),
+            ),
         };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
-        let tokenizer = tokenizer.map(Arc::new);
         Ok(Self {
             model_type: model_type.to_owned(),
             model,

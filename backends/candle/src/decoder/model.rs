@@ -5,8 +5,8 @@
 //! `[heads, positions, head_dim]`, with grouped-query heads folded into their KV group so
 //! keys and values are never repeated.
 
+use crate::linear::Linear;
 use candle_core::{D, DType, Device, Module, Tensor};
-use candle_nn::Linear;
 
 use skillgen_runtime::SkillError;
 
@@ -136,6 +136,14 @@ fn linear(
     bias: bool,
     conv1d: bool,
 ) -> R<Linear> {
+    if !conv1d && let Some(q) = w.take_quant(&format!("{name}.weight"), &[out, inp])? {
+        let b = if bias {
+            Some(w.take(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        };
+        return Linear::quantized(q, b).map_err(ce("a quantized projection"));
+    }
     let weight = if conv1d {
         w.take(&format!("{name}.weight"), &[inp, out])?
             .t()
@@ -187,7 +195,18 @@ fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) 
                 ),
             });
         }
+        if let Some(q) = w.quantized(&format!("{}.weight", names.embed)) {
+            // Tied to quantized embeddings: the head multiplies by the same blocks.
+            return Linear::quantized(q, None).map_err(ce("the tied LM head"));
+        }
         embed.clone()
+    } else if let Some(q) = w.take_quant(&format!("{}.weight", names.head), &[s.vocab, hd])? {
+        let b = if s.head_bias {
+            Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
+        } else {
+            None
+        };
+        return Linear::quantized(q, b).map_err(ce("the LM head"));
     } else {
         w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
     };
@@ -1713,12 +1732,7 @@ impl Model {
                     let q = linear(w, &n(&names.q), qn, hd, s.qkv_bias, false)?;
                     let k = linear(w, &n(&names.k), kn, hd, s.qkv_bias, false)?;
                     let v = linear(w, &n(&names.v), kn, hd, s.qkv_bias, false)?;
-                    let weight = cat_rows(&[q.weight(), k.weight(), v.weight()])?;
-                    let bias = match (q.bias(), k.bias(), v.bias()) {
-                        (Some(a), Some(b), Some(c)) => Some(cat_rows(&[a, b, c])?),
-                        _ => None,
-                    };
-                    Linear::new(weight, bias)
+                    Linear::cat_rows(&[&q, &k, &v]).map_err(ce("fusing projections"))?
                 }
             };
             (Proj::Fused(fused), h * d)
@@ -1851,11 +1865,7 @@ impl Model {
         } else {
             let g = linear(w, &n(&names.gate), width, hd, bias, false)?;
             let u = linear(w, &n(&names.up), width, hd, bias, false)?;
-            let b = match (g.bias(), u.bias()) {
-                (Some(a), Some(b)) => Some(cat_rows(&[a, b])?),
-                _ => None,
-            };
-            Linear::new(cat_rows(&[g.weight(), u.weight()])?, b)
+            Linear::cat_rows(&[&g, &u]).map_err(ce("fusing projections"))?
         };
         let down = linear(w, &n(&names.down), hd, width, bias, names.conv1d)?;
         Ok(Dense {
@@ -3077,7 +3087,10 @@ fn route(sp: &Moe, logits: &[f32], e_bias: Option<&[f32]>) -> Vec<(usize, f32)> 
 /// Reorder a fused q/k/v projection into `[q; k; v]` rows.
 fn reorder_qkv(lin: Linear, layout: FusedQkv, h: usize, kv: usize, d: usize) -> R<Linear> {
     let c = ce("splitting a fused qkv projection");
-    let w = lin.weight().clone();
+    if matches!(layout, FusedQkv::Rows | FusedQkv::Conv1d) {
+        return Ok(lin);
+    }
+    let w = lin.dense_weight().map_err(&c)?;
     let b = lin.bias().cloned();
     let rows = |t: &Tensor, idx: &[u32]| -> R<Tensor> {
         let i = Tensor::from_vec(idx.to_vec(), idx.len(), t.device()).map_err(&c)?;
@@ -3223,12 +3236,24 @@ mod tests {
         // h = 2, kv = 2, d = 1; per-head rows [q0, k0, v0, q1, k1, v1].
         let w = Tensor::from_vec(vec![0f32, 1., 2., 3., 4., 5.], (6, 1), &dev).unwrap();
         let l = reorder_qkv(Linear::new(w, None), FusedQkv::PerHead, 2, 2, 1).unwrap();
-        let v: Vec<f32> = l.weight().flatten_all().unwrap().to_vec1().unwrap();
+        let v: Vec<f32> = l
+            .dense_weight()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(v, vec![0., 3., 1., 4., 2., 5.]);
         // Falcon groups: h = 2, kv = 1: [q0, q1, k, v].
         let w = Tensor::from_vec(vec![0f32, 1., 2., 3.], (4, 1), &dev).unwrap();
         let l = reorder_qkv(Linear::new(w, None), FusedQkv::PerGroup, 2, 1, 1).unwrap();
-        let v: Vec<f32> = l.weight().flatten_all().unwrap().to_vec1().unwrap();
+        let v: Vec<f32> = l
+            .dense_weight()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         assert_eq!(v, vec![0., 1., 2., 3.]);
     }
 }

@@ -18,6 +18,7 @@ use skillgen_runtime::request::{Call, ImageTextRequest, Output, Similarity};
 use skillgen_runtime::{Capability, Model, SkillError, Target, Task};
 
 use crate::e;
+use crate::encoder::setup::HeadModel;
 use crate::vit::preprocess::Preprocess;
 use crate::weights::Weights;
 

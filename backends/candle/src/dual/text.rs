@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
+use skillgen_runtime::request::Pooling;
 
 use super::model::{ClipText, Kind, tower};
 use crate::encoder::bertlike::EncoderHead;
@@ -76,25 +76,19 @@ impl TextTowerModel {
             .check_ids(ids, self.vocab, self.max_pos, &"max_position_embeddings")?;
         self.tower.pooled(ids)
     }
-
-    /// `embed`: each input's pooled output, optionally L2-normalised.
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            Pooling::Pooler,
-            normalize.unwrap_or(self.setup.normalize),
-            self.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.pooled(ids))
-    }
 }
 
 impl HeadModel for TextTowerModel {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.pooled(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

@@ -27,9 +27,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::attention::{Rope, SelfAttention, relative_bucket};
@@ -1068,14 +1067,7 @@ impl BertLike {
         device: &Device,
         head: EncoderHead,
     ) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -1231,26 +1223,19 @@ impl BertLike {
     }
 }
 
-impl BertLike {
-    /// `embed`: tokenise (text input; truncated as sentence-transformers does), run each
-    /// input, pool (the sentence-transformers config, default mean), optionally L2-normalise.
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.spec.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
-}
+impl BertLike {}
 
 impl HeadModel for BertLike {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.spec.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

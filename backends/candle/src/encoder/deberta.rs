@@ -15,9 +15,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::encoder::bertlike::EncoderHead;
@@ -271,14 +270,7 @@ impl std::fmt::Debug for Deberta {
 impl Deberta {
     /// Load `dir` with `head` on `device`.
     pub fn load(dir: &Path, device: &Device, head: EncoderHead) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -542,25 +534,19 @@ impl Deberta {
         };
         out.and_then(|t| t.to_vec2()).map_err(ce("head"))
     }
-
-    /// `embed` (the sentence-transformers pooling, default mean).
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.spec.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
 }
 
 impl HeadModel for Deberta {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.spec.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

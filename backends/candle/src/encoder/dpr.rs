@@ -10,7 +10,7 @@ use candle_nn::Linear;
 
 use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
+use skillgen_runtime::request::Pooling;
 
 use crate::encoder::bertlike::{BertBody, EncoderHead, Spec, translate};
 use crate::encoder::setup::{HeadModel, HeadSetup};
@@ -93,29 +93,21 @@ impl Dpr {
             None => Ok(cls),
         }
     }
-
-    /// `embed`: each input's pooled output, optionally L2-normalised.
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let dim = self
-            .proj
-            .as_ref()
-            .map_or(self.spec.hidden, |p| p.weight().dim(0).unwrap_or(0));
-        let how = (
-            Pooling::Pooler,
-            normalize.unwrap_or(self.setup.normalize),
-            dim,
-        );
-        crate::heads::embed(self, input, how, |ids| self.pooled(ids))
-    }
 }
 
 impl HeadModel for Dpr {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.proj
+            .as_ref()
+            .map_or(self.spec.hidden, |p| p.weight().dims()[0])
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.pooled(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

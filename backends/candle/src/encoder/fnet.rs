@@ -4,7 +4,7 @@
 //! with `F = C − iS` the DFT matrices; transformers' `fftn(..., dim=(1, 2)).real`, or its
 //! TPU-style DFT matmuls: the same numbers), each followed by a post-LN feed-forward. FNet has
 //! no attention mask: padding would change every position, so each input runs alone (as
-//! transformers' pipelines run it). Heads: BERT's ([`crate::encoder::bert_heads`]). Every
+//! transformers' pipelines run it). Heads: BERT's ([`crate::encoder::bert_parts`]). Every
 //! tensor is taken by name and shape.
 
 use std::f64::consts::PI;
@@ -13,12 +13,11 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
-use crate::encoder::bert_heads::{BertHead, HeadDims};
+use crate::encoder::bert_parts::{BertEmbeddings, BertHead, HeadDims};
 use crate::encoder::bertlike::EncoderHead;
 use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm as norm, linear};
@@ -64,10 +63,7 @@ pub struct FNet {
     /// With `use_tpu_fourier_optimizations`, transformers takes exactly this many tokens.
     tpu_len: Option<usize>,
     act: Act,
-    word: Tensor,
-    pos: Tensor,
-    token_type: Tensor,
-    emb_ln: LayerNorm,
+    emb: BertEmbeddings,
     proj: Linear,
     /// The feature DFT `(C_d, S_d)`.
     dft_d: (Tensor, Tensor),
@@ -90,14 +86,7 @@ impl std::fmt::Debug for FNet {
 impl FNet {
     /// Load `dir` (model type `fnet`) with `head` on `device`.
     pub fn load(dir: &Path, device: &Device, head: EncoderHead) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -132,10 +121,7 @@ impl FNet {
             ""
         };
         let e = format!("{p}embeddings");
-        let word = w.take(&format!("{e}.word_embeddings.weight"), &[vocab, d])?;
-        let pos = w.take(&format!("{e}.position_embeddings.weight"), &[max_pos, d])?;
-        let token_type = w.take(&format!("{e}.token_type_embeddings.weight"), &[types, d])?;
-        let emb_ln = norm(&mut w, &format!("{e}.LayerNorm"), d, eps)?;
+        let emb = BertEmbeddings::load(&mut w, &e, (vocab, max_pos, types, d), eps)?;
         let proj = linear(&mut w, &format!("{e}.projection"), d, d, true)?;
         let mut layers = Vec::with_capacity(layers_n);
         for i in 0..layers_n {
@@ -156,7 +142,7 @@ impl FNet {
             act: act_kind,
         };
         let head_kind = head;
-        let head = BertHead::load(&mut w, p, head, dims, &word)?;
+        let head = BertHead::load(&mut w, p, head, dims, &emb.word)?;
         w.finish()?;
         let dft_d = dft(d, device).map_err(ce("DFT matrices"))?;
         let setup = HeadSetup::finish(dir, &f, head_kind, labels, max_pos)?;
@@ -166,10 +152,7 @@ impl FNet {
             max_pos,
             tpu_len,
             act: act_kind,
-            word,
-            pos,
-            token_type,
-            emb_ln,
+            emb,
             proj,
             dft_d,
             layers,
@@ -195,13 +178,8 @@ impl FNet {
         }
         let n = ids.len();
         let run = || -> candle_core::Result<Tensor> {
-            let x = self
-                .word
-                .index_select(&Tensor::new(ids, &self.device)?, 0)?;
-            let x = x
-                .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?
-                .add(&self.pos.narrow(0, 0, n)?)?;
-            let mut x = self.proj.forward(&self.emb_ln.forward(&x)?)?;
+            let x = self.emb.forward(ids, &self.device)?;
+            let mut x = self.proj.forward(&x)?;
             let (cn, sn) = dft(n, &self.device)?;
             let (cd, sd) = &self.dft_d;
             for l in &self.layers {
@@ -220,25 +198,19 @@ impl FNet {
         let hidden = self.hidden_states(ids)?;
         self.head.forward(hidden).map_err(ce("head"))
     }
-
-    /// `embed` (the sentence-transformers pooling, default mean).
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
 }
 
 impl HeadModel for FNet {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

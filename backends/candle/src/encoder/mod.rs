@@ -19,6 +19,7 @@ use crate::encoder::deberta::Deberta;
 use crate::encoder::fnet::FNet;
 use crate::encoder::modernbert::ModernBert;
 use crate::encoder::rope::RopeEncoder;
+use crate::encoder::setup::HeadModel;
 use crate::encoder::squeezebert::SqueezeBert;
 use crate::encoder::xlm::Xlm;
 use crate::heads::TaskHeads;
@@ -27,7 +28,7 @@ use skillgen_runtime::request::{Call, Output};
 use skillgen_runtime::{SkillError, Target};
 
 pub mod bert;
-mod bert_heads;
+mod bert_parts;
 pub mod bertlike;
 pub mod deberta;
 mod distilbert;

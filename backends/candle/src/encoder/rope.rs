@@ -10,9 +10,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::attention::rope_tables;
@@ -231,14 +230,7 @@ impl RopeEncoder {
         device: &Device,
         head: EncoderHead,
     ) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -415,25 +407,19 @@ impl RopeEncoder {
         };
         out.and_then(|t| t.to_vec2()).map_err(ce("head"))
     }
-
-    /// `embed` (the sentence-transformers pooling, default mean).
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.spec.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
 }
 
 impl HeadModel for RopeEncoder {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.spec.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

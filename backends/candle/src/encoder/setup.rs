@@ -6,8 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::Tensor;
 use skillgen_checkpoint::{Fields, sentence_max_len, sentence_transformers_head};
-use skillgen_runtime::request::Pooling;
+use skillgen_runtime::request::{Embeddings, Pooling, TextBatch};
 use skillgen_runtime::{Capability, SkillError};
 
 use crate::encoder::bertlike::EncoderHead;
@@ -128,6 +129,23 @@ pub(crate) trait HeadModel {
     fn setup(&self) -> &HeadSetup;
     /// The head's outputs for one unpadded input.
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError>;
+    /// The width of `embed`'s vectors.
+    fn width(&self) -> usize;
+    /// What `embed` pools for one unpadded input: the last hidden state `[n, width]`, or with
+    /// [`Pooling::Pooler`] the model's own pooled output `[1, width]`.
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError>;
+
+    /// `embed`: tokenise (text input; truncated as sentence-transformers does), run each input,
+    /// pool as the setup says (sentence-transformers' files, default mean), optionally
+    /// L2-normalise.
+    fn embed(&self, input: &TextBatch, normalize: Option<bool>) -> Result<Embeddings, SkillError>
+    where
+        Self: Sized,
+    {
+        let s = self.setup();
+        let how = (s.pooling, normalize.unwrap_or(s.normalize), self.width());
+        crate::heads::embed(self, input, how, |ids| self.embed_rows(ids))
+    }
 }
 
 impl<T: HeadModel> TaskHeads for T {

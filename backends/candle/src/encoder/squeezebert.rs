@@ -4,19 +4,18 @@
 //! is a linear map whose matrix is block-diagonal: output channel `o` of group `g` reads the input
 //! channels of group `g` only. The blocks are laid out as that full matrix at load, so the body is
 //! BERT's computation on `[positions, channels]`. Heads: BERT's
-//! ([`crate::encoder::bert_heads`]). Every tensor is taken by name and shape.
+//! ([`crate::encoder::bert_parts`]). Every tensor is taken by name and shape.
 
 use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
-use crate::encoder::bert_heads::{BertHead, HeadDims};
+use crate::encoder::bert_parts::{BertEmbeddings, BertHead, HeadDims};
 use crate::encoder::bertlike::EncoderHead;
 use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm as norm};
@@ -90,10 +89,7 @@ pub struct SqueezeBert {
     vocab: usize,
     max_pos: usize,
     act: Act,
-    word: Tensor,
-    pos: Tensor,
-    token_type: Tensor,
-    emb_ln: LayerNorm,
+    emb: BertEmbeddings,
     layers: Vec<Layer>,
     head: BertHead,
     device: Device,
@@ -113,14 +109,7 @@ impl std::fmt::Debug for SqueezeBert {
 impl SqueezeBert {
     /// Load `dir` (model type `squeezebert`) with `head` on `device`.
     pub fn load(dir: &Path, device: &Device, head: EncoderHead) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -163,10 +152,7 @@ impl SqueezeBert {
             ""
         };
         let e = format!("{p}embeddings");
-        let word = w.take(&format!("{e}.word_embeddings.weight"), &[vocab, d])?;
-        let pos = w.take(&format!("{e}.position_embeddings.weight"), &[max_pos, d])?;
-        let token_type = w.take(&format!("{e}.token_type_embeddings.weight"), &[types, d])?;
-        let emb_ln = norm(&mut w, &format!("{e}.LayerNorm"), d, eps)?;
+        let emb = BertEmbeddings::load(&mut w, &e, (vocab, max_pos, types, d), eps)?;
         let mut layers = Vec::with_capacity(layers_n);
         for i in 0..layers_n {
             let l = format!("{p}encoder.layers.{i}");
@@ -209,7 +195,7 @@ impl SqueezeBert {
             act: act_kind,
         };
         let head_kind = head;
-        let head = BertHead::load(&mut w, p, head, dims, &word)?;
+        let head = BertHead::load(&mut w, p, head, dims, &emb.word)?;
         w.finish()?;
         let setup = HeadSetup::finish(dir, &f, head_kind, labels, max_pos)?;
         Ok(Self {
@@ -218,10 +204,7 @@ impl SqueezeBert {
             vocab,
             max_pos,
             act: act_kind,
-            word,
-            pos,
-            token_type,
-            emb_ln,
+            emb,
             layers,
             head,
             device: device.clone(),
@@ -236,13 +219,7 @@ impl SqueezeBert {
         let (n, d, h) = (ids.len(), self.hidden, self.heads);
         let hd = d / h;
         let run = || -> candle_core::Result<Tensor> {
-            let x = self
-                .word
-                .index_select(&Tensor::new(ids, &self.device)?, 0)?;
-            let x = x
-                .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?
-                .add(&self.pos.narrow(0, 0, n)?)?;
-            let mut x = self.emb_ln.forward(&x)?;
+            let mut x = self.emb.forward(ids, &self.device)?;
             let split = |t: Tensor| t.reshape((n, h, hd))?.transpose(0, 1)?.contiguous();
             for l in &self.layers {
                 let q = split(l.q.forward(&x)?)?;
@@ -265,25 +242,19 @@ impl SqueezeBert {
         let hidden = self.hidden_states(ids)?;
         self.head.forward(hidden).map_err(ce("head"))
     }
-
-    /// `embed` (the sentence-transformers pooling, default mean).
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.hidden,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
 }
 
 impl HeadModel for SqueezeBert {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.hidden
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

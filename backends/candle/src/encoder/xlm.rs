@@ -12,9 +12,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
-use skillgen_checkpoint::{Fields, read_json};
+use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
-use skillgen_runtime::request::{Embeddings, TextBatch};
 
 use crate::activation::{Act, act};
 use crate::encoder::bertlike::EncoderHead;
@@ -86,14 +85,7 @@ impl Xlm {
         device: &Device,
         head: EncoderHead,
     ) -> Result<Self, SkillError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(SkillError::ConfigMissing {
-                dir: dir.to_path_buf(),
-                path: config_path,
-            });
-        }
-        let map = read_json(&config_path)?;
+        let (config_path, map) = config_json(dir)?;
         let f = Fields {
             path: &config_path,
             map: &map,
@@ -267,25 +259,19 @@ impl Xlm {
         };
         out.and_then(|t| t.to_vec2()).map_err(ce("head"))
     }
-
-    /// `embed` (the sentence-transformers pooling, default mean).
-    pub fn embed(
-        &self,
-        input: &TextBatch,
-        normalize: Option<bool>,
-    ) -> Result<Embeddings, SkillError> {
-        let how = (
-            self.setup.pooling,
-            normalize.unwrap_or(self.setup.normalize),
-            self.dim,
-        );
-        crate::heads::embed(self, input, how, |ids| self.hidden_states(ids))
-    }
 }
 
 impl HeadModel for Xlm {
     fn setup(&self) -> &HeadSetup {
         &self.setup
+    }
+
+    fn width(&self) -> usize {
+        self.dim
+    }
+
+    fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.hidden_states(ids)
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

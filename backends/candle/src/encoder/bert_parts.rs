@@ -1,9 +1,10 @@
-//! BERT's task heads over a body's last hidden state, for the encoders whose checkpoints name
-//! them as BERT does (FNet, SqueezeBERT): `pooler.dense` + tanh then `classifier` (sequence
+//! BERT's embeddings and task heads, for the encoders whose checkpoints name them as BERT does
+//! (FNet, SqueezeBERT). Embeddings: word + position + token type 0, then `LayerNorm`. Heads over
+//! the body's last hidden state: `pooler.dense` + tanh then `classifier` (sequence
 //! classification), `classifier` (tokens), `qa_outputs`, and the MLM head
 //! `cls.predictions.{transform, bias}` with the decoder tied to the word embeddings.
 
-use candle_core::{Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use skillgen_runtime::SkillError;
@@ -11,6 +12,43 @@ use skillgen_runtime::SkillError;
 use crate::activation::{Act, act};
 use crate::encoder::bertlike::EncoderHead;
 use crate::weights::{Weights, layer_norm as norm, linear};
+
+/// BERT's embeddings `{prefix}embeddings.{word_embeddings, position_embeddings,
+/// token_type_embeddings, LayerNorm}`.
+#[derive(Debug)]
+pub(crate) struct BertEmbeddings {
+    pub(crate) word: Tensor,
+    pos: Tensor,
+    token_type: Tensor,
+    ln: LayerNorm,
+}
+
+impl BertEmbeddings {
+    /// Take them from `w` under `e` (`embeddings` or `<prefix>.embeddings`): `(vocab, positions,
+    /// token types, width)` rows, LayerNorm at `eps`.
+    pub(crate) fn load(
+        w: &mut Weights,
+        e: &str,
+        (vocab, max_pos, types, d): (usize, usize, usize, usize),
+        eps: f64,
+    ) -> Result<Self, SkillError> {
+        Ok(Self {
+            word: w.take(&format!("{e}.word_embeddings.weight"), &[vocab, d])?,
+            pos: w.take(&format!("{e}.position_embeddings.weight"), &[max_pos, d])?,
+            token_type: w.take(&format!("{e}.token_type_embeddings.weight"), &[types, d])?,
+            ln: norm(w, &format!("{e}.LayerNorm"), d, eps)?,
+        })
+    }
+
+    /// `[n, width]` for `ids` (already checked against the vocabulary and positions).
+    pub(crate) fn forward(&self, ids: &[u32], device: &Device) -> candle_core::Result<Tensor> {
+        let x = self.word.index_select(&Tensor::new(ids, device)?, 0)?;
+        let x = x
+            .broadcast_add(&self.token_type.narrow(0, 0, 1)?)?
+            .add(&self.pos.narrow(0, 0, ids.len())?)?;
+        self.ln.forward(&x)
+    }
+}
 
 /// One loaded head.
 #[derive(Debug)]

@@ -1,0 +1,499 @@
+//! GGUF files (llama.cpp's format) as the config-driven decoder reads them: the architecture
+//! and its metadata become the Hugging Face `config.json` fields the decoder translates
+//! (`general.architecture` `llama` → model type `llama`, `gemma3` → `gemma3_text`), the tensor
+//! names become transformers' names, the tokenizer comes from the `tokenizer.ggml.*` metadata
+//! ([`tokenizer`]), and quantized tensors stay quantized (their matmuls run on candle's quantized
+//! kernels, see [`crate::linear`]). What llama.cpp's converter changed is undone exactly as
+//! transformers' GGUF loader undoes it: Llama's q/k rows are un-permuted (whole quantized rows
+//! move, so no requantization), Gemma's norm weights lose the `+ 1` the converter added.
+//! Anything else is a typed error naming the file and the key: an architecture or metadata key
+//! without a translation, RoPE scaling, a tensor no map names.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::Device;
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use serde_json::{Map, Value as Json, json};
+use skillgen_runtime::SkillError;
+
+use crate::weights::Weights;
+
+pub mod tokenizer;
+
+/// A GGUF file read for the decoder.
+pub struct GgufModel {
+    /// The registry model type the architecture maps to.
+    pub model_type: &'static str,
+    /// `config.json` as transformers' GGUF loader would write it.
+    pub config: Map<String, Json>,
+    /// Every tensor, under transformers' names (quantized ones kept quantized).
+    pub(crate) weights: Weights,
+    /// The tokenizer built from the metadata.
+    pub tokenizer: tokenizers::Tokenizer,
+    /// End-of-sequence ids (`tokenizer.ggml.eos_token_id`, and `eot_token_id` / `eom_token_id`).
+    pub eos: Vec<u32>,
+    /// `tokenizer.chat_template`, if the file has one.
+    pub chat_template: Option<String>,
+    /// The counts of each tensor type (for reports).
+    pub tensor_types: Vec<(String, usize)>,
+}
+
+impl std::fmt::Debug for GgufModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufModel")
+            .field("model_type", &self.model_type)
+            .field("tensor_types", &self.tensor_types)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry model type of a GGUF `general.architecture`, if the decoder translates it.
+pub fn model_type_of(architecture: &str) -> Option<&'static str> {
+    ARCHS.iter().find(|a| a.0 == architecture).map(|a| a.1)
+}
+
+/// `(general.architecture, model type)`.
+const ARCHS: &[(&str, &str)] = &[("llama", "llama"), ("gemma3", "gemma3_text")];
+
+pub(crate) fn invalid(path: &Path, field: &str, detail: impl Into<String>) -> SkillError {
+    SkillError::ConfigField {
+        path: path.to_path_buf(),
+        field: field.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+/// Typed access to the metadata of one file.
+pub(crate) struct Meta<'a> {
+    pub(crate) path: &'a Path,
+    pub(crate) map: &'a HashMap<String, Value>,
+}
+
+impl Meta<'_> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    pub(crate) fn u64(&self, key: &str) -> Result<u64, SkillError> {
+        let v = self
+            .get(key)
+            .ok_or_else(|| invalid(self.path, key, "missing from the GGUF metadata"))?;
+        v.to_u64()
+            .or_else(|_| v.to_u32().map(u64::from))
+            .or_else(|_| v.to_i32().map(|x| x.max(0) as u64))
+            .or_else(|_| v.to_i64().map(|x| x.max(0) as u64))
+            .map_err(|_| invalid(self.path, key, "is not an unsigned integer"))
+    }
+
+    pub(crate) fn u64_opt(&self, key: &str) -> Result<Option<u64>, SkillError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        self.u64(key).map(Some)
+    }
+
+    pub(crate) fn f64(&self, key: &str) -> Result<f64, SkillError> {
+        let v = self
+            .get(key)
+            .ok_or_else(|| invalid(self.path, key, "missing from the GGUF metadata"))?;
+        v.to_f32()
+            .map(f64::from)
+            .or_else(|_| v.to_f64())
+            .map_err(|_| invalid(self.path, key, "is not a float"))
+    }
+
+    pub(crate) fn str(&self, key: &str) -> Result<&str, SkillError> {
+        self.get(key)
+            .ok_or_else(|| invalid(self.path, key, "missing from the GGUF metadata"))?
+            .to_string()
+            .map(String::as_str)
+            .map_err(|_| invalid(self.path, key, "is not a string"))
+    }
+
+    pub(crate) fn str_opt(&self, key: &str) -> Result<Option<&str>, SkillError> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        self.str(key).map(Some)
+    }
+
+    pub(crate) fn bool_or(&self, key: &str, default: bool) -> Result<bool, SkillError> {
+        match self.get(key) {
+            None => Ok(default),
+            Some(v) => v
+                .to_bool()
+                .map_err(|_| invalid(self.path, key, "is not a boolean")),
+        }
+    }
+}
+
+/// The GGUF file of `path`: the file itself, or the one `.gguf` file of a directory.
+pub fn gguf_file(path: &Path) -> Result<PathBuf, SkillError> {
+    if path.is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let entries = std::fs::read_dir(path).map_err(|_| SkillError::ModelDirMissing {
+        path: path.to_path_buf(),
+    })?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(SkillError::ModelFileMissing {
+            path: path.join("*.gguf"),
+            what: "a GGUF model file",
+        }),
+        _ => Err(SkillError::ConfigInvalid {
+            path: path.to_path_buf(),
+            detail: format!(
+                "holds {} .gguf files ({}); name the one to load",
+                found.len(),
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name()?.to_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Read the GGUF file at `path` (or the one in a directory) onto `device`.
+pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
+    let path = gguf_file(path)?;
+    let bad = |detail: String| SkillError::WeightsInvalid {
+        path: path.clone(),
+        detail,
+    };
+    let mut file = std::fs::File::open(&path).map_err(|e| bad(e.to_string()))?;
+    let content = Content::read(&mut file).map_err(|e| bad(format!("not a GGUF file: {e}")))?;
+    let meta = Meta {
+        path: &path,
+        map: &content.metadata,
+    };
+    let arch = meta.str("general.architecture")?.to_owned();
+    let Some(model_type) = model_type_of(&arch) else {
+        return Err(invalid(
+            &path,
+            "general.architecture",
+            format!(
+                "`{arch}` has no translation to the decoder (known: {})",
+                ARCHS.iter().map(|a| a.0).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    };
+    let tokenizer = tokenizer::from_metadata(&meta)?;
+    let vocab = tokenizer.get_vocab_size(true);
+    let config = config(&meta, &arch, model_type, vocab, &content)?;
+    let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
+    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
+    let mut dense = HashMap::new();
+    let mut quant = HashMap::new();
+    let mut types: HashMap<String, usize> = HashMap::new();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    for name in names {
+        let hf = hf_name(&arch, name).ok_or_else(|| SkillError::TensorInvalid {
+            path: path.clone(),
+            tensor: name.clone(),
+            detail: format!(
+                "no transformers name for this `{arch}` tensor (refused rather than run without it)"
+            ),
+        })?;
+        let q = content
+            .tensor(&mut file, name, device)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        *types.entry(format!("{:?}", q.dtype())).or_default() += 1;
+        let q = if arch == "llama" && (name.contains(".attn_q.") || name.contains(".attn_k.")) {
+            let n = if name.contains(".attn_q.") {
+                heads
+            } else {
+                kv_heads
+            };
+            unpermute_rows(&q, n).map_err(|e| bad(format!("tensor `{name}`: {e}")))?
+        } else {
+            q
+        };
+        let plain = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        if plain || q.shape().rank() != 2 {
+            let mut t = q
+                .dequantize(device)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            if arch == "gemma3" && name.ends_with("norm.weight") {
+                // llama.cpp stores Gemma's RMSNorm weights as `w + 1`.
+                t = (t - 1.0).map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            }
+            dense.insert(hf, t);
+        } else {
+            quant.insert(hf, Arc::new(q));
+        }
+    }
+    let weights = Weights::from_parts(path.clone(), dense, quant, device);
+    let mut eos = Vec::new();
+    for key in [
+        "tokenizer.ggml.eos_token_id",
+        "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.eom_token_id",
+    ] {
+        if let Some(id) = meta.u64_opt(key)?
+            && let Ok(id) = u32::try_from(id)
+            && !eos.contains(&id)
+        {
+            eos.push(id);
+        }
+    }
+    let chat_template = meta.str_opt("tokenizer.chat_template")?.map(str::to_owned);
+    let mut tensor_types: Vec<(String, usize)> = types.into_iter().collect();
+    tensor_types.sort();
+    Ok(GgufModel {
+        model_type,
+        config,
+        weights,
+        tokenizer,
+        eos,
+        chat_template,
+        tensor_types,
+    })
+}
+
+/// `config.json` fields for the decoder from the metadata of `arch`.
+fn config(
+    meta: &Meta<'_>,
+    arch: &str,
+    model_type: &str,
+    vocab: usize,
+    content: &Content,
+) -> Result<Map<String, Json>, SkillError> {
+    let k = |key: &str| format!("{arch}.{key}");
+    for key in ["rope.scaling.type", "rope.scaling.factor"] {
+        if let Some(v) = meta.get(&k(key)) {
+            let none = v.to_string().is_ok_and(|s| s == "none");
+            if !none {
+                return Err(invalid(
+                    meta.path,
+                    &k(key),
+                    "RoPE scaling in a GGUF file is not translated yet",
+                ));
+            }
+        }
+    }
+    if content.tensor_infos.contains_key("rope_freqs.weight") {
+        return Err(invalid(
+            meta.path,
+            "rope_freqs.weight",
+            "per-frequency RoPE factors (Llama 3.1 style) are not translated yet",
+        ));
+    }
+    let hidden = meta.u64(&k("embedding_length"))?;
+    let heads = meta.u64(&k("attention.head_count"))?;
+    let kv_heads = meta
+        .u64_opt(&k("attention.head_count_kv"))?
+        .unwrap_or(heads);
+    let head_dim = match meta.u64_opt(&k("attention.key_length"))? {
+        Some(d) => d,
+        None => hidden / heads.max(1),
+    };
+    if let Some(v) = meta.u64_opt(&k("attention.value_length"))?
+        && v != head_dim
+    {
+        return Err(invalid(
+            meta.path,
+            &k("attention.value_length"),
+            format!("{v} differs from the key length {head_dim}: not implemented"),
+        ));
+    }
+    if let Some(r) = meta.u64_opt(&k("rope.dimension_count"))?
+        && r != head_dim
+    {
+        return Err(invalid(
+            meta.path,
+            &k("rope.dimension_count"),
+            format!("{r} rotary dimensions of {head_dim}: partial RoPE is not translated yet"),
+        ));
+    }
+    let token = |key: &str| -> Result<Json, SkillError> {
+        Ok(match meta.u64_opt(key)? {
+            Some(id) => json!(id),
+            None => Json::Null,
+        })
+    };
+    let tied = !content.tensor_infos.contains_key("output.weight");
+    let mut c = json!({
+        "model_type": model_type,
+        "architectures": [],
+        "hidden_size": hidden,
+        "intermediate_size": meta.u64(&k("feed_forward_length"))?,
+        "num_hidden_layers": meta.u64(&k("block_count"))?,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": head_dim,
+        "rms_norm_eps": meta.f64(&k("attention.layer_norm_rms_epsilon"))?,
+        "max_position_embeddings": meta.u64(&k("context_length"))?,
+        "vocab_size": vocab,
+        "tie_word_embeddings": tied,
+        "bos_token_id": token("tokenizer.ggml.bos_token_id")?,
+        "eos_token_id": token("tokenizer.ggml.eos_token_id")?,
+        "pad_token_id": token("tokenizer.ggml.padding_token_id")?,
+        "torch_dtype": "float32",
+    });
+    let m = c.as_object_mut().expect("an object literal");
+    let theta = meta.f64(&k("rope.freq_base"))?;
+    match arch {
+        "llama" => {
+            m.insert("hidden_act".into(), json!("silu"));
+            m.insert("attention_bias".into(), json!(false));
+            m.insert("mlp_bias".into(), json!(false));
+            m.insert(
+                "rope_parameters".into(),
+                json!({"rope_type": "default", "rope_theta": theta}),
+            );
+        }
+        "gemma3" => {
+            let window = meta.u64(&k("attention.sliding_window"))?;
+            // llama.cpp's Gemma 3: every sixth layer global, the others sliding at base 10 000.
+            let layers = m["num_hidden_layers"].as_u64().unwrap_or(0);
+            let types: Vec<&str> = (0..layers)
+                .map(|i| {
+                    if (i + 1) % 6 == 0 {
+                        "full_attention"
+                    } else {
+                        "sliding_attention"
+                    }
+                })
+                .collect();
+            m.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
+            m.insert("sliding_window".into(), json!(window));
+            m.insert("layer_types".into(), json!(types));
+            m.insert("query_pre_attn_scalar".into(), json!(head_dim));
+            m.insert(
+                "rope_parameters".into(),
+                json!({
+                    "full_attention": {"rope_type": "default", "rope_theta": theta},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                }),
+            );
+        }
+        _ => unreachable!("ARCHS lists only translated architectures"),
+    }
+    Ok(c.as_object().cloned().unwrap_or_default())
+}
+
+/// transformers' name of a GGUF tensor of `arch`.
+fn hf_name(arch: &str, name: &str) -> Option<String> {
+    let top = match name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(t) = top {
+        return Some(t.to_owned());
+    }
+    let rest = name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (module, suffix) = part.rsplit_once('.')?;
+    let hf = match (arch, module) {
+        (_, "attn_q") => "self_attn.q_proj",
+        (_, "attn_k") => "self_attn.k_proj",
+        (_, "attn_v") => "self_attn.v_proj",
+        (_, "attn_output") => "self_attn.o_proj",
+        (_, "ffn_gate") => "mlp.gate_proj",
+        (_, "ffn_up") => "mlp.up_proj",
+        (_, "ffn_down") => "mlp.down_proj",
+        (_, "attn_norm") => "input_layernorm",
+        ("llama", "ffn_norm") => "post_attention_layernorm",
+        ("gemma3", "attn_q_norm") => "self_attn.q_norm",
+        ("gemma3", "attn_k_norm") => "self_attn.k_norm",
+        ("gemma3", "post_attention_norm") => "post_attention_layernorm",
+        ("gemma3", "ffn_norm") => "pre_feedforward_layernorm",
+        ("gemma3", "post_ffw_norm") => "post_feedforward_layernorm",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// Undo llama.cpp's q/k row permutation for `heads` heads (transformers'
+/// `_reverse_permute_weights`): HF row `h·2d + j·d + i` is GGUF row `h·2d + 2i + j`. Whole rows
+/// move, so quantized blocks move unchanged.
+fn unpermute_rows(q: &QTensor, heads: usize) -> candle_core::Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let rows = dims[0];
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
+        candle_core::bail!("{rows} rows do not split into {heads} heads of rotary pairs");
+    }
+    let d = rows / heads / 2;
+    let order: Vec<usize> = (0..heads)
+        .flat_map(|h| (0..2).flat_map(move |j| (0..d).map(move |i| h * 2 * d + 2 * i + j)))
+        .collect();
+    let data = q.data()?;
+    let row_bytes = data.len() / rows;
+    let mut out = Vec::with_capacity(data.len());
+    for r in order {
+        out.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
+    }
+    let storage = candle_core::quantized::QStorage::from_data(
+        std::borrow::Cow::Owned(out),
+        &q.device(),
+        q.dtype(),
+    )?;
+    QTensor::new(storage, dims)
+}
+
+/// A dense tensor's rows permuted as [`unpermute_rows`] does (for tests).
+#[cfg(test)]
+fn unpermute_dense(t: &candle_core::Tensor, heads: usize) -> candle_core::Tensor {
+    let q = QTensor::quantize(t, GgmlDType::F32).unwrap();
+    unpermute_rows(&q, heads)
+        .unwrap()
+        .dequantize(&Device::Cpu)
+        .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two heads of head size 4 (2 rotary pairs): GGUF rows [0 1 2 3 | 4 5 6 7] hold
+    /// HF rows [0 2 1 3 | 4 6 5 7].
+    #[test]
+    fn q_rows_are_unpermuted_per_head() {
+        let t = candle_core::Tensor::arange(0f32, 8., &Device::Cpu)
+            .unwrap()
+            .reshape((8, 1))
+            .unwrap()
+            .broadcast_as((8, 32))
+            .unwrap()
+            .contiguous()
+            .unwrap();
+        let got: Vec<f32> = unpermute_dense(&t, 2)
+            .narrow(1, 0, 1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(got, [0., 2., 1., 3., 4., 6., 5., 7.]);
+    }
+
+    #[test]
+    fn gguf_names_map_to_transformers_names() {
+        assert_eq!(
+            hf_name("llama", "blk.3.attn_q.weight").as_deref(),
+            Some("model.layers.3.self_attn.q_proj.weight")
+        );
+        assert_eq!(
+            hf_name("gemma3", "blk.0.ffn_norm.weight").as_deref(),
+            Some("model.layers.0.pre_feedforward_layernorm.weight")
+        );
+        assert_eq!(hf_name("llama", "blk.0.attn_q_norm.weight"), None);
+        assert_eq!(hf_name("llama", "rope_freqs.weight"), None);
+    }
+}
