@@ -31,6 +31,7 @@ mod decision;
 pub mod dispatch;
 pub mod env;
 mod error;
+pub mod gguf;
 mod info;
 mod model;
 mod private;
@@ -52,7 +53,7 @@ pub use dispatch::{Dispatch, DispatchTable, Resolved, Skip, SkipReason, TargetSo
 pub use env::{EnvSource, MapEnv, ProcessEnv};
 pub use error::SkillError;
 pub use info::{SkillInfo, TaskInfo};
-pub use model::{Model, ModelConfig, read_config};
+pub use model::{Model, ModelConfig, gguf_of, read_config};
 pub use registry::Registry;
 pub use request::Response;
 pub use skill::{DynSkill, MojoMaxTarget, Skill, SkillState};

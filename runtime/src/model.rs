@@ -24,8 +24,55 @@ pub struct ModelConfig {
     pub architectures: Vec<String>,
 }
 
-/// Read `dir/config.json`, with typed errors naming the file.
+/// The GGUF file a model path stands for: the path itself (`*.gguf`), or the one `.gguf` file
+/// of a directory without `config.json`.
+pub fn gguf_of(dir: &Path) -> Option<PathBuf> {
+    if crate::gguf::is_gguf(dir) {
+        return Some(dir.to_path_buf());
+    }
+    if !dir.is_dir() || dir.join("config.json").is_file() {
+        return None;
+    }
+    let mut found = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| crate::gguf::is_gguf(p));
+    let one = found.next()?;
+    found.next().is_none().then_some(one)
+}
+
+/// What a GGUF file says of itself: its architecture's registry model type.
+fn read_gguf_config(file: PathBuf) -> Result<ModelConfig, SkillError> {
+    let arch = crate::gguf::architecture(&file)?;
+    let Some(model_type) = crate::gguf::model_type_of(&arch) else {
+        return Err(SkillError::ConfigField {
+            path: file,
+            field: "general.architecture".into(),
+            detail: format!(
+                "`{arch}` is not a GGUF architecture skillgen runs (known: {})",
+                crate::gguf::ARCHITECTURES
+                    .iter()
+                    .map(|a| a.0)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    };
+    Ok(ModelConfig {
+        path: file,
+        model_type: model_type.to_owned(),
+        name_or_path: None,
+        architectures: vec![arch],
+    })
+}
+
+/// Read `dir/config.json` — or, for a GGUF file (or a directory holding one and no
+/// `config.json`), the file's architecture — with typed errors naming the file.
 pub fn read_config(dir: &Path) -> Result<ModelConfig, SkillError> {
+    if let Some(file) = gguf_of(dir) {
+        return read_gguf_config(file);
+    }
     match std::fs::metadata(dir) {
         Err(_) => {
             return Err(SkillError::ModelDirMissing {

@@ -364,6 +364,44 @@ pub enum Prompt {
     Text(String),
     /// Token ids.
     TokenIds(Vec<u32>),
+    /// A conversation, rendered by the model's chat template (with the assistant's turn
+    /// opened, as `apply_chat_template(..., add_generation_prompt=True)`), then tokenized
+    /// without adding special tokens.
+    Messages(Vec<ChatMessage>),
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user`, `assistant`, ...
+    pub role: String,
+    /// The message text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message of `role`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    /// A `system` message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    /// A `user` message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    /// An `assistant` message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
 }
 
 /// `generate`: text generation.
@@ -427,6 +465,13 @@ impl GenerateRequest {
     pub fn stop(mut self, s: impl Into<String>) -> Self {
         self.stop.push(s.into());
         self
+    }
+}
+
+impl GenerateRequest {
+    /// Chat: the reply to `messages` (see [`Prompt::Messages`]), greedy, 128 new tokens.
+    pub fn chat(messages: Vec<ChatMessage>) -> Self {
+        Self::new(Prompt::Messages(messages))
     }
 }
 
@@ -697,6 +742,9 @@ impl Call {
                 match &r.prompt {
                     Prompt::TokenIds(ids) if ids.is_empty() => {
                         return Err("empty prompt token ids".to_owned());
+                    }
+                    Prompt::Messages(m) if m.is_empty() => {
+                        return Err("a conversation needs at least one message".to_owned());
                     }
                     _ => {}
                 }

@@ -1,12 +1,14 @@
 //! Checkpoint files shared by the backends: `config.json` and other JSON configs read field by
 //! field with typed errors, safetensors files checked by tensor name, dtype and shape before a
-//! backend sees them, `tokenizer.json` loading, and sentence-transformers' pooling files.
+//! backend sees them, `tokenizer.json` loading, sentence-transformers' pooling files, and chat templates ([`chat`]).
 //!
 //! No backend code and no tensor library: the candle backend and the MAX backend (which
 //! tokenises and pools locally) both read model directories through this crate, so that they
 //! agree on what a directory means.
 
 use std::path::{Path, PathBuf};
+
+pub mod chat;
 
 use serde_json::{Map, Value};
 use skillgen_runtime::SkillError;

@@ -375,6 +375,13 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
             .next()
             .unwrap_or_default(),
         Prompt::TokenIds(ids) => ids,
+        Prompt::Messages(_) => {
+            return Err(SkillError::Backend {
+                backend: skillgen_runtime::BackendKind::Max,
+                detail: "chat prompts are not sent to MAX yet (its chat endpoint is not wired)"
+                    .into(),
+            });
+        }
     };
     if prompt.is_empty() {
         return Err(SkillError::InvalidRequest {

@@ -145,7 +145,28 @@ pub(crate) fn with_head(
         HeadKind::Mlm => format!("candle/{model_type}/{target}/mlm"),
     };
     state.cached(&key, || {
-        Decoder::load(model_type, state.dir(), &crate::device(target)?, head)
+        let device = crate::device(target)?;
+        match skillgen_runtime::gguf_of(state.dir()) {
+            Some(file) if head == HeadKind::Lm => {
+                let (d, _) = Decoder::load_gguf(&file, &device)?;
+                if d.model_type != model_type {
+                    return Err(SkillError::UnknownModelType {
+                        model_type: d.model_type.clone(),
+                        path: file,
+                        suggestion: None,
+                    });
+                }
+                Ok(d)
+            }
+            Some(file) => Err(SkillError::Backend {
+                backend: BackendKind::Candle,
+                detail: format!(
+                    "{}: a GGUF file holds a causal LM; the {head:?} head is not in it",
+                    file.display()
+                ),
+            }),
+            None => Decoder::load(model_type, state.dir(), &device, head),
+        }
     })
 }
 
@@ -254,6 +275,8 @@ pub struct Decoder {
     eos: Vec<u32>,
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     tokenizer_path: PathBuf,
+    /// The chat template, if the model has one.
+    chat: Option<skillgen_checkpoint::chat::ChatTemplate>,
     /// A classifier's labels (`id2label`), its padding id and whether its scores are sigmoids.
     labels: Vec<String>,
     pad: Option<u32>,
@@ -324,6 +347,7 @@ enum Source<'a> {
         file: &'a Path,
         tokenizer: Box<tokenizers::Tokenizer>,
         eos: Vec<u32>,
+        chat: Option<Box<skillgen_checkpoint::chat::ChatTemplate>>,
     },
 }
 
@@ -377,10 +401,19 @@ impl Decoder {
             path: &file,
             map: &g.config,
         };
+        let chat = match &g.chat_template {
+            Some(t) => Some(Box::new(skillgen_checkpoint::chat::ChatTemplate::new(
+                t,
+                &file,
+                g.special_tokens.clone(),
+            )?)),
+            None => None,
+        };
         let source = Source::Gguf {
             file: &file,
             tokenizer: Box::new(g.tokenizer.clone()),
             eos: g.eos,
+            chat,
         };
         let decoder = Self::assemble(g.model_type, &f, g.weights, device, HeadKind::Lm, source)?;
         let info = GgufInfo {
@@ -466,7 +499,7 @@ impl Decoder {
         let pad = f.token_ids("pad_token_id")?.first().copied();
         let model = model::Model::load(spec, &names, &mut weights, head)?;
         let (vocab_size, max_positions) = (model.vocab(), model.max_positions());
-        let (eos, pooling, normalize, tokenizer, tokenizer_path) = match source {
+        let (eos, pooling, normalize, tokenizer, tokenizer_path, chat) = match source {
             Source::Dir(dir) => {
                 let eos = config::eos_ids(dir, f)?;
                 // Embeddings follow sentence-transformers: its pooling and normalisation, and
@@ -481,18 +514,25 @@ impl Decoder {
                     (Pooling::Mean, false, None)
                 };
                 let (tokenizer, path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
-                (eos, pooling, normalize, tokenizer.map(Arc::new), path)
+                let chat = if head_kind == HeadKind::Lm {
+                    skillgen_checkpoint::chat::ChatTemplate::from_tokenizer_config(dir)?
+                } else {
+                    None
+                };
+                (eos, pooling, normalize, tokenizer.map(Arc::new), path, chat)
             }
             Source::Gguf {
                 file,
                 tokenizer,
                 eos,
+                chat,
             } => (
                 eos,
                 Pooling::Mean,
                 false,
                 Some(Arc::new(*tokenizer)),
                 file.to_path_buf(),
+                chat.map(|c| *c),
             ),
         };
         Ok(Self {
@@ -505,11 +545,51 @@ impl Decoder {
             eos,
             tokenizer,
             tokenizer_path,
+            chat,
             labels,
             pad,
             sigmoid,
             pooling,
             normalize,
+        })
+    }
+
+    /// The token ids of `prompt`: text tokenized (special tokens added), a conversation
+    /// rendered by the chat template (generation prompt on) and tokenized without adding any.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, SkillError> {
+        Ok(match prompt {
+            Prompt::TokenIds(ids) => ids.clone(),
+            Prompt::Messages(messages) => {
+                let template = self
+                    .chat
+                    .as_ref()
+                    .ok_or_else(|| SkillError::ModelFileMissing {
+                        path: self.tokenizer_path.clone(),
+                        what: "a chat template (tokenizer_config.json `chat_template`, or a GGUF \
+                           file's tokenizer.chat_template), needed for a conversation",
+                    })?;
+                let text = template.render(messages, true)?;
+                let tok = self.tokenizer("the tokenizer, needed for a conversation")?;
+                // As apply_chat_template(tokenize=True): the template writes the special tokens.
+                tok.encode(text.as_str(), false)
+                    .map_err(|e| SkillError::Tokenizer {
+                        path: self.tokenizer_path.clone(),
+                        detail: format!("encoding the conversation: {e}"),
+                    })?
+                    .get_ids()
+                    .to_vec()
+            }
+            Prompt::Text(text) => {
+                let tok =
+                    self.tokenizer("the tokenizer (tokenizer.json), needed for a text prompt")?;
+                tok.encode(text.as_str(), true)
+                    .map_err(|e| SkillError::Tokenizer {
+                        path: self.tokenizer_path.clone(),
+                        detail: format!("encoding the prompt: {e}"),
+                    })?
+                    .get_ids()
+                    .to_vec()
+            }
         })
     }
 
@@ -657,20 +737,7 @@ impl Decoder {
                 ),
             });
         }
-        let prompt = match &req.prompt {
-            Prompt::TokenIds(ids) => ids.clone(),
-            Prompt::Text(text) => {
-                let tok =
-                    self.tokenizer("the tokenizer (tokenizer.json), needed for a text prompt")?;
-                tok.encode(text.as_str(), true)
-                    .map_err(|e| SkillError::Tokenizer {
-                        path: self.tokenizer_path.clone(),
-                        detail: format!("encoding the prompt: {e}"),
-                    })?
-                    .get_ids()
-                    .to_vec()
-            }
-        };
+        let prompt = self.prompt_ids(&req.prompt)?;
         self.check_ids(&prompt)?;
         if !req.stop.is_empty() {
             self.tokenizer("the tokenizer (tokenizer.json), needed for stop strings")?;

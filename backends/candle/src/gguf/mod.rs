@@ -23,6 +23,9 @@ use crate::weights::Weights;
 
 pub mod tokenizer;
 
+/// The tokenizer type a GGUF file's metadata builds.
+pub use tokenizers::Tokenizer;
+
 /// A GGUF file read for the decoder.
 pub struct GgufModel {
     /// The registry model type the architecture maps to.
@@ -37,6 +40,8 @@ pub struct GgufModel {
     pub eos: Vec<u32>,
     /// `tokenizer.chat_template`, if the file has one.
     pub chat_template: Option<String>,
+    /// `bos_token`, `eos_token`, `unk_token`, `pad_token` as texts (for the chat template).
+    pub special_tokens: std::collections::BTreeMap<String, String>,
     /// The counts of each tensor type (for reports).
     pub tensor_types: Vec<(String, usize)>,
 }
@@ -50,13 +55,7 @@ impl std::fmt::Debug for GgufModel {
     }
 }
 
-/// The registry model type of a GGUF `general.architecture`, if the decoder translates it.
-pub fn model_type_of(architecture: &str) -> Option<&'static str> {
-    ARCHS.iter().find(|a| a.0 == architecture).map(|a| a.1)
-}
-
-/// `(general.architecture, model type)`.
-const ARCHS: &[(&str, &str)] = &[("llama", "llama"), ("gemma3", "gemma3_text")];
+use skillgen_runtime::gguf::{ARCHITECTURES as ARCHS, model_type_of};
 
 pub(crate) fn invalid(path: &Path, field: &str, detail: impl Into<String>) -> SkillError {
     SkillError::ConfigField {
@@ -250,6 +249,21 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
         }
     }
     let chat_template = meta.str_opt("tokenizer.chat_template")?.map(str::to_owned);
+    let mut special_tokens = std::collections::BTreeMap::new();
+    for (name, key) in [
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("unk_token", "tokenizer.ggml.unknown_token_id"),
+        ("pad_token", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(id) = meta.u64_opt(key)?
+            && let Some(text) = u32::try_from(id)
+                .ok()
+                .and_then(|i| tokenizer.id_to_token(i))
+        {
+            special_tokens.insert(name.to_owned(), text);
+        }
+    }
     let mut tensor_types: Vec<(String, usize)> = types.into_iter().collect();
     tensor_types.sort();
     Ok(GgufModel {
@@ -259,6 +273,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
         tokenizer,
         eos,
         chat_template,
+        special_tokens,
         tensor_types,
     })
 }

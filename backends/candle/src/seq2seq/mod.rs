@@ -267,6 +267,12 @@ impl Seq2seqGenerator {
                 .map_err(tok_err)?
                 .get_ids()
                 .to_vec(),
+            Prompt::Messages(_) => {
+                return Err(SkillError::InvalidRequest {
+                    capability: skillgen_runtime::Capability::Generate,
+                    detail: "an encoder-decoder has no chat template: give a text prompt".into(),
+                });
+            }
         };
         let (mut token_ids, eos) = self.greedy(&ids, req.max_tokens, true, true)?;
         let mut finish = FinishReason::Length;

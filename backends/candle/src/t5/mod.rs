@@ -366,6 +366,12 @@ impl T5Generator {
                 .map_err(tok_err)?
                 .get_ids()
                 .to_vec(),
+            Prompt::Messages(_) => {
+                return Err(SkillError::InvalidRequest {
+                    capability: skillgen_runtime::Capability::Generate,
+                    detail: "an encoder-decoder has no chat template: give a text prompt".into(),
+                });
+            }
         };
         let mut token_ids = self.greedy_ids(&ids, req.max_tokens)?;
         let mut finish = FinishReason::Length;
