@@ -209,4 +209,18 @@ mod tests {
             matches!(arch_of(&h), Err(SkillError::ConfigField { field, .. }) if field == "general.architecture")
         );
     }
+
+    #[test]
+    fn a_directory_stands_for_its_one_gguf_file_unless_it_has_a_config() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(crate::gguf_of(dir.path()).unwrap(), None);
+        std::fs::write(dir.path().join("a.gguf"), b"GGUF").unwrap();
+        let one = crate::gguf_of(dir.path()).unwrap();
+        assert_eq!(one, Some(dir.path().join("a.gguf")));
+        std::fs::write(dir.path().join("b.gguf"), b"GGUF").unwrap();
+        let e = crate::gguf_of(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("a.gguf, b.gguf"), "{e}");
+        std::fs::write(dir.path().join("config.json"), b"{}").unwrap();
+        assert_eq!(crate::gguf_of(dir.path()).unwrap(), None);
+    }
 }

@@ -25,21 +25,39 @@ pub struct ModelConfig {
 }
 
 /// The GGUF file a model path stands for: the path itself (`*.gguf`), or the one `.gguf` file
-/// of a directory without `config.json`.
-pub fn gguf_of(dir: &Path) -> Option<PathBuf> {
+/// of a directory without `config.json` (several are a typed error naming them); `None` for
+/// anything else.
+pub fn gguf_of(dir: &Path) -> Result<Option<PathBuf>, SkillError> {
     if crate::gguf::is_gguf(dir) {
-        return Some(dir.to_path_buf());
+        return Ok(Some(dir.to_path_buf()));
     }
     if !dir.is_dir() || dir.join("config.json").is_file() {
-        return None;
+        return Ok(None);
     }
-    let mut found = std::fs::read_dir(dir)
-        .ok()?
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(None);
+    };
+    let mut found: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| crate::gguf::is_gguf(p));
-    let one = found.next()?;
-    found.next().is_none().then_some(one)
+        .filter(|p| crate::gguf::is_gguf(p))
+        .collect();
+    found.sort();
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => Err(SkillError::ConfigInvalid {
+            path: dir.to_path_buf(),
+            detail: format!(
+                "holds {n} .gguf files and no config.json ({}); name the one to load",
+                found
+                    .iter()
+                    .filter_map(|p| p.file_name()?.to_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
 }
 
 /// What a GGUF file says of itself: its architecture's registry model type.
@@ -70,7 +88,7 @@ fn read_gguf_config(file: PathBuf) -> Result<ModelConfig, SkillError> {
 /// Read `dir/config.json` — or, for a GGUF file (or a directory holding one and no
 /// `config.json`), the file's architecture — with typed errors naming the file.
 pub fn read_config(dir: &Path) -> Result<ModelConfig, SkillError> {
-    if let Some(file) = gguf_of(dir) {
+    if let Some(file) = gguf_of(dir)? {
         return read_gguf_config(file);
     }
     match std::fs::metadata(dir) {

@@ -8,6 +8,7 @@
 //! float reference; the bounds below were measured, with a margin, and are printed each run.
 
 use serde_json::Value;
+use skillgen_runtime::request::Prompt;
 use skillgen_test_support::{needs, repo};
 
 fn read_json(p: &std::path::Path) -> Value {
@@ -28,11 +29,10 @@ struct Agreement {
     greedy_total: usize,
 }
 
-/// The decoder against `reference` (its prompts' ids: `ids_check` decides how the GGUF
-/// tokenizer's ids must relate to them).
+/// The decoder against `reference` (its prompts' ids: `ids_check` decides how the ids of the
+/// GGUF file's tokenizer must relate to them).
 fn compare(
     decoder: &skillgen_candle::decoder::Decoder,
-    tokenizer: &skillgen_candle::gguf::Tokenizer,
     reference: &Value,
     ids_check: impl Fn(&str, &[u32], &[u32]),
 ) -> Agreement {
@@ -46,7 +46,7 @@ fn compare(
     for p in reference["prompts"].as_array().unwrap() {
         let text = p["text"].as_str().unwrap();
         let want_ids = ids_of(&p["ids"]);
-        let ids = tokenizer.encode(text, true).unwrap().get_ids().to_vec();
+        let ids = decoder.prompt_ids(&Prompt::Text(text.to_owned())).unwrap();
         ids_check(text, &ids, &want_ids);
         // The model is compared on the reference's ids.
         let logits = decoder.all_logits(&want_ids).unwrap();
@@ -87,11 +87,10 @@ fn smollm2_gguf_matches_transformers_and_llama_cpp() {
             .as_deref()
             .is_some_and(|t| t.contains("<|im_start|>"))
     );
-    let tokenizer = &info.tokenizer;
 
     // transformers' GGUF loader, dequantised float32.
     let hf = read_json(&repo().join("fixtures/gguf/smollm2-135m-instruct-q4_1.reference.json"));
-    let t = compare(&decoder, tokenizer, &hf, |text, ids, want| {
+    let t = compare(&decoder, &hf, |text, ids, want| {
         if text.contains('½') {
             // transformers' GGUF converter ignores `tokenizer.ggml.pre` (`smollm`: every
             // \p{N} character alone, then GPT-2's split, as llama.cpp does), so it keeps " ½"
@@ -109,7 +108,7 @@ fn smollm2_gguf_matches_transformers_and_llama_cpp() {
     });
     // llama.cpp itself (same file, its quantized kernels).
     let lc = read_json(&repo().join("fixtures/gguf/smollm2-135m-instruct-q4_1.llama-cpp.json"));
-    let l = compare(&decoder, tokenizer, &lc, |text, ids, want| {
+    let l = compare(&decoder, &lc, |text, ids, want| {
         assert_eq!(ids, want, "token ids of {text:?} (llama.cpp)");
     });
     for (name, a) in [("transformers (float)", &t), ("llama.cpp", &l)] {
@@ -149,7 +148,7 @@ fn smollm2_gguf_matches_transformers_and_llama_cpp() {
 fn smollm2_gguf_generates_through_the_llama_skill() {
     use skillgen_runtime::caps::Capabilities;
     use skillgen_runtime::env::MapEnv;
-    use skillgen_runtime::request::{Call, ChatMessage, GenerateRequest, Output, Prompt};
+    use skillgen_runtime::request::{Call, ChatMessage, GenerateRequest, Output};
     use skillgen_runtime::{Target, TargetSpec};
 
     let path = needs::smollm2_gguf().unwrap_or_else(|e| panic!("{e}: {}", needs::HOW_SMOLLM2));

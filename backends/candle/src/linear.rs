@@ -41,6 +41,12 @@ impl Linear {
         })
     }
 
+    /// The same layer with `bias` added after the product.
+    pub(crate) fn with_bias(mut self, bias: Option<Tensor>) -> Self {
+        self.bias = bias;
+        self
+    }
+
     /// The weight as a float tensor `[out, in]` (dequantized when quantized).
     pub(crate) fn dense_weight(&self) -> Result<Tensor> {
         match &self.weight {

@@ -159,27 +159,18 @@ impl Weights {
         device: &Device,
     ) -> Self {
         let mut entries = BTreeMap::new();
-        for (name, t) in &dense {
-            let shape = t.dims().to_vec();
-            entries.insert(
-                name.clone(),
-                Entry {
-                    file: path.clone(),
-                    shape,
-                    dtype: safetensors::Dtype::F32,
-                },
-            );
-        }
-        for (name, q) in &quant {
-            let shape = q.shape().dims().to_vec();
-            entries.insert(
-                name.clone(),
-                Entry {
-                    file: path.clone(),
-                    shape,
-                    dtype: safetensors::Dtype::F32,
-                },
-            );
+        let shapes = dense
+            .iter()
+            .map(|(n, t)| (n, t.dims()))
+            .chain(quant.iter().map(|(n, q)| (n, q.shape().dims())));
+        for (name, shape) in shapes {
+            let entry = Entry {
+                file: path.clone(),
+                shape: shape.to_vec(),
+                // Logical: quantized tensors are taken dequantized or as quantized layers.
+                dtype: safetensors::Dtype::F32,
+            };
+            entries.insert(name.clone(), entry);
         }
         Self {
             tensors: dense,

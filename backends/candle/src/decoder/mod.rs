@@ -146,7 +146,7 @@ pub(crate) fn with_head(
     };
     state.cached(&key, || {
         let device = crate::device(target)?;
-        match skillgen_runtime::gguf_of(state.dir()) {
+        match skillgen_runtime::gguf_of(state.dir())? {
             Some(file) if head == HeadKind::Lm => {
                 let (d, _) = Decoder::load_gguf(&file, &device)?;
                 if d.model_type != model_type {
@@ -360,8 +360,6 @@ pub struct GgufInfo {
     pub chat_template: Option<String>,
     /// `(tensor type, count)`, e.g. `("Q4_1", 210)`.
     pub tensor_types: Vec<(String, usize)>,
-    /// The tokenizer built from the metadata.
-    pub tokenizer: tokenizers::Tokenizer,
 }
 
 impl Decoder {
@@ -396,28 +394,26 @@ impl Decoder {
     /// kernels) and tokenizer, all from the file (see [`crate::gguf`]).
     pub fn load_gguf(path: &Path, device: &Device) -> Result<(Self, GgufInfo), SkillError> {
         let g = crate::gguf::read(path, device)?;
-        let file = crate::gguf::gguf_file(path)?;
-        let f = Fields {
-            path: &file,
-            map: &g.config,
-        };
         let chat = match &g.chat_template {
             Some(t) => Some(Box::new(skillgen_checkpoint::chat::ChatTemplate::new(
                 t,
-                &file,
+                &g.file,
                 g.special_tokens.clone(),
             )?)),
             None => None,
         };
+        let f = Fields {
+            path: &g.file,
+            map: &g.config,
+        };
         let source = Source::Gguf {
-            file: &file,
-            tokenizer: Box::new(g.tokenizer.clone()),
+            file: &g.file,
+            tokenizer: Box::new(g.tokenizer),
             eos: g.eos,
             chat,
         };
         let decoder = Self::assemble(g.model_type, &f, g.weights, device, HeadKind::Lm, source)?;
         let info = GgufInfo {
-            tokenizer: g.tokenizer,
             model_type: g.model_type,
             chat_template: g.chat_template,
             tensor_types: g.tensor_types,

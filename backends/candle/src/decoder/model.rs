@@ -127,7 +127,8 @@ fn xielu(x: &Tensor, p: [f32; 4]) -> candle_core::Result<Tensor> {
     x.gt(0f32)?.where_cond(&pos, &neg)
 }
 
-/// Load `[out, in]` (or a `Conv1D` `[in, out]`) weight and optional bias.
+/// Load `[out, in]` (or a `Conv1D` `[in, out]`) weight, quantized when the file holds it so,
+/// and optional bias.
 fn linear(
     w: &mut Weights,
     name: &str,
@@ -136,28 +137,31 @@ fn linear(
     bias: bool,
     conv1d: bool,
 ) -> R<Linear> {
-    if !conv1d && let Some(q) = w.take_quant(&format!("{name}.weight"), &[out, inp])? {
-        let b = if bias {
-            Some(w.take(&format!("{name}.bias"), &[out])?)
-        } else {
-            None
-        };
-        return Linear::quantized(q, b).map_err(ce("a quantized projection"));
-    }
-    let weight = if conv1d {
-        w.take(&format!("{name}.weight"), &[inp, out])?
+    let weight = format!("{name}.weight");
+    let lin = if conv1d {
+        let t = w
+            .take(&weight, &[inp, out])?
             .t()
             .and_then(|t| t.contiguous())
-            .map_err(ce("transposing a Conv1D weight"))?
+            .map_err(ce("transposing a Conv1D weight"))?;
+        Linear::new(t, None)
     } else {
-        w.take(&format!("{name}.weight"), &[out, inp])?
+        dense_or_quantized(w, &weight, &[out, inp])?
     };
     let b = if bias {
         Some(w.take(&format!("{name}.bias"), &[out])?)
     } else {
         None
     };
-    Ok(Linear::new(weight, b))
+    Ok(lin.with_bias(b))
+}
+
+/// The weight `name` of `shape` as a layer without bias: quantized when the file holds it so.
+fn dense_or_quantized(w: &mut Weights, name: &str, shape: &[usize]) -> R<Linear> {
+    match w.take_quant(name, shape)? {
+        Some(q) => Linear::quantized(q, None).map_err(ce("a quantized projection")),
+        None => Ok(Linear::new(w.take(name, shape)?, None)),
+    }
 }
 
 /// A classifier head: `names.score`, else `score`, `classifier` or `qa_outputs` (token and QA
@@ -181,9 +185,10 @@ fn score_head(w: &mut Weights, names: &Names, labels: usize, hd: usize) -> R<Lin
     ))
 }
 
-/// The LM head: `names.head` or, tied, the embedding matrix.
+/// The LM head: `names.head` or, tied, the embedding matrix (the same quantized blocks when
+/// the embeddings are quantized).
 fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) -> R<Linear> {
-    let head_w = if s.tie {
+    let head = if s.tie {
         if w.has(&format!("{}.weight", names.head)) {
             // transformers would tie and ignore the stored head: refuse the ambiguity.
             return Err(SkillError::ConfigField {
@@ -195,27 +200,19 @@ fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) 
                 ),
             });
         }
-        if let Some(q) = w.quantized(&format!("{}.weight", names.embed)) {
-            // Tied to quantized embeddings: the head multiplies by the same blocks.
-            return Linear::quantized(q, None).map_err(ce("the tied LM head"));
+        match w.quantized(&format!("{}.weight", names.embed)) {
+            Some(q) => Linear::quantized(q, None).map_err(ce("the tied LM head"))?,
+            None => Linear::new(embed.clone(), None),
         }
-        embed.clone()
-    } else if let Some(q) = w.take_quant(&format!("{}.weight", names.head), &[s.vocab, hd])? {
-        let b = if s.head_bias {
-            Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
-        } else {
-            None
-        };
-        return Linear::quantized(q, b).map_err(ce("the LM head"));
     } else {
-        w.take(&format!("{}.weight", names.head), &[s.vocab, hd])?
+        dense_or_quantized(w, &format!("{}.weight", names.head), &[s.vocab, hd])?
     };
     let head_b = if s.head_bias {
         Some(w.take(&format!("{}.bias", names.head), &[s.vocab])?)
     } else {
         None
     };
-    Ok(Linear::new(head_w, head_b))
+    Ok(head.with_bias(head_b))
 }
 
 fn cat_rows(parts: &[&Tensor]) -> R<Tensor> {

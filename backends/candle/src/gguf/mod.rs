@@ -23,11 +23,10 @@ use crate::weights::Weights;
 
 pub mod tokenizer;
 
-/// The tokenizer type a GGUF file's metadata builds.
-pub use tokenizers::Tokenizer;
-
 /// A GGUF file read for the decoder.
 pub struct GgufModel {
+    /// The file read.
+    pub file: PathBuf,
     /// The registry model type the architecture maps to.
     pub model_type: &'static str,
     /// `config.json` as transformers' GGUF loader would write it.
@@ -129,39 +128,18 @@ impl Meta<'_> {
     }
 }
 
-/// The GGUF file of `path`: the file itself, or the one `.gguf` file of a directory.
+/// The GGUF file of `path`: the file itself, or the one `.gguf` file of a directory (found
+/// as the runtime finds it, see [`skillgen_runtime::gguf_of`]).
 pub fn gguf_file(path: &Path) -> Result<PathBuf, SkillError> {
-    if path.is_file() {
-        return Ok(path.to_path_buf());
-    }
-    let entries = std::fs::read_dir(path).map_err(|_| SkillError::ModelDirMissing {
-        path: path.to_path_buf(),
-    })?;
-    let mut found: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .collect();
-    found.sort();
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(SkillError::ModelFileMissing {
-            path: path.join("*.gguf"),
-            what: "a GGUF model file",
-        }),
-        _ => Err(SkillError::ConfigInvalid {
+    if !path.exists() {
+        return Err(SkillError::ModelDirMissing {
             path: path.to_path_buf(),
-            detail: format!(
-                "holds {} .gguf files ({}); name the one to load",
-                found.len(),
-                found
-                    .iter()
-                    .filter_map(|p| p.file_name()?.to_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }),
+        });
     }
+    skillgen_runtime::gguf_of(path)?.ok_or_else(|| SkillError::ModelFileMissing {
+        path: path.join("*.gguf"),
+        what: "a GGUF model file",
+    })
 }
 
 /// Read the GGUF file at `path` (or the one in a directory) onto `device`.
@@ -267,6 +245,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
     let mut tensor_types: Vec<(String, usize)> = types.into_iter().collect();
     tensor_types.sort();
     Ok(GgufModel {
+        file: path,
         model_type,
         config,
         weights,
