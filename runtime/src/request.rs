@@ -491,6 +491,135 @@ impl From<Vec<u32>> for GenerateRequest {
     }
 }
 
+/// `chat`: the assistant's reply to a conversation.
+///
+/// A generate request whose prompt is a conversation ([`Prompt::Messages`]): the model's chat
+/// template renders it with the assistant's turn opened, exactly as transformers'
+/// `apply_chat_template(messages, add_generation_prompt=True)`. Limits and sampling are set as
+/// for [`GenerateRequest`] (`max_tokens`, `temperature`, ...). Streaming: `chat_stream`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct ChatRequest {
+    /// Invariant: the prompt is [`Prompt::Messages`].
+    request: GenerateRequest,
+}
+
+impl ChatRequest {
+    /// The reply to `messages`: greedy, 128 new tokens at most.
+    pub fn new(messages: Vec<ChatMessage>) -> Self {
+        Self {
+            request: GenerateRequest::chat(messages),
+        }
+    }
+
+    /// The conversation.
+    pub fn messages(&self) -> &[ChatMessage] {
+        match &self.request.prompt {
+            Prompt::Messages(m) => m,
+            Prompt::Text(_) | Prompt::TokenIds(_) => &[],
+        }
+    }
+
+    /// The generate request this chat runs as (the conversation as its prompt).
+    pub fn as_generate(&self) -> &GenerateRequest {
+        &self.request
+    }
+
+    /// Apply `options` to the generation settings (`max_tokens`, sampling, stop strings); the
+    /// conversation is kept whatever `options` does to the prompt.
+    pub fn options(self, options: impl FnOnce(GenerateRequest) -> GenerateRequest) -> Self {
+        let prompt = self.request.prompt.clone();
+        let mut request = options(self.request);
+        request.prompt = prompt;
+        Self { request }
+    }
+
+    /// Set `max_tokens`.
+    pub fn max_tokens(self, n: usize) -> Self {
+        self.options(|r| r.max_tokens(n))
+    }
+
+    /// Set `temperature` (0 is greedy).
+    pub fn temperature(self, t: f32) -> Self {
+        self.options(|r| r.temperature(t))
+    }
+
+    /// Set `seed`.
+    pub fn seed(self, s: u64) -> Self {
+        self.options(|r| r.seed(s))
+    }
+}
+
+impl From<Vec<ChatMessage>> for ChatRequest {
+    fn from(messages: Vec<ChatMessage>) -> Self {
+        Self::new(messages)
+    }
+}
+
+impl From<ChatRequest> for GenerateRequest {
+    fn from(chat: ChatRequest) -> Self {
+        chat.request
+    }
+}
+
+/// `chat` output: the assistant's message and how it was generated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatReply {
+    /// The reply, role `assistant` (its content is [`Generation::text`]: the template's end of
+    /// turn is the end-of-sequence token, not part of the text).
+    pub message: ChatMessage,
+    /// The generated token ids.
+    pub token_ids: Vec<u32>,
+    /// Why it stopped.
+    pub finish_reason: FinishReason,
+}
+
+impl From<Generation> for ChatReply {
+    fn from(g: Generation) -> Self {
+        Self {
+            message: ChatMessage::assistant(g.text),
+            token_ids: g.token_ids,
+            finish_reason: g.finish_reason,
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// Reject malformed settings before dispatch.
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.prompt {
+            Prompt::TokenIds(ids) if ids.is_empty() => {
+                return Err("empty prompt token ids".to_owned());
+            }
+            Prompt::Messages(m) if m.is_empty() => {
+                return Err("a conversation needs at least one message".to_owned());
+            }
+            _ => {}
+        }
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(format!(
+                "temperature must be finite and ≥ 0, got {}",
+                self.temperature
+            ));
+        }
+        if let Some(p) = self.top_p
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(format!("top_p must be in (0, 1], got {p}"));
+        }
+        if self.top_k == Some(0) {
+            return Err("top_k must be at least 1".to_owned());
+        }
+        if self.max_tokens == 0 {
+            return Err("max_tokens must be at least 1".to_owned());
+        }
+        if let Some(i) = self.stop.iter().position(String::is_empty) {
+            return Err(format!("stop string {i} is empty"));
+        }
+        Ok(())
+    }
+}
+
 /// Why generation stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -738,38 +867,8 @@ impl Call {
                 Ok(())
             }
             Call::Classify(r) => r.input.validate(),
-            Call::Generate(r) => {
-                match &r.prompt {
-                    Prompt::TokenIds(ids) if ids.is_empty() => {
-                        return Err("empty prompt token ids".to_owned());
-                    }
-                    Prompt::Messages(m) if m.is_empty() => {
-                        return Err("a conversation needs at least one message".to_owned());
-                    }
-                    _ => {}
-                }
-                if !(r.temperature.is_finite() && r.temperature >= 0.0) {
-                    return Err(format!(
-                        "temperature must be finite and ≥ 0, got {}",
-                        r.temperature
-                    ));
-                }
-                if let Some(p) = r.top_p
-                    && !(p > 0.0 && p <= 1.0)
-                {
-                    return Err(format!("top_p must be in (0, 1], got {p}"));
-                }
-                if r.top_k == Some(0) {
-                    return Err("top_k must be at least 1".to_owned());
-                }
-                if r.max_tokens == 0 {
-                    return Err("max_tokens must be at least 1".to_owned());
-                }
-                if let Some(i) = r.stop.iter().position(String::is_empty) {
-                    return Err(format!("stop string {i} is empty"));
-                }
-                Ok(())
-            }
+            Call::Generate(r) => r.validate(),
+            Call::Chat(r) => r.as_generate().validate(),
             Call::Transcribe(r) => {
                 if r.pcm_16khz.is_empty() {
                     return Err("no audio samples".to_owned());
@@ -897,6 +996,42 @@ mod tests {
         assert_eq!((g.max_tokens, g.seed, g.stop.len()), (3, Some(7), 1));
         let t: TranscribeRequest = (&[0.0f32, 0.1][..]).into();
         assert_eq!(t.pcm_16khz.len(), 2);
+    }
+
+    #[test]
+    fn chat_requests_keep_their_conversation() {
+        let hi = vec![ChatMessage::system("be brief"), ChatMessage::user("hi")];
+        let c = ChatRequest::from(hi.clone())
+            .max_tokens(5)
+            .temperature(0.5)
+            .seed(3)
+            // Options cannot replace the conversation.
+            .options(|r| GenerateRequest {
+                prompt: Prompt::Text("other".into()),
+                ..r.stop("</s>")
+            });
+        assert_eq!(c.messages(), hi.as_slice());
+        let g = c.as_generate();
+        assert_eq!(
+            (g.max_tokens, g.temperature, g.seed, g.stop.as_slice()),
+            (5, 0.5, Some(3), ["</s>".to_owned()].as_slice())
+        );
+        assert_eq!(GenerateRequest::from(c).prompt, Prompt::Messages(hi));
+        let reply = ChatReply::from(Generation {
+            text: "Hello!".into(),
+            token_ids: vec![1, 2],
+            finish_reason: FinishReason::Eos,
+        });
+        assert_eq!(reply.message, ChatMessage::assistant("Hello!"));
+        assert_eq!(
+            Call::Chat(ChatRequest::new(vec![])).validate().unwrap_err(),
+            "a conversation needs at least one message"
+        );
+        assert!(
+            Call::Chat(ChatRequest::new(vec![ChatMessage::user("x")]).max_tokens(0))
+                .validate()
+                .is_err()
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::dispatch::{self, Dispatch, Resolved, Work};
 use crate::env::{EnvSource, ProcessEnv};
 use crate::info::SkillInfo;
 use crate::model::{Model, ModelConfig, read_config};
-use crate::request::{Call, GenerateRequest, Output, Response};
+use crate::request::{Call, ChatRequest, GenerateRequest, Output, Response};
 use crate::stream::TokenStream;
 use crate::{SkillError, TargetSpec};
 
@@ -196,8 +196,20 @@ impl SkillState {
         env: &dyn EnvSource,
         caps: &Capabilities,
     ) -> Result<(Output, Dispatch), SkillError> {
-        self.dispatch_call(&call, env, caps, |backend, cx| {
-            backend.run(cx, call.clone())
+        self.dispatch_call(&call, env, caps, |backend, cx| match &call {
+            // Chat is generate over a conversation, composed here once: backends see a
+            // generate call whose prompt is the conversation.
+            Call::Chat(chat) => {
+                match backend.run(cx, Call::Generate(chat.as_generate().clone()))? {
+                    Output::Generate(g) => Ok(Output::Chat(g.into())),
+                    _ => Err(Failure::Final(SkillError::Backend {
+                        backend: backend.kind(),
+                        detail: "returned the wrong output kind for `generate` (as `chat`)"
+                            .to_owned(),
+                    })),
+                }
+            }
+            _ => backend.run(cx, call.clone()),
         })
     }
 
@@ -210,16 +222,7 @@ impl SkillState {
         env: &dyn EnvSource,
         caps: &Capabilities,
     ) -> Result<TokenStream, SkillError> {
-        let call = Call::Generate(request);
-        let Call::Generate(request) = &call else {
-            return Err(SkillError::Internal {
-                detail: "not a generate call".to_owned(),
-            });
-        };
-        let (stream, dispatch) = self.dispatch_call(&call, env, caps, |backend, cx| {
-            backend.stream(cx, request.clone())
-        })?;
-        Ok(stream.with_dispatch(dispatch))
+        self.stream_call(Call::Generate(request), env, caps)
     }
 
     /// Streaming `generate`: the tokens one by one, as an iterator (see [`TokenStream`]).
@@ -230,6 +233,45 @@ impl SkillState {
         request: impl Into<GenerateRequest>,
     ) -> Result<TokenStream, SkillError> {
         self.generate_stream_with(request.into(), &ProcessEnv, self.capabilities())
+    }
+
+    /// Streaming `chat` under `env` and `caps` (see [`SkillState::generate_stream_with`]).
+    pub fn chat_stream_with(
+        &self,
+        request: ChatRequest,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<TokenStream, SkillError> {
+        self.stream_call(Call::Chat(request), env, caps)
+    }
+
+    /// Streaming `chat`: the reply's tokens one by one (see [`TokenStream`]); their texts
+    /// concatenate to the [`crate::request::ChatReply`]'s message.
+    pub fn chat_stream(&self, request: impl Into<ChatRequest>) -> Result<TokenStream, SkillError> {
+        self.chat_stream_with(request.into(), &ProcessEnv, self.capabilities())
+    }
+
+    /// Validate and plan `call` (`generate` or `chat`) as its capability, then start the
+    /// generation it asks for on the chosen target.
+    fn stream_call(
+        &self,
+        call: Call,
+        env: &dyn EnvSource,
+        caps: &Capabilities,
+    ) -> Result<TokenStream, SkillError> {
+        let request = match &call {
+            Call::Generate(r) => r.clone(),
+            Call::Chat(r) => r.as_generate().clone(),
+            other => {
+                return Err(SkillError::Internal {
+                    detail: format!("`{}` does not stream", other.capability()),
+                });
+            }
+        };
+        let (stream, dispatch) = self.dispatch_call(&call, env, caps, |backend, cx| {
+            backend.stream(cx, request.clone())
+        })?;
+        Ok(stream.with_dispatch(dispatch))
     }
 
     /// Names a MAX server's model id may match for this model.
@@ -374,6 +416,15 @@ impl DynSkill {
         request: impl Into<crate::request::GenerateRequest>,
     ) -> Result<TokenStream, SkillError> {
         self.state.generate_stream(request)
+    }
+
+    /// Streaming `chat` (typed error if this model type has no such capability or the chosen
+    /// target cannot stream); see [`SkillState::chat_stream`].
+    pub fn chat_stream(
+        &self,
+        request: impl Into<crate::request::ChatRequest>,
+    ) -> Result<TokenStream, SkillError> {
+        self.state.chat_stream(request)
     }
 }
 

@@ -242,6 +242,8 @@ vocabulary! {
         AnswerQuestion = "answer-question" / "answer_question",
         /// `embed_image`: one feature vector per image (the vision model's pooled output).
         EmbedImage = "embed-image" / "embed_image",
+        /// `chat`: the reply to a conversation, rendered by the model's chat template.
+        Chat = "chat" / "chat",
     }
 }
 
@@ -371,6 +373,7 @@ macro_rules! for_each_capability {
             ClassifyTokens classify_tokens(ClassifyTokensRequest) -> TokenClassifications: "Label each token of each input.";
             AnswerQuestion answer_question(QuestionRequest) -> Answer: "Find the answer span in a context.";
             EmbedImage embed_image(EmbedImageRequest) -> ImageEmbeddings: "One feature vector per image.";
+            Chat chat(ChatRequest) -> ChatReply: "The assistant's reply to a conversation (the model's chat template).";
         }
     };
 }
@@ -434,6 +437,12 @@ impl Capability {
             Capability::AnswerQuestion => &[Task::QuestionAnswering],
             Capability::EmbedImage => match family {
                 Family::Vision => &[Task::Image, Task::BaseModel],
+                _ => &[],
+            },
+            // The conversation of a chat model: a decoder's or a multimodal model's causal LM
+            // (encoders' and encoder-decoders' LM heads have no chat templates).
+            Capability::Chat => match family {
+                Family::Decoder | Family::Multimodal => &[Task::CausalLm],
                 _ => &[],
             },
         }
@@ -611,6 +620,17 @@ mod tests {
                 (Capability::Classify, Task::SequenceClassification),
             ]
         );
+        // Chat is a decoder's (or multimodal model's) causal LM, never an encoder-decoder's.
+        assert_eq!(
+            Capability::Chat.task_in(Family::Decoder, &[Task::CausalLm]),
+            Some(Task::CausalLm)
+        );
+        for family in [Family::EncoderDecoder, Family::Encoder] {
+            assert_eq!(
+                Capability::Chat.task_in(family, &[Task::CausalLm, Task::SeqToSeqCausalLm]),
+                None
+            );
+        }
         // A decoder's base model is not an embedding model.
         assert!(Capability::all_for(Family::Decoder, &[Task::BaseModel]).is_empty());
         // Encoder-decoders prefer their seq2seq head.

@@ -20,6 +20,7 @@
 //!
 //! - `generate` (from `causal-lm`)
 //! - `classify_tokens` (from `token-classification`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

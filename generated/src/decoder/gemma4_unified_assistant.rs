@@ -17,6 +17,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

@@ -22,6 +22,7 @@
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
 //! - `answer_question` (from `question-answering`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

@@ -18,6 +18,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

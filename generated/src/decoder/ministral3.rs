@@ -24,6 +24,7 @@
 //! - `generate` (from `causal-lm`)
 //! - `classify_tokens` (from `token-classification`)
 //! - `answer_question` (from `question-answering`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

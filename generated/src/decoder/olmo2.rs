@@ -20,6 +20,7 @@
 //!
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

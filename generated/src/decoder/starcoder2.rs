@@ -22,6 +22,7 @@
 //! - `classify` (from `sequence-classification`)
 //! - `generate` (from `causal-lm`)
 //! - `classify_tokens` (from `token-classification`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

@@ -19,6 +19,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

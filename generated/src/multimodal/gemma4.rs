@@ -22,6 +22,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

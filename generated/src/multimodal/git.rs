@@ -20,6 +20,7 @@
 //! # Capabilities
 //!
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

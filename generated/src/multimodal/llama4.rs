@@ -23,6 +23,7 @@
 //!
 //! - `embed` (from `text-encoding`)
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!

@@ -24,6 +24,7 @@
 //!
 //! - `embed` (from `text-encoding`)
 //! - `generate` (from `causal-lm`)
+//! - `chat` (from `causal-lm`)
 //!
 //! # Implementations
 //!
