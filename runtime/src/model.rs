@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::SkillError;
 use crate::info::SkillInfo;
+use crate::quantize::Quantization;
 
 /// The fields of `config.json` the runtime reads.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -182,6 +183,7 @@ pub struct Model {
     info: &'static SkillInfo,
     dir: PathBuf,
     config: ModelConfig,
+    quantization: Option<Quantization>,
     cache: Arc<ModelCache>,
 }
 
@@ -191,8 +193,22 @@ impl Model {
             info,
             dir: dir.to_path_buf(),
             config,
+            quantization: None,
             cache: Arc::default(),
         }
+    }
+
+    /// The same model with its weights to be quantized at load (see
+    /// [`crate::SkillState::quantize`]).
+    pub(crate) fn with_quantization(mut self, q: Option<Quantization>) -> Self {
+        self.quantization = q;
+        self
+    }
+
+    /// The load-time quantization asked for, if any: a backend loading this model quantizes
+    /// its matrices so, or refuses.
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantization
     }
 
     /// The skill's static description.

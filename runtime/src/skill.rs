@@ -12,6 +12,7 @@ use crate::dispatch::{self, Dispatch, Resolved, Work};
 use crate::env::{EnvSource, ProcessEnv};
 use crate::info::SkillInfo;
 use crate::model::{Model, ModelConfig, read_config};
+use crate::quantize::Quantization;
 use crate::request::{Call, ChatRequest, GenerateRequest, Output, Response};
 use crate::stream::TokenStream;
 use crate::{SkillError, TargetSpec};
@@ -89,6 +90,15 @@ impl SkillState {
     /// Builder: forbid falling back from an exact target (like `SKILLGEN_STRICT=1`).
     pub fn strict(mut self, on: bool) -> Self {
         self.strict = on;
+        self
+    }
+
+    /// Builder: quantize the float checkpoint's matrices to `q` when a backend loads it (the
+    /// candle backend's config-driven decoder does; an implementation or backend that cannot
+    /// refuses with a typed error or a recorded fallback, never running the float model in its
+    /// place). `None` loads the weights as stored.
+    pub fn quantize(mut self, q: Option<Quantization>) -> Self {
+        self.model = self.model.with_quantization(q);
         self
     }
 
@@ -373,6 +383,13 @@ impl DynSkill {
     /// The skill's static description.
     pub fn info(&self) -> &'static SkillInfo {
         self.state.info()
+    }
+
+    /// Builder: see [`SkillState::quantize`].
+    pub fn quantize(self, q: Option<Quantization>) -> Self {
+        Self {
+            state: self.state.quantize(q),
+        }
     }
 
     /// The loaded state.

@@ -31,7 +31,23 @@ impl CandleBackend {
         task: Task,
     ) -> Result<&'static dyn crate::Architecture, SkillError> {
         match state.info().support(task, BackendKind::Candle) {
-            Support::Verified(implementation) => Ok(crate::architecture(implementation)),
+            Support::Verified(implementation) => {
+                if let Some(q) = state.quantization()
+                    && implementation != skillgen_runtime::NativeImpl::Decoder
+                {
+                    // Refused, not ignored: running the float model would not be what was asked.
+                    return Err(SkillError::Backend {
+                        backend: BackendKind::Candle,
+                        detail: format!(
+                            "load-time quantization ({q}) is implemented for the config-driven decoder only; `{}` ({}) runs on candle's `{}` implementation, in float",
+                            state.info().model_type,
+                            task,
+                            implementation.as_str()
+                        ),
+                    });
+                }
+                Ok(crate::architecture(implementation))
+            }
             _ => Err(crate::not_implemented(state, target, task)),
         }
     }

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
-use candle_core::quantized::QTensor;
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear};
 use serde_json::Value;
 
-use skillgen_runtime::SkillError;
+use skillgen_runtime::{Quantization, SkillError};
 
 /// One tensor in the files: where it is, its shape and dtype.
 #[derive(Debug, Clone)]
@@ -181,6 +181,39 @@ impl Weights {
             device: device.clone(),
             dtype: DType::F32,
         }
+    }
+
+    /// Quantize the float matrices of the checkpoint to `q` (load-time quantization): every
+    /// 2-D float `*.weight` whose rows are whole blocks of `q`, in place (the float copy is
+    /// dropped). Matrices whose rows are not (e.g. a 49152 × 576 embedding is, a 3 × 576
+    /// classifier is not under Q4_K's 256) stay float. The decoder then takes the quantized
+    /// ones as quantized layers, exactly as a GGUF file's. Returns (quantized, kept float).
+    pub(crate) fn quantize(&mut self, q: Quantization) -> Result<(usize, usize), SkillError> {
+        let dtype = match q {
+            Quantization::Q8_0 => GgmlDType::Q8_0,
+            Quantization::Q4K => GgmlDType::Q4K,
+        };
+        let mut names: Vec<String> = self
+            .tensors
+            .iter()
+            .filter(|(n, t)| n.ends_with(".weight") && t.rank() == 2 && t.dtype().is_float())
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        let (mut done, mut kept) = (0, 0);
+        for name in names {
+            let t = &self.tensors[&name];
+            if !t.dim(1).is_ok_and(|d| d % q.block_size() == 0) {
+                kept += 1;
+                continue;
+            }
+            let quant = QTensor::quantize(t, dtype)
+                .map_err(|e| invalid(&self.path, format!("quantizing `{name}` to {q}: {e}")))?;
+            self.tensors.remove(&name);
+            self.quant.insert(name, Arc::new(quant));
+            done += 1;
+        }
+        Ok((done, kept))
     }
 
     /// The quantized matrix `name` of shape `shape`, if the file holds it quantized (taken).

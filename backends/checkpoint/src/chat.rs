@@ -168,34 +168,31 @@ impl ChatTemplate {
         t.render(ctx).map_err(|e| self.error(&e))
     }
 
-    /// The template of a model directory: `tokenizer_config.json`'s `chat_template` (a string,
-    /// or a list of named templates, `default` taken) with its special tokens (`bos_token`,
-    /// `eos_token`, `unk_token`, `pad_token`: strings or `{"content": ...}`); `None` without one.
-    pub fn from_tokenizer_config(dir: &Path) -> Result<Option<Self>, SkillError> {
+    /// The template of a model directory, as transformers' tokenizer finds it: the file
+    /// `chat_template.jinja` (how transformers 5 saves a template; it takes priority), else
+    /// `tokenizer_config.json`'s `chat_template` (a string, or a list of named templates,
+    /// `default` taken); with the special tokens of `tokenizer_config.json` (`bos_token`,
+    /// `eos_token`, `unk_token`, `pad_token`: strings or `{"content": ...}`). `None` without a
+    /// template.
+    pub fn from_model_dir(dir: &Path) -> Result<Option<Self>, SkillError> {
         let path = dir.join("tokenizer_config.json");
-        if !path.is_file() {
-            return Ok(None);
-        }
-        let map = crate::read_json(&path)?;
-        let source = match map.get("chat_template") {
-            None | Some(serde_json::Value::Null) => return Ok(None),
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .and_then(|t| t.get("template")?.as_str())
-                .map(str::to_owned)
-                .ok_or_else(|| SkillError::ConfigField {
-                    path: path.clone(),
-                    field: "chat_template".into(),
-                    detail: "a list of templates without one named `default`".into(),
-                })?,
-            Some(_) => {
-                return Err(SkillError::ConfigField {
-                    path: path.clone(),
-                    field: "chat_template".into(),
-                    detail: "neither a string nor a list of named templates".into(),
-                });
+        let jinja = dir.join("chat_template.jinja");
+        let map = if path.is_file() {
+            crate::read_json(&path)?
+        } else {
+            serde_json::Map::new()
+        };
+        let (source, origin) = if jinja.is_file() {
+            let text = std::fs::read_to_string(&jinja).map_err(|e| SkillError::ConfigField {
+                path: jinja.clone(),
+                field: "chat_template".into(),
+                detail: format!("unreadable: {e}"),
+            })?;
+            (text, jinja)
+        } else {
+            match Self::config_source(&map, &path)? {
+                Some(text) => (text, path.clone()),
+                None => return Ok(None),
             }
         };
         let mut tokens = BTreeMap::new();
@@ -211,7 +208,36 @@ impl ChatTemplate {
                 tokens.insert(key.to_owned(), t);
             }
         }
-        Self::new(&source, &path, tokens).map(Some)
+        Self::new(&source, &origin, tokens).map(Some)
+    }
+
+    /// `tokenizer_config.json`'s `chat_template` (`path`'s `map`), if it has one.
+    fn config_source(
+        map: &serde_json::Map<String, serde_json::Value>,
+        path: &Path,
+    ) -> Result<Option<String>, SkillError> {
+        let path = path.to_path_buf();
+        Ok(Some(match map.get("chat_template") {
+            None | Some(serde_json::Value::Null) => return Ok(None),
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                .and_then(|t| t.get("template")?.as_str())
+                .map(str::to_owned)
+                .ok_or_else(|| SkillError::ConfigField {
+                    path: path.clone(),
+                    field: "chat_template".into(),
+                    detail: "a list of templates without one named `default`".into(),
+                })?,
+            Some(_) => {
+                return Err(SkillError::ConfigField {
+                    path,
+                    field: "chat_template".into(),
+                    detail: "neither a string nor a list of named templates".into(),
+                });
+            }
+        }))
     }
 
     fn error(&self, e: &Error) -> SkillError {
@@ -264,6 +290,34 @@ mod tests {
             "{e}"
         );
         let e = ChatTemplate::new("{% for %}", Path::new("x.gguf"), BTreeMap::new()).unwrap_err();
+        assert!(matches!(e, SkillError::ConfigField { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_model_dirs_template_file_takes_priority_over_tokenizer_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        assert!(ChatTemplate::from_model_dir(p).unwrap().is_none());
+        std::fs::write(
+            p.join("tokenizer_config.json"),
+            r#"{"chat_template": "config:{{ bos_token }}", "bos_token": {"content": "<s>"}}"#,
+        )
+        .unwrap();
+        let render = |p: &Path| {
+            ChatTemplate::from_model_dir(p)
+                .unwrap()
+                .unwrap()
+                .render(&[msg("user", "x")], true)
+                .unwrap()
+        };
+        assert_eq!(render(p), "config:<s>");
+        // transformers 5 saves `chat_template.jinja`; it wins, with the config's tokens.
+        std::fs::write(p.join("chat_template.jinja"), "file:{{ bos_token }}").unwrap();
+        assert_eq!(render(p), "file:<s>");
+        // A template that is neither a string nor a list is a typed error naming the field.
+        std::fs::remove_file(p.join("chat_template.jinja")).unwrap();
+        std::fs::write(p.join("tokenizer_config.json"), r#"{"chat_template": 3}"#).unwrap();
+        let e = ChatTemplate::from_model_dir(p).err().unwrap();
         assert!(matches!(e, SkillError::ConfigField { .. }), "{e}");
     }
 

@@ -144,9 +144,21 @@ pub(crate) fn with_head(
         HeadKind::Base => format!("candle/{model_type}/{target}/base"),
         HeadKind::Mlm => format!("candle/{model_type}/{target}/mlm"),
     };
+    let quantization = state.quantization();
+    let key = match quantization {
+        Some(q) => format!("{key}/{q}"),
+        None => key,
+    };
     state.cached(&key, || {
         let device = crate::device(target)?;
         match skillgen_runtime::gguf_of(state.dir())? {
+            Some(file) if quantization.is_some() => Err(SkillError::Backend {
+                backend: BackendKind::Candle,
+                detail: format!(
+                    "{}: a GGUF file is quantized already; load-time quantization is for float checkpoints",
+                    file.display()
+                ),
+            }),
             Some(file) if head == HeadKind::Lm => {
                 let (d, _) = Decoder::load_gguf(&file, &device)?;
                 if d.model_type != model_type {
@@ -165,7 +177,7 @@ pub(crate) fn with_head(
                     file.display()
                 ),
             }),
-            None => Decoder::load(model_type, state.dir(), &device, head),
+            None => Decoder::load_quantized(model_type, state.dir(), &device, head, quantization),
         }
     })
 }
@@ -373,6 +385,19 @@ impl Decoder {
         device: &Device,
         head: HeadKind,
     ) -> Result<Self, SkillError> {
+        Self::load_quantized(model_type, dir, device, head, None)
+    }
+
+    /// [`Decoder::load`] with the float checkpoint's matrices quantized to `quantization` at
+    /// load (see [`crate::weights`]: every matrix whose rows are whole blocks; the others stay
+    /// float), then multiplied by the quantized kernels as a GGUF file's are.
+    pub fn load_quantized(
+        model_type: &str,
+        dir: &Path,
+        device: &Device,
+        head: HeadKind,
+        quantization: Option<skillgen_runtime::Quantization>,
+    ) -> Result<Self, SkillError> {
         let config_path = dir.join("config.json");
         if !config_path.is_file() {
             return Err(SkillError::ConfigMissing {
@@ -385,7 +410,20 @@ impl Decoder {
             path: &config_path,
             map: &map,
         };
-        let weights = Weights::read(dir, device)?;
+        let mut weights = Weights::read(dir, device)?;
+        if let Some(q) = quantization {
+            let (quantized, float) = weights.quantize(q)?;
+            if quantized == 0 {
+                return Err(SkillError::WeightsInvalid {
+                    path: weights.path.clone(),
+                    detail: format!(
+                        "load-time quantization to {q}: no matrix has rows of whole {}-weight blocks",
+                        q.block_size()
+                    ),
+                });
+            }
+            tracing::info!(%q, quantized, float, "matrices quantized at load");
+        }
         Self::assemble(model_type, &f, weights, device, head, Source::Dir(dir))
     }
 
@@ -511,7 +549,7 @@ impl Decoder {
                 };
                 let (tokenizer, path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
                 let chat = if head_kind == HeadKind::Lm {
-                    skillgen_checkpoint::chat::ChatTemplate::from_tokenizer_config(dir)?
+                    skillgen_checkpoint::chat::ChatTemplate::from_model_dir(dir)?
                 } else {
                     None
                 };
