@@ -8,7 +8,7 @@ use serde_json::Value;
 use skillgen_candle::decoder::{HeadKind, decoder_head_logits};
 use skillgen_runtime::caps::Capabilities;
 use skillgen_runtime::env::MapEnv;
-use skillgen_runtime::request::{Call, EmbedRequest};
+use skillgen_runtime::request::{Call, EmbedRequest, GenerateRequest};
 use skillgen_runtime::{Quantization, SkillError, SkillState, Target, TargetSpec};
 use skillgen_test_support::repo;
 
@@ -127,4 +127,47 @@ fn a_gguf_file_is_not_quantized_twice() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("quantized already"), "{err}");
+}
+
+/// MAX serves checkpoints as stored: asked to quantize, the `mojo_max` target is a recorded
+/// refusal (no server is started) and the call runs quantized on candle.
+#[test]
+fn max_refuses_load_time_quantization_and_candle_runs_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let ran = tmp.path().join("ran");
+    let fake = tmp.path().join("max");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\ntouch {}\nexit 3\n", ran.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = MapEnv::from_pairs(&[
+        ("USE_MOJO_MAX_TARGET", "1"),
+        ("SKILLGEN_MAX_BIN", fake.to_str().unwrap()),
+    ]);
+    let caps = skills::backends().probe(&env);
+    let state = llama(Some(Quantization::Q8_0));
+    let (out, d) = state
+        .run_with(
+            Call::Generate(GenerateRequest::from(vec![1u32, 2, 3]).max_tokens(3)),
+            &env,
+            &caps,
+        )
+        .unwrap();
+    assert_eq!(d.used, Target::Cpu, "{d:?}");
+    let skip = &d.fallbacks[0];
+    assert_eq!(
+        (skip.target, skip.reason.kind()),
+        (Target::MojoMax, "refused")
+    );
+    assert!(
+        skip.to_string().contains("load-time quantization"),
+        "{skip}"
+    );
+    assert!(
+        matches!(out, skillgen_runtime::request::Output::Generate(ref g) if g.token_ids.len() == 3)
+    );
+    assert!(!ran.exists(), "no `max serve` was started");
 }

