@@ -101,13 +101,31 @@ pub struct EmbedRequest {
     /// L2-normalize the vectors: `None` follows the model (a sentence-transformers `Normalize`
     /// module in `modules.json`), `Some(_)` overrides it.
     pub normalize: Option<bool>,
+    /// How many inputs run through the model together: the inputs are sorted by length and
+    /// run in chunks of this many (padded to the longest of the chunk), then put back in
+    /// order, as sentence-transformers' `encode(batch_size=...)` does. Memory is bounded by
+    /// the chunk, not by the number of inputs; each vector is the one the input alone would
+    /// get (padding is masked). Default [`EmbedRequest::DEFAULT_BATCH_SIZE`].
+    pub batch_size: usize,
 }
-text_request_from!(EmbedRequest { normalize: None });
+text_request_from!(EmbedRequest {
+    normalize: None,
+    batch_size: EmbedRequest::DEFAULT_BATCH_SIZE
+});
 
 impl EmbedRequest {
+    /// sentence-transformers' default.
+    pub const DEFAULT_BATCH_SIZE: usize = 32;
+
     /// Force L2 normalisation on or off.
     pub fn normalize(mut self, on: bool) -> Self {
         self.normalize = Some(on);
+        self
+    }
+
+    /// Set [`EmbedRequest::batch_size`] (at least 1).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
         self
     }
 }
@@ -858,7 +876,12 @@ impl Call {
     /// Reject malformed requests before dispatch.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Call::Embed(r) => r.input.validate(),
+            Call::Embed(r) => {
+                if r.batch_size == 0 {
+                    return Err("batch_size must be at least 1".to_owned());
+                }
+                r.input.validate()
+            }
             Call::FillMask(r) => {
                 r.input.validate()?;
                 if r.top_k == 0 {

@@ -759,10 +759,8 @@ fn base_and_mlm_through_their_generated_skills() {
         }
         let r = head_reference(&dir, Kind::Base);
         let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
-        let req = EmbedRequest {
-            input: TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()),
-            normalize: None,
-        };
+        // Several inputs of different lengths: one padded, masked batch.
+        let req = EmbedRequest::from(TextBatch::Texts(r.inputs.iter().map(|i| text(i)).collect()));
         let (out, d) = skill
             .state()
             .run_with(Call::Embed(req), &MapEnv::empty(), &caps)
@@ -1097,10 +1095,8 @@ fn pooled_text_fixtures_conform_and_equal_the_support_table() {
         let inputs = reference_inputs(&dir);
         let want = pooled_reference(&dir);
         let skill: DynSkill = skills::registry::load_dir(&dir, TargetSpec::Default).unwrap();
-        let req = EmbedRequest {
-            input: TextBatch::Texts(inputs.iter().map(|i| text(i)).collect()),
-            normalize: Some(true),
-        };
+        let req = EmbedRequest::from(TextBatch::Texts(inputs.iter().map(|i| text(i)).collect()))
+            .normalize(true);
         let (out, d) = skill
             .state()
             .run_with(Call::Embed(req), &MapEnv::empty(), &caps)

@@ -315,29 +315,47 @@ pub(crate) fn l2_normalized(v: Vec<f32>) -> Vec<f32> {
 pub(crate) fn embed<M: TaskHeads + ?Sized>(
     model: &M,
     input: &TextBatch,
-    (pooling, normalized, dim): (Pooling, bool, usize),
+    how: (Pooling, bool, usize),
     hidden: impl Fn(&[u32]) -> Result<Tensor, SkillError>,
+) -> Result<Embeddings, SkillError> {
+    embed_batched(model, input, how, 1, |rows| {
+        rows.iter().map(|ids| hidden(ids)).collect()
+    })
+}
+
+/// [`embed`] in batches, as sentence-transformers' `encode(batch_size)`: the inputs sorted by
+/// length (longest first; ties keep their order), `batch_size` at a time through `hidden`
+/// (each input's rows, as [`embed`]'s `hidden` gives them), the vectors put back in input
+/// order. Only one chunk's hidden states are alive at a time.
+pub(crate) fn embed_batched<M: TaskHeads + ?Sized>(
+    model: &M,
+    input: &TextBatch,
+    (pooling, normalized, dim): (Pooling, bool, usize),
+    batch_size: usize,
+    hidden: impl Fn(&[&[u32]]) -> Result<Vec<Tensor>, SkillError>,
 ) -> Result<Embeddings, SkillError> {
     let ids: Vec<Vec<u32>> = model
         .encode_batch(input, Capability::Embed)?
         .into_iter()
         .map(|(ids, _)| ids)
         .collect();
-    let mut vectors = Vec::with_capacity(ids.len());
-    for one in &ids {
-        let h = hidden(one)?;
-        let pooled = match pooling {
-            // `hidden` gives the model's pooled output as its one row.
-            Pooling::Cls | Pooling::Pooler => h.get(0),
-            Pooling::Mean => h.mean(0),
+    let mut vectors = vec![Vec::new(); ids.len()];
+    for chunk in length_sorted_chunks(&ids, batch_size) {
+        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+        for (&i, h) in chunk.iter().zip(hidden(&rows)?) {
+            let pooled = match pooling {
+                // `hidden` gives the model's pooled output as its one row.
+                Pooling::Cls | Pooling::Pooler => h.get(0),
+                Pooling::Mean => h.mean(0),
+            }
+            .and_then(|v| v.to_vec1::<f32>())
+            .map_err(crate::e("pooling"))?;
+            vectors[i] = if normalized {
+                l2_normalized(pooled)
+            } else {
+                pooled
+            };
         }
-        .and_then(|v| v.to_vec1::<f32>())
-        .map_err(crate::e("pooling"))?;
-        vectors.push(if normalized {
-            l2_normalized(pooled)
-        } else {
-            pooled
-        });
     }
     Ok(Embeddings {
         dim,
@@ -346,6 +364,14 @@ pub(crate) fn embed<M: TaskHeads + ?Sized>(
         normalized,
         token_ids: ids,
     })
+}
+
+/// The indices of `ids` sorted by length, longest first (a stable sort: equal lengths keep
+/// their order), in chunks of `size` (at least 1).
+pub(crate) fn length_sorted_chunks(ids: &[Vec<u32>], size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+    order.chunks(size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
 /// `embed_image`: `pooled` (the model's pooled output `[images, dim]` of the request's images),
@@ -380,6 +406,17 @@ pub(crate) fn embed_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_are_length_sorted_stable_and_cover_every_input() {
+        let ids = vec![vec![1], vec![1, 2, 3], vec![1, 2], vec![4, 5, 6], vec![]];
+        assert_eq!(
+            length_sorted_chunks(&ids, 2),
+            vec![vec![1, 3], vec![2, 0], vec![4]]
+        );
+        assert_eq!(length_sorted_chunks(&ids, 0).len(), 5);
+        assert!(length_sorted_chunks(&[], 32).is_empty());
+    }
 
     #[test]
     fn ranked_labels_softmax_sorted_and_truncated() {

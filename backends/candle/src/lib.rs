@@ -186,9 +186,17 @@ pub mod parity {
         use crate::encoder::setup::HeadModel;
         let cpu = candle_core::Device::Cpu;
         if model_type == "dpr" {
-            crate::encoder::dpr::Dpr::load(dir, &cpu)?.embed(input, None)
+            crate::encoder::dpr::Dpr::load(dir, &cpu)?.embed(
+                input,
+                None,
+                skillgen_runtime::request::EmbedRequest::DEFAULT_BATCH_SIZE,
+            )
         } else {
-            crate::dual::TextTowerModel::load(dir, model_type, &cpu)?.embed(input, None)
+            crate::dual::TextTowerModel::load(dir, model_type, &cpu)?.embed(
+                input,
+                None,
+                skillgen_runtime::request::EmbedRequest::DEFAULT_BATCH_SIZE,
+            )
         }
     }
 

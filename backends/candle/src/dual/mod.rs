@@ -66,7 +66,7 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
             .embed(&req)
             .map(Output::EmbedImage),
         Call::Embed(req) => text_tower(state, target)?
-            .embed(&req.input, req.normalize)
+            .embed(&req.input, req.normalize, req.batch_size)
             .map(Output::Embed),
         _ => Err(crate::not_implemented(state, target, task)),
     }

@@ -963,25 +963,50 @@ impl BertBody {
 
     /// The last hidden state `[n, hidden]` of one unpadded, already checked input.
     pub(crate) fn forward(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
-        let n = ids.len();
+        self.forward_batch(&[ids])?
+            .squeeze(0)
+            .map_err(ce("forward"))
+    }
+
+    /// The last hidden states `[b, n, hidden]` of already checked inputs, right-padded to the
+    /// longest (`n`) and masked: row `i`'s first `rows[i].len()` positions are what
+    /// [`BertBody::forward`] gives the input alone (padding keys get no attention; padding
+    /// positions hold values nobody should read). One input is run exactly as alone.
+    pub(crate) fn forward_batch(&self, rows: &[&[u32]]) -> Result<Tensor, SkillError> {
+        let b = rows.len();
+        let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let dev = &self.device;
+        let padded = |row: &[u32], fill: u32| -> Vec<u32> {
+            let mut v = row.to_vec();
+            v.resize(n, fill);
+            v
+        };
         let run = || -> candle_core::Result<Tensor> {
-            let idx = Tensor::new(ids, dev)?;
+            let flat: Vec<u32> = rows.iter().flat_map(|r| padded(r, 0)).collect();
+            let idx = Tensor::new(flat.as_slice(), dev)?;
             let mut x = self.word.index_select(&idx, 0)?;
             if let Some(mask) = self.spec.token_dropout {
-                // ESM: masked tokens zeroed, the rest scaled by (1 − 0.15·0.8) / (1 − masked share).
-                let keep: Vec<f32> = ids
-                    .iter()
-                    .map(|&t| f32::from(u8::from(t != mask)))
-                    .collect();
-                let masked = ids.iter().filter(|&&t| t == mask).count() as f32 / n as f32;
-                let scale = (1.0 - 0.15 * 0.8) / (1.0 - masked);
-                let keep = Tensor::from_vec(keep, (n, 1), dev)?;
-                x = (x.broadcast_mul(&keep)? * f64::from(scale))?;
+                // ESM: masked tokens zeroed, the rest scaled by (1 − 0.15·0.8) / (1 − masked
+                // share of the input).
+                let mut keep = Vec::with_capacity(b * n);
+                for r in rows {
+                    let masked = r.iter().filter(|&&t| t == mask).count() as f32 / r.len() as f32;
+                    let scale = (1.0 - 0.15 * 0.8) / (1.0 - masked);
+                    keep.extend(
+                        padded(r, mask)
+                            .iter()
+                            .map(|&t| if t == mask { 0.0 } else { scale }),
+                    );
+                }
+                let keep = Tensor::from_vec(keep, (b * n, 1), dev)?;
+                x = x.broadcast_mul(&keep)?;
             }
             if let Some(table) = &self.pos {
-                let pos = Tensor::new(self.positions(ids).as_slice(), dev)?;
-                x = (x + table.index_select(&pos, 0)?)?;
+                let pos: Vec<u32> = rows
+                    .iter()
+                    .flat_map(|r| padded(&self.positions(r), 0))
+                    .collect();
+                x = (x + table.index_select(&Tensor::new(pos.as_slice(), dev)?, 0)?)?;
             }
             if let Some(tt) = &self.token_type {
                 x = x.broadcast_add(&tt.get(0)?)?;
@@ -992,7 +1017,7 @@ impl BertBody {
             if let Some(p) = &self.proj {
                 x = p.forward(&x)?;
             }
-            let bias = match &self.rel_bias {
+            let rel = match &self.rel_bias {
                 Some(table) => {
                     let buckets: Vec<u32> = (0..n as i64)
                         .flat_map(|q| {
@@ -1001,14 +1026,28 @@ impl BertBody {
                             })
                         })
                         .collect();
-                    let b = Tensor::new(buckets.as_slice(), dev)?;
+                    let bk = Tensor::new(buckets.as_slice(), dev)?;
                     // [n*n, heads] → [1, heads, n, n]
                     let v = table
-                        .index_select(&b, 0)?
+                        .index_select(&bk, 0)?
                         .reshape((n, n, self.spec.heads))?;
                     Some(v.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
                 }
                 None => None,
+            };
+            // Padding keys: −∞ before the softmax, so they get exactly no weight.
+            let pad_mask = if rows.iter().any(|r| r.len() < n) {
+                let m: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|r| (0..n).map(|j| if j < r.len() { 0.0 } else { f32::NEG_INFINITY }))
+                    .collect();
+                Some(Tensor::from_vec(m, (b, 1, 1, n), dev)?)
+            } else {
+                None
+            };
+            let bias = match (rel, pad_mask) {
+                (Some(r), Some(m)) => Some(r.broadcast_add(&m)?),
+                (r, m) => r.or(m),
             };
             let tables = match (self.spec.rotary, &self.rope_table) {
                 (Some(Rotary::Theta(theta)), _) => Some(crate::attention::rope_tables(
@@ -1027,14 +1066,15 @@ impl BertBody {
                 sin,
                 interleaved: self.spec.rotary == Some(Rotary::Table),
             });
-            let mut x = x.unsqueeze(0)?;
+            let h = x.dim(1)?;
+            let mut x = x.reshape((b, n, h))?;
             for block in &self.blocks {
                 x = block.forward(&x, &self.spec, bias.as_ref(), rope)?;
             }
             if let Some(ln) = &self.final_ln {
                 x = ln.forward(&x)?;
             }
-            x.squeeze(0)
+            Ok(x)
         };
         run().map_err(ce("forward"))
     }
@@ -1191,13 +1231,18 @@ impl BertLike {
 
     /// The last hidden state `[n, hidden]` of one unpadded input.
     pub fn hidden_states(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
+        self.check(ids)?;
+        self.body.forward(ids)
+    }
+
+    /// `ids` fit the vocabulary and the position table.
+    fn check(&self, ids: &[u32]) -> Result<(), SkillError> {
         self.setup.check_ids(
             ids,
             self.spec.vocab,
             self.max_tokens(),
             &format_args!("max_position_embeddings {}", self.spec.max_pos),
-        )?;
-        self.body.forward(ids)
+        )
     }
 
     /// The head's output for one unpadded input: `[1][labels]` for a sequence head,
@@ -1236,6 +1281,18 @@ impl HeadModel for BertLike {
 
     fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError> {
         self.hidden_states(ids)
+    }
+
+    fn embed_rows_batch(&self, rows: &[&[u32]]) -> Result<Vec<Tensor>, SkillError> {
+        for ids in rows {
+            self.check(ids)?;
+        }
+        let hidden = self.body.forward_batch(rows)?;
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| hidden.get(i).and_then(|h| h.narrow(0, 0, r.len())))
+            .collect::<candle_core::Result<_>>()
+            .map_err(ce("splitting the batch"))
     }
 
     fn outputs(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>, SkillError> {

@@ -61,13 +61,13 @@ fn run(state: &Model, target: Target, task: Task, call: Call) -> Result<Output, 
             .cached(&format!("candle/dpr/encoder/{target}"), || {
                 dpr::Dpr::load(state.dir(), &crate::device(target)?)
             })?
-            .embed(&req.input, req.normalize)
+            .embed(&req.input, req.normalize, req.batch_size)
             .map(Output::Embed),
         Call::Embed(req) if bertlike(model_type) => with_head(state, target, EncoderHead::Base)?
-            .embed(&req.input, req.normalize)
+            .embed(&req.input, req.normalize, req.batch_size)
             .map(Output::Embed),
         Call::Embed(req) => encoder()?
-            .embed(&req.input, req.normalize)
+            .embed(&req.input, req.normalize, req.batch_size)
             .map(Output::Embed),
         Call::FillMask(req) if bertlike(model_type) => crate::heads::fill_mask(
             &*with_head(state, target, EncoderHead::Mlm)?,
@@ -187,15 +187,16 @@ impl TextModel {
         &self,
         input: &skillgen_runtime::request::TextBatch,
         normalize: Option<bool>,
+        batch_size: usize,
     ) -> Result<skillgen_runtime::request::Embeddings, SkillError> {
         match self {
-            Self::Bert(m) => m.embed(input, normalize),
-            Self::Modern(m) => m.embed(input, normalize),
-            Self::Deberta(m) => m.embed(input, normalize),
-            Self::Rope(m) => m.embed(input, normalize),
-            Self::Xlm(m) => m.embed(input, normalize),
-            Self::FNet(m) => m.embed(input, normalize),
-            Self::Squeeze(m) => m.embed(input, normalize),
+            Self::Bert(m) => m.embed(input, normalize, batch_size),
+            Self::Modern(m) => m.embed(input, normalize, batch_size),
+            Self::Deberta(m) => m.embed(input, normalize, batch_size),
+            Self::Rope(m) => m.embed(input, normalize, batch_size),
+            Self::Xlm(m) => m.embed(input, normalize, batch_size),
+            Self::FNet(m) => m.embed(input, normalize, batch_size),
+            Self::Squeeze(m) => m.embed(input, normalize, batch_size),
         }
     }
 }

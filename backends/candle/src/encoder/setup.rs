@@ -135,16 +135,29 @@ pub(crate) trait HeadModel {
     /// [`Pooling::Pooler`] the model's own pooled output `[1, width]`.
     fn embed_rows(&self, ids: &[u32]) -> Result<Tensor, SkillError>;
 
-    /// `embed`: tokenise (text input; truncated as sentence-transformers does), run each input,
-    /// pool as the setup says (sentence-transformers' files, default mean), optionally
-    /// L2-normalise.
-    fn embed(&self, input: &TextBatch, normalize: Option<bool>) -> Result<Embeddings, SkillError>
+    /// [`HeadModel::embed_rows`] of several inputs run together (a model that can pads and
+    /// masks them; by default each runs alone).
+    fn embed_rows_batch(&self, rows: &[&[u32]]) -> Result<Vec<Tensor>, SkillError> {
+        rows.iter().map(|ids| self.embed_rows(ids)).collect()
+    }
+
+    /// `embed`: tokenise (text input; truncated as sentence-transformers does), run the inputs
+    /// in length-sorted chunks of `batch_size`, pool as the setup says (sentence-transformers'
+    /// files, default mean), optionally L2-normalise.
+    fn embed(
+        &self,
+        input: &TextBatch,
+        normalize: Option<bool>,
+        batch_size: usize,
+    ) -> Result<Embeddings, SkillError>
     where
         Self: Sized,
     {
         let s = self.setup();
         let how = (s.pooling, normalize.unwrap_or(s.normalize), self.width());
-        crate::heads::embed(self, input, how, |ids| self.embed_rows(ids))
+        crate::heads::embed_batched(self, input, how, batch_size, |rows| {
+            self.embed_rows_batch(rows)
+        })
     }
 }
 

@@ -664,19 +664,44 @@ impl TextEncoder {
         head.forward(&hidden).map_err(e("masked-LM head"))
     }
 
-    /// `embed`: tokenise (text input), run, pool (sentence-transformers config, default mean),
-    /// optionally L2-normalise.
+    /// `embed`: tokenise (text input), run in length-sorted chunks of `batch_size` (padded to
+    /// the chunk's longest, masked), pool (sentence-transformers config, default mean),
+    /// optionally L2-normalise; the vectors in input order.
     pub fn embed(
         &self,
         input: &TextBatch,
         normalize: Option<bool>,
+        batch_size: usize,
     ) -> Result<Embeddings, SkillError> {
         let ids = match input {
             TextBatch::Texts(texts) => self.tokenize(texts)?,
             TextBatch::TokenIds(ids) => ids.clone(),
         };
         self.check_ids(Capability::Embed, &ids)?;
-        let (padded, mask) = self.pad(&ids);
+        let normalized = normalize.unwrap_or(self.normalize);
+        let mut vectors = vec![Vec::new(); ids.len()];
+        for chunk in crate::heads::length_sorted_chunks(&ids, batch_size) {
+            let rows: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_padded(&rows, normalized)?) {
+                vectors[i] = v;
+            }
+        }
+        Ok(Embeddings {
+            dim: self.dims.hidden,
+            vectors,
+            pooling: self.pooling,
+            normalized,
+            token_ids: ids,
+        })
+    }
+
+    /// The pooled (and optionally normalised) vectors of `ids`, run as one padded batch.
+    fn embed_padded(
+        &self,
+        ids: &[Vec<u32>],
+        normalized: bool,
+    ) -> Result<Vec<Vec<f32>>, SkillError> {
+        let (padded, mask) = self.pad(ids);
         let hidden = self.hidden_states(Capability::Embed, &padded, &mask, None)?;
         let b = mask.len();
         let len = mask.first().map_or(0, Vec::len);
@@ -698,7 +723,6 @@ impl TextEncoder {
             })(),
         }
         .map_err(e("pooling"))?;
-        let normalized = normalize.unwrap_or(self.normalize);
         let pooled = if normalized {
             (|| {
                 let n = pooled.sqr()?.sum_keepdim(1)?.sqrt()?;
@@ -708,13 +732,7 @@ impl TextEncoder {
         } else {
             pooled
         };
-        Ok(Embeddings {
-            dim: self.dims.hidden,
-            vectors: pooled.to_vec2::<f32>().map_err(e("output"))?,
-            pooling: self.pooling,
-            normalized,
-            token_ids: ids,
-        })
+        pooled.to_vec2::<f32>().map_err(e("output"))
     }
 
     /// The mask token id of the tokenizer (`[MASK]` or `<mask>`).
