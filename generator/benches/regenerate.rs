@@ -1,5 +1,6 @@
 //! Regeneration of the real registry (`models.yaml`, 804 skills): a full run into an empty
-//! output directory, a no-op run over an up-to-date tree, and rendering alone.
+//! output directory, a no-op run over an up-to-date tree (the digest matches: nothing is
+//! rendered), the same with `--force` (everything rendered and compared), and rendering alone.
 //!
 //! `cargo bench -p skillgen --bench regenerate`
 
@@ -42,15 +43,33 @@ fn regenerate(c: &mut Criterion) {
         );
     });
 
-    group.bench_function("generate over an up-to-date tree (no-op)", |b| {
+    group.bench_function("generate over an up-to-date tree (no-op, digest)", |b| {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());
         skillgen::generate(&config, false).expect("generates");
         b.iter(|| {
             let summary = skillgen::generate(&config, false).expect("generates");
+            assert!(summary.from_digest, "the digest was not used");
             assert!(summary.written.is_empty(), "no-op run wrote files");
         });
     });
+
+    group.bench_function(
+        "generate --force over an up-to-date tree (render, compare)",
+        |b| {
+            let dir = tempfile::tempdir().unwrap();
+            let config = config(dir.path());
+            skillgen::generate(&config, false).expect("generates");
+            let force = skillgen::Options {
+                dry_run: false,
+                force: true,
+            };
+            b.iter(|| {
+                let summary = skillgen::generate_with(&config, force).expect("generates");
+                assert!(!summary.from_digest && summary.written.is_empty());
+            });
+        },
+    );
 
     group.finish();
 }

@@ -7,11 +7,15 @@
 //!    vocabulary values, then runs every semantic rule ([`validate`]). All problems are
 //!    collected and reported together as [`Error::Registry`], sorted by position.
 //! 2. [`render()`] builds a typed view model ([`view`]) and renders the Tera templates
-//!    (`templates/`), parses every file with `syn`, and formats it with `prettyplease`.
+//!    (`templates/`), parses every file with `syn`, and formats it with `prettyplease`
+//!    ([`mod@format`]), on all cores.
 //! 3. [`generate`] compares the rendered tree with `OUT/src` and, if anything differs, swaps in
 //!    the new tree atomically ([`tree`]). [`check`] only compares.
 //! 4. The same run renders `SUPPORT.md` ([`support`]: what runs, per model type, task and
 //!    backend) and replaces it atomically when its bytes change.
+//! 5. Last, [`generate`] records a [`digest`] of its inputs and outputs in
+//!    `OUT/.skillgen-digest`. The next run (or [`check`]) that finds the same inputs and an
+//!    output still matching the digest file for file skips steps 1–4 (`--force` does not).
 //!
 //! Nothing is written unless loading, validation and rendering all succeeded.
 
@@ -21,7 +25,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub mod diag;
+pub mod digest;
+pub mod format;
 pub mod idents;
+mod par;
 pub mod registry;
 pub mod render;
 pub mod support;
@@ -178,6 +185,14 @@ impl Error {
     }
 }
 
+/// The registry's name as generated files show it (see [`render`]'s header): its file name.
+pub(crate) fn registry_file_name(config: &Config) -> String {
+    let shown = display_name(&config.registry);
+    Path::new(&shown)
+        .file_name()
+        .map_or_else(|| shown.clone(), |n| n.to_string_lossy().into_owned())
+}
+
 /// How to show `path` in diagnostics: relative to the current directory when below it.
 fn display_name(path: &Path) -> String {
     if let Ok(cwd) = std::env::current_dir()
@@ -191,6 +206,11 @@ fn display_name(path: &Path) -> String {
 /// Loads and validates the registry.
 pub fn load(config: &Config) -> Result<Registry, Error> {
     let bytes = std::fs::read(&config.registry).map_err(|e| Error::io(&config.registry, e))?;
+    load_bytes(config, bytes)
+}
+
+/// Parses and validates registry bytes read from `config.registry`.
+fn load_bytes(config: &Config, bytes: Vec<u8>) -> Result<Registry, Error> {
     let file = display_name(&config.registry);
     let text = String::from_utf8(bytes).map_err(|e| {
         let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -244,6 +264,15 @@ pub fn render_support_registry(config: &Config, registry: &Registry) -> Result<S
     render::Templates::load(&config.templates)?.render_support(registry)
 }
 
+/// How [`generate_with`] and [`check_with`] run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Report what would change without writing anything (`generate` only).
+    pub dry_run: bool,
+    /// Render and compare even when OUT's [`digest`] says nothing changed since the last run.
+    pub force: bool,
+}
+
 /// What [`generate`] did (or, for a dry run, would do).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
@@ -263,6 +292,8 @@ pub struct Summary {
     pub support_written: bool,
     /// Whether this was a dry run (nothing written).
     pub dry_run: bool,
+    /// Whether OUT's [`digest`] showed that nothing changed, so nothing was rendered.
+    pub from_digest: bool,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -283,7 +314,7 @@ impl fmt::Display for Summary {
             write!(
                 f,
                 "skillgen: {skills} skills, {files} files: would write {written}, keep {unchanged} unchanged, remove {removed}; {what} {support} (dry run, nothing written) in {secs:.2}s"
-            )
+            )?;
         } else {
             let what = if self.support_written {
                 "written"
@@ -293,34 +324,97 @@ impl fmt::Display for Summary {
             write!(
                 f,
                 "skillgen: {skills} skills, {files} files: {written} written, {unchanged} unchanged, {removed} removed; {support} {what} in {secs:.2}s"
-            )
+            )?;
         }
+        if self.from_digest {
+            write!(
+                f,
+                " (inputs and outputs match {}; --force re-renders)",
+                digest::FILE
+            )?;
+        }
+        Ok(())
     }
 }
 
 /// Regenerates `OUT/src`: renders everything, then writes only if something changed, swapping
-/// the whole tree atomically. With `dry_run`, only reports what would change.
+/// the whole tree atomically. With `dry_run`, only reports what would change. Skips rendering
+/// when OUT's [`digest`] shows that nothing changed (see [`generate_with`]).
 pub fn generate(config: &Config, dry_run: bool) -> Result<Summary, Error> {
+    generate_with(
+        config,
+        Options {
+            dry_run,
+            force: false,
+        },
+    )
+}
+
+/// [`generate`] with [`Options`]. Unless `force`, a run first checks OUT's [`digest`]: if the
+/// registry, the templates and the generator are those of the last run and `OUT/src` and the
+/// support table are still exactly what it wrote, nothing is rendered or written. Otherwise it
+/// renders, writes what differs, and (unless `dry_run`) writes the new digest last.
+pub fn generate_with(config: &Config, options: Options) -> Result<Summary, Error> {
     let start = Instant::now();
-    let registry = load(config)?;
-    let templates = render::Templates::load(&config.templates)?;
-    let rendered = templates.render(&registry)?;
-    let support = templates.render_support(&registry)?;
+    let inputs = digest::Inputs::read(config)?;
+    if !options.force
+        && let Some(key) = inputs.key
+        && let Some(fresh) = digest::fresh(config, key)
+    {
+        if !options.dry_run {
+            // Leftovers of a killed run whose inputs were reverted since.
+            recover(config)?;
+        }
+        return Ok(Summary {
+            skills: fresh.skills,
+            files: fresh.files.len(),
+            written: Vec::new(),
+            unchanged: fresh.files.len(),
+            removed: Vec::new(),
+            support: config.support.clone(),
+            support_written: false,
+            dry_run: options.dry_run,
+            from_digest: true,
+            elapsed: start.elapsed(),
+        });
+    }
+    let registry = load_bytes(config, inputs.registry)?;
+    let templates = render::Templates::from_sources(&config.templates, &inputs.templates?)?;
+    let (rendered, support) = std::thread::scope(|s| {
+        let support = s.spawn(|| templates.render_support(&registry));
+        let rendered = templates.render(&registry);
+        (
+            rendered,
+            support.join().expect("SUPPORT.md thread panicked"),
+        )
+    });
+    let (rendered, support) = (rendered?, support?);
     // Everything is validated and rendered; only now touch OUT.
-    if !dry_run {
-        tree::recover(&config.out)?;
-        tree::recover_file(&config.support)?;
+    if !options.dry_run {
+        recover(config)?;
     }
     let disk = tree::read(&config.out)?;
     let diff = tree::diff(&rendered, &disk);
-    if !dry_run && !diff.is_clean() {
+    drop(disk);
+    if !options.dry_run && !diff.is_clean() {
         tree::apply(&config.out, &rendered, &diff)?;
     }
-    let support_written = if dry_run {
+    let support_written = if options.dry_run {
         tree::file_state(&config.support, support.as_bytes())?.is_some()
     } else {
         tree::write_file_if_changed(&config.support, support.as_bytes())?
     };
+    // Last: the digest describes a complete, durable tree.
+    if !options.dry_run
+        && let Some(key) = inputs.key
+    {
+        match digest::encode(key, registry.models.len(), &rendered, &support) {
+            Some(text) => {
+                digest::write(&config.out, &text)?;
+            }
+            None => digest::remove(&config.out)?,
+        }
+    }
     let mut written = diff.missing.clone();
     written.extend(diff.stale.iter().cloned());
     written.sort();
@@ -332,9 +426,17 @@ pub fn generate(config: &Config, dry_run: bool) -> Result<Summary, Error> {
         removed: diff.extra,
         support: config.support.clone(),
         support_written,
-        dry_run,
+        dry_run: options.dry_run,
+        from_digest: false,
         elapsed: start.elapsed(),
     })
+}
+
+/// Repairs what an interrupted run left in OUT and next to the support table.
+fn recover(config: &Config) -> Result<(), Error> {
+    tree::recover(&config.out)?;
+    tree::recover_file(&config.support)?;
+    tree::recover_file(&digest::path(&config.out))
 }
 
 /// How `OUT/src` differs from what [`generate`] would write.
@@ -354,6 +456,8 @@ pub struct CheckReport {
     pub support: PathBuf,
     /// How the support table differs (`stale` or `missing`), if it does.
     pub support_state: Option<&'static str>,
+    /// Whether OUT's [`digest`] showed the tree fresh, so nothing was rendered.
+    pub from_digest: bool,
 }
 
 impl CheckReport {
@@ -373,12 +477,20 @@ impl fmt::Display for CheckReport {
         let src = self.out.join(tree::SRC_DIR);
         let support = display_name(&self.support);
         if self.is_fresh() {
-            return write!(
+            write!(
                 f,
                 "skillgen: {} is up to date ({} files), and so is {support}",
                 src.display(),
                 self.files
-            );
+            )?;
+            if self.from_digest {
+                write!(
+                    f,
+                    " (inputs and outputs match {}; --force re-renders)",
+                    digest::FILE
+                )?;
+            }
+            return Ok(());
         }
         if self.src_is_fresh() {
             writeln!(
@@ -413,10 +525,30 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Compares `OUT/src` with what [`generate`] would write, without writing anything.
+/// Compares `OUT/src` with what [`generate`] would write, without writing anything. A digest
+/// that matches the inputs and the disk answers without rendering (see [`check_with`]).
 pub fn check(config: &Config) -> Result<CheckReport, Error> {
-    let registry = load(config)?;
-    let templates = render::Templates::load(&config.templates)?;
+    check_with(config, Options::default())
+}
+
+/// [`check`] with [`Options`]: with `force`, always renders and compares (`dry_run` is
+/// ignored: a check never writes).
+pub fn check_with(config: &Config, options: Options) -> Result<CheckReport, Error> {
+    let inputs = digest::Inputs::read(config)?;
+    if !options.force
+        && let Some(key) = inputs.key
+        && let Some(fresh) = digest::fresh(config, key)
+    {
+        return Ok(CheckReport {
+            out: config.out.clone(),
+            files: fresh.files.len(),
+            support: config.support.clone(),
+            from_digest: true,
+            ..CheckReport::default()
+        });
+    }
+    let registry = load_bytes(config, inputs.registry)?;
+    let templates = render::Templates::from_sources(&config.templates, &inputs.templates?)?;
     let rendered = templates.render(&registry)?;
     let support = templates.render_support(&registry)?;
     let disk = tree::read(&config.out)?;
@@ -429,5 +561,6 @@ pub fn check(config: &Config) -> Result<CheckReport, Error> {
         files: rendered.len(),
         support: config.support.clone(),
         support_state: tree::file_state(&config.support, support.as_bytes())?,
+        from_digest: false,
     })
 }

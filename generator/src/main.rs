@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use skillgen::support::{Facts, describe_plain, status_json};
-use skillgen::{Config, Error, Model, Registry};
+use skillgen::{Config, Error, Model, Options, Registry};
 use skillgen_vocab::{Backend, Capability, Support};
 
 /// Generates the typed `skills` crate from the model registry.
@@ -28,20 +28,33 @@ struct Cli {
     /// With no subcommand: report what `generate` would change without writing.
     #[arg(long)]
     dry_run: bool,
+    /// With no subcommand: render even if OUT/.skillgen-digest says nothing changed.
+    #[arg(long)]
+    force: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Regenerate OUT/src from the registry (the default).
+    /// Regenerate OUT/src from the registry (the default). Files are written only when their
+    /// bytes change; the render itself is skipped when OUT/.skillgen-digest shows that the
+    /// registry, the templates, the generator and the output are those of the last run.
     Generate {
         /// Report what would change without writing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Render and compare even if the digest says nothing changed (still writes only the
+        /// files whose bytes differ).
+        #[arg(long)]
+        force: bool,
     },
     /// Exit with status 1 if OUT/src is not what `generate` would write.
-    Check,
+    Check {
+        /// Render and compare even if the digest says the output is fresh.
+        #[arg(long)]
+        force: bool,
+    },
     /// List the registry's model types.
     List {
         /// Print JSON (sources and every entry with its derived names).
@@ -92,6 +105,7 @@ fn main() -> ExitCode {
     };
     let command = cli.command.unwrap_or(Command::Generate {
         dry_run: cli.dry_run,
+        force: cli.force,
     });
     // Everything goes through one locked, buffered stdout. A reader that closes the pipe early
     // (`skillgen list --json | head -1`) ends the command quietly, like cargo and rg do.
@@ -119,8 +133,8 @@ fn main() -> ExitCode {
 
 fn run(config: &Config, command: Command, out: &mut impl Write) -> Result<ExitCode, Failure> {
     match command {
-        Command::Generate { dry_run } => {
-            let summary = skillgen::generate(config, dry_run)?;
+        Command::Generate { dry_run, force } => {
+            let summary = skillgen::generate_with(config, Options { dry_run, force })?;
             if dry_run {
                 for p in &summary.written {
                     writeln!(out, "would write  {}", p.display())?;
@@ -136,8 +150,14 @@ fn run(config: &Config, command: Command, out: &mut impl Write) -> Result<ExitCo
             note(&summary);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check => {
-            let report = skillgen::check(config)?;
+        Command::Check { force } => {
+            let report = skillgen::check_with(
+                config,
+                Options {
+                    dry_run: false,
+                    force,
+                },
+            )?;
             note(&report);
             Ok(if report.is_fresh() {
                 ExitCode::SUCCESS

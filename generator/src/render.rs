@@ -1,8 +1,10 @@
 //! Rendering the view model through the Tera templates into formatted Rust files.
 //!
 //! Every rendered file is parsed with [`syn::parse_file`] (a failure is an internal error that
-//! names the template and the model type), formatted with [`prettyplease::unparse`], and then
+//! names the template and the model type), formatted with [`prettyplease::unparse`] (through
+//! [`format::rust`], which takes the leading doc lines off first, byte-identically), and then
 //! gets the `@generated` header (prettyplease drops comments, so the header is prepended last).
+//! All files are rendered in parallel.
 //!
 //! # Template contract (`templates/`)
 //!
@@ -25,9 +27,10 @@ use std::path::{Path, PathBuf};
 
 use tera::{Context, Tera};
 
-use crate::Error;
+use crate::par::parallel_map;
 use crate::registry::Registry;
 use crate::view::{self, CrateView};
+use crate::{Error, format};
 
 /// Templates every template directory must provide (besides one per used family).
 pub const REQUIRED_TEMPLATES: &[&str] = &[
@@ -55,14 +58,17 @@ pub fn header(registry_name: &str) -> String {
 pub struct Templates {
     tera: Tera,
     dir: PathBuf,
+    reference_format: bool,
 }
 
 impl Templates {
     /// Loads every `*.tera` file under `dir` (names are paths relative to `dir`, with `/`).
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        let mut files: Vec<(String, String)> = Vec::new();
-        collect(dir, dir, &mut files)?;
-        files.sort();
+        Self::from_sources(dir, &sources(dir)?)
+    }
+
+    /// Compiles templates already read by [`sources`] from `dir`.
+    pub fn from_sources(dir: &Path, files: &[(String, String)]) -> Result<Self, Error> {
         let mut tera = Tera::new();
         // Tera only autoescapes `.html`/`.htm`/`.xml` templates, but be explicit: the output is
         // Rust, and every value that becomes code is already an escaped Rust literal.
@@ -88,7 +94,15 @@ impl Templates {
         Ok(Self {
             tera,
             dir: dir.to_owned(),
+            reference_format: false,
         })
+    }
+
+    /// Formats every file with [`format::rust_reference`] (syn + prettyplease on the whole
+    /// text) instead of [`format::rust`]: slower, and what the tests compare the fast path with.
+    pub fn with_reference_format(mut self) -> Self {
+        self.reference_format = true;
+        self
     }
 
     /// The template directory.
@@ -120,15 +134,20 @@ impl Templates {
         header: &str,
     ) -> Result<String, Error> {
         let text = self.render_text(template, ctx, model_type)?;
-        let file = syn::parse_file(&text).map_err(|e| Error::InvalidOutput {
+        let formatted = if self.reference_format {
+            format::rust_reference(&text)
+        } else {
+            format::rust(&text)
+        };
+        let formatted = formatted.map_err(|e| Error::InvalidOutput {
             template: template.to_owned(),
             model_type: model_type.map(str::to_owned),
             message: format!("{e}"),
             source_text: text.clone(),
         })?;
-        let mut out = String::with_capacity(header.len() + text.len());
+        let mut out = String::with_capacity(header.len() + formatted.len());
         out.push_str(header);
-        out.push_str(&prettyplease::unparse(&file));
+        out.push_str(&formatted);
         Ok(out)
     }
 
@@ -136,12 +155,11 @@ impl Templates {
     /// the whole template to capture a block, so the family's first skill is in scope too; the
     /// prose should only use `family`.
     fn fill_prose(&self, view: &mut CrateView) -> Result<(), Error> {
-        for i in 0..view.families.len() {
-            let family = &view.families[i];
-            let template = family.template.clone();
-            if !self.tera.contains_template(&template) {
+        let proses = parallel_map(&view.families, |family| {
+            let template = &family.template;
+            if !self.tera.contains_template(template) {
                 return Err(Error::Template {
-                    template: self.dir.join(&template).display().to_string(),
+                    template: self.dir.join(template).display().to_string(),
                     model_type: None,
                     message: format!("missing template for family `{}`", family.name),
                 });
@@ -151,20 +169,25 @@ impl Templates {
                 .iter()
                 .find(|s| s.family_module == family.module)
             else {
-                continue;
+                return Ok(None);
             };
             let mut ctx = Context::new();
             ctx.insert("skill", skill);
             ctx.insert("family", family);
             let text = self
                 .tera
-                .render_block(&template, PROSE_BLOCK, &ctx)
+                .render_block(template, PROSE_BLOCK, &ctx)
                 .map_err(|e| Error::Template {
                     template: template.clone(),
                     model_type: None,
                     message: tera_message(&e),
                 })?;
-            view.families[i].prose = text.trim().to_owned();
+            Ok(Some(text.trim().to_owned()))
+        });
+        for (family, prose) in view.families.iter_mut().zip(proses) {
+            if let Some(prose) = prose? {
+                family.prose = prose;
+            }
         }
         Ok(())
     }
@@ -193,24 +216,12 @@ impl Templates {
         view: &CrateView,
         header: &str,
     ) -> Result<BTreeMap<PathBuf, String>, Error> {
-        let mut out = BTreeMap::new();
-        let mut ctx = Context::new();
-        ctx.insert("crate", view);
-        out.insert(
-            PathBuf::from("src/lib.rs"),
-            self.render_rust("lib.rs.tera", &ctx, None, header)?,
-        );
-        out.insert(
-            PathBuf::from("src/registry.rs"),
-            self.render_rust("registry.rs.tera", &ctx, None, header)?,
-        );
-        for family in &view.families {
-            let mut ctx = Context::new();
-            ctx.insert("family", family);
-            out.insert(
-                PathBuf::from(format!("src/{}/mod.rs", family.module)),
-                self.render_rust("family_mod.rs.tera", &ctx, None, header)?,
-            );
+        /// One output file. The two large crate-level files come first so that they do not
+        /// finish last on their own.
+        enum Job<'v> {
+            Crate(&'static str, &'static str),
+            Family(&'v view::FamilyView),
+            Skill(&'v view::SkillView),
         }
         let families: BTreeMap<&str, (&str, FamilyHeader<'_>)> = view
             .families
@@ -224,19 +235,37 @@ impl Templates {
                 (f.module.as_str(), (f.template.as_str(), header))
             })
             .collect();
-        let rendered = parallel_map(&view.skills, |skill| {
-            let (template, family) = &families[skill.family_module.as_str()];
-            let mut ctx = Context::new();
-            ctx.insert("skill", skill);
-            ctx.insert("family", family);
-            self.render_rust(template, &ctx, Some(&skill.model_type), header)
-                .map(|text| (PathBuf::from(&skill.path), text))
+        let mut jobs = vec![
+            Job::Crate("lib.rs.tera", "src/lib.rs"),
+            Job::Crate("registry.rs.tera", "src/registry.rs"),
+        ];
+        jobs.extend(view.families.iter().map(Job::Family));
+        jobs.extend(view.skills.iter().map(Job::Skill));
+        // Converted to Tera's values once for both crate-level files (it holds every skill).
+        let mut crate_ctx = Context::new();
+        crate_ctx.insert("crate", view);
+        let rendered = parallel_map(&jobs, |job| match job {
+            Job::Crate(template, path) => {
+                let text = self.render_rust(template, &crate_ctx, None, header)?;
+                Ok((PathBuf::from(path), text))
+            }
+            Job::Family(family) => {
+                let mut ctx = Context::new();
+                ctx.insert("family", family);
+                let text = self.render_rust("family_mod.rs.tera", &ctx, None, header)?;
+                Ok((PathBuf::from(format!("src/{}/mod.rs", family.module)), text))
+            }
+            Job::Skill(skill) => {
+                let (template, family) = &families[skill.family_module.as_str()];
+                let mut ctx = Context::new();
+                ctx.insert("skill", skill);
+                ctx.insert("family", family);
+                self.render_rust(template, &ctx, Some(&skill.model_type), header)
+                    .map(|text| (PathBuf::from(&skill.path), text))
+            }
         });
-        for r in rendered {
-            let (path, text) = r?;
-            out.insert(path, text);
-        }
-        Ok(out)
+        // The first error in job order, as a sequential run would report it.
+        rendered.into_iter().collect()
     }
 }
 
@@ -261,27 +290,6 @@ pub struct FamilyHeader<'a> {
     pub module: &'a str,
 }
 
-/// Maps `f` over `items` on all available cores, keeping order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(8);
-    if threads <= 1 || items.len() < 64 {
-        return items.iter().map(&f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| s.spawn(|| c.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("render thread panicked"))
-            .collect()
-    })
-}
-
 fn tera_message(e: &tera::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
@@ -290,6 +298,14 @@ fn tera_message(e: &tera::Error) -> String {
         source = s.source();
     }
     msg
+}
+
+/// Every `*.tera` file under `dir`: (name relative to `dir` with `/`, contents), sorted by name.
+pub fn sources(dir: &Path) -> Result<Vec<(String, String)>, Error> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<(), Error> {

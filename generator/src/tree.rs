@@ -14,6 +14,7 @@
 //! Readers therefore see either the old tree or the new one, never a mix. An interrupted run
 //! is repaired by [`recover`] at the start of the next one: a leftover staging directory is
 //! deleted, and if `src` is missing while `.skillgen-old` exists, the old tree is restored.
+//! `OUT/.skillgen-digest` ([`crate::digest`]) is written after the swap, last.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -65,14 +66,15 @@ impl Diff {
     }
 }
 
-/// Reads `OUT/src` (an absent directory is an empty tree).
+/// Reads `OUT/src` (an absent directory is an empty tree). The files are read on all cores.
 pub fn read(out: &Path) -> Result<DiskTree, Error> {
     let mut tree = DiskTree::default();
     let src = out.join(SRC_DIR);
+    let mut files = Vec::new();
     match fs::symlink_metadata(&src) {
         Ok(m) if m.is_dir() => {
             tree.dirs.insert(PathBuf::from(SRC_DIR));
-            walk(out, &src, &mut tree)?;
+            walk(out, &src, &mut tree, &mut files)?;
         }
         Ok(_) => {
             tree.others.insert(PathBuf::from(SRC_DIR));
@@ -80,10 +82,23 @@ pub fn read(out: &Path) -> Result<DiskTree, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Error::io(&src, e)),
     }
+    let contents = crate::par::parallel_map(&files, |rel| {
+        let path = out.join(rel);
+        fs::read(&path).map_err(|e| Error::io(&path, e))
+    });
+    for (rel, bytes) in files.into_iter().zip(contents) {
+        tree.files.insert(rel, bytes?);
+    }
     Ok(tree)
 }
 
-fn walk(out: &Path, dir: &Path, tree: &mut DiskTree) -> Result<(), Error> {
+/// Lists `dir` recursively: directories and other entries into `tree`, files into `files`.
+fn walk(
+    out: &Path,
+    dir: &Path,
+    tree: &mut DiskTree,
+    files: &mut Vec<PathBuf>,
+) -> Result<(), Error> {
     for entry in fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let entry = entry.map_err(|e| Error::io(dir, e))?;
         let path = entry.path();
@@ -91,10 +106,9 @@ fn walk(out: &Path, dir: &Path, tree: &mut DiskTree) -> Result<(), Error> {
         let ty = entry.file_type().map_err(|e| Error::io(&path, e))?;
         if ty.is_dir() {
             tree.dirs.insert(rel);
-            walk(out, &path, tree)?;
+            walk(out, &path, tree, files)?;
         } else if ty.is_file() {
-            let bytes = fs::read(&path).map_err(|e| Error::io(&path, e))?;
-            tree.files.insert(rel, bytes);
+            files.push(rel);
         } else {
             tree.others.insert(rel);
         }
@@ -103,7 +117,7 @@ fn walk(out: &Path, dir: &Path, tree: &mut DiskTree) -> Result<(), Error> {
 }
 
 /// Directories (relative to OUT) that the files of `tree` need.
-fn needed_dirs<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> BTreeSet<PathBuf> {
+pub(crate) fn needed_dirs<'a>(paths: impl IntoIterator<Item = &'a PathBuf>) -> BTreeSet<PathBuf> {
     let mut dirs = BTreeSet::new();
     for p in paths {
         let mut cur = p.parent();
@@ -186,14 +200,18 @@ pub fn apply(out: &Path, new: &BTreeMap<PathBuf, String>, diff: &Diff) -> Result
                 fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;
             }
         }
-        for (rel, text) in new {
+        // Creating files is most of the cost (the kernel's inode allocation): spread it over
+        // the cores. The first error in path order is reported.
+        let files: Vec<(&PathBuf, &String)> = new.iter().collect();
+        let written = crate::par::parallel_map(&files, |&(rel, text)| {
             let target = staged_root(rel);
             if unchanged.contains(rel) {
-                link_or_copy(&out.join(rel), &target)?;
+                link_or_copy(&out.join(rel), &target)
             } else {
-                write_file(&target, text.as_bytes())?;
+                write_file(&target, text.as_bytes())
             }
-        }
+        });
+        written.into_iter().collect::<Result<(), Error>>()?;
         // Everything must be durable before the swap makes it visible.
         sync_tree(&staging, new.keys().map(|rel| staged_root(rel)))?;
         swap(out, &staging, &src)
@@ -323,6 +341,12 @@ pub fn recover_file(path: &Path) -> Result<(), Error> {
 /// and only when the bytes differ, so that an unchanged file keeps its mtime. Returns whether
 /// it wrote.
 pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
+    write_file_atomic(path, bytes, true)
+}
+
+/// [`write_file_if_changed`], with the flushes to disk only when `durable` (a cache file that
+/// is verified before use need not survive a power cut).
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<bool, Error> {
     if file_state(path, bytes)?.is_none() {
         return Ok(false);
     }
@@ -330,7 +354,9 @@ pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
     let result = (|| {
         let mut f = fs::File::create(&staged).map_err(|e| Error::io(&staged, e))?;
         f.write_all(bytes).map_err(|e| Error::io(&staged, e))?;
-        f.sync_all().map_err(|e| Error::io(&staged, e))?;
+        if durable {
+            f.sync_all().map_err(|e| Error::io(&staged, e))?;
+        }
         drop(f);
         fs::rename(&staged, path).map_err(|e| Error::io(path, e))
     })();
@@ -338,7 +364,7 @@ pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<bool, Error> {
         let _ = fs::remove_file(&staged);
     }
     result?;
-    if let Some(dir) = path.parent() {
+    if durable && let Some(dir) = path.parent() {
         sync_dir(if dir.as_os_str().is_empty() {
             Path::new(".")
         } else {

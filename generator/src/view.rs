@@ -170,7 +170,7 @@ fn code_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
 /// Builds the view. Family prose is filled in later by the renderer.
 pub fn build(registry: &Registry) -> CrateView {
     let sorted = registry.sorted();
-    let skills: Vec<SkillView> = sorted.iter().map(|m| skill_view(m)).collect();
+    let skills: Vec<SkillView> = crate::par::parallel_map(&sorted, |m| skill_view(m));
 
     let mut by_family: BTreeMap<Family, Vec<&Model>> = BTreeMap::new();
     for m in &sorted {

@@ -300,3 +300,79 @@ fn head_dash_1_on_list_json() {
     let output = child.wait_with_output().unwrap();
     assert_quiet(&["list", "--json"], &output);
 }
+
+#[test]
+fn an_unchanged_run_says_so_and_force_renders_anyway() {
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic.yaml");
+    let stderr = |args: &[&str]| {
+        let out = run(skillgen_on(&registry, tmp.path()).args(args));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let first = stderr(&["generate"]);
+    assert!(
+        first.contains("14 written") && !first.contains("digest"),
+        "{first}"
+    );
+    assert!(tmp.path().join("generated/.skillgen-digest").is_file());
+    let second = stderr(&["generate"]);
+    assert!(
+        second.contains("0 written, 14 unchanged")
+            && second.contains("(inputs and outputs match .skillgen-digest; --force re-renders)"),
+        "{second}"
+    );
+    for args in [
+        &["generate", "--force"][..],
+        &["--force"],
+        &["check", "--force"],
+    ] {
+        let text = stderr(args);
+        assert!(!text.contains("digest"), "{args:?}: {text}");
+    }
+    let check = stderr(&["check"]);
+    assert!(
+        check.contains("is up to date (14 files)") && check.contains("match .skillgen-digest"),
+        "{check}"
+    );
+
+    // A hand edit: `check` fails even though the digest is there, `generate` repairs it.
+    let lib = tmp.path().join("generated/src/lib.rs");
+    std::fs::write(&lib, "// edited\n").unwrap();
+    let out = skillgen_on(&registry, tmp.path())
+        .arg("check")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&["generate"]);
+    assert!(text.contains("1 written, 13 unchanged"), "{text}");
+}
+
+#[test]
+fn another_build_of_the_generator_renders_again() {
+    // A copy of the binary stands for a rebuild: same bytes, but another file.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("skillgen-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_skillgen"), &copy).unwrap();
+    let registry = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/basic.yaml");
+    let generate = |exe: &Path| {
+        let mut cmd = Command::new(exe);
+        cmd.arg("--registry")
+            .arg(&registry)
+            .arg("--templates")
+            .arg(workspace().join("templates"))
+            .arg("--out")
+            .arg(tmp.path().join("generated"))
+            .arg("generate");
+        String::from_utf8(run(&mut cmd).stderr).unwrap()
+    };
+    let original = Path::new(env!("CARGO_BIN_EXE_skillgen"));
+    generate(original);
+    assert!(generate(original).contains("match .skillgen-digest"));
+    let text = generate(&copy);
+    assert!(
+        text.contains("0 written") && !text.contains("digest"),
+        "{text}"
+    );
+    assert!(generate(&copy).contains("match .skillgen-digest"));
+    assert!(!generate(original).contains("digest"), "and back");
+}

@@ -6,6 +6,10 @@
 //! fixture (16 skills), so a swap replaces almost every file in either direction. Kill delays are
 //! spread over the measured duration of one run. Iterations: `SKILLGEN_KILL_ITERATIONS`
 //! (default 25); the seed is printed, and `SKILLGEN_KILL_SEED` replays a run.
+//!
+//! Every killed run renders (the registries alternate, so `OUT/.skillgen-digest` never matches);
+//! after each repair the digest must be exactly the one a clean run writes, whatever the kill
+//! left (a digest of the old tree next to the new one, a staged digest file, ...).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 type Tree = BTreeMap<PathBuf, Vec<u8>>;
+
+/// The digest file the generator keeps in OUT (`skillgen::digest::FILE`).
+const DIGEST: &str = ".skillgen-digest";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -103,6 +110,7 @@ fn killed_regeneration_leaves_the_old_or_the_new_tree() {
     let tmp = tempfile::tempdir().unwrap();
     // The two complete trees, and how long a full regeneration takes here.
     let mut trees = Vec::new();
+    let mut digests = Vec::new();
     let mut slowest = Duration::ZERO;
     for (i, registry) in registries.iter().enumerate() {
         let out = tmp.path().join(format!("reference-{i}"));
@@ -120,6 +128,10 @@ fn killed_regeneration_leaves_the_old_or_the_new_tree() {
             "regenerating over another tree equals generating fresh"
         );
         trees.push(tree);
+        let digest = fs::read(out.join(DIGEST)).ok();
+        assert!(digest.is_some(), "a complete run leaves a digest");
+        assert_eq!(digest, fs::read(other.join(DIGEST)).ok());
+        digests.push(digest);
     }
     let window_us = (slowest.as_micros() as u64).max(1_000) * 5 / 4;
 
@@ -167,10 +179,16 @@ fn killed_regeneration_leaves_the_old_or_the_new_tree() {
             trees[target],
             "iteration {iteration}: the run after a kill produced the new tree"
         );
+        // The digest is the one a clean run writes for these inputs (it names no path).
+        assert_eq!(
+            fs::read(out.join(DIGEST)).ok(),
+            digests[target],
+            "iteration {iteration}: the digest after the repair"
+        );
         let leftovers: Vec<_> = fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "src")
+            .filter(|n| n != "src" && n != DIGEST)
             .collect();
         assert!(
             leftovers.is_empty(),

@@ -357,3 +357,44 @@ fn support_md_for_the_fixture() {
     insta::assert_snapshot!("basic__SUPPORT_md", text);
     assert_eq!(text, skillgen::render_support(&fixture_config()).unwrap());
 }
+
+/// The fast formatter (doc lines taken off before syn) gives the bytes of the reference one
+/// (syn + prettyplease on the whole text) on every file of every valid registry here, including
+/// the hostile-values fixture, whose docs hold quotes, backslashes and non-ASCII text.
+#[test]
+fn fast_formatting_matches_the_reference() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut registries = vec![
+        root.join("models.yaml"),
+        root.join("generator/tests/fixtures/basic.yaml"),
+    ];
+    for e in std::fs::read_dir(root.join("tests/fixtures/registries/valid")).unwrap() {
+        registries.push(e.unwrap().path());
+    }
+    let templates = root.join("templates");
+    for registry in registries {
+        let config = Config {
+            registry: registry.clone(),
+            ..fixture_config()
+        };
+        let loaded = skillgen::load(&config).unwrap();
+        let fast = skillgen::render::Templates::load(&templates)
+            .unwrap()
+            .render(&loaded)
+            .unwrap();
+        let reference = skillgen::render::Templates::load(&templates)
+            .unwrap()
+            .with_reference_format()
+            .render(&loaded)
+            .unwrap();
+        assert_eq!(fast.len(), reference.len());
+        for (path, text) in &reference {
+            assert!(
+                fast[path] == *text,
+                "{}: {} differs from the reference formatting",
+                registry.display(),
+                path.display()
+            );
+        }
+    }
+}

@@ -120,7 +120,8 @@ fn editing_one_entry_rewrites_only_its_module() {
     assert!(s.removed.is_empty());
     let after = file_mtimes(&env.config.out);
     for (path, t) in &before {
-        if path != Path::new("src/encoder/bert.rs") {
+        // The digest describes the new inputs, so it is rewritten too.
+        if path != Path::new("src/encoder/bert.rs") && path != Path::new(skillgen::digest::FILE) {
             assert_eq!(after[path], *t, "{} kept its mtime", path.display());
         }
     }
