@@ -8,8 +8,8 @@
 # Sections: generator, compile, dispatch, inference, max (`--only report` only re-renders the
 # report from bench-results/raw/).
 #   generator  release `skillgen generate` on models.yaml and synthetic 100/1k/10k-entry
-#              registries: full (empty out dir) and no-op (second run); plus the criterion bench
-#              `cargo bench -p skillgen --bench regenerate`.
+#              registries: full (empty out dir), no-op (second run, digest hit) and `--force`
+#              (renders, writes nothing); plus `cargo bench -p skillgen --bench regenerate`.
 #   compile    debug `cargo build -p skills` after `cargo clean -p skills` (runtime already
 #              built), and the rebuild after editing one registry entry, in a detached git
 #              worktree of HEAD (your working tree is never touched); generated lines per skill.
@@ -17,12 +17,28 @@
 #   inference  candle (`cargo bench -p skillgen-candle --bench inference`) vs PyTorch
 #              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
 #   max        `cargo bench -p skillgen-max --bench max` (prints SKIPPED without MAX).
+#   llm        quantized LLM generation, per GGUF file present (SmolLM2-135M-Instruct Q4_1; Gemma 3
+#              270M Q4_K_M): ours (`cargo run --release -p skillgen-candle --example llm_bench`) vs
+#              llama.cpp (`scripts/bench_llama_cpp.py`, llama-cpp-python), alternating runs, the
+#              same prompt token ids, thread count and number of greedy tokens: time to first
+#              token, prefill and decode tokens/s, per-token latency p50/p95/p99, peak RSS.
+#   quantize   quantize-your-own: SmolLM2-135M-Instruct as a float checkpoint (made from the GGUF by
+#              `scripts/make_float_checkpoint.py`, see its header) run by `llm_bench` in float and
+#              quantized at load to Q8_0 and Q4_K (`--quantize`): weights in memory, load time,
+#              TTFT, decode tokens/s, per-token latency p50/p95/p99, peak RSS; and the accuracy
+#              cost of each against the float model (`llm_bench --accuracy`: top-1 agreement and
+#              max |Δlogit| over the float top-10, teacher-forced over the whole prompt; greedy).
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/skillgen/target), SKILLGEN_MINILM_DIR,
 # SKILLGEN_BENCH_THREADS (default: nproc), SKILLGEN_BENCH_REPEATS (default 3),
 # SKILLGEN_BENCH_ITERS (default 50), SKILLGEN_TORCH_PYTHON (default
 # ~/.cache/skillgen/venv-torch/bin/python), SKILLGEN_BENCH_WORKTREE (default
-# ~/.cache/skillgen/bench-worktree).
+# ~/.cache/skillgen/bench-worktree); llm: SKILLGEN_LLAMA_PYTHON (default
+# ~/.cache/skillgen/venv-llama/bin/python), SKILLGEN_LLM_PROMPT_TOKENS (128), SKILLGEN_LLM_NEW (64),
+# SKILLGEN_SMOLLM2_GGUF, SKILLGEN_GEMMA3_GGUF (default paths under ~/.cache/skillgen/models),
+# SKILLGEN_SMOLLM2_F32_DIR (quantize; default ~/.cache/skillgen/models/smollm2-f32),
+# SKILLGEN_BENCH_MAX_LOAD (if set, each llm run first waits, up to 10 min, for the 1-minute load
+# average to drop below it).
 # Output: bench-results/latest.json, bench-results/latest.md (the table is also printed), and
 # the raw per-section files in bench-results/raw/.
 set -euo pipefail
@@ -37,11 +53,12 @@ TORCH_PY=${SKILLGEN_TORCH_PYTHON:-$HOME/.cache/skillgen/venv-torch/bin/python}
 WT=${SKILLGEN_BENCH_WORKTREE:-$HOME/.cache/skillgen/bench-worktree}
 OUT=$ROOT/bench-results
 RAW=$OUT/raw
-ONLY=generator,compile,dispatch,inference,max
+ONLY=generator,compile,dispatch,inference,max,llm,quantize
+LLAMA_PY=${SKILLGEN_LLAMA_PYTHON:-$HOME/.cache/skillgen/venv-llama/bin/python}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only) ONLY=$2; shift 2 ;;
-        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -104,10 +121,10 @@ def synthetic(n):
         out.append(e)
     return head + "\nmodels:\n" + "".join(out)
 
-def run(registry, out):
+def run(registry, out, *extra):
     t = time.perf_counter()
     p = subprocess.run([exe, "--registry", str(registry), "--templates", str(root / "templates"),
-                        "--out", str(out), "generate"], capture_output=True, text=True)
+                        "--out", str(out), "generate", *extra], capture_output=True, text=True)
     dt = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"skillgen failed on {registry}:\n{p.stderr[-2000:]}")
@@ -122,12 +139,15 @@ with tempfile.TemporaryDirectory() as tmp:
         path.write_text(synthetic(n))
         cases.append((f"synthetic {n}", n, path))
     for name, n, registry in cases:
-        full, noop = [], []
+        full, noop, forced = [], [], []
         for r in range(reps):
             out = tmp / f"out-{n}-{r}"
             (out).mkdir()
             full.append(run(registry, out))
+            # No-op: the digest (OUT/.skillgen-digest) matches, nothing is rendered. Forced:
+            # `--force` renders and compares everything, and writes nothing either.
             noop.append(run(registry, out))
+            forced.append(run(registry, out, "--force"))
         files = sum(1 for _ in (tmp / f"out-{n}-0" / "src").rglob("*.rs"))
         lines = sum(f.read_text().count("\n") for f in (tmp / f"out-{n}-0" / "src").rglob("*.rs"))
         r = {
@@ -138,11 +158,13 @@ with tempfile.TemporaryDirectory() as tmp:
             "full_s_all": full,
             "noop_s": statistics.median(noop),
             "noop_s_all": noop,
+            "forced_noop_s": statistics.median(forced),
+            "forced_noop_s_all": forced,
             "skills_per_s": n / statistics.median(full),
         }
         results[name] = r
         print(f"  {name:>16}: full {r['full_s']:.3f} s ({r['skills_per_s']:.0f} skills/s), "
-              f"no-op {r['noop_s']:.3f} s, {files} files, {lines} lines")
+              f"no-op {r['noop_s']:.3f} s (--force {r['forced_noop_s']:.3f} s), {files} files, {lines} lines")
 json.dump(results, open(raw / "generator.json", "w"), indent=2)
 EOF
     log "generator: criterion bench (cargo bench -p skillgen --bench regenerate)"
@@ -246,6 +268,81 @@ if want max; then
         cargo bench -q -p skillgen-max --bench max 2>&1 | tee "$RAW/max.txt" >&2 || true
 fi
 
+# ----------------------------------------------------------------------------- llm
+# Wait (up to 10 min) for the 1-minute load average to drop below SKILLGEN_BENCH_MAX_LOAD.
+wait_quiet() {
+    [[ -n ${SKILLGEN_BENCH_MAX_LOAD:-} ]] || return 0
+    for _ in $(seq 120); do
+        python3 -c "import sys; sys.exit(float(open('/proc/loadavg').read().split()[0]) >= float('$SKILLGEN_BENCH_MAX_LOAD'))" && return 0
+        sleep 5
+    done
+    echo "  load average still $(cut -d' ' -f1 /proc/loadavg) after 10 min: measuring anyway" >&2
+}
+if want llm; then
+    PROMPT_TOKENS=${SKILLGEN_LLM_PROMPT_TOKENS:-128}
+    NEW=${SKILLGEN_LLM_NEW:-64}
+    log "llm: building the bench (release example llm_bench)"
+    cargo build --release -q -p skillgen-candle --example llm_bench
+    OURS=$CARGO_TARGET_DIR/release/examples/llm_bench
+    rm -f "$RAW"/llm-*.json
+    for spec in "smollm2:${SKILLGEN_SMOLLM2_GGUF:-$HOME/.cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}" \
+                "gemma3-270m:${SKILLGEN_GEMMA3_GGUF:-$HOME/.cache/skillgen/models/gemma3-270m/gemma-3-270m-q4_k_m.gguf}"; do
+        name=${spec%%:*}; model=${spec#*:}
+        if [[ ! -f $model ]]; then
+            echo "  SKIPPED: $name ($model not found)" >&2
+            continue
+        fi
+        if [[ ! -x $LLAMA_PY ]]; then
+            echo "  llama.cpp side SKIPPED: $LLAMA_PY not found" >&2
+        fi
+        for r in $(seq "$REPEATS"); do
+            wait_quiet
+            log "llm: $name run $r/$REPEATS ours (RAYON_NUM_THREADS=$THREADS)"
+            RAYON_NUM_THREADS=$THREADS "$OURS" "$model" --prompt-tokens "$PROMPT_TOKENS" --new "$NEW" \
+                --json "$RAW/llm-$name-ours-$r.json" >/dev/null
+            python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"  ours: TTFT {d['ttft_ms']:.0f} ms, prefill {d['prefill_tokens_per_s']:.0f} tok/s, decode {d['decode_tokens_per_s']:.1f} tok/s, RSS {d['peak_rss_mib']:.0f} MiB\")" \
+                "$RAW/llm-$name-ours-$r.json" >&2
+            if [[ -x $LLAMA_PY ]]; then
+                wait_quiet
+                log "llm: $name run $r/$REPEATS llama.cpp (n_threads=$THREADS)"
+                "$LLAMA_PY" scripts/bench_llama_cpp.py --model "$model" --threads "$THREADS" --new "$NEW" \
+                    --ids-from "$RAW/llm-$name-ours-$r.json" --json "$RAW/llm-$name-llamacpp-$r.json" >/dev/null
+                python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"  llama.cpp: TTFT {d['ttft_ms']:.0f} ms, prefill {d['prefill_tokens_per_s']:.0f} tok/s, decode {d['decode_tokens_per_s']:.1f} tok/s, RSS {d['peak_rss_mib']:.0f} MiB\")" \
+                    "$RAW/llm-$name-llamacpp-$r.json" >&2
+            fi
+        done
+    done
+fi
+
+# ----------------------------------------------------------------------------- quantize
+if want quantize; then
+    F32=${SKILLGEN_SMOLLM2_F32_DIR:-$HOME/.cache/skillgen/models/smollm2-f32}
+    if [[ ! -f $F32/model.safetensors ]]; then
+        echo "  quantize SKIPPED: $F32 has no model.safetensors (make it: $TORCH_PY scripts/make_float_checkpoint.py SMOLLM2.gguf $F32)" >&2
+    else
+        log "quantize: building the bench (release example llm_bench)"
+        cargo build --release -q -p skillgen-candle --example llm_bench
+        OURS=$CARGO_TARGET_DIR/release/examples/llm_bench
+        rm -f "$RAW"/quant-*.json
+        for r in $(seq "$REPEATS"); do
+            for variant in f32 q8_0 q4_k; do
+                flag=(); [[ $variant != f32 ]] && flag=(--quantize "$variant")
+                wait_quiet
+                log "quantize: $variant run $r/$REPEATS (RAYON_NUM_THREADS=$THREADS)"
+                RAYON_NUM_THREADS=$THREADS "$OURS" "$F32" "${flag[@]}" --prompt-tokens "${SKILLGEN_LLM_PROMPT_TOKENS:-128}" \
+                    --new "${SKILLGEN_LLM_NEW:-64}" --json "$RAW/quant-$variant-$r.json" >/dev/null
+                python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"  {sys.argv[2]}: weights {d['weight_bytes']/2**20:.0f} MiB, load {d['load_ms']:.0f} ms, decode {d['decode_tokens_per_s']:.1f} tok/s, RSS {d['peak_rss_mib']:.0f} MiB\")" \
+                    "$RAW/quant-$variant-$r.json" "$variant" >&2
+            done
+        done
+        for variant in q8_0 q4_k; do
+            log "quantize: $variant accuracy against the float model"
+            RAYON_NUM_THREADS=$THREADS "$OURS" "$F32" --quantize "$variant" --accuracy --new "${SKILLGEN_LLM_NEW:-64}" \
+                --json "$RAW/quant-$variant-accuracy.json" >/dev/null
+        done
+    fi
+fi
+
 # ----------------------------------------------------------------------------- report
 log "report"
 export CRITERION_DIR=$CARGO_TARGET_DIR/criterion
@@ -325,6 +422,47 @@ if candle and torch:
 if (raw / "max.txt").exists():
     result["max"] = (raw / "max.txt").read_text().strip().splitlines()
 
+llm = {}
+for p in sorted(raw.glob("llm-*-ours-*.json")):
+    name = p.name[len("llm-"):].rsplit("-ours-", 1)[0]
+    llm.setdefault(name, {"ours": [], "llamacpp": []})
+for name, sides in llm.items():
+    for side in ("ours", "llamacpp"):
+        sides[side] = [json.loads(q.read_text()) for q in sorted(raw.glob(f"llm-{name}-{side}-*.json"))]
+if llm:
+    out_llm = {}
+    keys = (("ttft_ms",), ("prefill_tokens_per_s",), ("decode_tokens_per_s",), ("decode_step", "p50_ms"),
+            ("decode_step", "p95_ms"), ("decode_step", "p99_ms"), ("peak_rss_mib",), ("load_ms",))
+    for name, sides in llm.items():
+        o = sides["ours"][0] if sides["ours"] else {}
+        row = {"runs": {s: len(v) for s, v in sides.items()}, "threads": o.get("threads"),
+               "prompt_tokens": o.get("prompt_tokens"), "new_tokens": o.get("new_tokens"),
+               "model": o.get("model"), "tensor_types": o.get("tensor_types"),
+               "loadavg": [r.get("loadavg") for s in sides.values() for r in s],
+               "greedy_agreement": [r.get("greedy_agreement_with_ours") for r in sides["llamacpp"]]}
+        for k in keys:
+            row["_".join(k)] = {s: med(v, list(k)) for s, v in sides.items()}
+            row["_".join(k)]["all"] = {s: [med([r], list(k)) for r in v] for s, v in sides.items()}
+        out_llm[name] = row
+    result["llm"] = out_llm
+quant = {}
+for variant in ("f32", "q8_0", "q4_k"):
+    runs = [json.loads(q.read_text()) for q in sorted(raw.glob(f"quant-{variant}-[0-9]*.json"))]
+    if not runs:
+        continue
+    row = {"runs": len(runs), "model": runs[0].get("model"), "file_bytes": runs[0].get("file_bytes"),
+           "weight_bytes": runs[0].get("weight_bytes"), "threads": runs[0].get("threads"),
+           "loadavg": [r.get("loadavg") for r in runs]}
+    for k in (("load_ms",), ("ttft_ms",), ("decode_tokens_per_s",), ("decode_step", "p50_ms"),
+              ("decode_step", "p95_ms"), ("decode_step", "p99_ms"), ("peak_rss_mib",)):
+        row["_".join(k)] = med(runs, list(k))
+    acc = load(f"quant-{variant}-accuracy.json")
+    if acc:
+        row["accuracy"] = acc
+    quant[variant] = row
+if quant:
+    result["quantize"] = quant
+
 # ---- markdown
 def f(x, spec=".1f"):
     return "—" if x is None else format(x, spec)
@@ -336,7 +474,7 @@ if gen:
     rows.append(("Full regeneration, models.yaml (%d skills)" % real["entries"],
                  f"{f(real['full_s'], '.2f')} s = {f(real['skills_per_s'], '.0f')} skills/s", "≥ 5,000 skills/s",
                  ok(real["skills_per_s"] >= 5000)))
-    rows.append(("No-op regeneration, models.yaml", f"{f(real['noop_s'], '.3f')} s", "≤ 0.2 s", ok(real["noop_s"] <= 0.2)))
+    rows.append(("No-op regeneration, models.yaml", f"{f(real['noop_s'], '.3f')} s", "≤ 0.05 s", ok(real["noop_s"] <= 0.05)))
     for n in ("synthetic 100", "synthetic 1000", "synthetic 10000"):
         if n in gen:
             g = gen[n]
@@ -380,6 +518,38 @@ if inf:
     lf = inf["llama_fixture"]
     rows.append(("Tiny llama fixture greedy generation (overhead-bound): candle vs PyTorch",
                  f"{f(lf['tokens_per_s']['candle'], '.0f')} vs {f(lf['tokens_per_s']['pytorch'], '.0f')} tokens/s", "", ""))
+for name, l in (result.get("llm") or {}).items():
+    def both(k, spec=".1f", unit=""):
+        a, b = l[k]["ours"], l[k]["llamacpp"]
+        return f"{f(a, spec)}{unit} vs {f(b, spec)}{unit}", (a / b if a and b else None)
+    ttft, r_ttft = both("ttft_ms", ".0f", " ms")
+    pre, r_pre = both("prefill_tokens_per_s", ".0f")
+    dec, r_dec = both("decode_tokens_per_s", ".1f")
+    lat = (f"{f(l['decode_step_p50_ms']['ours'], '.1f')}/{f(l['decode_step_p95_ms']['ours'], '.1f')}/"
+           f"{f(l['decode_step_p99_ms']['ours'], '.1f')} ms vs {f(l['decode_step_p50_ms']['llamacpp'], '.1f')}/"
+           f"{f(l['decode_step_p95_ms']['llamacpp'], '.1f')}/{f(l['decode_step_p99_ms']['llamacpp'], '.1f')} ms")
+    rss, _ = both("peak_rss_mib", ".0f", " MiB")
+    tag = f"{name} ({l['prompt_tokens']}-token prompt, {l['new_tokens']} greedy tokens, {l['threads']} threads)"
+    rows.append((f"LLM {tag}: time to first token, ours vs llama.cpp", ttft,
+                 "", "—" if r_ttft is None else f"{1 / r_ttft:.2f}× llama.cpp's speed"))
+    rows.append((f"LLM {name}: prefill tokens/s, ours vs llama.cpp", pre, "≥ 1× llama.cpp",
+                 ok(None if r_pre is None else r_pre >= 1.0) + ("" if r_pre is None else f" ({r_pre:.2f}×)")))
+    rows.append((f"LLM {name}: decode tokens/s, ours vs llama.cpp", dec, "≥ 1× llama.cpp",
+                 ok(None if r_dec is None else r_dec >= 1.0) + ("" if r_dec is None else f" ({r_dec:.2f}×)")))
+    rows.append((f"LLM {name}: decode step p50/p95/p99, ours vs llama.cpp", lat, "", ""))
+    rows.append((f"LLM {name}: peak RSS, ours vs llama.cpp", rss, "", ""))
+for variant, q in (result.get("quantize") or {}).items():
+    acc = q.get("accuracy")
+    acc_text = "float (the reference)" if variant == "f32" else (
+        "—" if not acc else
+        f"top-1 {acc['top1_agreement']}/{acc['positions']}, max |Δlogit| {acc['max_abs_dlogit_top10']:.3f}, "
+        f"greedy {acc['greedy_same']}/{acc['greedy_total']}")
+    rows.append((f"Quantize your own: SmolLM2-135M {variant} (weights in memory; load; TTFT; decode; "
+                 f"p50/p95/p99; peak RSS; vs float)",
+                 f"{f(q['weight_bytes'] / 2**20, '.0f')} MiB; {f(q['load_ms'], '.0f')} ms; {f(q['ttft_ms'], '.0f')} ms; "
+                 f"{f(q['decode_tokens_per_s'], '.1f')} tok/s; {f(q['decode_step_p50_ms'], '.1f')}/"
+                 f"{f(q['decode_step_p95_ms'], '.1f')}/{f(q['decode_step_p99_ms'], '.1f')} ms; "
+                 f"{f(q['peak_rss_mib'], '.0f')} MiB; {acc_text}", "", ""))
 m = machine
 md = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} GiB; {m.get('rustc')}; "
       f"commit {m.get('commit')}{' (dirty)' if m.get('dirty') else ''}; {m.get('date_utc')}; "
@@ -387,6 +557,11 @@ md = [f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('memory_gib')} G
       f"inference threads {m.get('threads')}; medians of {m.get('repeats')} runs.", "",
       "| Metric | Result | Goal | Met |", "|---|---|---|---|"]
 md += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows]
+for name, l in (result.get("llm") or {}).items():
+    loads = ", ".join(x.split()[0] for x in l["loadavg"] if x)
+    md += ["", f"LLM {name}: medians of {l['runs']['ours']} runs each side, alternating (ours, then "
+           f"llama.cpp); 1-minute load average at the end of each run: {loads}; greedy tokens "
+           f"identical to ours before llama.cpp's first different one: {l['greedy_agreement']}."]
 if result.get("max"):
     md += ["", "MAX (`cargo bench -p skillgen-max --bench max`):", "", "```"] + result["max"] + ["```"]
 text = "\n".join(md) + "\n"

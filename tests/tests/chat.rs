@@ -137,7 +137,12 @@ fn chat_without_a_template_or_for_a_seq2seq_model_is_a_typed_error() {
             &Capabilities::fixed_cpu_only(),
         )
         .unwrap_err();
-    assert!(err.to_string().contains("chat template"), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("tokenizer_config.json: field `chat_template`: absent")
+            && msg.contains("chat template"),
+        "{err}"
+    );
     // An empty conversation is refused before dispatch.
     let err = skill
         .state()

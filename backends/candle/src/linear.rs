@@ -1,12 +1,17 @@
 //! A linear layer whose weight is dense (a float tensor, as safetensors checkpoints give it) or
-//! quantized (GGUF blocks: Q4_0, Q4_1, Q8_0, K-quants, ..., multiplied by candle's quantized
-//! kernels). The decoder builds every projection through it, so one computation serves both.
+//! quantized (GGUF blocks). Quantized CPU weights of the block types [`skillgen_kernels::quant`] has
+//! kernels for (`Q4_1`, `Q8_0`) are multiplied by ours; any other block type (K-quants, ...) or
+//! device by candle's `QMatMul`. The decoder builds every projection through it, so one
+//! computation serves all.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{Module, Result, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
+
+use skillgen_kernels::Isa;
+use skillgen_kernels::quant::{QMatMulOp, QMatrix};
 
 /// `y = x Wᵀ + b` with a dense or quantized `W` `[out, in]`.
 #[derive(Debug, Clone)]
@@ -19,7 +24,9 @@ pub(crate) struct Linear {
 enum Weight {
     /// A float weight (no bias inside: the bias is added by [`Linear::forward`]).
     Dense(candle_nn::Linear),
-    /// Quantized blocks and the matmul over them.
+    /// Quantized blocks with our kernels ([`skillgen_kernels::quant`]).
+    Own(QMatMulOp),
+    /// Quantized blocks and candle's matmul over them.
     Quant(Arc<QTensor>, QMatMul),
 }
 
@@ -32,13 +39,31 @@ impl Linear {
         }
     }
 
-    /// A quantized layer over `q` `[out, in]`.
+    /// A quantized layer over `q` `[out, in]`: our kernels when they cover it, else candle's.
     pub(crate) fn quantized(q: Arc<QTensor>, bias: Option<Tensor>) -> Result<Self> {
+        if let Some(m) = QMatrix::from_qtensor(&q) {
+            return Ok(Self::own(m, bias));
+        }
         let mm = QMatMul::from_arc(q.clone())?;
         Ok(Self {
             weight: Weight::Quant(q, mm),
             bias,
         })
+    }
+
+    fn own(m: QMatrix, bias: Option<Tensor>) -> Self {
+        Self::from_matrix(m.shared(), bias)
+    }
+
+    /// A quantized layer over our matrix `m` `[out, in]` (shared, e.g. with the embeddings).
+    pub(crate) fn from_matrix(m: Arc<QMatrix>, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Weight::Own(QMatMulOp {
+                w: m,
+                isa: Isa::detect(),
+            }),
+            bias,
+        }
     }
 
     /// The same layer with `bias` added after the product.
@@ -51,6 +76,11 @@ impl Linear {
     pub(crate) fn dense_weight(&self) -> Result<Tensor> {
         match &self.weight {
             Weight::Dense(l) => Ok(l.weight().clone()),
+            Weight::Own(op) => Tensor::from_vec(
+                op.w.dequantize(),
+                (op.w.rows, op.w.cols),
+                &candle_core::Device::Cpu,
+            ),
             Weight::Quant(q, _) => q.dequantize(&q.device()),
         }
     }
@@ -60,11 +90,17 @@ impl Linear {
         self.bias.as_ref()
     }
 
-    /// The quantized weight, if the layer is quantized.
-    pub(crate) fn quant(&self) -> Option<&Arc<QTensor>> {
+    /// Whether the weight is quantized.
+    #[cfg(test)]
+    pub(crate) fn is_quantized(&self) -> bool {
+        !matches!(self.weight, Weight::Dense(_))
+    }
+
+    /// The weight in candle's quantized form, if the layer is quantized there.
+    fn candle_quant(&self) -> Option<&Arc<QTensor>> {
         match &self.weight {
             Weight::Quant(q, _) => Some(q),
-            Weight::Dense(_) => None,
+            Weight::Dense(_) | Weight::Own(_) => None,
         }
     }
 
@@ -78,7 +114,19 @@ impl Linear {
         } else {
             None
         };
-        let quants: Vec<&Arc<QTensor>> = parts.iter().filter_map(|p| p.quant()).collect();
+        let own: Vec<&QMatrix> = parts
+            .iter()
+            .filter_map(|p| match &p.weight {
+                Weight::Own(op) => Some(&*op.w),
+                _ => None,
+            })
+            .collect();
+        if own.len() == parts.len()
+            && let Some(m) = QMatrix::cat_rows(&own)
+        {
+            return Ok(Self::own(m, bias));
+        }
+        let quants: Vec<&Arc<QTensor>> = parts.iter().filter_map(|p| p.candle_quant()).collect();
         if quants.len() == parts.len()
             && let Some(first) = quants.first()
         {
@@ -111,6 +159,23 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Weight::Dense(l) => l.forward(x)?,
+            Weight::Own(op) if x.device().is_cpu() => {
+                let dtype = x.dtype();
+                let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(op)?;
+                if dtype == DType::F32 {
+                    y
+                } else {
+                    y.to_dtype(dtype)?
+                }
+            }
+            Weight::Own(op) => {
+                candle_core::bail!(
+                    "a quantized [{}, {}] CPU weight applied to a {:?} tensor",
+                    op.w.rows,
+                    op.w.cols,
+                    x.device()
+                )
+            }
             Weight::Quant(_, mm) => mm.forward(x)?,
         };
         match &self.bias {
@@ -142,7 +207,7 @@ mod tests {
         };
         let (a, b) = (q(3, 0.0), q(5, 1.0));
         let s = Linear::cat_rows(&[&a, &b]).unwrap();
-        assert!(s.quant().is_some());
+        assert!(s.is_quantized());
         let want = Tensor::cat(&[a.dense_weight().unwrap(), b.dense_weight().unwrap()], 0)
             .unwrap()
             .flatten_all()

@@ -245,6 +245,18 @@ impl Weights {
         self.quant.get(name).cloned()
     }
 
+    /// The bytes the tensors hold in memory: float ones at their dtype, quantized ones as
+    /// their blocks (what load-time quantization saves shows here).
+    pub(crate) fn bytes(&self) -> usize {
+        let float: usize = self
+            .tensors
+            .values()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum();
+        let quant: usize = self.quant.values().map(|q| q.storage_size_in_bytes()).sum();
+        float + quant
+    }
+
     /// Convert every float tensor to `dtype` (once, so the model does not hold two copies).
     pub(crate) fn convert(&mut self, dtype: DType) -> Result<(), SkillError> {
         for (name, t) in self.tensors.iter_mut() {

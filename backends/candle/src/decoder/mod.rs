@@ -287,6 +287,8 @@ pub struct Decoder {
     eos: Vec<u32>,
     tokenizer: Option<Arc<tokenizers::Tokenizer>>,
     tokenizer_path: PathBuf,
+    /// The bytes of the weights as loaded (quantized matrices as their blocks).
+    weight_bytes: usize,
     /// The chat template, if the model has one.
     chat: Option<skillgen_checkpoint::chat::ChatTemplate>,
     /// A classifier's labels (`id2label`), its padding id and whether its scores are sigmoids.
@@ -508,6 +510,7 @@ impl Decoder {
         }
         let dtype = pick_dtype(&weights, &format!("{}.weight", names.embed), device);
         weights.convert(dtype)?;
+        let weight_bytes = weights.bytes();
         let head_kind = head;
         let (labels, head) = match head_kind {
             HeadKind::Lm | HeadKind::Mlm => (Vec::new(), model::Head::Lm),
@@ -580,6 +583,7 @@ impl Decoder {
             tokenizer,
             tokenizer_path,
             chat,
+            weight_bytes,
             labels,
             pad,
             sigmoid,
@@ -588,20 +592,41 @@ impl Decoder {
         })
     }
 
+    /// The error for a conversation given to a model without a chat template (a base model):
+    /// the field that would hold it, in the file it would be in.
+    fn no_chat_template(&self) -> SkillError {
+        let detail = "absent: the model has no chat template (a base model), so it cannot \
+                      take a conversation; give it a text prompt (generate)";
+        let gguf = self.tokenizer_path.extension().is_some_and(|e| e == "gguf");
+        if gguf {
+            SkillError::ConfigField {
+                path: self.tokenizer_path.clone(),
+                field: "tokenizer.chat_template".into(),
+                detail: detail.into(),
+            }
+        } else {
+            let dir = self.tokenizer_path.parent().unwrap_or(Path::new("."));
+            SkillError::ConfigField {
+                path: dir.join("tokenizer_config.json"),
+                field: "chat_template".into(),
+                detail: format!("{detail} (no chat_template.jinja either)"),
+            }
+        }
+    }
+
+    /// The bytes the model's weights took when loaded: float tensors at their dtype,
+    /// quantized matrices (a GGUF file's, or quantized at load) as their blocks.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
+    }
+
     /// The token ids of `prompt`: text tokenized (special tokens added), a conversation
     /// rendered by the chat template (generation prompt on) and tokenized without adding any.
     pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, SkillError> {
         Ok(match prompt {
             Prompt::TokenIds(ids) => ids.clone(),
             Prompt::Messages(messages) => {
-                let template = self
-                    .chat
-                    .as_ref()
-                    .ok_or_else(|| SkillError::ModelFileMissing {
-                        path: self.tokenizer_path.clone(),
-                        what: "a chat template (tokenizer_config.json `chat_template`, or a GGUF \
-                           file's tokenizer.chat_template), needed for a conversation",
-                    })?;
+                let template = self.chat.as_ref().ok_or_else(|| self.no_chat_template())?;
                 let text = template.render(messages, true)?;
                 let tok = self.tokenizer("the tokenizer, needed for a conversation")?;
                 // As apply_chat_template(tokenize=True): the template writes the special tokens.

@@ -7,6 +7,7 @@
 
 use crate::linear::Linear;
 use candle_core::{D, DType, Device, Module, Tensor};
+use skillgen_kernels::quant::QMatrix;
 
 use skillgen_runtime::SkillError;
 
@@ -187,7 +188,7 @@ fn score_head(w: &mut Weights, names: &Names, labels: usize, hd: usize) -> R<Lin
 
 /// The LM head: `names.head` or, tied, the embedding matrix (the same quantized blocks when
 /// the embeddings are quantized).
-fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) -> R<Linear> {
+fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Embedding, hd: usize) -> R<Linear> {
     let head = if s.tie {
         if w.has(&format!("{}.weight", names.head)) {
             // transformers would tie and ignore the stored head: refuse the ambiguity.
@@ -200,9 +201,12 @@ fn lm_head(w: &mut Weights, names: &Names, s: &Spec, embed: &Tensor, hd: usize) 
                 ),
             });
         }
-        match w.quantized(&format!("{}.weight", names.embed)) {
-            Some(q) => Linear::quantized(q, None).map_err(ce("the tied LM head"))?,
-            None => Linear::new(embed.clone(), None),
+        match embed {
+            Embedding::Quant(m) => Linear::from_matrix(m.clone(), None),
+            Embedding::Dense(t) => match w.quantized(&format!("{}.weight", names.embed)) {
+                Some(q) => Linear::quantized(q, None).map_err(ce("the tied LM head"))?,
+                None => Linear::new(t.clone(), None),
+            },
         }
     } else {
         dense_or_quantized(w, &format!("{}.weight", names.head), &[s.vocab, hd])?
@@ -583,12 +587,19 @@ struct Layer {
 #[derive(Debug, Clone, Default)]
 pub(super) struct LayerCache {
     kv: Option<(Tensor, Tensor)>,
+    /// The fused CPU attention's keys and values, `[positions, kv_heads, head_dim]`, in
+    /// buffers that grow by [`KV_CHUNK`] positions: each step writes its positions in place
+    /// (concatenating would copy the whole cache every token).
+    fused: Option<candle_nn::kv_cache::KvCache>,
     /// A Mamba layer's last `kernel - 1` conv inputs `[(kernel - 1) * inner]` and SSM state
     /// `[inner * state]`.
     ssm: Option<(Vec<f32>, Vec<f32>)>,
     /// The DSA indexer's keys so far, `[positions, dim]`.
     index_k: Option<Tensor>,
 }
+
+/// Positions the fused attention's KV buffers grow by.
+const KV_CHUNK: usize = 256;
 
 /// A per-request KV cache.
 #[derive(Debug, Clone, Default)]
@@ -622,12 +633,37 @@ enum Transform {
     },
 }
 
+/// The token embeddings: a float table, or quantized blocks (a GGUF file's, of a type
+/// [`QMatrix`] covers) whose rows are dequantized as they are looked up (exactly as candle
+/// dequantizes them) and which a tied LM head shares: the file's vocabulary × hidden table is
+/// never held as f32 (SmolLM2-135M: 113 MiB; Gemma 3 270M: 671 MiB).
+#[derive(Debug, Clone)]
+enum Embedding {
+    Dense(Tensor),
+    Quant(std::sync::Arc<QMatrix>),
+}
+
+impl Embedding {
+    /// The rows of `ids` (`input`: the same ids as a tensor), `[ids, hidden]` in `dtype`.
+    fn rows(&self, ids: &[u32], input: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+        match self {
+            Embedding::Dense(t) => t.index_select(input, 0),
+            Embedding::Quant(m) => {
+                let rows = m.dequantize_rows(ids)?;
+                Tensor::from_vec(rows, (ids.len(), m.cols), input.device())?.to_dtype(dtype)
+            }
+        }
+    }
+}
+
 /// A loaded decoder.
 #[derive(Debug, Clone)]
 pub(super) struct Model {
     kind: Head,
     spec: Spec,
-    embed: Tensor,
+    embed: Embedding,
+    /// The dtype the model runs in.
+    dtype: DType,
     positions: Option<Tensor>,
     embed_norm: Option<Norm>,
     layers: Vec<Layer>,
@@ -712,7 +748,14 @@ impl Model {
         let dtype = w.dtype();
         let s = &spec;
         let hd = s.hidden;
-        let embed = w.take(&format!("{}.weight", names.embed), &[s.vocab, hd])?;
+        let embed_name = format!("{}.weight", names.embed);
+        let embed = match w
+            .take_quant(&embed_name, &[s.vocab, hd])?
+            .and_then(|q| QMatrix::from_qtensor(&q))
+        {
+            Some(m) => Embedding::Quant(std::sync::Arc::new(m)),
+            None => Embedding::Dense(w.take(&embed_name, &[s.vocab, hd])?),
+        };
         let positions = match s.absolute {
             Some(Absolute::Learned { offset }) => Some(w.take(
                 &format!("{}.weight", names.positions),
@@ -1002,6 +1045,7 @@ impl Model {
             kind,
             spec,
             embed,
+            dtype,
             positions,
             embed_norm,
             layers,
@@ -1101,7 +1145,7 @@ impl Model {
         }
         conv_state.copy_from_slice(&window[s * inner..]);
         let xt = Tensor::from_vec(xc.clone(), (s, inner), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .map_err(&c)?;
         let mut ssm: Vec<Vec<f32>> = m
             .x_proj
@@ -1129,7 +1173,7 @@ impl Model {
         }
         let dt_in: Vec<f32> = ssm.iter().flat_map(|row| row[..r].to_vec()).collect();
         let dt: Vec<Vec<f32>> = Tensor::from_vec(dt_in, (s, r), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .and_then(|t| m.dt_proj.forward(&t))
             .and_then(|t| t.to_dtype(DType::F32))
             .and_then(|t| t.to_vec2())
@@ -1155,7 +1199,7 @@ impl Model {
         }
         cache.ssm = Some((conv_state, state));
         Tensor::from_vec(y, (s, inner), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .and_then(|t| m.out_proj.forward(&t))
             .map_err(&c)
     }
@@ -1211,7 +1255,7 @@ impl Model {
         };
         let tensor = |v: Vec<f32>, n: usize| -> R<Tensor> {
             Tensor::from_vec(v, (s, n), &self.device)
-                .and_then(|t| t.to_dtype(self.embed.dtype()))
+                .and_then(|t| t.to_dtype(self.dtype))
                 .map_err(&c)
         };
         // Cache: [att shift | ffn shift] and [a | b | p].
@@ -1388,7 +1432,7 @@ impl Model {
         conv_state.copy_from_slice(&window[s * wd..]);
         cache.ssm = Some((conv_state, state));
         let x = Tensor::from_vec(out, (s, wd), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .map_err(&c)?;
         (x * y).and_then(|t| b.linear_out.forward(&t)).map_err(&c)
     }
@@ -1453,7 +1497,7 @@ impl Model {
         conv_state.copy_from_slice(&window[s * hd..]);
         cache.ssm = Some((conv_state, state));
         Tensor::from_vec(y, (s, hd), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .and_then(|t| m.out_proj.forward(&t))
             .map_err(&c)
     }
@@ -1578,7 +1622,7 @@ impl Model {
         conv_state.copy_from_slice(&window[s * conv_dim..]);
         cache.ssm = Some((conv_state, state));
         Tensor::from_vec(y, (s, inner), &self.device)
-            .and_then(|t| t.to_dtype(self.embed.dtype()))
+            .and_then(|t| t.to_dtype(self.dtype))
             .and_then(|t| m.out_proj.forward(&t))
             .map_err(&c)
     }
@@ -2106,7 +2150,7 @@ impl Model {
         let input = Tensor::new(ids, &self.device).map_err(ce("input"))?;
         let mut x = self
             .embed
-            .index_select(&input, 0)
+            .rows(ids, &input, self.dtype)
             .map_err(ce("embedding"))?;
         if let Some(m) = self.spec.embed_scale {
             x = (x * m).map_err(ce("embedding scale"))?;
@@ -2261,7 +2305,7 @@ impl Model {
             }
         }
         Tensor::from_vec(m, (s, t), &self.device)
-            .and_then(|m| m.to_dtype(self.embed.dtype()))
+            .and_then(|m| m.to_dtype(self.dtype))
             .map(Some)
             .map_err(ce("mask"))
     }
@@ -2493,14 +2537,22 @@ impl Model {
                 // and values, causal from `pos`.
                 let seq = |t: &Tensor| t.transpose(0, 1).and_then(|t| t.contiguous());
                 let (k, v) = (seq(&k).map_err(&c)?, seq(&v).map_err(&c)?);
-                let (k, v) = match cache.kv.take() {
-                    Some((pk, pv)) => (
-                        Tensor::cat(&[&pk, &k], 0).map_err(&c)?,
-                        Tensor::cat(&[&pv, &v], 0).map_err(&c)?,
-                    ),
-                    None => (k, v),
-                };
-                cache.kv = Some((k.clone(), v.clone()));
+                let (k, v) = cache
+                    .fused
+                    .get_or_insert_with(|| candle_nn::kv_cache::KvCache::new(0, KV_CHUNK))
+                    .append(&k, &v)
+                    .map_err(&c)?;
+                if s == 1 {
+                    // One new position: our decode kernel (`skillgen_kernels::attend`), `[1, h · dv]`.
+                    let dv = v.dim(2).map_err(&c)?;
+                    let op = skillgen_kernels::attend::DecodeAttention {
+                        scale: sp.attn_scale as f32,
+                    };
+                    let o = seq(&q)
+                        .and_then(|q| q.apply_op3_no_bwd(&k, &v, &op))
+                        .map_err(&c)?;
+                    return self.attn_out(a, x, o, dv);
+                }
                 let q = seq(&q).and_then(|q| q.unsqueeze(0)).map_err(&c)?;
                 let o = candle_nn::attention::flash_attn::<f32>(
                     &q,
@@ -2834,7 +2886,7 @@ impl Model {
             }
         }
         Tensor::from_vec(mask, (s, t), &self.device)
-            .and_then(|m| m.to_dtype(self.embed.dtype()))
+            .and_then(|m| m.to_dtype(self.dtype))
             .map_err(&c)
     }
 

@@ -6,8 +6,13 @@
 //! kernels, see [`crate::linear`]). What llama.cpp's converter changed is undone exactly as
 //! transformers' GGUF loader undoes it: Llama's q/k rows are un-permuted (whole quantized rows
 //! move, so no requantization), Gemma's norm weights lose the `+ 1` the converter added.
-//! Anything else is a typed error naming the file and the key: an architecture or metadata key
-//! without a translation, RoPE scaling, a tensor no map names.
+//! Gemma 3's layer pattern, local RoPE base and attention scale are llama.cpp's
+//! (`sliding_window_pattern`, default every sixth layer global; `rope.freq_base_swa`, default
+//! 10 000; `1/sqrt(head_dim)`, `1/sqrt(hidden / heads)` for the 62-layer 27B).
+//! Anything else is a typed error naming the file and the key: an architecture or an
+//! `{arch}.*` metadata key without a translation (a soft-cap, say), RoPE scaling, a tensor no
+//! map names. [`write_float_dir`] writes a file as the float Hugging Face directory
+//! transformers' GGUF loader would make of it (the parity tests' check of the translation).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -142,8 +147,60 @@ pub fn gguf_file(path: &Path) -> Result<PathBuf, SkillError> {
     })
 }
 
-/// Read the GGUF file at `path` (or the one in a directory) onto `device`.
+/// Read the GGUF file at `path` (or the one in a directory) onto `device`, quantized tensors
+/// kept quantized.
 pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
+    let (g, dense, quant) = parse(path, device, false)?;
+    let weights = Weights::from_parts(g.file.clone(), dense, quant, device);
+    Ok(GgufModel { weights, ..g })
+}
+
+/// Write the GGUF file at `path` (or the one in a directory) into `dir` as a float Hugging Face
+/// model directory, the way transformers' GGUF loader converts it: every tensor dequantized to
+/// f32 under its transformers name (`model.safetensors`), `config.json`, `tokenizer.json`,
+/// `generation_config.json` (the end-of-sequence ids) and, when the file has a chat template,
+/// `tokenizer_config.json`. The parity tests run it to check the translation apart from the
+/// quantized kernels.
+pub fn write_float_dir(path: &Path, dir: &Path) -> Result<(), SkillError> {
+    let (g, dense, _) = parse(path, &Device::Cpu, true)?;
+    let bad = |what: &str, e: &dyn std::fmt::Display| SkillError::WeightsInvalid {
+        path: dir.join(what),
+        detail: format!("writing: {e}"),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| bad("", &e))?;
+    let json = |name: &str, v: &Json| {
+        let text = serde_json::to_string_pretty(v).map_err(|e| bad(name, &e))?;
+        std::fs::write(dir.join(name), text).map_err(|e| bad(name, &e))
+    };
+    json("config.json", &Json::Object(g.config.clone()))?;
+    json("generation_config.json", &json!({"eos_token_id": g.eos}))?;
+    if let Some(t) = &g.chat_template {
+        let mut c = Map::new();
+        c.insert("chat_template".into(), json!(t));
+        for (k, v) in &g.special_tokens {
+            c.insert(k.clone(), json!(v));
+        }
+        json("tokenizer_config.json", &Json::Object(c))?;
+    }
+    g.tokenizer
+        .save(dir.join("tokenizer.json"), false)
+        .map_err(|e| bad("tokenizer.json", &e))?;
+    candle_core::safetensors::save(&dense, dir.join("model.safetensors"))
+        .map_err(|e| bad("model.safetensors", &e))
+}
+
+/// Dense tensors by transformers name.
+type Dense = HashMap<String, candle_core::Tensor>;
+/// Quantized tensors by transformers name.
+type Quant = HashMap<String, Arc<QTensor>>;
+
+/// The file read: everything but the weights (left empty), and the tensors (`dequantize`:
+/// every tensor dense f32).
+fn parse(
+    path: &Path,
+    device: &Device,
+    dequantize: bool,
+) -> Result<(GgufModel, Dense, Quant), SkillError> {
     let path = gguf_file(path)?;
     let bad = |detail: String| SkillError::WeightsInvalid {
         path: path.clone(),
@@ -167,7 +224,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
         ));
     };
     let tokenizer = tokenizer::from_metadata(&meta)?;
-    let vocab = tokenizer.get_vocab_size(true);
+    let vocab = tokenizer::token_count(&meta)?;
     let config = config(&meta, &arch, model_type, vocab, &content)?;
     let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
     let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
@@ -199,7 +256,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
             q
         };
         let plain = matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
-        if plain || q.shape().rank() != 2 {
+        if plain || dequantize || q.shape().rank() != 2 {
             let mut t = q
                 .dequantize(device)
                 .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
@@ -212,7 +269,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
             quant.insert(hf, Arc::new(q));
         }
     }
-    let weights = Weights::from_parts(path.clone(), dense, quant, device);
+    let weights = Weights::from_parts(path.clone(), HashMap::new(), HashMap::new(), device);
     let mut eos = Vec::new();
     for key in [
         "tokenizer.ggml.eos_token_id",
@@ -225,6 +282,14 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
         {
             eos.push(id);
         }
+    }
+    // llama.cpp also ends a generation at a token it knows by its text; for Gemma 3 that is
+    // `<end_of_turn>` (transformers' generation_config says the same: eos_token_id [1, 106]).
+    if arch == "gemma3"
+        && let Some(id) = tokenizer.token_to_id("<end_of_turn>")
+        && !eos.contains(&id)
+    {
+        eos.push(id);
     }
     let chat_template = meta.str_opt("tokenizer.chat_template")?.map(str::to_owned);
     let mut special_tokens = std::collections::BTreeMap::new();
@@ -244,7 +309,7 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
     }
     let mut tensor_types: Vec<(String, usize)> = types.into_iter().collect();
     tensor_types.sort();
-    Ok(GgufModel {
+    let g = GgufModel {
         file: path,
         model_type,
         config,
@@ -254,7 +319,8 @@ pub fn read(path: &Path, device: &Device) -> Result<GgufModel, SkillError> {
         chat_template,
         special_tokens,
         tensor_types,
-    })
+    };
+    Ok((g, dense, quant))
 }
 
 /// `config.json` fields for the decoder from the metadata of `arch`.
@@ -277,6 +343,57 @@ fn config(
                 ));
             }
         }
+    }
+    // Every `{arch}.*` key must be one this translation reads: a key it does not know may
+    // change the model (a soft-cap, a scaling, another layer pattern), so it is refused.
+    let mut known: Vec<&str> = vec![
+        "context_length",
+        "embedding_length",
+        "block_count",
+        "feed_forward_length",
+        "vocab_size",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.layer_norm_rms_epsilon",
+        "attention.key_length",
+        "attention.value_length",
+        "rope.freq_base",
+        "rope.dimension_count",
+        "rope.scaling.type",
+        "rope.scaling.factor",
+    ];
+    if arch == "gemma3" {
+        known.extend([
+            "attention.sliding_window",
+            "attention.sliding_window_pattern",
+            "rope.freq_base_swa",
+        ]);
+    }
+    let prefix = format!("{arch}.");
+    let mut unknown: Vec<&String> = meta
+        .map
+        .keys()
+        .filter(|key| {
+            key.strip_prefix(&prefix)
+                .is_some_and(|rest| !known.contains(&rest))
+        })
+        .collect();
+    unknown.sort();
+    if let Some(key) = unknown.first() {
+        return Err(invalid(
+            meta.path,
+            key,
+            format!("has no translation for `{arch}` (refused rather than ignored)"),
+        ));
+    }
+    if let Some(n) = meta.u64_opt(&k("vocab_size"))?
+        && n != vocab as u64
+    {
+        return Err(invalid(
+            meta.path,
+            &k("vocab_size"),
+            format!("{n}, but tokenizer.ggml.tokens has {vocab} tokens"),
+        ));
     }
     if content.tensor_infos.contains_key("rope_freqs.weight") {
         return Err(invalid(
@@ -350,33 +467,92 @@ fn config(
             );
         }
         "gemma3" => {
-            let window = meta.u64(&k("attention.sliding_window"))?;
-            // llama.cpp's Gemma 3: every sixth layer global, the others sliding at base 10 000.
-            let layers = m["num_hidden_layers"].as_u64().unwrap_or(0);
-            let types: Vec<&str> = (0..layers)
-                .map(|i| {
-                    if (i + 1) % 6 == 0 {
-                        "full_attention"
-                    } else {
+            // llama.cpp's Gemma 3 (`llama_model_gemma3`): with a sliding window, every
+            // `sliding_window_pattern`-th layer (default 6) is global and the others slide, at
+            // RoPE base `rope.freq_base_swa` (default 10 000); without one it is another graph
+            // (all layers global, final logits soft-capped), not translated.
+            let window = match meta.u64_opt(&k("attention.sliding_window"))? {
+                Some(w) if w > 0 => w,
+                _ => {
+                    return Err(invalid(
+                        meta.path,
+                        &k("attention.sliding_window"),
+                        "missing or 0: Gemma 3 without sliding layers (llama.cpp's non-SWA graph, \
+                         which soft-caps the final logits) is not translated",
+                    ));
+                }
+            };
+            let layers = m["num_hidden_layers"].as_u64().unwrap_or(0) as usize;
+            let sliding = sliding_layers(meta, &k("attention.sliding_window_pattern"), layers)?;
+            let types: Vec<&str> = sliding
+                .iter()
+                .map(|&s| {
+                    if s {
                         "sliding_attention"
+                    } else {
+                        "full_attention"
                     }
                 })
                 .collect();
+            let local_theta = match meta.get(&k("rope.freq_base_swa")) {
+                Some(_) => meta.f64(&k("rope.freq_base_swa"))?,
+                None => 10_000.0,
+            };
+            // The attention scale, as llama.cpp picks it: 1/sqrt(hidden / heads) for the 27B
+            // model (the one with 62 layers), 1/sqrt(head_dim) for the others; transformers
+            // calls the square `query_pre_attn_scalar`.
+            let scalar = if layers == 62 {
+                hidden / heads.max(1)
+            } else {
+                head_dim
+            };
             m.insert("hidden_activation".into(), json!("gelu_pytorch_tanh"));
             m.insert("sliding_window".into(), json!(window));
             m.insert("layer_types".into(), json!(types));
-            m.insert("query_pre_attn_scalar".into(), json!(head_dim));
+            m.insert("query_pre_attn_scalar".into(), json!(scalar));
+            m.insert("attention_bias".into(), json!(false));
+            m.insert("final_logit_softcapping".into(), Json::Null);
+            m.insert("attn_logit_softcapping".into(), Json::Null);
             m.insert(
                 "rope_parameters".into(),
                 json!({
                     "full_attention": {"rope_type": "default", "rope_theta": theta},
-                    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                    "sliding_attention": {"rope_type": "default", "rope_theta": local_theta},
                 }),
             );
         }
         _ => unreachable!("ARCHS lists only translated architectures"),
     }
     Ok(c.as_object().cloned().unwrap_or_default())
+}
+
+/// Which of `layers` layers slide, from `key` (llama.cpp's `sliding_window_pattern`): a period
+/// `p` (layer `i` slides unless `i % p == p - 1`; every layer for 0; 6 when absent, Gemma 3's)
+/// or one boolean a layer.
+fn sliding_layers(meta: &Meta<'_>, key: &str, layers: usize) -> Result<Vec<bool>, SkillError> {
+    let period = match meta.get(key) {
+        None => 6,
+        Some(Value::Array(a)) => {
+            if a.len() != layers {
+                return Err(invalid(
+                    meta.path,
+                    key,
+                    format!("has {} entries for {layers} layers", a.len()),
+                ));
+            }
+            return a
+                .iter()
+                .map(|v| {
+                    v.to_bool()
+                        .map_err(|_| invalid(meta.path, key, "holds a non-boolean"))
+                })
+                .collect();
+        }
+        Some(_) => meta.u64(key)? as usize,
+    };
+    Ok((0..layers)
+        .map(|i| period == 0 || i % period < period - 1)
+        .collect())
 }
 
 /// transformers' name of a GGUF tensor of `arch`.
@@ -475,6 +651,135 @@ mod tests {
             .to_vec1()
             .unwrap();
         assert_eq!(got, [0., 2., 1., 3., 4., 6., 5., 7.]);
+    }
+
+    /// Gemma 3 270M's metadata (as its GGUF file has it), plus `extra`.
+    fn gemma3_meta(extra: &[(&str, Value)]) -> Content {
+        let mut metadata: HashMap<String, Value> = [
+            ("gemma3.context_length", Value::U32(32768)),
+            ("gemma3.embedding_length", Value::U32(640)),
+            ("gemma3.block_count", Value::U32(18)),
+            ("gemma3.feed_forward_length", Value::U32(2048)),
+            ("gemma3.attention.head_count", Value::U32(4)),
+            ("gemma3.attention.head_count_kv", Value::U32(1)),
+            ("gemma3.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+            ("gemma3.attention.key_length", Value::U32(256)),
+            ("gemma3.attention.value_length", Value::U32(256)),
+            ("gemma3.rope.freq_base", Value::F32(1e6)),
+            ("gemma3.attention.sliding_window", Value::U32(512)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        for (k, v) in extra {
+            metadata.insert((*k).to_owned(), v.clone());
+        }
+        Content {
+            magic: candle_core::quantized::gguf_file::VersionedMagic::GgufV3,
+            metadata,
+            tensor_infos: HashMap::new(),
+            tensor_data_offset: 0,
+        }
+    }
+
+    fn gemma3_config(extra: &[(&str, Value)]) -> Result<Map<String, Json>, SkillError> {
+        let content = gemma3_meta(extra);
+        let meta = Meta {
+            path: Path::new("g.gguf"),
+            map: &content.metadata,
+        };
+        config(&meta, "gemma3", "gemma3_text", 262_144, &content)
+    }
+
+    /// llama.cpp's Gemma 3 defaults: every sixth layer global, local RoPE base 10 000, the
+    /// attention scale from the head size.
+    #[test]
+    fn gemma3_metadata_becomes_transformers_config() {
+        let c = gemma3_config(&[]).unwrap();
+        let types: Vec<&str> = c["layer_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let full: Vec<usize> = (0..types.len())
+            .filter(|&i| types[i] == "full_attention")
+            .collect();
+        assert_eq!(full, [5, 11, 17]);
+        assert_eq!(types.len(), 18);
+        assert_eq!(c["sliding_window"], 512);
+        assert_eq!(c["head_dim"], 256);
+        assert_eq!(c["query_pre_attn_scalar"], 256);
+        assert_eq!(
+            c["rope_parameters"]["sliding_attention"]["rope_theta"],
+            10_000.0
+        );
+        assert_eq!(
+            c["rope_parameters"]["full_attention"]["rope_theta"],
+            1_000_000.0
+        );
+        assert_eq!(c["tie_word_embeddings"], true);
+        // A pattern and a local base in the file are read.
+        let c = gemma3_config(&[
+            ("gemma3.attention.sliding_window_pattern", Value::U32(3)),
+            ("gemma3.rope.freq_base_swa", Value::F32(20_000.0)),
+        ])
+        .unwrap();
+        assert_eq!(c["layer_types"][2], "full_attention");
+        assert_eq!(c["layer_types"][3], "sliding_attention");
+        assert_eq!(
+            c["rope_parameters"]["sliding_attention"]["rope_theta"],
+            20_000.0
+        );
+    }
+
+    #[test]
+    fn sliding_window_patterns_are_llama_cpp_s() {
+        let map = HashMap::from([
+            ("p".to_owned(), Value::U32(0)),
+            (
+                "a".to_owned(),
+                Value::Array(vec![Value::Bool(true), Value::Bool(false)]),
+            ),
+        ]);
+        let meta = Meta {
+            path: Path::new("g.gguf"),
+            map: &map,
+        };
+        assert_eq!(sliding_layers(&meta, "p", 3).unwrap(), [true; 3]);
+        assert_eq!(sliding_layers(&meta, "a", 2).unwrap(), [true, false]);
+        assert!(sliding_layers(&meta, "a", 3).is_err());
+        assert_eq!(
+            sliding_layers(&meta, "absent", 7).unwrap(),
+            [true, true, true, true, true, false, true]
+        );
+    }
+
+    /// What has no translation is refused, naming the key: a soft-cap (llama.cpp's Gemma 3
+    /// graph with a window ignores it, transformers would apply it), no window, RoPE scaling,
+    /// a vocabulary size the tokens contradict.
+    #[test]
+    fn untranslated_gemma3_metadata_is_refused() {
+        let field = |extra: &[(&str, Value)]| match gemma3_config(extra).unwrap_err() {
+            SkillError::ConfigField { field, .. } => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            field(&[("gemma3.final_logit_softcapping", Value::F32(30.0))]),
+            "gemma3.final_logit_softcapping"
+        );
+        assert_eq!(
+            field(&[("gemma3.attention.sliding_window", Value::U32(0))]),
+            "gemma3.attention.sliding_window"
+        );
+        assert_eq!(
+            field(&[("gemma3.rope.scaling.type", Value::String("linear".into()))]),
+            "gemma3.rope.scaling.type"
+        );
+        assert_eq!(
+            field(&[("gemma3.vocab_size", Value::U32(1000))]),
+            "gemma3.vocab_size"
+        );
     }
 
     #[test]
