@@ -16,6 +16,8 @@
 #   dispatch   `cargo bench -p skills --bench resolve` (criterion medians, ns).
 #   inference  candle (`cargo bench -p skillgen-candle --bench inference`) vs PyTorch
 #              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
+#   corpus     (opt-in) 512 sentences embedded by a whole candle process vs sentence-transformers
+#              `encode(batch_size=32)`: texts/s, peak RSS (see the section).
 #   max        `cargo bench -p skillgen-max --bench max` (prints SKIPPED without MAX).
 #   llm        quantized LLM generation, per GGUF file present (SmolLM2-135M-Instruct Q4_1; Gemma 3
 #              270M Q4_K_M): ours (`cargo run --release -p skillgen-candle --example llm_bench`) vs
@@ -260,6 +262,57 @@ if want inference; then
     done
 fi
 
+# ----------------------------------------------------------------------------- corpus
+# Opt-in (`--only corpus`): fixtures/corpus/sentences.txt (512 sentences, scripts/make_corpus.py)
+# embedded by one whole candle process (load included: the inference bench binary with
+# SKILLGEN_BENCH_CORPUS) vs sentence-transformers `encode(batch_size=32)` in one Python process
+# (imports reported apart), alternating; texts/s and peak RSS, medians printed.
+if want corpus; then
+    CORPUS=${SKILLGEN_BENCH_CORPUS_FILE:-$ROOT/fixtures/corpus/sentences.txt}
+    log "corpus: building the candle bench"
+    BENCH_BIN=$(cargo bench -q -p skillgen-candle --bench inference --no-run --message-format=json |
+        python3 -c 'import json, sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "inference" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+    export BENCH_BIN CORPUS
+    for r in $(seq "$REPEATS"); do
+        log "corpus: run $r/$REPEATS candle (RAYON_NUM_THREADS=$THREADS)"
+        R=$r python3 - <<'EOF2'
+import json, os, subprocess, time
+raw, r = os.environ["RAW"], os.environ["R"]
+out = f"{raw}/corpus-candle-{r}.json"
+env = dict(os.environ, RAYON_NUM_THREADS=os.environ["THREADS"], SKILLGEN_BENCH_CORPUS=os.environ["CORPUS"],
+           SKILLGEN_BENCH_JSON=out)
+t = time.perf_counter()
+subprocess.run([os.environ["BENCH_BIN"]], env=env, check=True, stdout=subprocess.DEVNULL)
+wall = time.perf_counter() - t
+res = json.load(open(out))
+res["process_wall_s"] = wall
+res["texts_per_s_process"] = res["texts"] / wall
+json.dump(res, open(out, "w"), indent=2)
+print(f"corpus candle: {res['texts']} texts, process {wall:.3f} s ({res['texts_per_s_process']:.1f} texts/s), "
+      f"peak RSS {res['peak_rss_mib']:.1f} MiB")
+EOF2
+        log "corpus: run $r/$REPEATS sentence-transformers (torch.set_num_threads($THREADS))"
+        OMP_NUM_THREADS=$THREADS "$TORCH_PY" scripts/bench_pytorch.py --threads "$THREADS" \
+            --corpus "$CORPUS" --json "$RAW/corpus-pytorch-$r.json" 2>&1 | grep -v "Loading weights" >&2
+    done
+    python3 - <<'EOF2'
+import json, os, statistics
+raw, reps = os.environ["RAW"], int(os.environ["REPEATS"])
+c = [json.load(open(f"{raw}/corpus-candle-{r}.json")) for r in range(1, reps + 1)]
+p = [json.load(open(f"{raw}/corpus-pytorch-{r}.json")) for r in range(1, reps + 1)]
+med = lambda rows, k: statistics.median(x[k] for x in rows)
+ct, pt = med(c, "texts_per_s_process"), med(p, "texts_per_s")
+print(f"corpus ({c[0]['texts']} texts, medians of {reps}): candle {ct:.1f} texts/s whole process "
+      f"(peak RSS {med(c, 'peak_rss_mib'):.0f} MiB) vs sentence-transformers {pt:.1f} texts/s load + encode "
+      f"({med(p, 'texts_per_s_with_imports'):.1f} with its {med(p, 'import_s'):.2f} s of imports; peak RSS "
+      f"{med(p, 'peak_rss_mib'):.0f} MiB): {ct / pt:.2f}x")
+EOF2
+fi
+
 # ----------------------------------------------------------------------------- max
 if want max; then
     log "max: cargo bench -p skillgen-max --bench max"
@@ -445,6 +498,7 @@ if llm:
             row["_".join(k)]["all"] = {s: [med([r], list(k)) for r in v] for s, v in sides.items()}
         out_llm[name] = row
     result["llm"] = out_llm
+
 quant = {}
 for variant in ("f32", "q8_0", "q4_k"):
     runs = [json.loads(q.read_text()) for q in sorted(raw.glob(f"quant-{variant}-[0-9]*.json"))]

@@ -81,12 +81,49 @@ def run_batches(encode, iters):
     return out
 
 
+def corpus(args):
+    """The corpus case: import, then SentenceTransformer(dir) and encode(lines, batch_size=32)
+    in this process; texts/s over load + encode (imports reported apart), peak RSS."""
+    started = time.perf_counter()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    import_s = time.perf_counter() - started
+    torch.set_num_threads(args.threads)
+    lines = Path(args.corpus).read_text().splitlines()
+    t = time.perf_counter()
+    st = SentenceTransformer(os.environ["SKILLGEN_MINILM_DIR"], device="cpu")
+    vectors = st.encode(lines, batch_size=32)
+    work_s = time.perf_counter() - t
+    assert len(vectors) == len(lines)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "engine": "sentence_transformers",
+        "texts": len(lines),
+        "import_s": import_s,
+        "load_and_encode_s": work_s,
+        "texts_per_s": len(lines) / work_s,
+        "texts_per_s_with_imports": len(lines) / (import_s + work_s),
+        "peak_rss_mib": rss,
+    }
+    print(
+        f"corpus: {len(lines)} texts, imports {import_s:.3f} s, load + encode {work_s:.3f} s "
+        f"({len(lines) / work_s:.1f} texts/s; {len(lines) / (import_s + work_s):.1f} with imports), "
+        f"peak RSS {rss:.1f} MiB"
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, required=True)
     ap.add_argument("--iters", type=int, default=50)
     ap.add_argument("--json")
+    ap.add_argument("--corpus", help="run only the corpus case on this file (one text a line)")
     args = ap.parse_args()
+    if args.corpus:
+        return corpus(args)
 
     t = time.perf_counter()
     import torch

@@ -10,6 +10,9 @@
 //! SKILLGEN_BENCH_ITERS=100 SKILLGEN_BENCH_JSON=out.json cargo bench -p skillgen-candle --bench inference
 //! ```
 //!
+//! With `SKILLGEN_BENCH_CORPUS=<file>` (and `SKILLGEN_MINILM_DIR`) it runs the corpus case
+//! instead: every line of the file embedded in one call, whole process, load included.
+//!
 //! candle's CPU kernels use `RAYON_NUM_THREADS` threads (all cores when unset). Peak RSS is the
 //! process's `VmHWM` at the end (both models loaded). Without `SKILLGEN_MINILM_DIR` the MiniLM
 //! part prints `SKIPPED:`; the llama part always runs. With `SKILLGEN_BENCH_JSON` the results
@@ -200,7 +203,50 @@ fn llama(iters: usize, caps: &Capabilities) -> Value {
     s
 }
 
+/// The corpus case: load all-MiniLM-L6-v2 and embed every line of `corpus` through the public
+/// `embed` call (chunks of 32, `EmbedRequest`'s default, as sentence-transformers' `encode`),
+/// timed from the start of `main` (load included); then exit.
+fn corpus(dir: &Path, corpus: &Path, started: Instant) -> Value {
+    let text = std::fs::read_to_string(corpus).expect("read SKILLGEN_BENCH_CORPUS");
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let caps = Capabilities::fixed_cpu_only();
+    let t = Instant::now();
+    let skill = Bert::load(dir, Target::Cpu).expect("load MiniLM");
+    let got = embed(skill.state(), &caps, &lines);
+    assert_eq!(got, lines.len());
+    let embed_s = t.elapsed().as_secs_f64();
+    let total = started.elapsed().as_secs_f64();
+    let rss = peak_rss_mib();
+    println!(
+        "corpus: {} texts in {:.3} s from main ({:.1} texts/s; load + embed {:.3} s), peak RSS {:.1} MiB",
+        lines.len(),
+        total,
+        lines.len() as f64 / total,
+        embed_s,
+        rss.unwrap_or_default()
+    );
+    json!({
+        "engine": "candle",
+        "texts": lines.len(),
+        "seconds_from_main": total,
+        "texts_per_s": lines.len() as f64 / total,
+        "load_and_embed_s": embed_s,
+        "peak_rss_mib": rss,
+    })
+}
+
 fn main() {
+    let started = Instant::now();
+    if let (Some(corpus_path), Some(dir)) = (
+        ProcessEnv.var("SKILLGEN_BENCH_CORPUS"),
+        ProcessEnv.var("SKILLGEN_MINILM_DIR"),
+    ) {
+        let result = corpus(Path::new(&dir), Path::new(&corpus_path), started);
+        if let Some(path) = ProcessEnv.var("SKILLGEN_BENCH_JSON") {
+            std::fs::write(&path, format!("{result:#}\n")).expect("write SKILLGEN_BENCH_JSON");
+        }
+        return;
+    }
     let iters = env_usize("SKILLGEN_BENCH_ITERS", 50);
     let caps = Capabilities::fixed_cpu_only();
     let threads = ProcessEnv.var("RAYON_NUM_THREADS");

@@ -106,6 +106,101 @@ fn weight_files(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), SkillError> {
     Ok((index, files))
 }
 
+/// The largest safetensors header taken (the format's own limit).
+const MAX_HEADER: u64 = 100_000_000;
+
+/// Every tensor of one safetensors file, read straight from the file into the tensor's own
+/// buffer (little-endian f32, the common case, with no intermediate copy of the file: the
+/// header is parsed first, then each tensor's bytes land in its `Vec<f32>`); other dtypes go
+/// through candle's safetensors conversion. The header is checked as the format requires: the
+/// tensors tile the data section exactly, each with as many bytes as its shape and dtype need.
+fn read_safetensors(
+    file: &Path,
+    device: &Device,
+) -> Result<Vec<(String, Entry, Tensor)>, SkillError> {
+    use std::io::Read;
+    let bad = |detail: String| invalid(file, detail);
+    let mut f = std::fs::File::open(file).map_err(|e| bad(e.to_string()))?;
+    let len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
+    let mut n8 = [0u8; 8];
+    f.read_exact(&mut n8)
+        .map_err(|e| bad(format!("reading the header size: {e}")))?;
+    let n = u64::from_le_bytes(n8);
+    if n > MAX_HEADER || n + 8 > len {
+        return Err(bad(format!(
+            "header size {n} does not fit the file ({len} bytes)"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| bad(format!("reading the header: {e}")))?;
+    let header: serde_json::Map<String, Value> = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("the header is not a JSON object: {e}")))?;
+    #[derive(serde::Deserialize)]
+    struct Info {
+        dtype: safetensors::Dtype,
+        shape: Vec<usize>,
+        data_offsets: (usize, usize),
+    }
+    let mut infos: Vec<(String, Info)> = Vec::with_capacity(header.len());
+    for (name, v) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let info: Info = serde_json::from_value(v)
+            .map_err(|e| bad(format!("tensor `{name}` in the header: {e}")))?;
+        infos.push((name, info));
+    }
+    infos.sort_by_key(|(_, i)| i.data_offsets);
+    let data = (len - 8 - n) as usize;
+    let mut at = 0;
+    for (name, i) in &infos {
+        let (begin, end) = i.data_offsets;
+        let need = i
+            .shape
+            .iter()
+            .try_fold(i.dtype.bitsize(), |a, &d| a.checked_mul(d))
+            .map(|bits| bits.div_ceil(8));
+        if begin != at || end < begin || need != Some(end - begin) {
+            return Err(bad(format!(
+                "tensor `{name}` ({:?} {:?}) has data offsets {begin}..{end} (expected to start at {at}, {need:?} bytes)",
+                i.dtype, i.shape
+            )));
+        }
+        at = end;
+    }
+    if at != data {
+        return Err(bad(format!(
+            "the tensors cover {at} of the {data} data bytes"
+        )));
+    }
+    let mut out = Vec::with_capacity(infos.len());
+    for (name, i) in infos {
+        let bytes = i.data_offsets.1 - i.data_offsets.0;
+        let read = |e: std::io::Error| bad(format!("reading `{name}`: {e}"));
+        let conv = |e: candle_core::Error| bad(format!("tensor `{name}`: {e}"));
+        let tensor = if i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
+            let mut v = vec![0f32; bytes / 4];
+            f.read_exact(bytemuck::cast_slice_mut(&mut v))
+                .map_err(read)?;
+            Tensor::from_vec(v, i.shape.as_slice(), device).map_err(conv)?
+        } else {
+            let mut v = vec![0u8; bytes];
+            f.read_exact(&mut v).map_err(read)?;
+            let view = safetensors::tensor::TensorView::new(i.dtype, i.shape.clone(), &v)
+                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+            candle_core::safetensors::Load::load(&view, device).map_err(conv)?
+        };
+        let entry = Entry {
+            file: file.to_path_buf(),
+            shape: i.shape,
+            dtype: i.dtype,
+        };
+        out.push((name, entry, tensor));
+    }
+    Ok(out)
+}
+
 /// Buffers transformers saves that carry no weights (recomputed by every implementation).
 fn is_buffer(name: &str) -> bool {
     name.ends_with("inv_freq")
@@ -122,22 +217,10 @@ impl Weights {
         let mut tensors = HashMap::new();
         let mut entries = BTreeMap::new();
         for file in &files {
-            let bytes = std::fs::read(file).map_err(|e| invalid(file, e.to_string()))?;
-            let st = safetensors::SafeTensors::deserialize(&bytes)
-                .map_err(|e| invalid(file, e.to_string()))?;
-            for (name, view) in st.tensors() {
-                entries.insert(
-                    name.clone(),
-                    Entry {
-                        file: file.clone(),
-                        shape: view.shape().to_vec(),
-                        dtype: view.dtype(),
-                    },
-                );
+            for (name, entry, tensor) in read_safetensors(file, device)? {
+                entries.insert(name.clone(), entry);
+                tensors.insert(name, tensor);
             }
-            let loaded = candle_core::safetensors::load_buffer(&bytes, device)
-                .map_err(|e| invalid(file, e.to_string()))?;
-            tensors.extend(loaded);
         }
         Ok(Self {
             tensors,

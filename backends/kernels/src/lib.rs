@@ -10,6 +10,10 @@
 //! loops, which unoptimised are ~30× slower.
 
 pub mod attend;
+pub mod encode;
+pub mod gelu;
+mod lanes;
+pub mod norm;
 pub mod quant;
 
 /// The instruction set a product runs with.

@@ -31,7 +31,8 @@ use skillgen_checkpoint::{Fields, config_json};
 use skillgen_runtime::SkillError;
 
 use crate::activation::{Act, act};
-use crate::attention::{Rope, SelfAttention, relative_bucket};
+use crate::attention::{Rope, relative_bucket};
+use crate::encoder::fused::{Attention, Batch, Layer};
 use crate::encoder::setup::{self, HeadModel, HeadSetup};
 use crate::weights::{Weights, layer_norm};
 
@@ -663,13 +664,7 @@ fn linear(w: &mut Weights, name: &str, out: usize, inp: usize) -> Result<Linear,
 /// One block's parameters.
 #[derive(Debug, Clone)]
 struct Block {
-    attn: SelfAttention,
-    /// Post-LN: after attention; pre-LN: before it.
-    ln_attn: LayerNorm,
-    ffn_in: Linear,
-    ffn_out: Linear,
-    /// Post-LN: after the FFN; pre-LN: before it.
-    ln_ffn: LayerNorm,
+    layer: Layer,
     adapter: Option<Adapter>,
 }
 
@@ -685,18 +680,24 @@ impl Block {
     fn load(w: &mut Weights, s: &Spec, p: &str) -> Result<Self, SkillError> {
         let (h, i, eps) = (s.hidden, s.inter, s.eps);
         let [q, k, v, o, ln_attn, ffn_in, ffn_out, ln_ffn] = s.layout.block_names();
+        let attn = Attention::new(
+            linear(w, &format!("{p}.{q}"), h, h)?,
+            linear(w, &format!("{p}.{k}"), h, h)?,
+            linear(w, &format!("{p}.{v}"), h, h)?,
+            linear(w, &format!("{p}.{o}"), h, h)?,
+            s.heads,
+        )
+        .map_err(ce("fusing the attention projections"))?;
+        let layer = Layer::new(
+            attn,
+            any_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
+            linear(w, &format!("{p}.{ffn_in}"), i, h)?,
+            linear(w, &format!("{p}.{ffn_out}"), h, i)?,
+            any_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
+        )
+        .map_err(ce("loading a block"))?;
         Ok(Self {
-            attn: SelfAttention {
-                q: linear(w, &format!("{p}.{q}"), h, h)?,
-                k: linear(w, &format!("{p}.{k}"), h, h)?,
-                v: linear(w, &format!("{p}.{v}"), h, h)?,
-                o: linear(w, &format!("{p}.{o}"), h, h)?,
-                heads: s.heads,
-            },
-            ln_attn: any_norm(w, &format!("{p}.{ln_attn}"), h, eps)?,
-            ffn_in: linear(w, &format!("{p}.{ffn_in}"), i, h)?,
-            ffn_out: linear(w, &format!("{p}.{ffn_out}"), h, i)?,
-            ln_ffn: any_norm(w, &format!("{p}.{ln_ffn}"), h, eps)?,
+            layer,
             adapter: match &s.adapter {
                 Some(a) => {
                     let m = format!("{p}.output.adapter_modules.");
@@ -731,7 +732,7 @@ impl Block {
         };
         let normed = match (&a.own_ln, spec.reuse_ln) {
             (Some(ln), _) => ln.forward(&h)?,
-            (None, true) => self.ln_ffn.forward(&h)?,
+            (None, true) => self.layer.ln_ffn().forward(&h)?,
             (None, false) => h.clone(),
         };
         let residual = if spec.ln_before { &normed } else { &h };
@@ -740,27 +741,19 @@ impl Block {
             + residual
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        s: &Spec,
-        bias: Option<&Tensor>,
-        rope: Option<Rope<'_>>,
-    ) -> candle_core::Result<Tensor> {
-        let ffn = |t: &Tensor| -> candle_core::Result<Tensor> {
-            self.ffn_out.forward(&act(s.act, &self.ffn_in.forward(t)?)?)
-        };
+    /// One block over rows `x` `[b·n, hidden]`.
+    fn forward(&self, x: &Tensor, s: &Spec, bt: &Batch<'_>) -> candle_core::Result<Tensor> {
         if s.layout.pre_ln() {
-            let x = (x + self
-                .attn
-                .forward_rope(&self.ln_attn.forward(x)?, bias, rope)?)?;
-            &x + ffn(&self.ln_ffn.forward(&x)?)?
-        } else {
-            let x = self
-                .ln_attn
-                .forward(&(self.attn.forward_rope(x, bias, rope)? + x)?)?;
-            self.ln_ffn.forward(&self.adapt((ffn(&x)? + &x)?, s)?)
+            return self.layer.forward_pre(x, bt, s.act);
         }
+        let adapt = |h: Tensor| self.adapt(h, s);
+        let adapt: Option<&dyn Fn(Tensor) -> candle_core::Result<Tensor>> =
+            if self.adapter.is_some() {
+                Some(&adapt)
+            } else {
+                None
+            };
+        self.layer.forward_post(x, bt, s.act, adapt)
     }
 }
 
@@ -1017,38 +1010,6 @@ impl BertBody {
             if let Some(p) = &self.proj {
                 x = p.forward(&x)?;
             }
-            let rel = match &self.rel_bias {
-                Some(table) => {
-                    let buckets: Vec<u32> = (0..n as i64)
-                        .flat_map(|q| {
-                            (0..n as i64).map(move |k| {
-                                relative_bucket(k - q, self.spec.rel_buckets, 128) as u32
-                            })
-                        })
-                        .collect();
-                    let bk = Tensor::new(buckets.as_slice(), dev)?;
-                    // [n*n, heads] → [1, heads, n, n]
-                    let v = table
-                        .index_select(&bk, 0)?
-                        .reshape((n, n, self.spec.heads))?;
-                    Some(v.permute((2, 0, 1))?.unsqueeze(0)?.contiguous()?)
-                }
-                None => None,
-            };
-            // Padding keys: −∞ before the softmax, so they get exactly no weight.
-            let pad_mask = if rows.iter().any(|r| r.len() < n) {
-                let m: Vec<f32> = rows
-                    .iter()
-                    .flat_map(|r| (0..n).map(|j| if j < r.len() { 0.0 } else { f32::NEG_INFINITY }))
-                    .collect();
-                Some(Tensor::from_vec(m, (b, 1, 1, n), dev)?)
-            } else {
-                None
-            };
-            let bias = match (rel, pad_mask) {
-                (Some(r), Some(m)) => Some(r.broadcast_add(&m)?),
-                (r, m) => r.or(m),
-            };
             let tables = match (self.spec.rotary, &self.rope_table) {
                 (Some(Rotary::Theta(theta)), _) => Some(crate::attention::rope_tables(
                     n,
@@ -1066,11 +1027,61 @@ impl BertBody {
                 sin,
                 interleaved: self.spec.rotary == Some(Rotary::Table),
             });
+            let rel = match &self.rel_bias {
+                Some(table) => {
+                    let buckets: Vec<u32> = (0..n as i64)
+                        .flat_map(|q| {
+                            (0..n as i64).map(move |k| {
+                                relative_bucket(k - q, self.spec.rel_buckets, 128) as u32
+                            })
+                        })
+                        .collect();
+                    let bk = Tensor::new(buckets.as_slice(), dev)?;
+                    // [n*n, heads] → [heads, n, n]
+                    let v = table
+                        .index_select(&bk, 0)?
+                        .reshape((n, n, self.spec.heads))?;
+                    Some(v.permute((2, 0, 1))?.contiguous()?)
+                }
+                None => None,
+            };
+            let mut bt = Batch {
+                b,
+                n,
+                lens: rows.iter().map(|r| r.len()).collect(),
+                rel: None,
+                mask: None,
+                rope,
+            };
+            if bt.fused(&x) {
+                bt.rel = match &rel {
+                    Some(r) => Some(r.flatten_all()?.to_vec1::<f32>()?.into()),
+                    None => None,
+                };
+            } else {
+                // Padding keys: −∞ before the softmax, so they get exactly no weight.
+                let pad_mask = if rows.iter().any(|r| r.len() < n) {
+                    let m: Vec<f32> = rows
+                        .iter()
+                        .flat_map(|r| {
+                            (0..n).map(|j| if j < r.len() { 0.0 } else { f32::NEG_INFINITY })
+                        })
+                        .collect();
+                    Some(Tensor::from_vec(m, (b, 1, 1, n), dev)?)
+                } else {
+                    None
+                };
+                let rel = rel.map(|r| r.unsqueeze(0)).transpose()?;
+                bt.mask = match (rel, pad_mask) {
+                    (Some(r), Some(m)) => Some(r.broadcast_add(&m)?),
+                    (r, m) => r.or(m),
+                };
+            }
+            for block in &self.blocks {
+                x = block.forward(&x, &self.spec, &bt)?;
+            }
             let h = x.dim(1)?;
             let mut x = x.reshape((b, n, h))?;
-            for block in &self.blocks {
-                x = block.forward(&x, &self.spec, bias.as_ref(), rope)?;
-            }
             if let Some(ln) = &self.final_ln {
                 x = ln.forward(&x)?;
             }

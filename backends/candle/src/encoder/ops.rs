@@ -1,0 +1,185 @@
+//! The fused encoder kernels of [`skillgen_kernels`] as candle CPU ops, their rows split across
+//! rayon's pool (the threads candle's matrix products already use, so nothing else spins
+//! beside them): bias + exact GELU, bias + residual + LayerNorm, attention from the fused
+//! q/k/v projection.
+
+use std::sync::Arc;
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+use rayon::prelude::*;
+
+use skillgen_kernels::Isa;
+use skillgen_kernels::encode::{Heads, attend_input};
+use skillgen_kernels::gelu::bias_gelu_into;
+use skillgen_kernels::norm::{AddNorm, add_norm_into};
+
+/// Below this many values, an elementwise op runs on one thread.
+const SERIAL: usize = 1 << 16;
+
+/// The f32 values and dims of a contiguous CPU tensor.
+fn f32_data<'a>(
+    op: &str,
+    what: &str,
+    s: &'a CpuStorage,
+    l: &Layout,
+) -> Result<(&'a [f32], Vec<usize>)> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: f32 {what} expected");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous {what} expected");
+    };
+    Ok((&v[a..b], l.shape().dims().to_vec()))
+}
+
+/// `f(offset, input rows, output rows)` over chunks of whole rows of `width` (`offset`: the
+/// chunk's first value in `x`), in parallel when large.
+fn by_rows(x: &[f32], width: usize, f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    let rows = x.len() / width.max(1);
+    let threads = rayon::current_num_threads();
+    if x.len() < SERIAL || threads < 2 || rows < 2 {
+        f(0, x, &mut out);
+    } else {
+        let per = rows.div_ceil(threads * 4).max(1) * width;
+        out.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .enumerate()
+            .for_each(|(i, (o, x))| f(i * per, x, o));
+    }
+    out
+}
+
+/// `gelu(x + bias)`: `x` `[.., width]`, `bias` `[width]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BiasGelu;
+
+impl CustomOp2 for BiasGelu {
+    fn name(&self) -> &'static str {
+        "skillgen-bias-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = f32_data(self.name(), "input", s1, l1)?;
+        let (bias, bd) = f32_data(self.name(), "bias", s2, l2)?;
+        if bd.len() != 1 || dims.last() != bd.first() {
+            candle_core::bail!("{}: input {dims:?}, bias {bd:?}", self.name());
+        }
+        let isa = Isa::detect();
+        let out = by_rows(x, bias.len(), |_, x, o| bias_gelu_into(isa, x, bias, o));
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// `LN(x + bias + residual) · γ + β` (the parameters in [`AddNorm`]); `x` and the residual
+/// `[.., h]`.
+#[derive(Debug, Clone)]
+pub(crate) struct AddLn(pub(crate) AddNorm);
+
+impl CustomOp2 for AddLn {
+    fn name(&self) -> &'static str {
+        "skillgen-add-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, dims) = f32_data(self.name(), "input", s1, l1)?;
+        let (res, rd) = f32_data(self.name(), "residual", s2, l2)?;
+        let h = self.0.gamma.len();
+        if dims != rd || dims.last() != Some(&h) {
+            candle_core::bail!(
+                "{}: input {dims:?}, residual {rd:?}, width {h}",
+                self.name()
+            );
+        }
+        let isa = Isa::detect();
+        // Rows of x and the residual at the same offsets: split the residual alongside.
+        let out = by_rows(x, h, |at, xc, o| {
+            add_norm_into(isa, &self.0, xc, &res[at..at + xc.len()], o);
+        });
+        Ok((CpuStorage::F32(out), Shape::from(dims)))
+    }
+}
+
+/// Self-attention of a right-padded batch from the fused projection: `qkv` `[b, n, 3·h]`
+/// without its bias, the bias `[3·h]` → `[b, n, h]` (padding rows 0).
+#[derive(Debug, Clone)]
+pub(crate) struct Attend {
+    pub(crate) heads: usize,
+    pub(crate) scale: f32,
+    /// Each input's unpadded length.
+    pub(crate) lens: Arc<[usize]>,
+    /// An additive bias `[heads, n, n]` (MPNet's relative positions).
+    pub(crate) rel: Option<Arc<[f32]>>,
+}
+
+impl CustomOp2 for Attend {
+    fn name(&self) -> &'static str {
+        "skillgen-encoder-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (qkv, dims) = f32_data(self.name(), "qkv", s1, l1)?;
+        let (qb, bd) = f32_data(self.name(), "qkv bias", s2, l2)?;
+        let [b, n, h3] = dims[..] else {
+            candle_core::bail!("{}: qkv {dims:?}", self.name());
+        };
+        if b != self.lens.len() || h3 % 3 != 0 || bd != [h3] {
+            candle_core::bail!(
+                "{}: qkv {dims:?}, bias {bd:?}, {} inputs",
+                self.name(),
+                self.lens.len()
+            );
+        }
+        let h = h3 / 3;
+        let isa = Isa::detect();
+        let heads = Heads {
+            heads: self.heads,
+            scale: self.scale,
+        };
+        let mut out = vec![0.0; b * n * h];
+        let one = |(i, (o, q)): (usize, (&mut [f32], &[f32]))| {
+            attend_input(
+                isa,
+                heads,
+                q,
+                Some(qb),
+                self.lens[i],
+                n,
+                self.rel.as_deref(),
+                o,
+            );
+        };
+        if n * h == 0 {
+            // Nothing to attend.
+        } else if b > 1 && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(n * h)
+                .zip(qkv.par_chunks(n * h3))
+                .enumerate()
+                .for_each(one);
+        } else {
+            out.chunks_mut(n * h)
+                .zip(qkv.chunks(n * h3))
+                .enumerate()
+                .for_each(one);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((b, n, h))))
+    }
+}
