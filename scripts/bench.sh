@@ -596,7 +596,7 @@ for variant, q in (result.get("quantize") or {}).items():
     acc = q.get("accuracy")
     acc_text = "float (the reference)" if variant == "f32" else (
         "—" if not acc else
-        f"top-1 {acc['top1_agreement']}/{acc['positions']}, max |Δlogit| {acc['max_abs_dlogit_top10']:.3f}, "
+        f"top-1 {acc['top1_agreement']}/{acc['positions']}, max \\|Δlogit\\| {acc['max_abs_dlogit_top10']:.3f}, "
         f"greedy {acc['greedy_same']}/{acc['greedy_total']}")
     rows.append((f"Quantize your own: SmolLM2-135M {variant} (weights in memory; load; TTFT; decode; "
                  f"p50/p95/p99; peak RSS; vs float)",

@@ -15,7 +15,8 @@ pub enum Quantization {
     #[serde(rename = "q8_0")]
     Q8_0,
     /// 4-bit K-quant, super-blocks of 256 weights with 6-bit sub-block scales and mins (4.5
-    /// bits per weight).
+    /// bits per weight). A matrix whose rows are not whole super-blocks but whole 32-weight
+    /// blocks is stored as `Q5_0` (5.5 bits per weight) instead, as llama.cpp's quantizer does.
     #[serde(rename = "q4_k")]
     Q4K,
 }

@@ -266,15 +266,20 @@ impl Weights {
         }
     }
 
-    /// Quantize the float matrices of the checkpoint to `q` (load-time quantization): every
-    /// 2-D float `*.weight` whose rows are whole blocks of `q`, in place (the float copy is
-    /// dropped). Matrices whose rows are not (e.g. a 49152 × 576 embedding is, a 3 × 576
-    /// classifier is not under Q4_K's 256) stay float. The decoder then takes the quantized
-    /// ones as quantized layers, exactly as a GGUF file's. Returns (quantized, kept float).
-    pub(crate) fn quantize(&mut self, q: Quantization) -> Result<(usize, usize), SkillError> {
-        let dtype = match q {
-            Quantization::Q8_0 => GgmlDType::Q8_0,
-            Quantization::Q4K => GgmlDType::Q4K,
+    /// Quantize the float matrices of the checkpoint to `q` (load-time quantization), as
+    /// llama.cpp's quantizer does: every 2-D float `*.weight` whose rows are whole blocks of `q`
+    /// becomes `q`; under `Q4_K`, a matrix whose rows are not whole 256-weight super-blocks but
+    /// whole 32-weight blocks becomes `Q5_0` (llama.cpp's fallback for `Q4_K`: SmolLM2's
+    /// 576-wide matrices, Gemma 3's 640-wide ones); any other stays float. The float copy is
+    /// dropped. The decoder then takes the quantized ones as quantized layers, exactly as a
+    /// GGUF file's. Returns how many became `q`, how many the fallback, how many stayed float.
+    pub(crate) fn quantize(
+        &mut self,
+        q: Quantization,
+    ) -> Result<(usize, usize, usize), SkillError> {
+        let (dtype, fallback) = match q {
+            Quantization::Q8_0 => (GgmlDType::Q8_0, None),
+            Quantization::Q4K => (GgmlDType::Q4K, Some(GgmlDType::Q5_0)),
         };
         let mut names: Vec<String> = self
             .tensors
@@ -283,20 +288,27 @@ impl Weights {
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();
-        let (mut done, mut kept) = (0, 0);
+        let (mut done, mut fell_back, mut kept) = (0, 0, 0);
         for name in names {
             let t = &self.tensors[&name];
-            if !t.dim(1).is_ok_and(|d| d % q.block_size() == 0) {
+            let cols = t.dim(1).unwrap_or(0);
+            let whole = |d: GgmlDType| cols > 0 && cols.is_multiple_of(d.block_size());
+            let to = if whole(dtype) {
+                done += 1;
+                dtype
+            } else if let Some(f) = fallback.filter(|&f| whole(f)) {
+                fell_back += 1;
+                f
+            } else {
                 kept += 1;
                 continue;
-            }
-            let quant = QTensor::quantize(t, dtype)
-                .map_err(|e| invalid(&self.path, format!("quantizing `{name}` to {q}: {e}")))?;
+            };
+            let quant = QTensor::quantize(t, to)
+                .map_err(|e| invalid(&self.path, format!("quantizing `{name}` to {to:?}: {e}")))?;
             self.tensors.remove(&name);
             self.quant.insert(name, Arc::new(quant));
-            done += 1;
         }
-        Ok((done, kept))
+        Ok((done, fell_back, kept))
     }
 
     /// The quantized matrix `name` of shape `shape`, if the file holds it quantized (taken).
@@ -523,4 +535,51 @@ pub(crate) fn layer_norm(
         w.take(&format!("{name}.bias"), &[n])?,
         eps,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Float matrices `name → [rows, cols]` as a checkpoint would hold them.
+    fn weights(shapes: &[(&str, usize, usize)]) -> Weights {
+        let dense = shapes
+            .iter()
+            .map(|&(n, r, c)| {
+                let v: Vec<f32> = (0..r * c).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+                let t = Tensor::from_vec(v, (r, c), &Device::Cpu).unwrap();
+                (n.to_owned(), t)
+            })
+            .collect();
+        Weights::from_parts(PathBuf::from("m"), dense, HashMap::new(), &Device::Cpu)
+    }
+
+    fn dtype_of(w: &Weights, name: &str) -> Option<GgmlDType> {
+        w.quant.get(name).map(|q| q.dtype())
+    }
+
+    #[test]
+    fn each_matrix_gets_the_block_type_llama_cpp_would_give_it() {
+        let shapes = [
+            ("a.weight", 4, 512), // whole Q4_K super-blocks
+            ("b.weight", 4, 576), // whole 32-blocks only: Q5_0 under Q4_K
+            ("c.weight", 4, 40),  // no whole block: float
+            ("d.bias", 4, 64),    // not a matrix weight: float
+        ];
+        let mut w = weights(&shapes);
+        assert_eq!(w.quantize(Quantization::Q4K).unwrap(), (1, 1, 1));
+        assert_eq!(dtype_of(&w, "a.weight"), Some(GgmlDType::Q4K));
+        assert_eq!(dtype_of(&w, "b.weight"), Some(GgmlDType::Q5_0));
+        assert_eq!(dtype_of(&w, "c.weight"), None);
+        assert!(w.tensors.contains_key("c.weight") && w.tensors.contains_key("d.bias"));
+
+        let mut w = weights(&shapes);
+        assert_eq!(w.quantize(Quantization::Q8_0).unwrap(), (2, 0, 1));
+        assert_eq!(dtype_of(&w, "a.weight"), Some(GgmlDType::Q8_0));
+        assert_eq!(dtype_of(&w, "b.weight"), Some(GgmlDType::Q8_0));
+
+        // Nothing with whole blocks: nothing quantized (the decoder refuses the request).
+        let mut w = weights(&[("c.weight", 4, 40)]);
+        assert_eq!(w.quantize(Quantization::Q4K).unwrap(), (0, 0, 1));
+    }
 }

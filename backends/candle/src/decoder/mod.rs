@@ -414,17 +414,22 @@ impl Decoder {
         };
         let mut weights = Weights::read(dir, device)?;
         if let Some(q) = quantization {
-            let (quantized, float) = weights.quantize(q)?;
-            if quantized == 0 {
+            let (quantized, fallback, float) = weights.quantize(q)?;
+            if quantized + fallback == 0 {
                 return Err(SkillError::WeightsInvalid {
                     path: weights.path.clone(),
                     detail: format!(
-                        "load-time quantization to {q}: no matrix has rows of whole {}-weight blocks",
-                        q.block_size()
+                        "load-time quantization to {q}: no matrix has rows of whole 32-weight \
+                         blocks{}",
+                        if q == skillgen_runtime::Quantization::Q4K {
+                            " (Q4_K's 256-weight super-blocks, or its Q5_0 fallback)"
+                        } else {
+                            ""
+                        }
                     ),
                 });
             }
-            tracing::info!(%q, quantized, float, "matrices quantized at load");
+            tracing::info!(%q, quantized, fallback, float, "matrices quantized at load");
         }
         Self::assemble(model_type, &f, weights, device, head, Source::Dir(dir))
     }
