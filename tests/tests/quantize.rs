@@ -46,18 +46,24 @@ fn against(got: &[Vec<Vec<f32>>], reference: &Value, kind: &str) -> (f32, usize,
     (worst, same, n)
 }
 
-#[test]
-fn q8_0_at_load_matches_llama_cpps_q8_0_weights() {
+/// `fixtures/quantize/llama.quantized.json` and its prompts.
+fn reference() -> (Value, Vec<Vec<u32>>) {
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("fixtures/quantize/llama.quantized.json")).unwrap(),
     )
     .unwrap();
-    let prompts: Vec<Vec<u32>> = reference["prompts"]
+    let prompts = reference["prompts"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| serde_json::from_value(p["ids"].clone()).unwrap())
         .collect();
+    (reference, prompts)
+}
+
+#[test]
+fn q8_0_at_load_matches_llama_cpps_q8_0_weights() {
+    let (reference, prompts) = reference();
     let logits = |q| decoder_head_logits(&llama(q), Target::Cpu, HeadKind::Lm, &prompts).unwrap();
     let (float, q8) = (logits(None), logits(Some(Quantization::Q8_0)));
     let f = against(&float, &reference, "float");
@@ -84,16 +90,7 @@ fn q4_k_at_load_falls_back_to_q5_0_as_llama_cpp_does() {
     // This fixture's rows are 32 and 64 weights, no whole 256-weight Q4_K super-block: every
     // matrix becomes Q5_0, as llama.cpp's quantizer falls back, and the reference is
     // transformers with gguf-py's own Q5_0 round trip of the same matrices.
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("fixtures/quantize/llama.quantized.json")).unwrap(),
-    )
-    .unwrap();
-    let prompts: Vec<Vec<u32>> = reference["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::from_value(p["ids"].clone()).unwrap())
-        .collect();
+    let (reference, prompts) = reference();
     let q4 = decoder_head_logits(
         &llama(Some(Quantization::Q4K)),
         Target::Cpu,
