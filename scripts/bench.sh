@@ -16,7 +16,7 @@
 #   dispatch   `cargo bench -p skills --bench resolve` (criterion medians, ns).
 #   inference  candle (`cargo bench -p skillgen-candle --bench inference`) vs PyTorch
 #              (`scripts/bench_pytorch.py`), alternating runs, same texts, same thread count.
-#   corpus     (opt-in) 512 sentences embedded by a whole candle process vs sentence-transformers
+#   corpus     512 sentences embedded by a whole candle process vs sentence-transformers
 #              `encode(batch_size=32)`: texts/s, peak RSS (see the section).
 #   max        `cargo bench -p skillgen-max --bench max` (prints SKIPPED without MAX).
 #   llm        quantized LLM generation, per GGUF file present (SmolLM2-135M-Instruct Q4_1; Gemma 3
@@ -55,7 +55,7 @@ TORCH_PY=${SKILLGEN_TORCH_PYTHON:-$HOME/.cache/skillgen/venv-torch/bin/python}
 WT=${SKILLGEN_BENCH_WORKTREE:-$HOME/.cache/skillgen/bench-worktree}
 OUT=$ROOT/bench-results
 RAW=$OUT/raw
-ONLY=generator,compile,dispatch,inference,max,llm,quantize
+ONLY=generator,compile,dispatch,inference,corpus,max,llm,quantize
 LLAMA_PY=${SKILLGEN_LLAMA_PYTHON:-$HOME/.cache/skillgen/venv-llama/bin/python}
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -263,7 +263,7 @@ if want inference; then
 fi
 
 # ----------------------------------------------------------------------------- corpus
-# Opt-in (`--only corpus`): fixtures/corpus/sentences.txt (512 sentences, scripts/make_corpus.py)
+# fixtures/corpus/sentences.txt (512 sentences, scripts/make_corpus.py)
 # embedded by one whole candle process (load included: the inference bench binary with
 # SKILLGEN_BENCH_CORPUS) vs sentence-transformers `encode(batch_size=32)` in one Python process
 # (imports reported apart), alternating; texts/s and peak RSS, medians printed.
@@ -499,6 +499,19 @@ if llm:
         out_llm[name] = row
     result["llm"] = out_llm
 
+corpus_c = [json.loads(q.read_text()) for q in sorted(raw.glob("corpus-candle-[0-9]*.json"))]
+corpus_p = [json.loads(q.read_text()) for q in sorted(raw.glob("corpus-pytorch-[0-9]*.json"))]
+if corpus_c:
+    result["corpus"] = {
+        "texts": corpus_c[0].get("texts"),
+        "candle_texts_per_s_process": med(corpus_c, ["texts_per_s_process"]),
+        "candle_peak_rss_mib": med(corpus_c, ["peak_rss_mib"]),
+        "st_texts_per_s": med(corpus_p, ["texts_per_s"]) if corpus_p else None,
+        "st_texts_per_s_with_imports": med(corpus_p, ["texts_per_s_with_imports"]) if corpus_p else None,
+        "st_import_s": med(corpus_p, ["import_s"]) if corpus_p else None,
+        "st_peak_rss_mib": med(corpus_p, ["peak_rss_mib"]) if corpus_p else None,
+    }
+
 quant = {}
 for variant in ("f32", "q8_0", "q4_k"):
     runs = [json.loads(q.read_text()) for q in sorted(raw.glob(f"quant-{variant}-[0-9]*.json"))]
@@ -592,6 +605,18 @@ for name, l in (result.get("llm") or {}).items():
                  ok(None if r_dec is None else r_dec >= 1.0) + ("" if r_dec is None else f" ({r_dec:.2f}×)")))
     rows.append((f"LLM {name}: decode step p50/p95/p99, ours vs llama.cpp", lat, "", ""))
     rows.append((f"LLM {name}: peak RSS, ours vs llama.cpp", rss, "", ""))
+c = result.get("corpus")
+if c:
+    ratio = (c["candle_texts_per_s_process"] / c["st_texts_per_s"]
+             if c.get("st_texts_per_s") and c.get("candle_texts_per_s_process") else None)
+    rows.append((f"Corpus: {c['texts']} sentences through `embed`, whole process incl. load, vs "
+                 f"sentence-transformers `encode(batch_size=32)` load + encode (texts/s; peak RSS)",
+                 f"{f(c['candle_texts_per_s_process'], '.1f')} vs {f(c['st_texts_per_s'], '.1f')} "
+                 f"({f(c['st_texts_per_s_with_imports'], '.1f')} with its {f(c['st_import_s'], '.1f')} s of "
+                 f"imports); {f(c['candle_peak_rss_mib'], '.0f')} vs {f(c['st_peak_rss_mib'], '.0f')} MiB"
+                 + ("" if ratio is None else f" = **{ratio:.2f}×**"),
+                 "≥ 1.3×, RSS ≤ 300 MB",
+                 ok(None if ratio is None else ratio >= 1.3 and c["candle_peak_rss_mib"] <= 286)))
 for variant, q in (result.get("quantize") or {}).items():
     acc = q.get("accuracy")
     acc_text = "float (the reference)" if variant == "f32" else (
