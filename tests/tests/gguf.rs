@@ -225,6 +225,26 @@ fn smollm2_transformers_ids(text: &str, ids: &[u32], want: &[u32]) {
     }
 }
 
+/// The GGUF file `path` dequantized to f32 (`gguf::write_float_dir`, as transformers' GGUF
+/// loader converts it), loaded as a Hugging Face directory of `model_type`, against `reference`.
+fn dequantized_against(
+    path: &std::path::Path,
+    model_type: &str,
+    reference: &Value,
+    ids: IdsCheck<'_>,
+) -> Agreement {
+    use skillgen_candle::decoder::{Decoder, HeadKind};
+
+    let dir = tempfile::tempdir().unwrap();
+    skillgen_candle::gguf::write_float_dir(path, dir.path()).unwrap();
+    let device = skillgen_candle::device(skillgen_runtime::Target::Cpu).unwrap();
+    let decoder = Decoder::load(model_type, dir.path(), &device, HeadKind::Lm).unwrap();
+    let [a] = <[Agreement; 1]>::try_from(compare(&decoder, &[(reference, ids)]))
+        .ok()
+        .unwrap();
+    a
+}
+
 /// SmolLM2's file dequantized to f32 (`gguf::write_float_dir`) against transformers' float
 /// reference: the llama translation (q/k rows un-permuted, names, tokenizer) to float rounding.
 #[test]
@@ -233,17 +253,9 @@ fn smollm2_transformers_ids(text: &str, ids: &[u32], want: &[u32]) {
     ignore = "needs SmolLM2's GGUF (not found when this test was built): see needs::HOW_SMOLLM2, or run .ci/run"
 )]
 fn smollm2_gguf_dequantized_matches_transformers_float() {
-    use skillgen_candle::decoder::{Decoder, HeadKind};
-
     let path = needs::smollm2_gguf().unwrap_or_else(|e| panic!("{e}: {}", needs::HOW_SMOLLM2));
-    let dir = tempfile::tempdir().unwrap();
-    skillgen_candle::gguf::write_float_dir(&path, dir.path()).unwrap();
-    let device = skillgen_candle::device(skillgen_runtime::Target::Cpu).unwrap();
-    let decoder = Decoder::load("llama", dir.path(), &device, HeadKind::Lm).unwrap();
     let hf = read_json(&repo().join("fixtures/gguf/smollm2-135m-instruct-q4_1.reference.json"));
-    let [a] = <[Agreement; 1]>::try_from(compare(&decoder, &[(&hf, &smollm2_transformers_ids)]))
-        .ok()
-        .unwrap();
+    let a = dequantized_against(&path, "llama", &hf, &smollm2_transformers_ids);
     report("SmolLM2 dequantized", "transformers (float)", &a);
     assert_eq!(a.top1, a.positions);
     assert_eq!(a.greedy_same, a.greedy_total);
@@ -430,20 +442,12 @@ fn gemma3_gguf_matches_transformers_and_llama_cpp() {
     ignore = "needs Gemma 3 270M's GGUF (not found when this test was built): see needs::HOW_GEMMA3, or run .ci/run"
 )]
 fn gemma3_gguf_dequantized_matches_transformers_float() {
-    use skillgen_candle::decoder::{Decoder, HeadKind};
-
     let path = needs::gemma3_gguf().unwrap_or_else(|e| panic!("{e}: {}", needs::HOW_GEMMA3));
-    let dir = tempfile::tempdir().unwrap();
-    skillgen_candle::gguf::write_float_dir(&path, dir.path()).unwrap();
-    let device = skillgen_candle::device(skillgen_runtime::Target::Cpu).unwrap();
-    let decoder = Decoder::load("gemma3_text", dir.path(), &device, HeadKind::Lm).unwrap();
     let hf = read_json(&repo().join(GEMMA3_REF));
     let ids = |text: &str, ids: &[u32], want: &[u32]| {
         assert_eq!(ids, want, "token ids of {text:?} (tokenizer.json written)");
     };
-    let [a] = <[Agreement; 1]>::try_from(compare(&decoder, &[(&hf, &ids)]))
-        .ok()
-        .unwrap();
+    let a = dequantized_against(&path, "gemma3_text", &hf, &ids);
     report("Gemma 3 270M dequantized", "transformers (float)", &a);
     assert_eq!(a.top1, a.positions);
     assert_eq!(a.greedy_same, a.greedy_total);

@@ -37,35 +37,50 @@ impl SelfAttention {
         bias: Option<&Tensor>,
         rope: Option<Rope<'_>>,
     ) -> candle_core::Result<Tensor> {
-        let (b, n, _) = x.dims3()?;
-        let q = self.q.forward(x)?;
-        let inner = q.dim(2)?;
-        let d = inner / self.heads;
-        let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, n, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let mut q = split(q)?;
-        let mut k = split(self.k.forward(x)?)?;
-        if let Some(r) = rope {
-            let apply = if r.interleaved {
-                candle_nn::rotary_emb::rope_i
-            } else {
-                candle_nn::rotary_emb::rope
-            };
-            q = apply(&q, r.cos, r.sin)?;
-            k = apply(&k, r.cos, r.sin)?;
-        }
-        let v = split(self.v.forward(x)?)?;
-        let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        if let Some(bias) = bias {
-            scores = scores.broadcast_add(bias)?;
-        }
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
-        let ctx = p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))?;
+        let ctx = attend(
+            &self.q.forward(x)?,
+            &self.k.forward(x)?,
+            &self.v.forward(x)?,
+            self.heads,
+            bias,
+            rope,
+        )?;
         self.o.forward(&ctx)
     }
+}
+
+/// `softmax(q kᵀ / √d + bias) v` for projected `q`, `k`, `v` `[batch, n, heads · d]`, with
+/// rotary positions on q and k if given; `bias` broadcasts to `[batch, heads, n, n]`. Returns
+/// the context `[batch, n, heads · d]`.
+pub(crate) fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    bias: Option<&Tensor>,
+    rope: Option<Rope<'_>>,
+) -> candle_core::Result<Tensor> {
+    let (b, n, inner) = q.dims3()?;
+    let d = inner / heads;
+    let split = |t: &Tensor| -> candle_core::Result<Tensor> {
+        t.reshape((b, n, heads, d))?.transpose(1, 2)?.contiguous()
+    };
+    let (mut q, mut k, v) = (split(q)?, split(k)?, split(v)?);
+    if let Some(r) = rope {
+        let apply = if r.interleaved {
+            candle_nn::rotary_emb::rope_i
+        } else {
+            candle_nn::rotary_emb::rope
+        };
+        q = apply(&q, r.cos, r.sin)?;
+        k = apply(&k, r.cos, r.sin)?;
+    }
+    let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let p = candle_nn::ops::softmax_last_dim(&scores)?;
+    p.matmul(&v)?.transpose(1, 2)?.reshape((b, n, inner))
 }
 
 /// The bucket of a relative position (`memory − context`) in a bidirectional table of

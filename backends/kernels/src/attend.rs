@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
-use crate::Isa;
+use crate::{Isa, f32_data};
 
 /// [`decode`] as a candle op: queries `[1, heads, d]`, keys `[t, kv_heads, d]`, values
 /// `[t, kv_heads, dv]` (f32, contiguous) → `[1, heads · dv]`.
@@ -37,21 +37,9 @@ impl CustomOp3 for DecodeAttention {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let data = |s: &'_ CpuStorage,
-                    l: &Layout,
-                    what: &str|
-         -> Result<(Vec<usize>, std::ops::Range<usize>)> {
-            let CpuStorage::F32(_) = s else {
-                candle_core::bail!("{}: f32 {what} expected", self.name());
-            };
-            let Some((a, b)) = l.contiguous_offsets() else {
-                candle_core::bail!("{}: contiguous {what} expected", self.name());
-            };
-            Ok((l.shape().dims().to_vec(), a..b))
-        };
-        let (qd, qr) = data(s1, l1, "queries")?;
-        let (kd, kr) = data(s2, l2, "keys")?;
-        let (vd, vr) = data(s3, l3, "values")?;
+        let (q, qd) = f32_data(self.name(), "queries", s1, l1)?;
+        let (k, kd) = f32_data(self.name(), "keys", s2, l2)?;
+        let (v, vd) = f32_data(self.name(), "values", s3, l3)?;
         let (&[1, heads, d], &[t, kv_heads, dk], &[tv, kvv, dv]) =
             (qd.as_slice(), kd.as_slice(), vd.as_slice())
         else {
@@ -61,10 +49,7 @@ impl CustomOp3 for DecodeAttention {
         {
             candle_core::bail!("{}: shapes {qd:?}, {kd:?}, {vd:?}", self.name());
         }
-        let (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v)) = (s1, s2, s3) else {
-            candle_core::bail!("{}: f32 expected", self.name());
-        };
-        let out = decode(&q[qr], &k[kr], &v[vr], heads, kv_heads, d, dv, self.scale);
+        let out = decode(q, k, v, heads, kv_heads, d, dv, self.scale);
         Ok((CpuStorage::F32(out), Shape::from((1, heads * dv))))
     }
 }

@@ -41,3 +41,20 @@ impl Isa {
         None
     }
 }
+
+/// The f32 values and dims of a contiguous CPU tensor given to the candle op `op` as `what`;
+/// any other storage or layout is an error naming both.
+pub fn f32_data<'a>(
+    op: &str,
+    what: &str,
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> candle_core::Result<(&'a [f32], Vec<usize>)> {
+    let candle_core::CpuStorage::F32(v) = s else {
+        candle_core::bail!("{op}: f32 {what} expected");
+    };
+    let Some((a, b)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: contiguous {what} expected");
+    };
+    Ok((&v[a..b], l.shape().dims().to_vec()))
+}

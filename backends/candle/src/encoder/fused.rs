@@ -182,29 +182,16 @@ impl Attention {
         }
         let qkv = self.qkv.forward(x)?;
         let h = qkv.dim(1)? / 3;
-        let d = h / self.heads;
-        let split = |i: usize| -> candle_core::Result<Tensor> {
-            qkv.narrow(1, i * h, h)?
-                .reshape((b, n, self.heads, d))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (mut q, mut k, v) = (split(0)?, split(1)?, split(2)?);
-        if let Some(r) = bt.rope {
-            let apply = if r.interleaved {
-                candle_nn::rotary_emb::rope_i
-            } else {
-                candle_nn::rotary_emb::rope
-            };
-            q = apply(&q, r.cos, r.sin)?;
-            k = apply(&k, r.cos, r.sin)?;
-        }
-        let mut scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
-        if let Some(mask) = &bt.mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let p = candle_nn::ops::softmax_last_dim(&scores)?;
-        p.matmul(&v)?.transpose(1, 2)?.reshape((b * n, h))
+        let part = |i: usize| qkv.narrow(1, i * h, h)?.reshape((b, n, h));
+        crate::attention::attend(
+            &part(0)?,
+            &part(1)?,
+            &part(2)?,
+            self.heads,
+            bt.mask.as_ref(),
+            bt.rope,
+        )?
+        .reshape((b * n, h))
     }
 
     /// `o(attention(x))`.

@@ -8,29 +8,13 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
-use skillgen_kernels::Isa;
 use skillgen_kernels::encode::{Heads, attend_input};
 use skillgen_kernels::gelu::bias_gelu_into;
 use skillgen_kernels::norm::{AddNorm, add_norm_into};
+use skillgen_kernels::{Isa, f32_data};
 
 /// Below this many values, an elementwise op runs on one thread.
 const SERIAL: usize = 1 << 16;
-
-/// The f32 values and dims of a contiguous CPU tensor.
-fn f32_data<'a>(
-    op: &str,
-    what: &str,
-    s: &'a CpuStorage,
-    l: &Layout,
-) -> Result<(&'a [f32], Vec<usize>)> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("{op}: f32 {what} expected");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: contiguous {what} expected");
-    };
-    Ok((&v[a..b], l.shape().dims().to_vec()))
-}
 
 /// `f(offset, input rows, output rows)` over chunks of whole rows of `width` (`offset`: the
 /// chunk's first value in `x`), in parallel when large.

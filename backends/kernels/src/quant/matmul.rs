@@ -151,13 +151,7 @@ impl CustomOp1 for QMatMulOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("{}: f32 activations expected", self.name());
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: contiguous activations expected", self.name());
-        };
-        let dims = layout.shape().dims();
+        let (x, dims) = crate::f32_data(self.name(), "activations", storage, layout)?;
         match dims.last() {
             Some(&k) if k == self.w.cols => {}
             _ => candle_core::bail!(
@@ -167,8 +161,8 @@ impl CustomOp1 for QMatMulOp {
                 self.w.cols
             ),
         }
-        let y = matmul(&self.w, &data[start..end], self.isa);
-        let mut out = dims.to_vec();
+        let y = matmul(&self.w, x, self.isa);
+        let mut out = dims;
         if let Some(last) = out.last_mut() {
             *last = self.w.rows;
         }
