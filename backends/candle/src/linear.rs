@@ -8,10 +8,68 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
 
-use skillgen_kernels::Isa;
+use skillgen_kernels::dense::{FEW_ROWS, matmul_wt};
 use skillgen_kernels::quant::{QMatMulOp, QMatrix};
+use skillgen_kernels::{Isa, f32_data};
+
+/// `x · Wᵀ` for a float `W` `[out, in]` and `x` `[.., in]`: on the CPU in f32 with a few rows
+/// ([`FEW_ROWS`]: one text, a short prompt) by [`matmul_wt`], which reads `W` in place; else
+/// candle's matrix product (which packs both operands first).
+pub(crate) fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let (Some(&k), rows) = (dims.last(), dims.iter().rev().skip(1).product::<usize>()) else {
+        candle_core::bail!("a linear layer applied to a scalar");
+    };
+    if x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && w.is_contiguous()
+        && w.rank() == 2
+        && FEW_ROWS.contains(&rows)
+    {
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = w.dim(0)?;
+        }
+        let y = x
+            .contiguous()?
+            .reshape((rows, k))?
+            .apply_op2_no_bwd(w, &FewRows)?;
+        return y.reshape(out);
+    }
+    candle_nn::Linear::new(w.clone(), None).forward(x)
+}
+
+/// [`matmul_wt`] as a candle op: `x` `[m, k]`, `w` `[n, k]` → `[m, n]`.
+#[derive(Debug, Clone, Copy)]
+struct FewRows;
+
+impl CustomOp2 for FewRows {
+    fn name(&self) -> &'static str {
+        "skillgen-few-rows-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, xd) = f32_data(self.name(), "input", s1, l1)?;
+        let (w, wd) = f32_data(self.name(), "weight", s2, l2)?;
+        let (&[m, k], &[n, wk]) = (xd.as_slice(), wd.as_slice()) else {
+            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
+        };
+        if k != wk || k == 0 {
+            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
+        }
+        let out = matmul_wt(Isa::detect(), x, k, w);
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
 
 /// `y = x Wᵀ + b` with a dense or quantized `W` `[out, in]`.
 #[derive(Debug, Clone)]
@@ -158,7 +216,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            Weight::Dense(l) => l.forward(x)?,
+            Weight::Dense(l) => dense_product(x, l.weight())?,
             Weight::Own(op) if x.device().is_cpu() => {
                 let dtype = x.dtype();
                 let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(op)?;

@@ -174,31 +174,85 @@ fn read_safetensors(
             "the tensors cover {at} of the {data} data bytes"
         )));
     }
-    let mut out = Vec::with_capacity(infos.len());
-    for (name, i) in infos {
-        let bytes = i.data_offsets.1 - i.data_offsets.0;
-        let read = |e: std::io::Error| bad(format!("reading `{name}`: {e}"));
-        let conv = |e: candle_core::Error| bad(format!("tensor `{name}`: {e}"));
-        let tensor = if i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
-            let mut v = vec![0f32; bytes / 4];
-            f.read_exact(bytemuck::cast_slice_mut(&mut v))
-                .map_err(read)?;
-            Tensor::from_vec(v, i.shape.as_slice(), device).map_err(conv)?
-        } else {
-            let mut v = vec![0u8; bytes];
-            f.read_exact(&mut v).map_err(read)?;
-            let view = safetensors::tensor::TensorView::new(i.dtype, i.shape.clone(), &v)
-                .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-            candle_core::safetensors::Load::load(&view, device).map_err(conv)?
-        };
-        let entry = Entry {
-            file: file.to_path_buf(),
-            shape: i.shape,
-            dtype: i.dtype,
-        };
-        out.push((name, entry, tensor));
+    // Each tensor is read at its offset (positioned reads: no shared cursor), the large ones
+    // first, over rayon's pool: what a load costs is mostly the kernel filling fresh pages, and
+    // that runs on every core.
+    use rayon::prelude::*;
+    let base = 8 + n;
+    infos.sort_by_key(|(_, i)| std::cmp::Reverse(i.data_offsets.1 - i.data_offsets.0));
+    infos
+        .into_par_iter()
+        .map(|(name, i)| {
+            let bytes = i.data_offsets.1 - i.data_offsets.0;
+            let at = base + i.data_offsets.0 as u64;
+            let read = |e: std::io::Error| bad(format!("reading `{name}`: {e}"));
+            let conv = |e: candle_core::Error| bad(format!("tensor `{name}`: {e}"));
+            let tensor = if i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
+                let mut v = tensor_buffer(bytes / 4);
+                read_at(&f, bytemuck::cast_slice_mut(&mut v), at).map_err(read)?;
+                Tensor::from_vec(v, i.shape.as_slice(), device).map_err(conv)?
+            } else {
+                let mut v = vec![0u8; bytes];
+                read_at(&f, &mut v, at).map_err(read)?;
+                let view = safetensors::tensor::TensorView::new(i.dtype, i.shape.clone(), &v)
+                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+                candle_core::safetensors::Load::load(&view, device).map_err(conv)?
+            };
+            let entry = Entry {
+                file: file.to_path_buf(),
+                shape: i.shape,
+                dtype: i.dtype,
+            };
+            Ok((name, entry, tensor))
+        })
+        .collect()
+}
+
+/// Fill `buf` from `f` at byte `at`, without moving (or needing) a shared cursor.
+fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
     }
-    Ok(out)
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek};
+        let mut f = f.try_clone()?;
+        f.seek(std::io::SeekFrom::Start(at))?;
+        f.read_exact(buf)
+    }
+}
+
+/// A zeroed buffer of `len` f32 for a tensor about to be read from a file. On Linux a large
+/// one is advised to be backed by transparent huge pages: reading a checkpoint into fresh
+/// memory is dominated by the kernel's page faults (one per 4 KiB page), and a 2 MiB page
+/// takes one fault for 512. Measured on MiniLM (90 MB of f32), load + first call: median 133
+/// → 100 ms (8 processes each, `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` as the stand-in).
+fn tensor_buffer(len: usize) -> Vec<f32> {
+    let mut v = vec![0f32; len];
+    #[cfg(target_os = "linux")]
+    advise_huge_pages(&mut v);
+    v
+}
+
+/// `madvise(MADV_HUGEPAGE)` over the whole 2 MiB pages inside `v` (none when it is smaller).
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn advise_huge_pages(v: &mut [f32]) {
+    const HUGE: usize = 2 << 20;
+    let start = v.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(v);
+    let lo = start.next_multiple_of(HUGE);
+    let hi = end / HUGE * HUGE;
+    if hi > lo {
+        // SAFETY: `lo..hi` lies inside `v`, which this function borrows exclusively.
+        // MADV_HUGEPAGE only advises how the kernel backs those pages: their contents are kept
+        // and nothing is unmapped, freed or moved. Its result is ignored on purpose (no THP
+        // support, or THP disabled: the buffer is simply backed by small pages).
+        unsafe {
+            libc::madvise(lo as *mut libc::c_void, hi - lo, libc::MADV_HUGEPAGE);
+        }
+    }
 }
 
 /// Buffers transformers saves that carry no weights (recomputed by every implementation).

@@ -117,8 +117,9 @@ fn head<L: Lanes>(l: L, t: &Task<'_>, scores: &mut [f32], out: &mut [f32]) {
 }
 
 /// One input's attention: `qkv` its `[n, 3·h]` rows (the first `len` real; `qkv_bias`
-/// `[3·h]` is added to them first), `bias` `[heads, n, n]` → `out` `[n, h]` (rows from `len` on
-/// are left as they are).
+/// `[3·h]` is added to them first), `bias` `[heads, bn, bn]` for some `bn ≥ len` (the batch's
+/// padded length; its top-left `len × len` is used) → `out` `[n, h]` (rows from `len` on are
+/// left as they are).
 #[allow(clippy::too_many_arguments)]
 pub fn attend_input(
     isa: Isa,
@@ -136,8 +137,16 @@ pub fn attend_input(
         "encoder attention: {} values for {n} × 3·{h} (length {len})",
         qkv.len()
     );
+    // The bias is `[heads, bn, bn]` with `bn` ≥ `len`: the padded length of the batch when the
+    // inputs' rows come packed (`n` = `len`).
+    let bn = bias.map_or(n, |b| ((b.len() / a.heads) as f64).sqrt().round() as usize);
     if let Some(b) = bias {
-        assert_eq!(b.len(), a.heads * n * n, "bias");
+        assert!(
+            b.len() == a.heads * bn * bn && bn >= len,
+            "encoder attention: bias of {} values for {} heads, length {len}",
+            b.len(),
+            a.heads
+        );
     }
     let d = h / a.heads;
     // The real rows with the projection's bias added (in cache from here on).
@@ -194,7 +203,7 @@ pub fn attend_input(
             bias,
             out,
             len,
-            n,
+            n: bn,
             h,
             d,
         },
@@ -309,6 +318,18 @@ mod tests {
                 }
                 // Padding query rows are left alone (0 here).
                 assert!(s[(n + 5) * h..(2 * n) * h].iter().all(|&x| x == 0.0));
+                // Packed rows (each input only its own `len` rows, the bias still the
+                // batch's `[heads, n, n]`) give the same bits.
+                for (r, &len) in a.lens.iter().enumerate() {
+                    let rows = &qkv[r * n * 3 * h..][..len * 3 * h];
+                    let mut out = vec![0.0; len * h];
+                    let heads = Heads {
+                        heads: a.heads,
+                        scale: a.scale,
+                    };
+                    attend_input(Isa::detect(), heads, rows, None, len, len, bias, &mut out);
+                    assert_eq!(out, v[r * n * h..][..len * h], "{heads:?} input {r}");
+                }
             }
         }
     }

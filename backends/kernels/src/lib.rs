@@ -3,13 +3,15 @@
 //!
 //! - [`quant`]: matrix products over GGUF-quantized weights (`Q4_1`, `Q8_0`, `Q5_0`), as
 //!   llama.cpp computes them, as a candle op;
-//! - [`attend`]: attention of one new position against a key/value cache (decoding).
+//! - [`attend`]: attention of one new position against a key/value cache (decoding);
+//! - [`dense`]: f32 `x · Wᵀ` for a few rows, without packing `W`.
 //!
 //! A crate of its own so that debug and test builds can optimise it (see the workspace's
 //! `[profile.dev.package.skillgen-kernels]`): the parity tests run real models through these
 //! loops, which unoptimised are ~30× slower.
 
 pub mod attend;
+pub mod dense;
 pub mod encode;
 pub mod gelu;
 mod lanes;

@@ -741,7 +741,8 @@ impl Block {
             + residual
     }
 
-    /// One block over rows `x` `[b·n, hidden]`.
+    /// One block over rows `x` (`[Σ len, hidden]` packed or `[b·n, hidden]`, see
+    /// [`Batch::packed`]).
     fn forward(&self, x: &Tensor, s: &Spec, bt: &Batch<'_>) -> candle_core::Result<Tensor> {
         if s.layout.pre_ln() {
             return self.layer.forward_pre(x, bt, s.act);
@@ -964,14 +965,21 @@ impl BertBody {
     /// The last hidden states `[b, n, hidden]` of already checked inputs, right-padded to the
     /// longest (`n`) and masked: row `i`'s first `rows[i].len()` positions are what
     /// [`BertBody::forward`] gives the input alone (padding keys get no attention; padding
-    /// positions hold values nobody should read). One input is run exactly as alone.
+    /// positions hold values nobody should read: 0 on the fused CPU path, which runs the real
+    /// tokens only). One input is run exactly as alone.
     pub(crate) fn forward_batch(&self, rows: &[&[u32]]) -> Result<Tensor, SkillError> {
         let b = rows.len();
         let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let dev = &self.device;
+        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        // The fused CPU kernels take the real tokens only, packed (see `Batch::packed`);
+        // candle ops take the batch right-padded to `n`.
+        let packed = Batch::fusable(self.spec.rotary.is_some(), dev, self.word.dtype());
         let padded = |row: &[u32], fill: u32| -> Vec<u32> {
             let mut v = row.to_vec();
-            v.resize(n, fill);
+            if !packed {
+                v.resize(n, fill);
+            }
             v
         };
         let run = || -> candle_core::Result<Tensor> {
@@ -991,7 +999,7 @@ impl BertBody {
                             .map(|&t| if t == mask { 0.0 } else { scale }),
                     );
                 }
-                let keep = Tensor::from_vec(keep, (b * n, 1), dev)?;
+                let keep = Tensor::from_vec(keep, (flat.len(), 1), dev)?;
                 x = x.broadcast_mul(&keep)?;
             }
             if let Some(table) = &self.pos {
@@ -1045,15 +1053,19 @@ impl BertBody {
                 }
                 None => None,
             };
+            if packed && !Batch::fusable(false, x.device(), x.dtype()) {
+                candle_core::bail!("packed rows of {:?} on {:?}", x.dtype(), x.device());
+            }
             let mut bt = Batch {
                 b,
                 n,
-                lens: rows.iter().map(|r| r.len()).collect(),
+                lens: lens.iter().copied().collect(),
+                packed,
                 rel: None,
                 mask: None,
                 rope,
             };
-            if bt.fused(&x) {
+            if packed {
                 bt.rel = match &rel {
                     Some(r) => Some(r.flatten_all()?.to_vec1::<f32>()?.into()),
                     None => None,
@@ -1081,7 +1093,21 @@ impl BertBody {
                 x = block.forward(&x, &self.spec, &bt)?;
             }
             let h = x.dim(1)?;
-            let mut x = x.reshape((b, n, h))?;
+            let mut x = if packed && lens.iter().any(|&l| l < n) {
+                // Back to `[b, n, h]`, padding positions 0.
+                let mut at = 0;
+                let parts = lens
+                    .iter()
+                    .map(|&len| {
+                        let part = x.narrow(0, at, len)?.pad_with_zeros(0, 0, n - len);
+                        at += len;
+                        part
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::stack(&parts, 0)?
+            } else {
+                x.reshape((b, n, h))?
+            };
             if let Some(ln) = &self.final_ln {
                 x = ln.forward(&x)?;
             }

@@ -96,15 +96,16 @@ impl CustomOp2 for AddLn {
     }
 }
 
-/// Self-attention of a right-padded batch from the fused projection: `qkv` `[b, n, 3·h]`
-/// without its bias, the bias `[3·h]` → `[b, n, h]` (padding rows 0).
+/// Self-attention of a batch whose rows come packed (each input its own `len` rows, one after
+/// the other: no padding) from the fused projection: `qkv` `[Σ len, 3·h]` without its bias,
+/// the bias `[3·h]` → `[Σ len, h]`.
 #[derive(Debug, Clone)]
 pub(crate) struct Attend {
     pub(crate) heads: usize,
     pub(crate) scale: f32,
-    /// Each input's unpadded length.
+    /// Each input's length.
     pub(crate) lens: Arc<[usize]>,
-    /// An additive bias `[heads, n, n]` (MPNet's relative positions).
+    /// An additive bias `[heads, n, n]` (MPNet's relative positions; `n` the longest input).
     pub(crate) rel: Option<Arc<[f32]>>,
 }
 
@@ -122,14 +123,15 @@ impl CustomOp2 for Attend {
     ) -> Result<(CpuStorage, Shape)> {
         let (qkv, dims) = f32_data(self.name(), "qkv", s1, l1)?;
         let (qb, bd) = f32_data(self.name(), "qkv bias", s2, l2)?;
-        let [b, n, h3] = dims[..] else {
+        let total: usize = self.lens.iter().sum();
+        let [t, h3] = dims[..] else {
             candle_core::bail!("{}: qkv {dims:?}", self.name());
         };
-        if b != self.lens.len() || h3 % 3 != 0 || bd != [h3] {
+        if t != total || h3 % 3 != 0 || bd != [h3] {
             candle_core::bail!(
-                "{}: qkv {dims:?}, bias {bd:?}, {} inputs",
+                "{}: qkv {dims:?}, bias {bd:?}, inputs of {:?} tokens",
                 self.name(),
-                self.lens.len()
+                self.lens
             );
         }
         let h = h3 / 3;
@@ -138,32 +140,28 @@ impl CustomOp2 for Attend {
             heads: self.heads,
             scale: self.scale,
         };
-        let mut out = vec![0.0; b * n * h];
-        let one = |(i, (o, q)): (usize, (&mut [f32], &[f32]))| {
-            attend_input(
-                isa,
-                heads,
-                q,
-                Some(qb),
-                self.lens[i],
-                n,
-                self.rel.as_deref(),
-                o,
-            );
-        };
-        if n * h == 0 {
-            // Nothing to attend.
-        } else if b > 1 && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(n * h)
-                .zip(qkv.par_chunks(n * h3))
-                .enumerate()
-                .for_each(one);
-        } else {
-            out.chunks_mut(n * h)
-                .zip(qkv.chunks(n * h3))
-                .enumerate()
-                .for_each(one);
+        let mut out = vec![0.0; t * h];
+        // Each input's output and qkv rows.
+        let mut parts = Vec::with_capacity(self.lens.len());
+        let (mut rest, mut at) = (out.as_mut_slice(), 0);
+        for &len in self.lens.iter() {
+            let (o, tail) = rest.split_at_mut(len * h);
+            parts.push((o, &qkv[at * h3..(at + len) * h3], len));
+            rest = tail;
+            at += len;
         }
-        Ok((CpuStorage::F32(out), Shape::from((b, n, h))))
+        let one = |(o, q, len): (&mut [f32], &[f32], usize)| {
+            if len > 0 {
+                attend_input(isa, heads, q, Some(qb), len, len, self.rel.as_deref(), o);
+            }
+        };
+        if parts.len() > 1 && rayon::current_num_threads() > 1 {
+            // The longest first, so the uneven tasks even out.
+            parts.sort_by_key(|p| std::cmp::Reverse(p.2));
+            parts.into_par_iter().for_each(one);
+        } else {
+            parts.into_iter().for_each(one);
+        }
+        Ok((CpuStorage::F32(out), Shape::from((t, h))))
     }
 }
