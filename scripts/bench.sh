@@ -32,8 +32,9 @@
 #              max |Δlogit| over the float top-10, teacher-forced over the whole prompt; greedy).
 #
 # Environment: CARGO_TARGET_DIR (default ~/.cache/skillgen/target), SKILLGEN_MINILM_DIR,
-# SKILLGEN_BENCH_THREADS (default: nproc), SKILLGEN_BENCH_REPEATS (default 3),
-# SKILLGEN_BENCH_ITERS (default 50), SKILLGEN_TORCH_PYTHON (default
+# SKILLGEN_BENCH_FEATURES (cargo features of the inference and corpus candle runs, e.g.
+# `skillgen-candle/mkl`; default none), SKILLGEN_BENCH_THREADS (default: nproc),
+# SKILLGEN_BENCH_REPEATS (default 3), SKILLGEN_BENCH_ITERS (default 50), SKILLGEN_TORCH_PYTHON (default
 # ~/.cache/skillgen/venv-torch/bin/python), SKILLGEN_BENCH_WORKTREE (default
 # ~/.cache/skillgen/bench-worktree); llm: SKILLGEN_LLAMA_PYTHON (default
 # ~/.cache/skillgen/venv-llama/bin/python), SKILLGEN_LLM_PROMPT_TOKENS (128), SKILLGEN_LLM_NEW (64),
@@ -60,11 +61,13 @@ LLAMA_PY=${SKILLGEN_LLAMA_PYTHON:-$HOME/.cache/skillgen/venv-llama/bin/python}
 while [[ $# -gt 0 ]]; do
     case $1 in
         --only) ONLY=$2; shift 2 ;;
-        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,46p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+# Cargo features of the candle side of inference and corpus (e.g. skillgen-candle/mkl).
+FEATURES=(${SKILLGEN_BENCH_FEATURES:+--features "$SKILLGEN_BENCH_FEATURES"})
 log() { printf '\n== %s  (load average: %s)\n' "$*" "$(cut -d' ' -f1-3 /proc/loadavg)" >&2; }
 mkdir -p "$RAW"
 export ROOT RAW THREADS REPEATS ITERS WT
@@ -251,11 +254,11 @@ fi
 # ----------------------------------------------------------------------------- inference
 if want inference; then
     log "inference: building the candle bench"
-    cargo bench -q -p skillgen-candle --bench inference --no-run
+    cargo bench -q -p skillgen-candle --bench inference --no-run "${FEATURES[@]}"
     for r in $(seq "$REPEATS"); do
         log "inference: run $r/$REPEATS candle (RAYON_NUM_THREADS=$THREADS)"
         RAYON_NUM_THREADS=$THREADS SKILLGEN_BENCH_ITERS=$ITERS SKILLGEN_BENCH_JSON=$RAW/candle-$r.json \
-            cargo bench -q -p skillgen-candle --bench inference >&2
+            cargo bench -q -p skillgen-candle --bench inference "${FEATURES[@]}" >&2
         log "inference: run $r/$REPEATS pytorch (torch.set_num_threads($THREADS))"
         OMP_NUM_THREADS=$THREADS "$TORCH_PY" scripts/bench_pytorch.py --threads "$THREADS" --iters "$ITERS" \
             --json "$RAW/pytorch-$r.json" 2>&1 | grep -v "Loading weights" >&2
@@ -270,7 +273,7 @@ fi
 if want corpus; then
     CORPUS=${SKILLGEN_BENCH_CORPUS_FILE:-$ROOT/fixtures/corpus/sentences.txt}
     log "corpus: building the candle bench"
-    BENCH_BIN=$(cargo bench -q -p skillgen-candle --bench inference --no-run --message-format=json |
+    BENCH_BIN=$(cargo bench -q -p skillgen-candle --bench inference --no-run "${FEATURES[@]}" --message-format=json |
         python3 -c 'import json, sys
 for l in sys.stdin:
     m = json.loads(l)

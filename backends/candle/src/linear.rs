@@ -14,20 +14,22 @@ use skillgen_kernels::dense::{FEW_ROWS, matmul_wt};
 use skillgen_kernels::quant::{QMatMulOp, QMatrix};
 use skillgen_kernels::{Isa, f32_data};
 
-/// `x · Wᵀ` for a float `W` `[out, in]` and `x` `[.., in]`: on the CPU in f32 with a few rows
-/// ([`FEW_ROWS`]: one text, a short prompt) by [`matmul_wt`], which reads `W` in place; else
-/// candle's matrix product (which packs both operands first).
+/// `x · Wᵀ` for a float `W` `[out, in]` and `x` `[.., in]` (the encoders' products): on the
+/// CPU in f32 with a few rows ([`FEW_ROWS`]: one text, a short batch) by [`matmul_wt`], which reads `W` in place; with
+/// more rows by Intel MKL's `sgemm` when built with the `mkl` feature; else (one row, other
+/// devices and dtypes) by candle's matrix product.
 pub(crate) fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let (Some(&k), rows) = (dims.last(), dims.iter().rev().skip(1).product::<usize>()) else {
         candle_core::bail!("a linear layer applied to a scalar");
     };
-    if x.device().is_cpu()
+    let ours = FEW_ROWS.contains(&rows) || (cfg!(feature = "mkl") && rows > *FEW_ROWS.end());
+    if ours
+        && x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
         && w.is_contiguous()
         && w.rank() == 2
-        && FEW_ROWS.contains(&rows)
     {
         let mut out = dims.to_vec();
         if let Some(last) = out.last_mut() {
@@ -36,19 +38,20 @@ pub(crate) fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let y = x
             .contiguous()?
             .reshape((rows, k))?
-            .apply_op2_no_bwd(w, &FewRows)?;
+            .apply_op2_no_bwd(w, &RowsTimesWt)?;
         return y.reshape(out);
     }
-    candle_nn::Linear::new(w.clone(), None).forward(x)
+    candle_core::Module::forward(&candle_nn::Linear::new(w.clone(), None), x)
 }
 
-/// [`matmul_wt`] as a candle op: `x` `[m, k]`, `w` `[n, k]` → `[m, n]`.
+/// `x · Wᵀ` as a candle op: `x` `[m, k]`, `w` `[n, k]` → `[m, n]`; [`matmul_wt`] for
+/// [`FEW_ROWS`], MKL's `sgemm` (the `mkl` feature) for more.
 #[derive(Debug, Clone, Copy)]
-struct FewRows;
+struct RowsTimesWt;
 
-impl CustomOp2 for FewRows {
+impl CustomOp2 for RowsTimesWt {
     fn name(&self) -> &'static str {
-        "skillgen-few-rows-matmul"
+        "skillgen-rows-times-wt"
     }
 
     fn cpu_fwd(
@@ -65,6 +68,16 @@ impl CustomOp2 for FewRows {
         };
         if k != wk || k == 0 {
             candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
+        }
+        #[cfg(feature = "mkl")]
+        if !FEW_ROWS.contains(&m) {
+            let Some(out) = skillgen_kernels::mkl::matmul_wt(x, k, w) else {
+                candle_core::bail!(
+                    "{}: [{m}, {k}] × [{n}, {k}]ᵀ exceeds MKL's sizes",
+                    self.name()
+                );
+            };
+            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
         }
         let out = matmul_wt(Isa::detect(), x, k, w);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
@@ -216,7 +229,10 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            Weight::Dense(l) => dense_product(x, l.weight())?,
+            // candle's product, as the decoder's parity with llama.cpp was measured with it:
+            // Gemma 3's greedy continuation through `dense_product` parts from llama.cpp's
+            // after 4 of 8 tokens (summation order alone; teacher-forced logits stay in bounds).
+            Weight::Dense(l) => l.forward(x)?,
             Weight::Own(op) if x.device().is_cpu() => {
                 let dtype = x.dtype();
                 let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op1_no_bwd(op)?;

@@ -4,7 +4,8 @@
 //! - [`quant`]: matrix products over GGUF-quantized weights (`Q4_1`, `Q8_0`, `Q5_0`), as
 //!   llama.cpp computes them, as a candle op;
 //! - [`attend`]: attention of one new position against a key/value cache (decoding);
-//! - [`dense`]: f32 `x · Wᵀ` for a few rows, without packing `W`.
+//! - [`dense`]: f32 `x · Wᵀ` for a few rows, without packing `W`;
+//! - `mkl` (the `mkl` feature): f32 `x · Wᵀ` by Intel MKL's `sgemm`, for many rows.
 //!
 //! A crate of its own so that debug and test builds can optimise it (see the workspace's
 //! `[profile.dev.package.skillgen-kernels]`): the parity tests run real models through these
@@ -15,6 +16,8 @@ pub mod dense;
 pub mod encode;
 pub mod gelu;
 mod lanes;
+#[cfg(feature = "mkl")]
+pub mod mkl;
 pub mod norm;
 pub mod quant;
 
