@@ -32,6 +32,7 @@ pub mod gguf;
 mod heads;
 mod linear;
 pub mod pvt;
+mod rows;
 pub mod seq2seq;
 pub mod swin;
 pub mod t5;

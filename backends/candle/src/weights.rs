@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use skillgen_runtime::{Quantization, SkillError};
 
+use crate::rows::{FileRows, Rows};
+
 /// One tensor in the files: where it is, its shape and dtype.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -28,6 +30,8 @@ struct Entry {
 #[derive(Debug)]
 pub(crate) struct Weights {
     tensors: HashMap<String, Tensor>,
+    /// f32 matrices left in their file (see [`Weights::read_deferring`]).
+    deferred: HashMap<String, FileRows>,
     /// Quantized matrices (GGUF), taken as quantized linear layers or dequantized.
     quant: HashMap<String, Arc<QTensor>>,
     entries: BTreeMap<String, Entry>,
@@ -114,10 +118,14 @@ const MAX_HEADER: u64 = 100_000_000;
 /// header is parsed first, then each tensor's bytes land in its `Vec<f32>`); other dtypes go
 /// through candle's safetensors conversion. The header is checked as the format requires: the
 /// tensors tile the data section exactly, each with as many bytes as its shape and dtype need.
+///
+/// The f32 matrices `defer` names on the CPU are not read: they come back as [`FileRows`] over
+/// the open file.
 fn read_safetensors(
     file: &Path,
     device: &Device,
-) -> Result<Vec<(String, Entry, Tensor)>, SkillError> {
+    defer: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<(String, Entry, Loaded)>, SkillError> {
     use std::io::Read;
     let bad = |detail: String| invalid(file, detail);
     let mut f = std::fs::File::open(file).map_err(|e| bad(e.to_string()))?;
@@ -179,6 +187,7 @@ fn read_safetensors(
     // that runs on every core.
     use rayon::prelude::*;
     let base = 8 + n;
+    let f = Arc::new(f);
     infos.sort_by_key(|(_, i)| std::cmp::Reverse(i.data_offsets.1 - i.data_offsets.0));
     infos
         .into_par_iter()
@@ -187,6 +196,22 @@ fn read_safetensors(
             let at = base + i.data_offsets.0 as u64;
             let read = |e: std::io::Error| bad(format!("reading `{name}`: {e}"));
             let conv = |e: candle_core::Error| bad(format!("tensor `{name}`: {e}"));
+            let f32_le = i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little");
+            if f32_le && i.shape.len() == 2 && device.is_cpu() && defer(&name) {
+                let rows = FileRows {
+                    file: f.clone(),
+                    path: file.to_path_buf(),
+                    at,
+                    rows: i.shape[0],
+                    cols: i.shape[1],
+                };
+                let entry = Entry {
+                    file: file.to_path_buf(),
+                    shape: i.shape,
+                    dtype: i.dtype,
+                };
+                return Ok((name, entry, Loaded::Deferred(rows)));
+            }
             let tensor = if i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
                 let mut v = tensor_buffer(bytes / 4);
                 read_at(&f, bytemuck::cast_slice_mut(&mut v), at).map_err(read)?;
@@ -203,13 +228,19 @@ fn read_safetensors(
                 shape: i.shape,
                 dtype: i.dtype,
             };
-            Ok((name, entry, tensor))
+            Ok((name, entry, Loaded::Tensor(tensor)))
         })
         .collect()
 }
 
+/// A tensor of a checkpoint: read, or left in the file (see [`read_safetensors`]).
+enum Loaded {
+    Tensor(Tensor),
+    Deferred(FileRows),
+}
+
 /// Fill `buf` from `f` at byte `at`, without moving (or needing) a shared cursor.
-fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+pub(crate) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
@@ -267,17 +298,32 @@ fn is_buffer(name: &str) -> bool {
 impl Weights {
     /// Read and parse the headers and data of the weight files of `dir` onto `device`.
     pub(crate) fn read(dir: &Path, device: &Device) -> Result<Self, SkillError> {
+        Self::read_deferring(dir, device, &|_| false)
+    }
+
+    /// [`Weights::read`], except the f32 matrices `defer` names (embedding tables), which on the
+    /// CPU stay in their file until taken ([`Weights::take_rows`]: rows on demand).
+    pub(crate) fn read_deferring(
+        dir: &Path,
+        device: &Device,
+        defer: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Result<Self, SkillError> {
         let (path, files) = weight_files(dir)?;
         let mut tensors = HashMap::new();
+        let mut deferred = HashMap::new();
         let mut entries = BTreeMap::new();
         for file in &files {
-            for (name, entry, tensor) in read_safetensors(file, device)? {
+            for (name, entry, loaded) in read_safetensors(file, device, defer)? {
                 entries.insert(name.clone(), entry);
-                tensors.insert(name, tensor);
+                match loaded {
+                    Loaded::Tensor(t) => tensors.insert(name, t).map(drop),
+                    Loaded::Deferred(r) => deferred.insert(name, r).map(drop),
+                };
             }
         }
         Ok(Self {
             tensors,
+            deferred,
             quant: HashMap::new(),
             entries,
             used: HashSet::new(),
@@ -311,6 +357,7 @@ impl Weights {
         }
         Self {
             tensors: dense,
+            deferred: HashMap::new(),
             quant,
             entries,
             used: HashSet::new(),
@@ -406,6 +453,23 @@ impl Weights {
         float + quant
     }
 
+    /// An embedding table `name` of shape `shape` (as [`Weights::take`] checks it): rows read
+    /// from the file on demand when it was deferred ([`Weights::read_deferring`]) and the
+    /// model runs in f32, else the tensor.
+    pub(crate) fn take_rows(&mut self, name: &str, shape: &[usize]) -> Result<Rows, SkillError> {
+        match self.deferred.get(name) {
+            Some(rows)
+                if self.dtype == DType::F32
+                    && self.entries.get(name).is_some_and(|e| e.shape == shape) =>
+            {
+                let rows = rows.clone();
+                self.used.insert(name.to_owned());
+                Ok(Rows::File(rows))
+            }
+            _ => self.take(name, shape).map(Rows::Tensor),
+        }
+    }
+
     /// Convert every float tensor to `dtype` (once, so the model does not hold two copies).
     pub(crate) fn convert(&mut self, dtype: DType) -> Result<(), SkillError> {
         for (name, t) in self.tensors.iter_mut() {
@@ -471,6 +535,10 @@ impl Weights {
             });
         }
         let t = match self.quant.get(name) {
+            None if self.deferred.contains_key(name) => self.deferred[name]
+                .tensor()
+                .and_then(|t| t.to_dtype(self.dtype))
+                .map_err(|e| invalid(&self.path, format!("reading `{name}`: {e}")))?,
             Some(q) => q
                 .dequantize(&self.device)
                 .and_then(|t| t.to_dtype(self.dtype))

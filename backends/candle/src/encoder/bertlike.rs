@@ -34,7 +34,11 @@ use crate::activation::{Act, act};
 use crate::attention::{Rope, relative_bucket};
 use crate::encoder::fused::{Attention, Batch, Layer};
 use crate::encoder::setup::{self, HeadModel, HeadSetup};
+use crate::rows::Rows;
 use crate::weights::{Weights, layer_norm};
+
+/// The word-embedding table's name, after the model's prefix.
+const WORD_EMBEDDINGS: &str = "embeddings.word_embeddings.weight";
 
 /// Where the LayerNorms sit and how tensors are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -795,7 +799,8 @@ enum Head {
 #[derive(Debug)]
 pub(crate) struct BertBody {
     spec: Spec,
-    word: Tensor,
+    /// Word embeddings; on the CPU in f32, rows read from the checkpoint on demand.
+    word: Rows,
     /// The position table (absent with rotary positions).
     pos: Option<Tensor>,
     /// RoFormer's rotary tables `cos`, `sin` `[max_pos, d/2]` from the checkpoint.
@@ -813,10 +818,7 @@ impl BertBody {
     /// Take the body's tensors under `p` (`""` or `"<prefix>."`) from `w`.
     pub(crate) fn load(spec: &Spec, w: &mut Weights, p: &str) -> Result<Self, SkillError> {
         let e = spec.emb;
-        let word = w.take(
-            &format!("{p}embeddings.word_embeddings.weight"),
-            &[spec.vocab, e],
-        )?;
+        let word = w.take_rows(&format!("{p}{WORD_EMBEDDINGS}"), &[spec.vocab, e])?;
         let rope_table = if spec.rotary == Some(Rotary::Table) {
             let d = spec.hidden / spec.heads;
             if !d.is_multiple_of(2) {
@@ -984,8 +986,7 @@ impl BertBody {
         };
         let run = || -> candle_core::Result<Tensor> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| padded(r, 0)).collect();
-            let idx = Tensor::new(flat.as_slice(), dev)?;
-            let mut x = self.word.index_select(&idx, 0)?;
+            let mut x = self.word.gather(&flat)?;
             if let Some(mask) = self.spec.token_dropout {
                 // ESM: masked tokens zeroed, the rest scaled by (1 − 0.15·0.8) / (1 − masked
                 // share of the input).
@@ -1150,11 +1151,16 @@ impl BertLike {
             map: &map,
         };
         let spec = translate(model_type, &f)?;
-        let mut w = Weights::read(dir, device)?;
+        // The tokenizer is parsed on the second core while the weights are read.
+        // Word embeddings stay in the file, read row by row (see `crate::rows`).
+        let (w, tokenizer) = rayon::join(
+            || Weights::read_deferring(dir, device, &|n| n.ends_with(WORD_EMBEDDINGS)),
+            || skillgen_checkpoint::parse_tokenizer(dir),
+        );
+        let (mut w, tokenizer) = (w?, tokenizer?);
         w.convert(DType::F32)?;
         // A bare `*Model` checkpoint has no prefix; a task checkpoint has `<prefix>.`.
-        let word_name = "embeddings.word_embeddings.weight";
-        let p = if w.has(&format!("{}.{word_name}", spec.prefix)) {
+        let p = if w.has(&format!("{}.{WORD_EMBEDDINGS}", spec.prefix)) {
             format!("{}.", spec.prefix)
         } else {
             String::new()
@@ -1195,7 +1201,8 @@ impl BertLike {
                 let weight = if w.has(&dec_name) {
                     w.take(&dec_name, &[spec.vocab, width])?
                 } else {
-                    word.clone()
+                    word.tensor()
+                        .map_err(ce("reading the tied word embeddings"))?
                 };
                 let dec_bias = format!("{}.bias", names.decoder);
                 let bias = if w.has(names.bias) {
@@ -1248,7 +1255,7 @@ impl BertLike {
             None => spec.max_pos,
         };
         let room = spec.max_full_tokens.map_or(room, |m| m.min(room));
-        let setup = HeadSetup::finish(dir, &f, head_kind, labels, room)?;
+        let setup = HeadSetup::finish_parsed(dir, &f, head_kind, labels, room, tokenizer)?;
         Ok(Self {
             spec,
             body,

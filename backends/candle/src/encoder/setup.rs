@@ -92,6 +92,26 @@ impl HeadSetup {
         labels: Vec<String>,
         max_len: usize,
     ) -> Result<Self, SkillError> {
+        Self::finish_parsed(
+            dir,
+            f,
+            head,
+            labels,
+            max_len,
+            skillgen_checkpoint::parse_tokenizer(dir)?,
+        )
+    }
+
+    /// [`HeadSetup::finish`] with the tokenizer already parsed
+    /// ([`skillgen_checkpoint::parse_tokenizer`], e.g. beside reading the weights).
+    pub(crate) fn finish_parsed(
+        dir: &Path,
+        f: &Fields<'_>,
+        head: EncoderHead,
+        labels: Vec<String>,
+        max_len: usize,
+        (tokenizer, tokenizer_path): (Option<tokenizers::Tokenizer>, PathBuf),
+    ) -> Result<Self, SkillError> {
         let n = labels.len();
         let sigmoid = match f.str_opt("problem_type")? {
             Some("multi_label_classification") => true,
@@ -111,7 +131,9 @@ impl HeadSetup {
         } else {
             (Pooling::Mean, false, None)
         };
-        let (tokenizer, tokenizer_path) = skillgen_checkpoint::load_tokenizer(dir, truncate)?;
+        let tokenizer = tokenizer
+            .map(|t| skillgen_checkpoint::configure_tokenizer(t, &tokenizer_path, truncate))
+            .transpose()?;
         Ok(Self {
             capability,
             labels,
