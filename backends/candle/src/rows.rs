@@ -40,9 +40,9 @@ impl FileRows {
                 );
             }
             let at = self.at + (id * row_bytes) as u64;
-            crate::weights::read_at(&self.file, bytemuck::cast_slice_mut(dst), at).map_err(
-                |e| candle_core::Error::Msg(format!("reading {}: {e}", self.path.display())),
-            )?;
+            read_at(&self.file, bytemuck::cast_slice_mut(dst), at).map_err(|e| {
+                candle_core::Error::Msg(format!("reading {}: {e}", self.path.display()))
+            })?;
         }
         Tensor::from_vec(out, (ids.len(), self.cols), &Device::Cpu)
     }
@@ -83,6 +83,21 @@ impl Rows {
             Self::Tensor(t) => t.dtype(),
             Self::File(_) => DType::F32,
         }
+    }
+}
+
+/// Fill `buf` from `f` at byte `at`, without moving (or needing) a shared cursor.
+pub(crate) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek};
+        let mut f = f.try_clone()?;
+        f.seek(std::io::SeekFrom::Start(at))?;
+        f.read_exact(buf)
     }
 }
 

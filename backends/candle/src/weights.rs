@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use skillgen_runtime::{Quantization, SkillError};
 
-use crate::rows::{FileRows, Rows};
+use crate::rows::{FileRows, Rows, read_at};
 
 /// One tensor in the files: where it is, its shape and dtype.
 #[derive(Debug, Clone)]
@@ -237,21 +237,6 @@ fn read_safetensors(
 enum Loaded {
     Tensor(Tensor),
     Deferred(FileRows),
-}
-
-/// Fill `buf` from `f` at byte `at`, without moving (or needing) a shared cursor.
-pub(crate) fn read_at(f: &std::fs::File, buf: &mut [u8], at: u64) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        std::os::unix::fs::FileExt::read_exact_at(f, buf, at)
-    }
-    #[cfg(not(unix))]
-    {
-        use std::io::{Read, Seek};
-        let mut f = f.try_clone()?;
-        f.seek(std::io::SeekFrom::Start(at))?;
-        f.read_exact(buf)
-    }
 }
 
 /// A zeroed buffer of `len` f32 for a tensor about to be read from a file. On Linux a large
