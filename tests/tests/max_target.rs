@@ -338,8 +338,22 @@ fn minilm_on_max_matches_candle_falls_back_and_fails_typed() {
     }
 }
 
-/// How many live (not zombie) processes process group `pgid` has.
+/// How many live (not zombie) processes process group `pgid` still has after waiting up to
+/// 10 s for it to empty: a SIGKILLed process in uninterruptible I/O (MAX writing its compile
+/// cache) leaves only when the I/O ends, which on a busy machine takes a moment.
 fn group_alive(pgid: u32) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive = group_count(pgid);
+        if alive == 0 || Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How many live (not zombie) processes process group `pgid` has now.
+fn group_count(pgid: u32) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(Result::ok)
