@@ -8,81 +8,10 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{QMatMul, QStorage, QTensor};
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 
-use skillgen_kernels::dense::{FEW_ROWS, matmul_wt};
+use skillgen_kernels::Isa;
 use skillgen_kernels::quant::{QMatMulOp, QMatrix};
-use skillgen_kernels::{Isa, f32_data};
-
-/// `x · Wᵀ` for a float `W` `[out, in]` and `x` `[.., in]` (the encoders' products): on the
-/// CPU in f32 with a few rows ([`FEW_ROWS`]: one text, a short batch) by [`matmul_wt`], which reads `W` in place; with
-/// more rows by Intel MKL's `sgemm` when built with the `mkl` feature; else (one row, other
-/// devices and dtypes) by candle's matrix product.
-pub(crate) fn dense_product(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let dims = x.dims();
-    let (Some(&k), rows) = (dims.last(), dims.iter().rev().skip(1).product::<usize>()) else {
-        candle_core::bail!("a linear layer applied to a scalar");
-    };
-    let ours = FEW_ROWS.contains(&rows) || (cfg!(feature = "mkl") && rows > *FEW_ROWS.end());
-    if ours
-        && x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && w.is_contiguous()
-        && w.rank() == 2
-    {
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = w.dim(0)?;
-        }
-        let y = x
-            .contiguous()?
-            .reshape((rows, k))?
-            .apply_op2_no_bwd(w, &RowsTimesWt)?;
-        return y.reshape(out);
-    }
-    candle_core::Module::forward(&candle_nn::Linear::new(w.clone(), None), x)
-}
-
-/// `x · Wᵀ` as a candle op: `x` `[m, k]`, `w` `[n, k]` → `[m, n]`; [`matmul_wt`] for
-/// [`FEW_ROWS`], MKL's `sgemm` (the `mkl` feature) for more.
-#[derive(Debug, Clone, Copy)]
-struct RowsTimesWt;
-
-impl CustomOp2 for RowsTimesWt {
-    fn name(&self) -> &'static str {
-        "skillgen-rows-times-wt"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, xd) = f32_data(self.name(), "input", s1, l1)?;
-        let (w, wd) = f32_data(self.name(), "weight", s2, l2)?;
-        let (&[m, k], &[n, wk]) = (xd.as_slice(), wd.as_slice()) else {
-            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
-        };
-        if k != wk || k == 0 {
-            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
-        }
-        #[cfg(feature = "mkl")]
-        if !FEW_ROWS.contains(&m) {
-            let Some(out) = skillgen_kernels::mkl::matmul_wt(x, k, w) else {
-                candle_core::bail!(
-                    "{}: [{m}, {k}] × [{n}, {k}]ᵀ exceeds MKL's sizes",
-                    self.name()
-                );
-            };
-            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
-        }
-        let out = matmul_wt(Isa::detect(), x, k, w);
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
 
 /// `y = x Wᵀ + b` with a dense or quantized `W` `[out, in]`.
 #[derive(Debug, Clone)]
@@ -229,9 +158,6 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
-            // candle's product, as the decoder's parity with llama.cpp was measured with it:
-            // Gemma 3's greedy continuation through `dense_product` parts from llama.cpp's
-            // after 4 of 8 tokens (summation order alone; teacher-forced logits stay in bounds).
             Weight::Dense(l) => l.forward(x)?,
             Weight::Own(op) if x.device().is_cpu() => {
                 let dtype = x.dtype();

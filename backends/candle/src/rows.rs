@@ -26,6 +26,12 @@ pub(crate) struct FileRows {
 }
 
 impl FileRows {
+    /// Fill `dst` from the file `at` bytes into the table.
+    fn read(&self, dst: &mut [f32], at: u64) -> Result<()> {
+        read_at(&self.file, bytemuck::cast_slice_mut(dst), self.at + at)
+            .map_err(|e| candle_core::Error::Msg(format!("reading {}: {e}", self.path.display())))
+    }
+
     /// Rows `ids` as `[ids.len(), cols]` on the CPU.
     pub(crate) fn gather(&self, ids: &[u32]) -> Result<Tensor> {
         let row_bytes = self.cols * 4;
@@ -39,18 +45,16 @@ impl FileRows {
                     self.path.display()
                 );
             }
-            let at = self.at + (id * row_bytes) as u64;
-            read_at(&self.file, bytemuck::cast_slice_mut(dst), at).map_err(|e| {
-                candle_core::Error::Msg(format!("reading {}: {e}", self.path.display()))
-            })?;
+            self.read(dst, (id * row_bytes) as u64)?;
         }
         Tensor::from_vec(out, (ids.len(), self.cols), &Device::Cpu)
     }
 
-    /// The whole table, read now.
+    /// The whole table, read now (one read).
     pub(crate) fn tensor(&self) -> Result<Tensor> {
-        let ids: Vec<u32> = (0..self.rows as u32).collect();
-        self.gather(&ids)
+        let mut all = vec![0f32; self.rows * self.cols];
+        self.read(&mut all, 0)?;
+        Tensor::from_vec(all, (self.rows, self.cols), &Device::Cpu)
     }
 }
 

@@ -197,38 +197,31 @@ fn read_safetensors(
             let read = |e: std::io::Error| bad(format!("reading `{name}`: {e}"));
             let conv = |e: candle_core::Error| bad(format!("tensor `{name}`: {e}"));
             let f32_le = i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little");
-            if f32_le && i.shape.len() == 2 && device.is_cpu() && defer(&name) {
-                let rows = FileRows {
-                    file: f.clone(),
-                    path: file.to_path_buf(),
-                    at,
-                    rows: i.shape[0],
-                    cols: i.shape[1],
-                };
-                let entry = Entry {
-                    file: file.to_path_buf(),
-                    shape: i.shape,
-                    dtype: i.dtype,
-                };
-                return Ok((name, entry, Loaded::Deferred(rows)));
-            }
-            let tensor = if i.dtype == safetensors::Dtype::F32 && cfg!(target_endian = "little") {
-                let mut v = tensor_buffer(bytes / 4);
-                read_at(&f, bytemuck::cast_slice_mut(&mut v), at).map_err(read)?;
-                Tensor::from_vec(v, i.shape.as_slice(), device).map_err(conv)?
-            } else {
-                let mut v = vec![0u8; bytes];
-                read_at(&f, &mut v, at).map_err(read)?;
-                let view = safetensors::tensor::TensorView::new(i.dtype, i.shape.clone(), &v)
-                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-                candle_core::safetensors::Load::load(&view, device).map_err(conv)?
-            };
             let entry = Entry {
                 file: file.to_path_buf(),
                 shape: i.shape,
                 dtype: i.dtype,
             };
-            Ok((name, entry, Loaded::Tensor(tensor)))
+            let loaded = if f32_le && entry.shape.len() == 2 && device.is_cpu() && defer(&name) {
+                Loaded::Deferred(FileRows {
+                    file: f.clone(),
+                    path: file.to_path_buf(),
+                    at,
+                    rows: entry.shape[0],
+                    cols: entry.shape[1],
+                })
+            } else if f32_le {
+                let mut v = tensor_buffer(bytes / 4);
+                read_at(&f, bytemuck::cast_slice_mut(&mut v), at).map_err(read)?;
+                Loaded::Tensor(Tensor::from_vec(v, entry.shape.as_slice(), device).map_err(conv)?)
+            } else {
+                let mut v = vec![0u8; bytes];
+                read_at(&f, &mut v, at).map_err(read)?;
+                let view = safetensors::tensor::TensorView::new(i.dtype, entry.shape.clone(), &v)
+                    .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+                Loaded::Tensor(candle_core::safetensors::Load::load(&view, device).map_err(conv)?)
+            };
+            Ok((name, entry, loaded))
         })
         .collect()
 }
@@ -301,9 +294,13 @@ impl Weights {
             for (name, entry, loaded) in read_safetensors(file, device, defer)? {
                 entries.insert(name.clone(), entry);
                 match loaded {
-                    Loaded::Tensor(t) => tensors.insert(name, t).map(drop),
-                    Loaded::Deferred(r) => deferred.insert(name, r).map(drop),
-                };
+                    Loaded::Tensor(t) => {
+                        tensors.insert(name, t);
+                    }
+                    Loaded::Deferred(r) => {
+                        deferred.insert(name, r);
+                    }
+                }
             }
         }
         Ok(Self {

@@ -23,6 +23,7 @@
 //! MLM head when embedding).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
@@ -973,7 +974,7 @@ impl BertBody {
         let b = rows.len();
         let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let dev = &self.device;
-        let lens: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+        let lens: Arc<[usize]> = rows.iter().map(|r| r.len()).collect();
         // The fused CPU kernels take the real tokens only, packed (see `Batch::packed`);
         // candle ops take the batch right-padded to `n`.
         let packed = Batch::fusable(self.spec.rotary.is_some(), dev, self.word.dtype());
@@ -1060,7 +1061,7 @@ impl BertBody {
             let mut bt = Batch {
                 b,
                 n,
-                lens: lens.iter().copied().collect(),
+                lens: lens.clone(),
                 packed,
                 rel: None,
                 mask: None,

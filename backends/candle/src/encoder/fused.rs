@@ -4,7 +4,7 @@
 //! bias + residual + LayerNorm in one pass ([`skillgen_kernels::norm`]). Activations are the
 //! batch's real tokens packed, `[Σ len, hidden]`: a padding position never goes through a
 //! matrix product (a batch of 32 ordinary sentences is ~40% padding when padded to its
-//! longest). Products with a few rows (one text) go through [`crate::linear::dense_product`].
+//! longest). Products with a few rows (one text) are ours ([`RowsTimesWt`]).
 //!
 //! Rotary positions (ESM, RoFormer) and non-CPU devices take the unfused path, the same
 //! arithmetic as candle ops (q, k, v sliced from the fused product).
@@ -18,7 +18,7 @@ use skillgen_kernels::norm::AddNorm;
 
 use crate::activation::{Act, act};
 use crate::attention::Rope;
-use crate::encoder::ops::{AddLn, Attend, BiasGelu};
+use crate::encoder::ops::{AddLn, Attend, BiasGelu, RowsTimesWt};
 
 /// A linear layer as `x · Wᵀ` and a bias kept apart (so the bias joins a fused op).
 #[derive(Debug, Clone)]
@@ -49,9 +49,20 @@ impl Dense {
         })
     }
 
-    /// `x · Wᵀ`, no bias; `x` `[rows, in]`.
+    /// `x · Wᵀ`, no bias; `x` `[rows, in]`: on the CPU in f32 by [`RowsTimesWt`] where it pays,
+    /// else candle's product.
     fn product(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        crate::linear::dense_product(x, &self.w)
+        let (w, f32) = (&self.w, candle_core::DType::F32);
+        if x.rank() == 2
+            && RowsTimesWt::pays(x.dim(0)?)
+            && x.device().is_cpu()
+            && x.dtype() == f32
+            && w.dtype() == f32
+            && w.is_contiguous()
+        {
+            return x.contiguous()?.apply_op2_no_bwd(w, &RowsTimesWt);
+        }
+        x.matmul(&w.t()?)
     }
 
     /// `x · Wᵀ + b`.

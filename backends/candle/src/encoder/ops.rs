@@ -1,13 +1,14 @@
 //! The fused encoder kernels of [`skillgen_kernels`] as candle CPU ops, their rows split across
 //! rayon's pool (the threads candle's matrix products already use, so nothing else spins
 //! beside them): bias + exact GELU, bias + residual + LayerNorm, attention from the fused
-//! q/k/v projection.
+//! q/k/v projection, and the linear layers' product where ours beats candle's.
 
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
 use rayon::prelude::*;
 
+use skillgen_kernels::dense::{FEW_ROWS, matmul_wt};
 use skillgen_kernels::encode::{Heads, attend_input};
 use skillgen_kernels::gelu::bias_gelu_into;
 use skillgen_kernels::norm::{AddNorm, add_norm_into};
@@ -163,5 +164,56 @@ impl CustomOp2 for Attend {
             parts.into_iter().for_each(one);
         }
         Ok((CpuStorage::F32(out), Shape::from((t, h))))
+    }
+}
+
+/// `x · Wᵀ` as a candle op: `x` `[m, k]`, `w` `[n, k]` (a linear layer's weight, read in place)
+/// → `[m, n]`; [`matmul_wt`] for [`FEW_ROWS`], MKL's `sgemm` (the `mkl` feature) for more.
+///
+/// The encoders only: the decoders keep candle's product, with which their parity with
+/// llama.cpp was measured (through ours, Gemma 3's greedy continuation parts from llama.cpp's
+/// after 4 of 8 tokens: summation order alone, the teacher-forced logits stay in bounds).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowsTimesWt;
+
+impl RowsTimesWt {
+    /// Whether this op is faster than candle's product for `rows` rows.
+    pub(crate) fn pays(rows: usize) -> bool {
+        FEW_ROWS.contains(&rows) || (cfg!(feature = "mkl") && rows > *FEW_ROWS.end())
+    }
+}
+
+impl CustomOp2 for RowsTimesWt {
+    fn name(&self) -> &'static str {
+        "skillgen-rows-times-wt"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, xd) = f32_data(self.name(), "input", s1, l1)?;
+        let (w, wd) = f32_data(self.name(), "weight", s2, l2)?;
+        let (&[m, k], &[n, wk]) = (xd.as_slice(), wd.as_slice()) else {
+            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
+        };
+        if k != wk || k == 0 {
+            candle_core::bail!("{}: input {xd:?}, weight {wd:?}", self.name());
+        }
+        #[cfg(feature = "mkl")]
+        if !FEW_ROWS.contains(&m) {
+            let Some(out) = skillgen_kernels::mkl::matmul_wt(x, k, w) else {
+                candle_core::bail!(
+                    "{}: [{m}, {k}] × [{n}, {k}]ᵀ exceeds MKL's sizes",
+                    self.name()
+                );
+            };
+            return Ok((CpuStorage::F32(out), Shape::from((m, n))));
+        }
+        let out = matmul_wt(Isa::detect(), x, k, w);
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
